@@ -1,0 +1,1 @@
+"""Model registry: MLflow registration, model signing, SLSA provenance, verification."""

@@ -1,0 +1,25 @@
+"""The model's identity: the OpenSSF model-signing root digest of its directory.
+
+model-signing hashes every file (sorted by path) and takes sha256 over the concatenated file
+digests; that value is the subject digest of its signature. We compute the same value so
+the digest in MLflow tags, the SLSA provenance subject, the deploy request and the logs is
+the one the model signature vouches for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from model_signing import hashing
+
+
+def model_root_digest(model_dir: Path, ignore_paths: list[Path] | None = None) -> str:
+    config = hashing.Config()
+    if ignore_paths:
+        config.set_ignored_paths(paths=[Path(p) for p in ignore_paths])
+    manifest = config.hash(Path(model_dir))
+    root = hashlib.sha256()
+    for descriptor in manifest.resource_descriptors():
+        root.update(descriptor.digest.digest_value)
+    return root.hexdigest()

@@ -1,0 +1,1 @@
+"""Shipyard stages: thin Flyte tasks over plain, Flyte-free stage functions."""

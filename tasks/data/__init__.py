@@ -1,0 +1,1 @@
+"""Data stage: shipped corpus generator, Great Expectations validation, tokenizer."""

@@ -1,0 +1,41 @@
+"""Where Shipyard keeps local state, read from the environment in exactly one place.
+
+Local defaults (no server to install):
+  - state directory: ``$SHIPYARD_HOME`` or ``~/.shipyard``
+  - MLflow: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<home>/mlflow.db`` with artifacts under
+    ``<home>/mlartifacts``
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: Path
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    home = Path(env.get("SHIPYARD_HOME") or Path.home() / ".shipyard").expanduser().resolve()
+    uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+    return Settings(home=home, mlflow_tracking_uri=uri, mlflow_artifact_root=home / "mlartifacts")
