@@ -1,0 +1,1 @@
+"""Training stage: Llama-architecture model, data packing, DDP/FSDP loop, checkpoints."""

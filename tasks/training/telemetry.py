@@ -1,0 +1,90 @@
+"""Per-step telemetry: throughput, MFU, peak memory, and the MLflow run that records them."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Dense bf16 peak FLOP/s per device (vendor data sheets, no sparsity). MFU is reported only
+# for devices listed here; on CPU it is not reported at all.
+PEAK_BF16_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "H100": 989e12,  # SXM; the PCIe card is 756e12 and is matched first below
+    "H100 PCIe": 756e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+}
+
+
+def peak_flops_per_second(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_BF16_FLOPS, key=len, reverse=True):
+        if key in name:
+            return PEAK_BF16_FLOPS[key]
+    return None
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+class MlflowLogger:
+    """Rank 0's MLflow run for the training stage (resumed runs reopen the same run id)."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        artifact_root: Path,
+        experiment: str,
+        run_id: str | None,
+        params: dict[str, Any],
+    ) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(tracking_uri)
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            location = None
+            if tracking_uri.startswith("sqlite:") or tracking_uri.startswith("file:"):
+                artifact_root.mkdir(parents=True, exist_ok=True)
+                location = artifact_root.as_uri()
+            experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+        else:
+            experiment_id = exp.experiment_id
+        self.run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id,
+                                    run_name=None if run_id else "train")
+        if run_id is None:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run.info.run_id)
+
+    def log_step(self, step: int, metrics: dict[str, float]) -> None:
+        self._mlflow.log_metrics(metrics, step=step)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._mlflow.set_tag(key, value)
+
+    def log_json(self, payload: Any, name: str) -> None:
+        self._mlflow.log_text(json.dumps(payload, indent=1, sort_keys=True), name)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        self._mlflow.log_figure(figure, name)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._mlflow.end_run(status=status)
