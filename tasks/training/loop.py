@@ -56,6 +56,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str = ""
     resumed_from_step: int = 0
+    rank: int = 0  # the rank that produced this result (only rank 0's is kept)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -248,7 +249,7 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
         run_id = mlflow_logger.run_id
         mlflow_logger.finish()
     return TrainResult(model_dir, digest, num_parameters, loss_curve, val_losses, final,
-                       run_id, start_step)
+                       run_id, start_step, info.rank)
 
 
 def _export_model(

@@ -1,0 +1,29 @@
+"""Cache versions derived from source code.
+
+Flyte's cache key is (task name, cache_version, inputs). Deriving `cache_version` from the
+hash of the code a stage runs means an unchanged stage with unchanged inputs is skipped, and
+any edit to its code re-runs it, with nobody remembering to bump a number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from tasks.settings import PROJECT_ROOT
+
+
+def code_version(*relative_paths: str) -> str:
+    """sha256 (first 16 hex) over the .py files at these paths (files or packages)."""
+    digest = hashlib.sha256()
+    for rel in sorted(relative_paths):
+        root = PROJECT_ROOT / rel
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for path in files:
+            digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# Modules every stage depends on.
+COMMON = ("tasks/errors.py", "tasks/settings.py", "tasks/contracts.py", "tasks/digests.py",
+          "tasks/config.py", "tasks/flyte_adapter.py", "tasks/caching.py")

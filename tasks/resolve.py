@@ -1,0 +1,42 @@
+"""`resolve_config`: preset + overrides -> each stage's typed config, checked up front.
+
+It runs first and is never cached, so a bad preset or override fails in seconds, before any
+expensive stage starts, and so that the dataset files' digests (part of validate_data's cache
+key) are read fresh on every run.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from flytekit import task
+
+from tasks.config import build_config, load_preset
+from tasks.data.config import DataConfig
+from tasks.errors import StageError
+from tasks.training.config import TrainConfig
+
+KNOWN_SECTIONS = ("data", "train")
+
+
+class ResolvedConfig(NamedTuple):
+    data: DataConfig
+    train: TrainConfig
+
+
+def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
+    raw = load_preset(preset, overrides)
+    unknown = sorted(set(raw) - set(KNOWN_SECTIONS))
+    if unknown:
+        raise StageError("CONFIG_UNKNOWN_KEY",
+                         f"preset {preset!r}: unknown section(s) {unknown}; known: "
+                         f"{list(KNOWN_SECTIONS)}.")
+    return ResolvedConfig(
+        data=build_config(DataConfig, "data", raw.get("data", {})),
+        train=build_config(TrainConfig, "train", raw.get("train", {})),
+    )
+
+
+@task(cache=False, retries=0)
+def resolve_config(preset: str, overrides: list[str]) -> ResolvedConfig:
+    return resolve(preset, overrides)

@@ -1,0 +1,101 @@
+"""`train` stage: a Flyte Elastic task (torchrun semantics) over `run_training`.
+
+Locally `nproc_per_node` CPU processes on gloo; on a cluster the PyTorch operator runs the
+same task on GPU nodes with NCCL (see workflows/pipeline.py for the GPU overrides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from flytekit import Resources, task
+from flytekit.types.directory import FlyteDirectory
+from flytekitplugins.kfpytorch import Elastic
+
+from tasks.caching import COMMON, code_version
+from tasks.contracts import TrainedModel, ValidatedDataset
+from tasks.digests import sha256_file
+from tasks.errors import StageError
+from tasks.flyte_adapter import publish_report
+from tasks.settings import load_settings
+from tasks.training.config import TrainConfig
+from tasks.training.loop import TrainPaths, TrainResult, run_training
+from tasks.training.report import training_report_html
+
+# Local default: 2 worker processes (the tiny preset's global batch splits evenly over 2).
+LOCAL_ELASTIC = Elastic(nnodes=1, nproc_per_node=2, max_restarts=0, monitor_interval=1)
+
+
+def checkpoint_run_key(config: TrainConfig, dataset: ValidatedDataset) -> str:
+    """Same config and same data -> same key -> a retried task finds its checkpoints."""
+    fields = json.loads(config.to_json())
+    fields.pop("checkpoint_dir")
+    payload = json.dumps([fields, dataset.split_digests, dataset.tokenizer_digest],
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def verify_dataset_files(dataset_dir: Path, dataset: ValidatedDataset) -> None:
+    """Fail closed if the files received are not the ones validation vouched for."""
+    for split in ("train", "validation"):
+        path = dataset_dir / f"{split}.jsonl"
+        found = sha256_file(path) if path.is_file() else "missing"
+        if found != dataset.split_digests.get(split):
+            raise StageError(
+                "TRAIN_DATASET_DIGEST_MISMATCH",
+                f"dataset file {path}: sha256 {found} != {dataset.split_digests.get(split)} "
+                "recorded by validate_data. Re-run validate_data; do not edit its outputs.",
+            )
+
+
+def to_trained_model(result: TrainResult, config: TrainConfig,
+                     dataset: ValidatedDataset) -> TrainedModel:
+    return TrainedModel(
+        model_dir=FlyteDirectory(str(result.model_dir)),
+        model_digest=result.model_digest,
+        dataset_digests=dict(dataset.split_digests),
+        metrics=result.metrics,
+        loss_curve=result.loss_curve,
+        resolved_config_json=config.to_json(),
+        config_digest=config.digest(),
+        mlflow_run_id=result.mlflow_run_id,
+    )
+
+
+@task(
+    task_config=LOCAL_ELASTIC,
+    cache=True,
+    cache_version=code_version(*COMMON, "tasks/train.py", "tasks/training",
+                               "tasks/data/template.py", "registry/digest.py"),
+    retries=2,
+    interruptible=True,
+    requests=Resources(cpu="2", mem="8Gi"),
+    enable_deck=True,
+)
+def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
+    dataset_dir = Path(dataset.files.download())
+    verify_dataset_files(dataset_dir, dataset)
+    settings = load_settings()
+    checkpoint_dir = Path(config.checkpoint_dir or
+                          settings.checkpoints_dir / checkpoint_run_key(config, dataset))
+    output_dir = Path(tempfile.mkdtemp(prefix="shipyard-model-")) / "model"
+    result = run_training(config, TrainPaths(
+        dataset_dir=dataset_dir, output_dir=output_dir, checkpoint_dir=checkpoint_dir,
+        mlflow_tracking_uri=settings.mlflow_tracking_uri,
+        mlflow_artifact_root=settings.mlflow_artifact_root,
+    ))
+    if result.rank == 0:  # only rank 0's return value is kept by Elastic
+        publish_report("train", "Training", training_report_html(
+            result.metrics, result.loss_curve, result.val_losses, {
+                "model digest": result.model_digest, "model dir": str(result.model_dir),
+                "MLflow run": result.mlflow_run_id, "MLflow store": settings.mlflow_tracking_uri,
+                "checkpoints": str(checkpoint_dir),
+                "resumed from step": str(result.resumed_from_step),
+            }))
+        print(f"[shipyard] model: {result.model_dir} (digest {result.model_digest})\n"
+              f"[shipyard] MLflow run {result.mlflow_run_id} in {settings.mlflow_tracking_uri}",
+              flush=True)
+    return to_trained_model(result, config, dataset)
