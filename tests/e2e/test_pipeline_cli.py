@@ -1,0 +1,91 @@
+"""End to end, the way a user runs it: `pyflyte run` locally and `pyflyte package` as the
+compile check for `pyflyte run --remote`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import PROJECT_ROOT
+from tests.conftest import subprocess_env
+
+pytestmark = pytest.mark.e2e
+
+PYFLYTE = str(Path(sys.executable).with_name("pyflyte"))
+QUICK = ["train.max_steps=6", "train.checkpoint_every_steps=3", "train.eval_every_steps=3",
+         "train.warmup_steps=2"]
+
+
+def _pyflyte_run(home: Path, *extra: str, cache: bool) -> subprocess.CompletedProcess[str]:
+    env = subprocess_env(home)
+    env["FLYTE_LOCAL_CACHE_ENABLED"] = "true" if cache else "false"
+    return subprocess.run(
+        [PYFLYTE, "run", "workflows/pipeline.py", "shipyard_pipeline", "--preset", "tiny",
+         "--overrides", json.dumps(QUICK), *extra],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def _training_runs(home: Path) -> list[str]:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{home / '.shipyard' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("shipyard")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    return [r.info.run_id for r in runs if r.info.run_name == "train"]
+
+
+def test_pyflyte_run_trains_the_tiny_preset_and_a_rerun_is_served_from_cache(
+    isolated_home: Path,
+) -> None:
+    first = _pyflyte_run(isolated_home, cache=True)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    out = first.stdout + first.stderr
+    model_dir = re.search(r"\[shipyard\] model: (\S+) \(digest ([0-9a-f]{64})\)", out)
+    assert model_dir, out[-3000:]
+    for stage in ("validate_data", "train"):
+        report = re.search(rf"\[shipyard\] {stage} report: (\S+\.html)", out)
+        assert report and Path(report.group(1)).is_file(), f"no {stage} report in output"
+    assert len(_training_runs(isolated_home)) == 1
+
+    second = _pyflyte_run(isolated_home, cache=True)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    assert "[shipyard] model:" not in second.stdout + second.stderr  # train did not run
+    assert len(_training_runs(isolated_home)) == 1
+
+
+def test_bad_override_fails_before_any_stage_runs(isolated_home: Path) -> None:
+    env = subprocess_env(isolated_home)
+    proc = subprocess.run(
+        [PYFLYTE, "run", "workflows/pipeline.py", "shipyard_pipeline", "--preset", "tiny",
+         "--overrides", json.dumps(["train.parallelism=zero3"])],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "train.parallelism='zero3': must be one of ['ddp', 'fsdp']" in proc.stdout + proc.stderr
+    assert not (isolated_home / ".shipyard" / "mlflow.db").exists()
+
+
+def test_pyflyte_package_compiles_every_workflow_for_a_cluster(
+    isolated_home: Path, tmp_path: Path,
+) -> None:
+    archive = tmp_path / "flyte-package.tgz"
+    proc = subprocess.run(
+        [PYFLYTE, "--pkgs", "workflows", "package", "--image", "ghcr.io/example/shipyard:test",
+         "-f", "-o", str(archive)],
+        cwd=PROJECT_ROOT, env=subprocess_env(isolated_home), capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    for entity in ("workflows.pipeline.shipyard_pipeline", "workflows.pipeline.shipyard_pipeline_gpu_8x",
+                   "tasks.train.train", "tasks.validate.validate_data"):
+        assert any(entity in n for n in names), f"{entity} missing from {names}"
