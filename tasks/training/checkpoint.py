@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,7 @@ class _Pending:
     step: int
     partial: Path
     final: Path
-    future: Future | None
+    future: Any  # concurrent Future from dcp.async_save, or None when saved synchronously
 
 
 class CheckpointManager:
@@ -164,7 +163,7 @@ class CheckpointManager:
             return None
         path = Path(choice[0])
         model_sd, optim_sd = get_state_dict(model, optimizer)
-        state = {"model": model_sd, "optim": optim_sd}
+        state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=str(path))
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])

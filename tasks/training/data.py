@@ -64,7 +64,7 @@ class BatchSchedule:
         batch that would straddle two epochs takes the tail of one and the head of the next.
         """
         start = step * self.global_batch_size
-        out = []
+        out: list[int] = []
         while len(out) < self.global_batch_size:
             epoch, offset = divmod(start + len(out), self.num_windows)
             perm = self._permutation(epoch)

@@ -50,7 +50,9 @@ def teardown(info: Dist) -> None:
 
 
 def wrap_model(model: torch.nn.Module, parallelism: str, info: Dist) -> torch.nn.Module:
-    """DDP replicates; FSDP2 shards each decoder layer, then the root (embeddings, head)."""
+    """DDP replicates; FSDP2 shards each decoder layer, then the root (embeddings, head).
+
+    A 1-process DDP job runs the bare model: the math is the same without the wrapper."""
     model.to(info.device)
     if parallelism == "fsdp":
         from torch.distributed.fsdp import fully_shard
@@ -59,12 +61,10 @@ def wrap_model(model: torch.nn.Module, parallelism: str, info: Dist) -> torch.nn
             fully_shard(layer)
         fully_shard(model)
         return model
+    if info.world_size == 1:
+        return model  # nothing to synchronise; DDP would only add a 1-rank all-reduce
     device_ids = [info.local_rank] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def all_reduce_mean(value: float, info: Dist) -> float:

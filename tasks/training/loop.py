@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from tqdm import tqdm
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+)
 
 from registry.digest import model_root_digest
 from tasks.errors import StageError
@@ -57,6 +62,8 @@ class TrainResult:
     mlflow_run_id: str = ""
     resumed_from_step: int = 0
     rank: int = 0  # the rank that produced this result (only rank 0's is kept)
+    # wall seconds of each loop iteration of this process, logging and checkpoints included
+    iteration_seconds: list[float] = field(default_factory=list)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -136,10 +143,10 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
                                 tokenizer, config.seq_len)
     schedule = BatchSchedule(len(train_windows), config.global_batch_size, config.seed)
 
-    model = build_model(config, tokenizer)
-    num_parameters = count_parameters(model)
-    flops_token = flops_per_token(model.config, config.seq_len, num_parameters)
-    model = distributed.wrap_model(model, config.parallelism, info)
+    hf_model = build_model(config, tokenizer)
+    num_parameters = count_parameters(hf_model)
+    flops_token = flops_per_token(hf_model.config, config.seq_len, num_parameters)
+    model = distributed.wrap_model(hf_model, config.parallelism, info)
     optimizer = _build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     if config.compile:
@@ -170,6 +177,7 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
     progress = tqdm(total=config.max_steps, initial=start_step, disable=info.rank != 0,
                     desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
     step_seconds: list[float] = []
+    iteration_seconds: list[float] = []
     model.train()
     try:
         for step in range(start_step, config.max_steps):
@@ -179,7 +187,8 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
             step_loss = 0.0
             for i, micro in enumerate(micro_batches):
                 last = i == len(micro_batches) - 1
-                sync = nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+                no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce on the last only
+                sync = nullcontext() if last or no_sync is None else no_sync()
                 with sync:
                     loss = _micro_loss(model, train_windows[micro], info.device, autocast)
                     (loss / accumulation).backward()
@@ -187,7 +196,7 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
             if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
                 grad_norm = grad_norm.full_tensor()
-            lr = scheduler.get_last_lr()[0]
+            lr = float(scheduler.get_last_lr()[0])
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -198,9 +207,11 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
             global_loss = distributed.all_reduce_mean(step_loss, info)
             loss_curve.append(global_loss)
             done = step + 1
-            metrics = {"loss": global_loss, "grad_norm": float(grad_norm), "lr": lr,
-                       "step_seconds": seconds, "tokens_per_second": tokens_per_step / seconds,
-                       "peak_memory_bytes": float(peak_memory_bytes(info.device))}
+            metrics: dict[str, float] = {
+                "loss": global_loss, "grad_norm": float(grad_norm), "lr": lr,
+                "step_seconds": seconds, "tokens_per_second": tokens_per_step / seconds,
+                "peak_memory_bytes": float(peak_memory_bytes(info.device)),
+            }
             if peak is not None:
                 metrics["mfu"] = flops_token * tokens_per_step / seconds / (peak * info.world_size)
             if done % config.eval_every_steps == 0 or done == config.max_steps:
@@ -217,9 +228,11 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
                     "val_losses": val_losses, "config_digest": config.digest(),
                     "mlflow_run_id": mlflow_logger.run_id if mlflow_logger else None,
                 })
+            iteration_seconds.append(time.perf_counter() - started)
         checkpoints.finalize()
         progress.close()
-        model_dir, digest = _export_model(model, tokenizer, config, paths.output_dir, info)
+        model_dir, digest = _export_model(model, hf_model, tokenizer, config, paths.output_dir,
+                                          info)
     except BaseException:
         if mlflow_logger is not None:
             mlflow_logger.finish("FAILED")
@@ -249,21 +262,23 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
         run_id = mlflow_logger.run_id
         mlflow_logger.finish()
     return TrainResult(model_dir, digest, num_parameters, loss_curve, val_losses, final,
-                       run_id, start_step, info.rank)
+                       run_id, start_step, info.rank, iteration_seconds)
 
 
 def _export_model(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, config: TrainConfig,
-    output_dir: Path, info: distributed.Dist,
+    model: torch.nn.Module, hf_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
+    config: TrainConfig, output_dir: Path, info: distributed.Dist,
 ) -> tuple[Path, str]:
-    """Gather the full weights and write the HF directory atomically (rank 0)."""
+    """Gather the full weights and write the HF directory atomically (rank 0).
+
+    `model` is what trained (DDP / FSDP2 / compiled wrapper); `hf_model` the module inside.
+    """
     inner = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     full_state = get_model_state_dict(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
     digest_box: list[str | None] = [None]
     if info.rank == 0:
-        hf_model = distributed.unwrap(inner)
         tmp = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         hf_model.save_pretrained(tmp, state_dict=full_state, safe_serialization=True)

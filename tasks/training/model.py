@@ -31,7 +31,6 @@ def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> Llam
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        rope_theta=10000.0,
         attention_dropout=0.0,
     )
     model = LlamaForCausalLM(llama_config)

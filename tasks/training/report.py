@@ -9,7 +9,7 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")  # headless: workers have no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def loss_curve_png(loss_curve: list[float], val_losses: dict[int, float]) -> bytes:

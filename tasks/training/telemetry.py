@@ -75,7 +75,9 @@ class MlflowLogger:
         return str(self.run.info.run_id)
 
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        self._mlflow.log_metrics(metrics, step=step)
+        # Asynchronous: a background thread batches the writes, so a slow tracking store
+        # (sqlite, or a server across the network) never stalls a training step.
+        self._mlflow.log_metrics(metrics, step=step, synchronous=False)
 
     def set_tag(self, key: str, value: str) -> None:
         self._mlflow.set_tag(key, value)
@@ -87,4 +89,5 @@ class MlflowLogger:
         self._mlflow.log_figure(figure, name)
 
     def finish(self, status: str = "FINISHED") -> None:
+        self._mlflow.flush_async_logging()
         self._mlflow.end_run(status=status)

@@ -86,6 +86,7 @@ def test_pyflyte_package_compiles_every_workflow_for_a_cluster(
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-    for entity in ("workflows.pipeline.shipyard_pipeline", "workflows.pipeline.shipyard_pipeline_gpu_8x",
+    for entity in ("workflows.pipeline.shipyard_pipeline",
+                   "workflows.pipeline.shipyard_pipeline_gpu_8x",
                    "tasks.train.train", "tasks.validate.validate_data"):
         assert any(entity in n for n in names), f"{entity} missing from {names}"
