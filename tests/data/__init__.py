@@ -1,0 +1,1 @@
+"""Tests of the data stage: corpus generator, readers, tokenizer, GX validation, Flyte task."""
