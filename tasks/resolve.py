@@ -13,6 +13,7 @@ from flytekit import task
 
 from tasks.config import build_config, load_preset
 from tasks.data.config import DataConfig
+from tasks.data.io import check_split_location, sha256_location
 from tasks.errors import StageError
 from tasks.training.config import TrainConfig
 
@@ -22,6 +23,9 @@ KNOWN_SECTIONS = ("data", "train")
 class ResolvedConfig(NamedTuple):
     data: DataConfig
     train: TrainConfig
+    # sha256 of each input split file, read now: it is part of validate_data's cache key, so
+    # a file edited in place at the same path or URI is validated again, never served stale.
+    source_digests: dict[str, str]
 
 
 def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
@@ -31,10 +35,11 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
         raise StageError("CONFIG_UNKNOWN_KEY",
                          f"preset {preset!r}: unknown section(s) {unknown}; known: "
                          f"{list(KNOWN_SECTIONS)}.")
-    return ResolvedConfig(
-        data=build_config(DataConfig, "data", raw.get("data", {})),
-        train=build_config(TrainConfig, "train", raw.get("train", {})),
-    )
+    data = build_config(DataConfig, "data", raw.get("data", {}))
+    train = build_config(TrainConfig, "train", raw.get("train", {}))
+    digests = {split: sha256_location(check_split_location(split, location))
+               for split, location in data.split_paths().items()}
+    return ResolvedConfig(data=data, train=train, source_digests=digests)
 
 
 @task(cache=False, retries=0)

@@ -51,6 +51,18 @@ def _code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str, str]]) -> None:
+    for split, digest in expected.items():
+        found = read.get(split, {}).get("sha256")
+        if found != digest:
+            raise StageError(
+                "DATA_SOURCE_CHANGED",
+                f"{split} split {read.get(split, {}).get('location', '?')}: sha256 {found} was "
+                f"read, but {digest} when the run started. The file changed during the run; "
+                "run the pipeline again.",
+            )
+
+
 @task(
     cache=Cache(version=_code_version()),
     retries=1,
@@ -58,7 +70,9 @@ def _code_version() -> str:
     requests=Resources(cpu="1", mem="2Gi"),
     limits=Resources(cpu="2", mem="4Gi"),
 )
-def validate_data(config: DataConfig) -> ValidatedDataset:
+def validate_data(config: DataConfig, source_digests: dict[str, str]) -> ValidatedDataset:
+    """`source_digests` (from resolve_config) makes file contents part of the cache key; the
+    stage re-hashes what it reads and refuses files that changed since."""
     parent = Path(flytekit.current_context().working_directory)
     output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=parent)) / "dataset"
     try:
@@ -69,6 +83,7 @@ def validate_data(config: DataConfig) -> ValidatedDataset:
         publish_report(_STAGE, _REPORT_TITLE, body)
         raise
     publish_report(_STAGE, _REPORT_TITLE, outcome.report_html)
+    _check_sources_unchanged(source_digests, outcome.report.inputs)
     return ValidatedDataset(
         files=FlyteDirectory(path=str(outcome.output_dir)),
         split_digests=outcome.split_digests,

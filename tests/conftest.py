@@ -34,7 +34,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def subprocess_env(home: Path) -> dict[str, str]:
     """Environment for child processes (torchrun, pyflyte) of a test."""
-    env = {**os.environ, **OFFLINE_ENV, "HOME": str(home),
+    tmp = home / "tmp"  # flytekit leaves flyte* dirs in TMPDIR on every local run
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, **OFFLINE_ENV, "HOME": str(home), "TMPDIR": str(tmp),
            "SHIPYARD_HOME": str(home / ".shipyard"),
            "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)

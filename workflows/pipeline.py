@@ -23,7 +23,7 @@ from tasks.validate import validate_data
 @workflow
 def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> TrainedModel:  # noqa: B006
     cfg = resolve_config(preset=preset, overrides=overrides)
-    dataset = validate_data(config=cfg.data)
+    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     return train(dataset=dataset, config=cfg.train)
 
 
@@ -33,7 +33,7 @@ def shipyard_pipeline_gpu(
 ) -> TrainedModel:
     """One H100: Elastic with one worker (NCCL), for the gpu-1x preset."""
     cfg = resolve_config(preset=preset, overrides=overrides)
-    dataset = validate_data(config=cfg.data)
+    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     return train(dataset=dataset, config=cfg.train).with_overrides(
         task_config=Elastic(nnodes=1, nproc_per_node=1, max_restarts=0),
         requests=Resources(cpu="8", mem="64Gi", gpu="1"),
@@ -48,7 +48,7 @@ def shipyard_pipeline_gpu_8x(
 ) -> TrainedModel:
     """Eight H100s on one node: Elastic with eight workers, FSDP2, for the gpu-8x preset."""
     cfg = resolve_config(preset=preset, overrides=overrides)
-    dataset = validate_data(config=cfg.data)
+    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     return train(dataset=dataset, config=cfg.train).with_overrides(
         task_config=Elastic(nnodes=1, nproc_per_node=8, max_restarts=0),
         requests=Resources(cpu="64", mem="512Gi", gpu="8"),

@@ -27,11 +27,28 @@ def flyte_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+def _digests(config: DataConfig) -> dict[str, str]:
+    return {split: sha256_file(Path(path)) for split, path in config.split_paths().items()}
+
+
+def test_task_refuses_a_file_that_changed_since_the_run_started(
+    flyte_env: Path, small_splits: dict[str, list[dict[str, Any]]],
+    write_splits: Callable[..., DataConfig],
+) -> None:
+    config = write_splits(small_splits)
+    digests = {**_digests(config), "train": "0" * 64}
+    with pytest.raises(StageError) as caught:
+        validate_data(config=config, source_digests=digests)
+    assert caught.value.code == "DATA_SOURCE_CHANGED"
+    assert f"sha256 {_digests(config)['train']} was read" in str(caught.value)
+
+
 def test_task_returns_digests_of_the_files_it_hands_on(
     flyte_env: Path, small_splits: dict[str, list[dict[str, Any]]],
     write_splits: Callable[..., DataConfig],
 ) -> None:
-    result = validate_data(config=write_splits(small_splits))
+    config = write_splits(small_splits)
+    result = validate_data(config=config, source_digests=_digests(config))
 
     assert isinstance(result, ValidatedDataset)
     files = Path(result.files.download())
@@ -50,8 +67,9 @@ def test_task_publishes_the_report_when_the_data_is_rejected(
     write_splits: Callable[..., DataConfig],
 ) -> None:
     small_splits["train"][3]["response"] = None
+    config = write_splits(small_splits)
     with pytest.raises(StageError) as caught:
-        validate_data(config=write_splits(small_splits))
+        validate_data(config=config, source_digests=_digests(config))
     # flytekit re-raises the stage's own error type, code and message intact.
     assert caught.value.code == "DATA_VALIDATION_FAILED"
     assert "rows [3]" in str(caught.value)
