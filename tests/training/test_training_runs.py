@@ -131,7 +131,7 @@ def test_killed_workers_resume_from_the_last_checkpoint_to_identical_weights(
     assert not (work / "result.json").exists(), "the job finished before the kill"
     resumed = run_ranks(2, TEST_TRAIN, tiny_dataset_dir, work, module_home)
     assert resumed.returncode == 0, resumed.output[-3000:]
-    assert resumed.result is not None
+    assert resumed.result is not None and two_process_ddp.result is not None
     assert resumed.result["resumed_from_step"] >= 8
     assert resumed.result["loss_curve"] == pytest.approx(two_process_ddp.result["loss_curve"],
                                                          abs=DDP_TOLERANCE)
