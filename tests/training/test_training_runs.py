@@ -170,3 +170,61 @@ def test_bf16_on_a_cpu_worker_is_refused_before_training(
     assert run.returncode != 0  # torchrun reports the worker's failure
     assert "train.mixed_precision='bf16' needs a CUDA device" in run.output
     assert not run.output_dir.exists()
+
+
+def _descendants(root_pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:  # field 4 of /proc/PID/stat is the parent pid (after "pid (comm) state")
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1]
+                                               .split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [root_pid]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int | None:
+    """PID of the worker process started by torchrun `launcher_pid` with RANK=`rank`."""
+    for pid in _descendants(launcher_pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return pid
+    return None
+
+
+def test_a_dead_rank_fails_the_whole_job_instead_of_hanging(
+    tiny_dataset_dir: Path, module_home: Path, tmp_path: Path,
+) -> None:
+    """SIGKILL one worker mid-run: torch elastic stops the others and the job exits non-zero
+    (the subprocess timeout is the bound; the collective timeout is the backstop)."""
+    config = {**TEST_TRAIN, "max_steps": 400, "checkpoint_every_steps": 2,
+              "collective_timeout_seconds": 60}
+    proc = subprocess.Popen(
+        torchrun_command(2, config, tiny_dataset_dir, tmp_path), env=subprocess_env(module_home),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list_checkpoints(tmp_path / "checkpoints"):
+            assert proc.poll() is None and time.monotonic() < deadline, "training never started"
+            time.sleep(0.1)
+        victim = _rank_pid(proc.pid, 1)
+        assert victim is not None, "rank 1 worker not found"
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    assert "Signal 9 (SIGKILL)" in stderr or "exitcode  : -9" in stderr, stderr[-2000:]
+    assert not (tmp_path / "result.json").exists()
