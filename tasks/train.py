@@ -11,7 +11,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from flytekit import Resources, task
+from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 from flytekitplugins.kfpytorch import Elastic
 
@@ -26,7 +26,8 @@ from tasks.training.loop import TrainPaths, TrainResult, run_training
 from tasks.training.report import training_report_html
 
 # Local default: 2 worker processes (the tiny preset's global batch splits evenly over 2).
-LOCAL_ELASTIC = Elastic(nnodes=1, nproc_per_node=2, max_restarts=0, monitor_interval=1)
+LOCAL_ELASTIC = Elastic(nnodes=1, nproc_per_node=2, max_restarts=0, monitor_interval=1,
+                        increase_shared_mem=False)  # /dev/shm: `shared_memory=True` below
 
 
 def checkpoint_run_key(config: TrainConfig, dataset: ValidatedDataset) -> str:
@@ -67,13 +68,14 @@ def to_trained_model(result: TrainResult, config: TrainConfig,
 
 @task(
     task_config=LOCAL_ELASTIC,
-    cache=True,
-    cache_version=code_version(*COMMON, "tasks/train.py", "tasks/training",
-                               "tasks/data/template.py", "registry/digest.py"),
+    cache=Cache(version=code_version(*COMMON, "tasks/train.py", "tasks/training",
+                                     "tasks/data/template.py", "registry/digest.py",
+                                     packages=("torch", "transformers", "safetensors"))),
     retries=2,
     interruptible=True,
     requests=Resources(cpu="2", mem="8Gi"),
     enable_deck=True,
+    shared_memory=True,
 )
 def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
     dataset_dir = Path(dataset.files.download())

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import html
-import importlib.metadata
 import tempfile
 from pathlib import Path
 
@@ -13,42 +11,17 @@ import flytekit
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
+from tasks.caching import COMMON, code_version
 from tasks.contracts import ValidatedDataset
 from tasks.data.config import DataConfig
 from tasks.data.stage import validate_dataset
 from tasks.errors import StageError
 from tasks.flyte_adapter import publish_report
-from tasks.settings import PROJECT_ROOT
 
 _STAGE = "validate_data"
 _REPORT_TITLE = "Data validation"
 # A new version of one of these can change the published bytes (tokenizer files, report).
 _OUTPUT_SHAPING_PACKAGES = ("tokenizers", "transformers", "great-expectations", "pandas")
-
-
-def _code_version() -> str:
-    """Hash of everything that decides this task's output besides its inputs.
-
-    Flyte's cache key is (task, version, input values), and the inputs are paths, not content:
-    the stage code, the shipped corpus it defaults to and the libraries that write the
-    tokenizer and run the suite must therefore be in the version.
-    """
-    # TODO(lead): move to tasks/caching.py
-    tasks_dir = PROJECT_ROOT / "tasks"
-    files = [
-        *(tasks_dir / "data").rglob("*.py"),
-        *(tasks_dir / "data" / "corpus").glob("*"),
-        tasks_dir / "digests.py",
-        tasks_dir / "contracts.py",
-        Path(__file__),
-    ]
-    digest = hashlib.sha256()
-    for path in sorted({p.resolve() for p in files if p.is_file()}):
-        digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes())
-    for package in _OUTPUT_SHAPING_PACKAGES:
-        digest.update(f"{package}=={importlib.metadata.version(package)}\0".encode())
-    return digest.hexdigest()[:16]
 
 
 def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str, str]]) -> None:
@@ -64,7 +37,8 @@ def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str,
 
 
 @task(
-    cache=Cache(version=_code_version()),
+    cache=Cache(version=code_version(*COMMON, "tasks/validate.py", "tasks/data",
+                                 packages=_OUTPUT_SHAPING_PACKAGES)),
     retries=1,
     enable_deck=True,
     requests=Resources(cpu="1", mem="2Gi"),

@@ -35,7 +35,7 @@ def shipyard_pipeline_gpu(
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     return train(dataset=dataset, config=cfg.train).with_overrides(
-        task_config=Elastic(nnodes=1, nproc_per_node=1, max_restarts=0),
+        task_config=Elastic(nnodes=1, nproc_per_node=1, max_restarts=0, increase_shared_mem=False),
         requests=Resources(cpu="8", mem="64Gi", gpu="1"),
         limits=Resources(gpu="1"),
         accelerator=H100,
@@ -50,7 +50,7 @@ def shipyard_pipeline_gpu_8x(
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     return train(dataset=dataset, config=cfg.train).with_overrides(
-        task_config=Elastic(nnodes=1, nproc_per_node=8, max_restarts=0),
+        task_config=Elastic(nnodes=1, nproc_per_node=8, max_restarts=0, increase_shared_mem=False),
         requests=Resources(cpu="64", mem="512Gi", gpu="8"),
         limits=Resources(gpu="8"),
         accelerator=H100,
