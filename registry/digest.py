@@ -23,3 +23,12 @@ def model_root_digest(model_dir: Path, ignore_paths: list[Path] | None = None) -
     for descriptor in manifest.resource_descriptors():
         root.update(descriptor.digest.digest_value)
     return root.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of one file: the identity of every artifact that is not a model directory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

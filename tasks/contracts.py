@@ -40,3 +40,62 @@ class TrainedModel:
     # sha256 of resolved_config_json
     config_digest: str
     mlflow_run_id: str
+
+
+@dataclass
+class RegisteredModel:
+    # A signed, attested MLflow model version (see registry/README.md). Everything deploy
+    # needs to find it and to check it again: the alias can move, `model_uri` cannot.
+    registered_model_name: str
+    version: str
+    # models:/NAME/VERSION
+    model_uri: str
+    # model-signing root digest: the same value as TrainedModel.model_digest
+    model_digest: str
+    # False when this digest was already registered and that version was returned
+    created: bool
+    # aliases on the version after registration (normally ["challenger"])
+    aliases: list[str]
+    # "key" or "sigstore"; signer is "sha256:<public key fingerprint>" or the OIDC identity
+    signing_mode: str
+    signer: str
+    # runs:/RUN_ID/attestations/... locations and sha256 digests of the attestations
+    signature_uri: str
+    signature_digest: str
+    provenance_uri: str
+    provenance_digest: str
+    sbom_uri: str
+    sbom_digest: str
+    # what a verification policy checks (allowed builders, expected repository)
+    builder_id: str
+    source_repository: str
+    source_commit: str
+    # MLflow run holding the model files and attestations
+    mlflow_run_id: str
+
+
+@dataclass
+class DeploymentResult:
+    # The outcome of `deploy_canary` (see tasks/deploy/README.md). The decision record holds
+    # every number behind it; `endpoint` is where the served model answers.
+    deployment_name: str
+    model_uri: str
+    # model-signing root digest of the version deployed (verified before serving)
+    model_digest: str
+    # PASS, FAIL or INCONCLUSIVE
+    outcome: str
+    # first_deployment, promoted, rolled_back or already_serving
+    action: str
+    # vllm or local; local backend or kubernetes
+    engine: str
+    backend: str
+    # OpenAI-compatible base URL (router on loopback, or the Gateway); append /v1
+    endpoint: str
+    served_model_name: str
+    # MLflow `champion` version after the stage ("" when there is none)
+    champion_version: str
+    # the decision record: local JSON path and its MLflow artifact URI ("" if not logged)
+    decision_record_path: str
+    decision_record_uri: str
+    # how to stop what the stage left running
+    stop_command: str

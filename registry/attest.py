@@ -1,0 +1,214 @@
+"""Write a model's attestations: signature, SBOM, eval report and signed SLSA provenance.
+
+All of them go into one directory outside the model directory, which the register stage
+logs to MLflow as `attestations/` next to `model/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from registry import provenance as prov
+from registry.config import RegisterConfig
+from registry.digest import model_root_digest, sha256_file
+from registry.dsse import sign_statement
+from registry.errors import RegistryError
+from registry.sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
+from registry.sbom import environment_sbom
+from registry.signing import KeyPair, SigstoreIdentity, sign_model
+from registry.source import SourceInfo
+
+SIGNATURE_FILE = "model.sig"
+SBOM_FILE = "sbom.cdx.json"
+PUBLIC_KEY_FILE = "signing.pub"
+KEY_PROVENANCE_FILE = "provenance.dsse.json"
+SIGSTORE_PROVENANCE_FILE = "provenance.sigstore.json"
+LOCKFILE = Path("requirements/lock-cpu.txt")
+
+
+@dataclass(frozen=True)
+class Signer:
+    mode: str
+    key_pair: KeyPair | None
+    sigstore: SigstoreIdentity | None
+
+    @property
+    def label(self) -> str:
+        """`sha256:<public key fingerprint>` in key mode, the OIDC identity in sigstore mode."""
+        if self.key_pair is not None:
+            return f"sha256:{self.key_pair.fingerprint}"
+        assert self.sigstore is not None
+        return self.sigstore.identity
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """Everything the provenance says about how the model was built."""
+
+    config: RegisterConfig
+    model_dir: Path
+    model_digest: str
+    dataset_digests: Mapping[str, str]
+    dataset_uris: Mapping[str, str]
+    config_digest: str
+    resolved_config_json: str
+    training_run_id: str | None
+    eval_report: Mapping[str, Any] | None
+    execution_id: str
+    builder_id: str
+    started_on: datetime
+    source: SourceInfo
+    project_root: Path | None
+    workflow_inputs: Mapping[str, Any] | None
+    base_model_dir: Path | None
+
+
+@dataclass(frozen=True)
+class Attestations:
+    signature: str
+    provenance: str
+    sbom: str
+
+    def digests(self, directory: Path) -> dict[str, str]:
+        names = (self.signature, self.provenance, self.sbom)
+        return {name: sha256_file(directory / name) for name in names}
+
+
+def write_attestations(
+    out_dir: Path, build: BuildInputs, signer: Signer, registration_run_id: str
+) -> Attestations:
+    signed = sign_model(
+        build.model_dir,
+        out_dir / SIGNATURE_FILE,
+        key_pair=signer.key_pair,
+        sigstore=signer.sigstore,
+    )
+    if signed != build.model_digest:  # the directory changed after the digest check
+        raise RegistryError(
+            "SIGNING_FAILED",
+            f"{build.model_dir} changed while it was being signed.",
+            expected=build.model_digest,
+            found=signed,
+        )
+    byproducts = [_write_sbom(out_dir)]
+    if build.eval_report is not None:
+        byproducts.insert(0, _write_eval_report(out_dir, build.eval_report))
+    if signer.key_pair is not None:
+        # A convenience copy for people browsing MLflow; verifiers must bring their own.
+        (out_dir / PUBLIC_KEY_FILE).write_bytes(signer.key_pair.public_key_path.read_bytes())
+    record = build_record(build, signer, registration_run_id, byproducts)
+    provenance_file = KEY_PROVENANCE_FILE if signer.key_pair else SIGSTORE_PROVENANCE_FILE
+    sign_statement(
+        prov.build_statement(record),
+        out_dir / provenance_file,
+        key_pair=signer.key_pair,
+        sigstore=signer.sigstore,
+    )
+    return Attestations(signature=SIGNATURE_FILE, provenance=provenance_file, sbom=SBOM_FILE)
+
+
+def build_record(
+    build: BuildInputs,
+    signer: Signer,
+    registration_run_id: str,
+    byproducts: list[prov.ResourceDescriptor],
+) -> prov.BuildRecord:
+    return prov.BuildRecord(
+        subject_name=build.config.registered_model_name,
+        model_digest=build.model_digest,
+        builder_id=build.builder_id,
+        invocation_id=build.execution_id,
+        started_on=build.started_on,
+        finished_on=datetime.now(UTC),
+        external_parameters={
+            "workflow_inputs": dict(build.workflow_inputs or {}),
+            "train_config": json.loads(build.resolved_config_json),
+            "register_config": dataclasses.asdict(build.config),
+        },
+        internal_parameters={
+            "config_digest": build.config_digest,
+            "training_run_id": build.training_run_id,
+            "registration_run_id": registration_run_id,
+            "signing_mode": signer.mode,
+            "signer": signer.label,
+            "model_hashing": "model-signing files serialization, sha256",
+            "python": platform.python_version(),
+        },
+        resolved_dependencies=_dependencies(build),
+        byproducts=byproducts,
+        builder_version={d: _version_of(d) for d in ("shipyard", "mlflow", "model-signing")},
+    )
+
+
+def _dependencies(build: BuildInputs) -> list[prov.ResourceDescriptor]:
+    source = build.source
+    deps = [prov.source_dependency(source.repository, source.commit, source.dirty)]
+    deps += [
+        prov.ResourceDescriptor(
+            name=f"dataset/{split}", uri=build.dataset_uris[split], digest={"sha256": digest}
+        )
+        for split, digest in sorted(build.dataset_digests.items())
+    ]
+    if build.base_model_dir is not None:
+        base = Path(build.base_model_dir)
+        deps.append(
+            prov.ResourceDescriptor(
+                name="base_model",
+                uri=base.resolve().as_uri(),
+                digest={"sha256": model_root_digest(base)},
+            )
+        )
+    if build.project_root is not None and (build.project_root / LOCKFILE).is_file():
+        deps.append(
+            prov.ResourceDescriptor(
+                name="lockfile",
+                uri=LOCKFILE.as_posix(),
+                digest={"sha256": sha256_file(build.project_root / LOCKFILE)},
+            )
+        )
+    image = build.config.container_image
+    if image is not None:  # RegisterConfig guarantees REF@sha256:HEX
+        deps.append(
+            prov.ResourceDescriptor(
+                name="container_image",
+                uri=image,
+                digest={"sha256": image.rsplit("@sha256:", 1)[1]},
+            )
+        )
+    return deps
+
+
+def _write_sbom(out_dir: Path) -> prov.ResourceDescriptor:
+    path = out_dir / SBOM_FILE
+    path.write_text(json.dumps(environment_sbom(), indent=2))
+    return prov.ResourceDescriptor(
+        name=SBOM_FILE, digest={"sha256": sha256_file(path)}, media_type=SBOM_MEDIA_TYPE
+    )
+
+
+def _write_eval_report(out_dir: Path, report: Mapping[str, Any]) -> prov.ResourceDescriptor:
+    path = out_dir / prov.EVAL_REPORT_BYPRODUCT
+    path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    gate = report.get("gate_outcome")
+    return prov.ResourceDescriptor(
+        name=prov.EVAL_REPORT_BYPRODUCT,
+        digest={"sha256": sha256_file(path)},
+        media_type="application/json",
+        # Signed here, the gate outcome is what a deploy policy can rely on (tags can change).
+        annotations={"gate_outcome": str(gate)} if gate is not None else {},
+    )
+
+
+def _version_of(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,38 @@
+"""The one error type of the `registry` package.
+
+A registration or verification that cannot go on raises `RegistryError`. Its `code` is
+stable for callers and CI to branch on; a failed verification also names the `check` that
+failed and what was expected versus found, so a user can tell a tampered weight file from a
+builder the policy does not allow without reading a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Registration refused its input, or a verification check failed (fail-closed)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        check: str | None = None,
+        expected: str | None = None,
+        found: str | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.check = check
+        self.expected = expected
+        self.found = found
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = f"[{self.code}]"
+        if self.check:
+            text += f" check {self.check!r} failed:"
+        text += f" {self.message}"
+        if self.expected is not None or self.found is not None:
+            text += f" (expected {self.expected!r}, found {self.found!r})"
+        return text

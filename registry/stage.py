@@ -1,0 +1,394 @@
+"""The `register` stage as a plain function: check, sign, attest, register, self-verify.
+
+Order matters for "nothing half-written looks valid": the inputs are checked before any
+work; the signature and provenance exist before MLflow sees anything; the new version is
+verified with the same `verify_model` deploy uses before it gets the `challenger` alias, and
+deleted if that fails. Registering a digest that already has a version returns that version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from registry import mlflow_registry as reg
+from registry import provenance as prov
+from registry.attest import Attestations, BuildInputs, Signer, write_attestations
+from registry.config import RegisterConfig
+from registry.digest import model_root_digest, sha256_file
+from registry.errors import RegistryError
+from registry.policy import Policy, load_policy
+from registry.signing import SigstoreIdentity, ambient_identity_token, ensure_key_pair
+from registry.source import source_info
+from registry.verify import verify_model
+
+logger = logging.getLogger(__name__)
+
+_SERVER_SCHEMES = ("http", "https", "databricks")
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    registered_model_name: str
+    version: str
+    # models:/NAME/VERSION: the immutable address; the alias can move, this cannot.
+    model_uri: str
+    model_digest: str
+    # False when this digest was already registered and that version was returned.
+    created: bool
+    aliases: tuple[str, ...]
+    signing_mode: str
+    # "sha256:<public key fingerprint>" in key mode, the OIDC identity in sigstore mode.
+    signer: str
+    signature_uri: str
+    signature_sha256: str
+    provenance_uri: str
+    provenance_sha256: str
+    sbom_uri: str
+    sbom_sha256: str
+    builder_id: str
+    source_repository: str
+    source_commit: str
+    mlflow_run_id: str
+
+
+def register_model(
+    *,
+    model_dir: Path,
+    model_digest: str,
+    dataset_digests: Mapping[str, str],
+    dataset_files: Mapping[str, Path],
+    config_digest: str,
+    resolved_config_json: str,
+    training_run_id: str | None,
+    eval_report: Mapping[str, Any] | None,
+    config: RegisterConfig,
+    tracking_uri: str,
+    artifact_root: Path | str | None,
+    key_dir: Path,
+    execution_id: str,
+    started_on: datetime | None = None,
+    dataset_uris: Mapping[str, str] | None = None,
+    project_root: Path | None = None,
+    workflow_inputs: Mapping[str, Any] | None = None,
+    base_model_dir: Path | None = None,
+) -> RegistrationResult:
+    """Register the model in `model_dir` as a signed, attested MLflow model version.
+
+    `dataset_files` are local copies of the splits (their sha256 must equal
+    `dataset_digests`); `dataset_uris` is where they live (recorded; default: the local
+    paths). `key_dir` is used in key mode when `config.key_dir` is None. `started_on`
+    defaults to the training run's start. `eval_report` may carry `gate_outcome`
+    ("PASS"/"FAIL") and `summary`. `project_root` is the source checkout (commit, lockfile).
+    """
+    stage_started = datetime.now(UTC)
+    model_dir = Path(model_dir)
+    _check_inputs(
+        model_dir, model_digest, dataset_digests, dataset_files, config_digest, resolved_config_json
+    )
+    client = reg.client_for(tracking_uri)
+    name = config.registered_model_name
+    signer = _signer(config, Path(config.key_dir) if config.key_dir else Path(key_dir))
+    with _mlflow_errors(tracking_uri):
+        existing = reg.find_version_by_digest(client, name, model_digest)
+        if existing is not None:
+            # A retry may follow a crash between creating the version and checking it: the
+            # existing version gets the same check before it may become the challenger.
+            builder = existing.tags.get(reg.TAG_BUILDER_ID, "")
+            _self_check(client, tracking_uri, existing, config, builder, signer, delete=False)
+            reg.set_challenger(client, name, str(existing.version))
+            logger.info("%s sha256:%s is already version %s", name, model_digest, existing.version)
+            return _result(client, existing, created=False)
+
+    with _mlflow_errors(tracking_uri):
+        run_id = reg.start_registration_run(
+            client,
+            training_run_id=training_run_id,
+            experiment_name=config.experiment_name,
+            artifact_root=_artifact_location(tracking_uri, artifact_root),
+            run_name=f"register-{model_digest[:12]}",
+        )
+        build = BuildInputs(
+            config=config,
+            model_dir=model_dir,
+            model_digest=model_digest,
+            dataset_digests=dict(dataset_digests),
+            dataset_uris=_dataset_uris(dataset_files, dataset_uris),
+            config_digest=config_digest,
+            resolved_config_json=resolved_config_json,
+            training_run_id=training_run_id,
+            eval_report=eval_report,
+            execution_id=execution_id,
+            builder_id=config.builder_id or prov.default_builder_id(execution_id),
+            started_on=started_on or _run_start(client, training_run_id, stage_started),
+            source=source_info(project_root, config.source_repository),
+            project_root=project_root,
+            workflow_inputs=workflow_inputs,
+            base_model_dir=base_model_dir,
+        )
+        try:
+            version = _publish(client, build, signer, run_id)
+            _self_check(client, tracking_uri, version, config, build.builder_id, signer)
+        except BaseException:
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+        reg.set_challenger(client, name, str(version.version))
+        result = _result(client, client.get_model_version(name, version.version), created=True)
+    print(
+        f"[shipyard] registered {name} version {result.version} sha256:{model_digest} "
+        f"aliases={list(result.aliases)} signer={signer.label}",
+        flush=True,
+    )
+    return result
+
+
+def _publish(client: MlflowClient, build: BuildInputs, signer: Signer, run_id: str) -> ModelVersion:
+    """Sign and attest, log model + attestations + dataset inputs, create the version."""
+    with tempfile.TemporaryDirectory(prefix="shipyard-register-") as tmp:
+        attest_dir = Path(tmp) / reg.ATTESTATIONS_ARTIFACT_PATH
+        attest_dir.mkdir()
+        names = write_attestations(attest_dir, build, signer, run_id)
+        digests = names.digests(attest_dir)
+        client.log_artifacts(run_id, str(build.model_dir), reg.MODEL_ARTIFACT_PATH)
+        client.log_artifacts(run_id, str(attest_dir), reg.ATTESTATIONS_ARTIFACT_PATH)
+    reg.log_datasets(
+        client,
+        run_id,
+        {
+            split: reg.DatasetRef(uri=uri, sha256=build.dataset_digests[split])
+            for split, uri in build.dataset_uris.items()
+        },
+    )
+    client.set_tag(run_id, reg.TAG_MODEL_DIGEST, build.model_digest)
+    tags = _version_tags(build, signer, run_id, names, digests)
+    return reg.create_version(
+        client, name=build.config.registered_model_name, run_id=run_id, tags=tags
+    )
+
+
+def _check_inputs(
+    model_dir: Path,
+    model_digest: str,
+    dataset_digests: Mapping[str, str],
+    dataset_files: Mapping[str, Path],
+    config_digest: str,
+    resolved_config_json: str,
+) -> None:
+    if not model_dir.is_dir():
+        raise RegistryError("MODEL_DIR_MISSING", f"model_dir {model_dir} is not a directory.")
+    found = model_root_digest(model_dir)
+    if found != model_digest:
+        raise RegistryError(
+            "MODEL_DIGEST_MISMATCH",
+            f"the files in {model_dir} are not the model the train stage produced: refusing "
+            "to sign them. Re-run training or pass the matching directory.",
+            expected=model_digest,
+            found=found,
+        )
+    if set(dataset_files) != set(dataset_digests):
+        raise RegistryError(
+            "DATASET_DIGEST_MISMATCH",
+            "dataset splits given do not match the splits the model was trained on.",
+            expected=str(sorted(dataset_digests)),
+            found=str(sorted(dataset_files)),
+        )
+    for split, path in sorted(dataset_files.items()):
+        found = sha256_file(Path(path))
+        if found != dataset_digests[split]:
+            raise RegistryError(
+                "DATASET_DIGEST_MISMATCH",
+                f"dataset split {split!r} ({path}) is not the data the model was trained on.",
+                expected=dataset_digests[split],
+                found=found,
+            )
+    found = hashlib.sha256(resolved_config_json.encode()).hexdigest()
+    if found != config_digest:
+        raise RegistryError(
+            "CONFIG_DIGEST_MISMATCH",
+            "config_digest is not the sha256 of resolved_config_json.",
+            expected=config_digest,
+            found=found,
+        )
+
+
+def _signer(config: RegisterConfig, key_dir: Path) -> Signer:
+    if config.signing_mode == "key":
+        pair = ensure_key_pair(key_dir)
+        logger.info("signing key %s (public key %s)", pair.private_key_path, pair.public_key_path)
+        return Signer("key", pair, None)
+    assert config.sigstore_identity and config.sigstore_oidc_issuer  # RegisterConfig checks
+    ambient_identity_token()  # no OIDC identity: fail before anything is written to MLflow
+    identity = SigstoreIdentity(
+        config.sigstore_identity, config.sigstore_oidc_issuer, config.sigstore_staging
+    )
+    return Signer("sigstore", None, identity)
+
+
+def _version_tags(
+    build: BuildInputs,
+    signer: Signer,
+    run_id: str,
+    names: Attestations,
+    digests: Mapping[str, str],
+) -> dict[str, str]:
+    def location(name: str) -> str:
+        return reg.run_artifact_uri(run_id, f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{name}")
+
+    source = build.source
+    tags = {
+        reg.TAG_MODEL_DIGEST: build.model_digest,
+        reg.TAG_CONFIG_DIGEST: build.config_digest,
+        reg.TAG_SOURCE_REPOSITORY: source.repository,
+        reg.TAG_SOURCE_COMMIT: source.commit,
+        reg.TAG_SOURCE_DIRTY: "unknown" if source.dirty is None else str(source.dirty).lower(),
+        reg.TAG_EXECUTION_ID: build.execution_id,
+        reg.TAG_BUILDER_ID: build.builder_id,
+        reg.TAG_SIGNING_MODE: signer.mode,
+        reg.TAG_SIGNER: signer.label,
+        reg.TAG_SIGNATURE_URI: location(names.signature),
+        reg.TAG_SIGNATURE_SHA256: digests[names.signature],
+        reg.TAG_PROVENANCE_URI: location(names.provenance),
+        reg.TAG_PROVENANCE_SHA256: digests[names.provenance],
+        reg.TAG_SBOM_URI: location(names.sbom),
+        reg.TAG_SBOM_SHA256: digests[names.sbom],
+    }
+    for split, digest in build.dataset_digests.items():
+        tags[f"{reg.TAG_DATASET_DIGEST_PREFIX}{split}"] = digest
+    if build.training_run_id is not None:
+        tags[reg.TAG_TRAINING_RUN_ID] = build.training_run_id
+    if build.eval_report is not None:
+        summary = build.eval_report.get("summary", build.eval_report)
+        tags[reg.TAG_EVAL_SUMMARY] = reg.truncate_tag(json.dumps(summary, sort_keys=True))
+        if build.eval_report.get("gate_outcome") is not None:
+            tags[reg.TAG_EVAL_GATE] = str(build.eval_report["gate_outcome"])
+    return tags
+
+
+def _self_check(
+    client: MlflowClient,
+    tracking_uri: str,
+    version: ModelVersion,
+    config: RegisterConfig,
+    builder_id: str,
+    signer: Signer,
+    *,
+    delete: bool = True,
+) -> None:
+    """Verify `version` exactly as deploy will; delete it (if `delete`) when that fails.
+
+    Without a policy file the check trusts `builder_id`, so it still proves that the
+    signatures, digests and tags agree.
+    """
+    policy = (
+        load_policy(config.policy_path)
+        if config.policy_path
+        else Policy(allowed_builder_ids=(builder_id or "<none>",), source="<the builder>")
+    )
+    if signer.sigstore is not None:
+        policy = dataclasses.replace(
+            policy,
+            sigstore_identity=signer.sigstore.identity,
+            sigstore_oidc_issuer=signer.sigstore.oidc_issuer,
+            sigstore_staging=signer.sigstore.staging,
+        )
+    uri = f"models:/{version.name}/{version.version}"
+    public_key = signer.key_pair.public_key_path if signer.key_pair else None
+    try:
+        verify_model(uri, tracking_uri=tracking_uri, policy=policy, public_key=public_key)
+    except RegistryError as exc:
+        if delete:
+            client.delete_model_version(version.name, version.version)
+        outcome = "was deleted" if delete else "is left as it is, without the challenger alias"
+        raise RegistryError(
+            "SELF_CHECK_FAILED",
+            f"{uri} failed verification at registration and {outcome}: {exc.message}",
+            check=exc.check,
+            expected=exc.expected,
+            found=exc.found,
+        ) from exc
+
+
+def _result(client: MlflowClient, version: ModelVersion, *, created: bool) -> RegistrationResult:
+    tags = dict(version.tags)
+    name, number = str(version.name), str(version.version)
+    return RegistrationResult(
+        registered_model_name=name,
+        version=number,
+        model_uri=f"models:/{name}/{number}",
+        model_digest=tags[reg.TAG_MODEL_DIGEST],
+        created=created,
+        aliases=tuple(reg.aliases_of(client, name, number)),
+        signing_mode=tags.get(reg.TAG_SIGNING_MODE, ""),
+        signer=tags.get(reg.TAG_SIGNER, ""),
+        signature_uri=tags.get(reg.TAG_SIGNATURE_URI, ""),
+        signature_sha256=tags.get(reg.TAG_SIGNATURE_SHA256, ""),
+        provenance_uri=tags.get(reg.TAG_PROVENANCE_URI, ""),
+        provenance_sha256=tags.get(reg.TAG_PROVENANCE_SHA256, ""),
+        sbom_uri=tags.get(reg.TAG_SBOM_URI, ""),
+        sbom_sha256=tags.get(reg.TAG_SBOM_SHA256, ""),
+        builder_id=tags.get(reg.TAG_BUILDER_ID, ""),
+        source_repository=tags.get(reg.TAG_SOURCE_REPOSITORY, ""),
+        source_commit=tags.get(reg.TAG_SOURCE_COMMIT, ""),
+        mlflow_run_id=str(version.run_id),
+    )
+
+
+@contextmanager
+def _mlflow_errors(tracking_uri: str) -> Iterator[None]:
+    """Turn MLflow and I/O failures into RegistryError, the package's one error type."""
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(
+            "MLFLOW_ERROR", f"MLflow at {_redact(tracking_uri)} failed: {exc}"
+        ) from exc
+
+
+def _dataset_uris(
+    dataset_files: Mapping[str, Path], dataset_uris: Mapping[str, str] | None
+) -> dict[str, str]:
+    uris = {split: Path(path).resolve().as_uri() for split, path in dataset_files.items()}
+    uris.update(dataset_uris or {})
+    return uris
+
+
+def _run_start(client: MlflowClient, training_run_id: str | None, fallback: datetime) -> datetime:
+    # The build started when training did; the training run knows when that was.
+    if training_run_id is None:
+        return fallback
+    start_ms = client.get_run(training_run_id).info.start_time
+    return datetime.fromtimestamp(start_ms / 1000, tz=UTC) if start_ms else fallback
+
+
+def _artifact_location(tracking_uri: str, artifact_root: Path | str | None) -> str | None:
+    # A tracking server decides where artifacts go (and may proxy them); a local store
+    # gets our artifact root, or MLflow would write ./mlruns under the working directory.
+    if artifact_root is None or urlsplit(tracking_uri).scheme in _SERVER_SCHEMES:
+        return None
+    root = str(artifact_root)
+    return root if "://" in root else Path(root).expanduser().resolve().as_uri()
+
+
+def _redact(uri: str) -> str:
+    """A tracking URI fit for messages: user and password removed."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    netloc = f"***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

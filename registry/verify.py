@@ -1,0 +1,346 @@
+"""The one verification of a registered model: `verify_model`. Fail-closed.
+
+It downloads the version's files and attestations, recomputes the model's root digest and
+runs the checks below in order; the first failure raises RegistryError naming the check,
+what was expected and what was found. Nothing read from MLflow is trusted by itself: trust
+comes from the caller's public key (key mode) or the policy's Sigstore identity (sigstore
+mode), and the tags are only checked against what those signatures vouch for.
+
+  resolve                  the models:/ URI names an existing version
+  trust_root               the caller supplied the key / identity the version's mode needs
+  mlflow_tag               required tags exist; attestation URIs point into the version's run;
+                           (after the signatures) the model_digest tag equals the files' digest
+  download                 model files and attestations could be fetched
+  model_signature          every file matches the model signature, made by the trusted signer
+  signature_subject        the signature's subject digest equals the recomputed digest
+  provenance_signature     the DSSE envelope verifies with the trusted signer
+  provenance_format        it is a SLSA v1 provenance with Shipyard's buildType
+  provenance_subject       its subject digest equals the recomputed digest
+  byproduct_digest         the SBOM / eval report logged next to it match its byproducts
+  policy_builder           builder.id is in the policy's allowed_builder_ids
+  policy_source_repository the source dependency is the policy's repository (if set)
+  policy_eval_gate         the eval gate outcome is the policy's required one (if set)
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from registry import mlflow_registry as reg
+from registry import provenance as prov
+from registry.digest import model_root_digest, sha256_file
+from registry.dsse import verify_statement
+from registry.errors import RegistryError
+from registry.policy import Policy
+from registry.signing import SigstoreIdentity, verify_model_signature
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    status: Literal["passed", "skipped"]
+    detail: str
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    model_uri: str
+    registered_model_name: str
+    version: str
+    model_digest: str
+    signing_mode: str
+    builder_id: str
+    source_repository: str | None
+    checks: tuple[CheckOutcome, ...]
+    # The verified model files, when the caller asked to keep them (`download_dir`): serve
+    # these bytes, not a second download that nothing has checked.
+    model_dir: Path | None = None
+
+
+def verify_model(
+    model_uri: str,
+    *,
+    tracking_uri: str,
+    policy: Policy,
+    public_key: Path | None = None,
+    download_dir: Path | None = None,
+) -> VerificationResult:
+    """Verify `models:/NAME@ALIAS` or `models:/NAME/VERSION` against `policy`.
+
+    `public_key` is the trusted PEM public key for key-mode signatures; sigstore-mode
+    signatures are checked against `policy.sigstore_identity` / `sigstore_oidc_issuer`.
+    With `download_dir`, the verified model stays in `download_dir/model`.
+    """
+    client = reg.client_for(tracking_uri)
+    version = _resolve(client, model_uri)
+    if download_dir is not None:
+        return _verify(client, model_uri, version, policy, public_key, Path(download_dir))
+    with tempfile.TemporaryDirectory(prefix="shipyard-verify-") as tmp:
+        return _verify(client, model_uri, version, policy, public_key, Path(tmp), keep=False)
+
+
+def _verify(
+    client: MlflowClient,
+    model_uri: str,
+    version: ModelVersion,
+    policy: Policy,
+    public_key: Path | None,
+    work_dir: Path,
+    *,
+    keep: bool = True,
+) -> VerificationResult:
+    checks: list[CheckOutcome] = []
+    tags = dict(version.tags)
+    mode = tags.get(reg.TAG_SIGNING_MODE, "key")
+    key_path, sigstore = _trust_root(mode, public_key, policy)
+    checks.append(CheckOutcome("trust_root", "passed", _describe_trust(key_path, sigstore)))
+
+    signature_name, provenance_name = _attestation_names(tags, str(version.run_id))
+    checks.append(CheckOutcome("mlflow_tag", "passed", "attestation URIs point into the run"))
+    model_dir, attest_dir = _download(client, version, work_dir)
+    checks.append(CheckOutcome("download", "passed", f"{version.source}"))
+
+    digest = model_root_digest(model_dir)
+    signed = verify_model_signature(
+        model_dir, attest_dir / signature_name, public_key_path=key_path, sigstore=sigstore
+    )
+    checks.append(CheckOutcome("model_signature", "passed", f"all files match sha256:{signed}"))
+    _require(
+        "signature_subject",
+        signed == digest,
+        f"sha256:{digest}",
+        f"sha256:{signed}",
+        "signature subject",
+    )
+    checks.append(CheckOutcome("signature_subject", "passed", f"sha256:{digest}"))
+
+    statement = verify_statement(
+        attest_dir / provenance_name, public_key_path=key_path, sigstore=sigstore
+    )
+    checks.append(CheckOutcome("provenance_signature", "passed", provenance_name))
+    prov.check_format(statement)
+    checks.append(CheckOutcome("provenance_format", "passed", prov.PREDICATE_TYPE))
+    subject = prov.subject_digest(statement)
+    _require(
+        "provenance_subject",
+        subject == digest,
+        f"sha256:{digest}",
+        f"sha256:{subject}",
+        "provenance subject digest",
+    )
+    checks.append(CheckOutcome("provenance_subject", "passed", f"sha256:{digest}"))
+    tag_digest = tags.get(reg.TAG_MODEL_DIGEST)
+    _require(
+        "mlflow_tag",
+        tag_digest == digest,
+        f"sha256:{digest}",
+        f"sha256:{tag_digest}",
+        "MLflow tag model_digest",
+    )
+    checks.append(CheckOutcome("mlflow_tag", "passed", f"model_digest = sha256:{digest}"))
+    checks.append(_check_byproducts(statement, attest_dir))
+    checks.extend(_check_policy(statement, policy))
+
+    result = VerificationResult(
+        model_uri=model_uri,
+        registered_model_name=str(version.name),
+        version=str(version.version),
+        model_digest=digest,
+        signing_mode=mode,
+        builder_id=prov.builder_id(statement),
+        source_repository=prov.source_repository(statement),
+        checks=tuple(checks),
+        model_dir=model_dir if keep else None,
+    )
+    logger.info("verified %s (version %s): sha256:%s", model_uri, result.version, digest)
+    return result
+
+
+def _resolve(client: MlflowClient, model_uri: str) -> ModelVersion:
+    name, version_or_alias, by_alias = _parse_model_uri(model_uri)
+    try:
+        if by_alias:
+            return client.get_model_version_by_alias(name, version_or_alias)
+        return client.get_model_version(name, version_or_alias)
+    except MlflowException as exc:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"{model_uri} does not name a registered model version: {exc.message}",
+            check="resolve",
+        ) from exc
+
+
+def _parse_model_uri(model_uri: str) -> tuple[str, str, bool]:
+    rest = model_uri.removeprefix("models:/")
+    if rest != model_uri:
+        if "@" in rest and "/" not in rest:
+            name, _, alias = rest.partition("@")
+            if name and alias:
+                return name, alias, True
+        name, _, version = rest.rpartition("/")
+        if name and version.isdigit():
+            return name, version, False
+    raise RegistryError(
+        "MODEL_URI_INVALID",
+        f"{model_uri!r}: expected models:/NAME@ALIAS (e.g. models:/shipyard-tiny@challenger) "
+        "or models:/NAME/VERSION.",
+        check="resolve",
+    )
+
+
+def _trust_root(
+    mode: str, public_key: Path | None, policy: Policy
+) -> tuple[Path | None, SigstoreIdentity | None]:
+    if mode == "key":
+        if public_key is None or not Path(public_key).is_file():
+            raise RegistryError(
+                "VERIFICATION_FAILED",
+                "this version is signed in key mode: pass the signer's public key "
+                "(--public-key, by default $SHIPYARD_HOME/keys/signing.pub).",
+                check="trust_root",
+                expected="a PEM public key file",
+                found=str(public_key),
+            )
+        return Path(public_key), None
+    if mode == "sigstore":
+        if policy.sigstore is None:
+            raise RegistryError(
+                "VERIFICATION_FAILED",
+                f"this version is signed keyless with Sigstore: policy {policy.source} must "
+                "set sigstore_identity and sigstore_oidc_issuer.",
+                check="trust_root",
+                expected="a Sigstore identity in the policy",
+                found="none",
+            )
+        return None, policy.sigstore
+    raise RegistryError(
+        "VERIFICATION_FAILED",
+        "unknown signing mode in MLflow tag signing_mode",
+        check="trust_root",
+        expected="key or sigstore",
+        found=mode,
+    )
+
+
+def _describe_trust(key_path: Path | None, sigstore: SigstoreIdentity | None) -> str:
+    if key_path is not None:
+        return f"public key {key_path}"
+    assert sigstore is not None
+    return f"Sigstore identity {sigstore.identity} ({sigstore.oidc_issuer})"
+
+
+def _attestation_names(tags: dict[str, str], run_id: str) -> tuple[str, str]:
+    """File names of signature and provenance; their URIs must point into the version's run."""
+    names = []
+    prefix = reg.run_artifact_uri(run_id, reg.ATTESTATIONS_ARTIFACT_PATH) + "/"
+    for key in (reg.TAG_SIGNATURE_URI, reg.TAG_PROVENANCE_URI):
+        uri = tags.get(key)
+        name = uri.removeprefix(prefix) if uri else ""
+        if not uri or not uri.startswith(prefix) or not name or "/" in name or ".." in name:
+            raise RegistryError(
+                "VERIFICATION_FAILED",
+                f"MLflow tag {key} must point at this version's own attestations",
+                check="mlflow_tag",
+                expected=f"{prefix}<file>",
+                found=str(uri),
+            )
+        names.append(name)
+    return names[0], names[1]
+
+
+def _download(client: MlflowClient, version: ModelVersion, work_dir: Path) -> tuple[Path, Path]:
+    try:
+        model_dir = reg.download(client, str(version.source), work_dir)
+        attest_uri = reg.run_artifact_uri(str(version.run_id), reg.ATTESTATIONS_ARTIFACT_PATH)
+        attest_dir = reg.download(client, attest_uri, work_dir)
+    except (MlflowException, OSError, RegistryError) as exc:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"cannot download the version's files: {exc}",
+            check="download",
+            expected=f"{version.source} and its attestations",
+            found="download error",
+        ) from exc
+    return model_dir, attest_dir
+
+
+def _check_byproducts(statement: dict[str, Any], attest_dir: Path) -> CheckOutcome:
+    checked = []
+    for item in prov.byproducts(statement):
+        name, expected = item.get("name"), (item.get("digest") or {}).get("sha256")
+        if not name or not expected:
+            continue
+        path = attest_dir / name
+        found = sha256_file(path) if path.is_file() else "missing"
+        _require("byproduct_digest", found == expected, expected, found, f"byproduct {name}")
+        checked.append(name)
+    return CheckOutcome("byproduct_digest", "passed", ", ".join(checked) or "none recorded")
+
+
+def _check_policy(statement: dict[str, Any], policy: Policy) -> list[CheckOutcome]:
+    outcomes = []
+    builder = prov.builder_id(statement)
+    if builder not in policy.allowed_builder_ids:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"builder is not allowed by policy {policy.source}",
+            check="policy_builder",
+            expected=f"one of {list(policy.allowed_builder_ids)}",
+            found=builder,
+        )
+    outcomes.append(CheckOutcome("policy_builder", "passed", builder))
+
+    repository = prov.source_repository(statement)
+    if policy.expected_source_repository is None:
+        outcomes.append(CheckOutcome("policy_source_repository", "skipped", "not required"))
+    else:
+        _require(
+            "policy_source_repository",
+            _same_repository(repository, policy.expected_source_repository),
+            policy.expected_source_repository,
+            repository,
+            "source repository",
+        )
+        outcomes.append(CheckOutcome("policy_source_repository", "passed", str(repository)))
+
+    outcome = prov.eval_gate_outcome(statement)
+    if policy.required_eval_gate is None:
+        outcomes.append(CheckOutcome("policy_eval_gate", "skipped", f"not required ({outcome})"))
+    else:
+        _require(
+            "policy_eval_gate",
+            outcome == policy.required_eval_gate,
+            policy.required_eval_gate,
+            outcome,
+            "eval gate outcome",
+        )
+        outcomes.append(CheckOutcome("policy_eval_gate", "passed", str(outcome)))
+    return outcomes
+
+
+def _same_repository(found: str | None, expected: str) -> bool:
+    def norm(url: str) -> str:
+        return url.rstrip("/").removesuffix(".git").lower()
+
+    return found is not None and norm(found) == norm(expected)
+
+
+def _require(check: str, ok: bool, expected: Any, found: Any, what: str) -> None:
+    if not ok:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"{what} does not match",
+            check=check,
+            expected=str(expected),
+            found=str(found),
+        )

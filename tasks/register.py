@@ -1,0 +1,115 @@
+"""Flyte task `register`: TrainedModel + ValidatedDataset -> RegisteredModel (a thin shell over
+`registry.stage.register_model`)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from flytekit import Resources, task
+
+from registry.config import RegisterConfig
+from registry.errors import RegistryError
+from registry.stage import RegistrationResult, register_model
+from tasks.contracts import RegisteredModel, TrainedModel, ValidatedDataset
+from tasks.flyte_adapter import execution_id, publish_report
+from tasks.settings import PROJECT_ROOT, load_settings
+
+_STAGE = "register"
+_REPORT_TITLE = "Model registration"
+
+
+# Not cached: whether a version exists is a fact about the live registry, not about the
+# inputs; registration is idempotent by model digest, so retries and reruns are safe.
+@task(
+    cache=False,
+    retries=2,
+    enable_deck=True,
+    requests=Resources(cpu="1", mem="2Gi"),
+    limits=Resources(cpu="2", mem="4Gi"),
+)
+def register(
+    model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig
+) -> RegisteredModel:
+    settings = load_settings()
+    model_dir = Path(model.model_dir.download())
+    data_dir = Path(dataset.files.download())
+    splits = sorted(model.dataset_digests)
+    remote = dataset.files.remote_source
+    try:
+        result = register_model(
+            model_dir=model_dir,
+            model_digest=model.model_digest,
+            dataset_digests=model.dataset_digests,
+            dataset_files={split: data_dir / f"{split}.jsonl" for split in splits},
+            dataset_uris={s: f"{str(remote).rstrip('/')}/{s}.jsonl" for s in splits}
+            if remote
+            else None,
+            config_digest=model.config_digest,
+            resolved_config_json=model.resolved_config_json,
+            training_run_id=model.mlflow_run_id or None,
+            # TODO(lead): pass the EvalReport (gate_outcome + summary) once the Eval stage lands.
+            eval_report=None,
+            config=config,
+            tracking_uri=settings.mlflow_tracking_uri,
+            artifact_root=settings.mlflow_artifact_root,
+            key_dir=settings.keys_dir,
+            execution_id=execution_id(),
+            project_root=PROJECT_ROOT,
+            base_model_dir=_base_model_dir(model.resolved_config_json),
+        )
+    except RegistryError as error:
+        publish_report(_STAGE, _REPORT_TITLE, f"<pre>{html.escape(str(error))}</pre>")
+        raise
+    publish_report(_STAGE, _REPORT_TITLE, _report_html(result))
+    return RegisteredModel(
+        registered_model_name=result.registered_model_name,
+        version=result.version,
+        model_uri=result.model_uri,
+        model_digest=result.model_digest,
+        created=result.created,
+        aliases=list(result.aliases),
+        signing_mode=result.signing_mode,
+        signer=result.signer,
+        signature_uri=result.signature_uri,
+        signature_digest=result.signature_sha256,
+        provenance_uri=result.provenance_uri,
+        provenance_digest=result.provenance_sha256,
+        sbom_uri=result.sbom_uri,
+        sbom_digest=result.sbom_sha256,
+        builder_id=result.builder_id,
+        source_repository=result.source_repository,
+        source_commit=result.source_commit,
+        mlflow_run_id=result.mlflow_run_id,
+    )
+
+
+def _base_model_dir(resolved_config_json: str) -> Path | None:
+    # Relative paths in the train config resolve against the project root, as training did.
+    value = json.loads(resolved_config_json).get("base_model_dir")
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _report_html(result: RegistrationResult) -> str:
+    rows = [
+        ("model", f"{result.model_uri} (aliases: {', '.join(result.aliases) or 'none'})"),
+        ("new version", "yes" if result.created else "no: this digest was already registered"),
+        ("model digest", f"sha256:{result.model_digest}"),
+        ("signing", f"{result.signing_mode}, signer {result.signer}"),
+        ("signature", f"{result.signature_uri} (sha256:{result.signature_sha256})"),
+        ("provenance", f"{result.provenance_uri} (sha256:{result.provenance_sha256})"),
+        ("SBOM", f"{result.sbom_uri} (sha256:{result.sbom_sha256})"),
+        ("builder", result.builder_id),
+        ("source", f"{result.source_repository} @ {result.source_commit}"),
+        ("MLflow run", result.mlflow_run_id),
+        ("verify", f"shipyard verify {result.model_uri}"),
+    ]
+    body = "".join(
+        f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(v)}</code></td></tr>"
+        for k, v in rows
+    )
+    return f"<table>{body}</table>"

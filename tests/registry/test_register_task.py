@@ -1,0 +1,68 @@
+"""The Flyte task runs locally end to end: typed inputs in, a RegisteredModel out, the report
+written, and the version verifiable with the key the task generated under SHIPYARD_HOME."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from flytekit.types.directory import FlyteDirectory
+
+from registry.config import RegisterConfig
+from registry.digest import model_root_digest, sha256_file
+from registry.policy import load_policy
+from registry.verify import verify_model
+from tasks.contracts import RegisteredModel, TrainedModel, ValidatedDataset
+from tasks.register import register
+from tasks.settings import load_settings
+from tests.registry.conftest import RESOLVED_CONFIG_JSON, Store
+
+pytestmark = pytest.mark.integration
+
+
+def test_register_task_returns_a_verifiable_registered_model(
+    store: Store,
+    model_copy: Path,
+    dataset_files: dict[str, Path],
+    isolated_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A tracking server is chosen through MLFLOW_TRACKING_URI; here it is the shared store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
+    digests = {split: sha256_file(path) for split, path in dataset_files.items()}
+    trained = TrainedModel(
+        model_dir=FlyteDirectory(path=str(model_copy)),
+        model_digest=model_root_digest(model_copy),
+        dataset_digests=digests,
+        metrics={"final_loss": 1.0},
+        loss_curve=[2.0, 1.0],
+        resolved_config_json=RESOLVED_CONFIG_JSON,
+        config_digest=hashlib.sha256(RESOLVED_CONFIG_JSON.encode()).hexdigest(),
+        mlflow_run_id="",  # training without MLflow logging
+    )
+    dataset = ValidatedDataset(
+        files=FlyteDirectory(path=str(dataset_files["train"].parent)),
+        split_digests=digests,
+        split_rows={split: 3 for split in digests},
+        tokenizer_digest="0" * 64,
+        report_digest="0" * 64,
+    )
+
+    result = register(model=trained, dataset=dataset, config=RegisterConfig())
+
+    assert isinstance(result, RegisteredModel)
+    assert result.model_uri == "models:/shipyard-tiny/1"
+    assert result.model_digest == trained.model_digest
+    assert result.aliases == ["challenger"] and result.created
+    settings = load_settings()
+    assert settings.home == isolated_home / ".shipyard"
+    reports = list(settings.reports_dir.rglob("register.html"))
+    assert reports and "shipyard verify models:/shipyard-tiny/1" in reports[0].read_text()
+    verified = verify_model(
+        "models:/shipyard-tiny@challenger",
+        tracking_uri=settings.mlflow_tracking_uri,
+        policy=load_policy(),
+        public_key=settings.keys_dir / "signing.pub",
+    )
+    assert verified.model_digest == result.model_digest
