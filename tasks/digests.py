@@ -5,15 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-_CHUNK_BYTES = 1 << 20
+from registry.digest import sha256_file
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["sha256_file", "sha256_tree"]
 
 
 def sha256_tree(root: Path) -> str:

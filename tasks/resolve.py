@@ -11,18 +11,20 @@ from typing import NamedTuple
 
 from flytekit import task
 
+from registry.config import RegisterConfig
 from tasks.config import build_config, load_preset
 from tasks.data.config import DataConfig
 from tasks.data.io import check_split_location, sha256_location
 from tasks.errors import StageError
 from tasks.training.config import TrainConfig
 
-KNOWN_SECTIONS = ("data", "train")
+KNOWN_SECTIONS = ("data", "train", "register")
 
 
 class ResolvedConfig(NamedTuple):
     data: DataConfig
     train: TrainConfig
+    register: RegisterConfig
     # sha256 of each input split file, read now: it is part of validate_data's cache key, so
     # a file edited in place at the same path or URI is validated again, never served stale.
     source_digests: dict[str, str]
@@ -39,7 +41,8 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
     train = build_config(TrainConfig, "train", raw.get("train", {}))
     digests = {split: sha256_location(check_split_location(split, location))
                for split, location in data.split_paths().items()}
-    return ResolvedConfig(data=data, train=train, source_digests=digests)
+    register = build_config(RegisterConfig, "register", raw.get("register", {}))
+    return ResolvedConfig(data=data, train=train, register=register, source_digests=digests)
 
 
 @task(cache=False, retries=0)

@@ -1,4 +1,5 @@
-"""The Shipyard pipeline: validate_data -> train (-> evaluate -> register -> deploy_canary).
+"""The Shipyard pipeline: validate_data -> train -> register (evaluate and deploy_canary
+are inserted by their stages' issues).
 
 Flyte runs a workflow body at registration time, not at run time: this file only wires typed
 stage outputs to inputs. Run it locally with
@@ -14,47 +15,51 @@ from flytekit import LaunchPlan, Resources, workflow
 from flytekit.extras.accelerators import H100
 from flytekitplugins.kfpytorch import Elastic
 
-from tasks.contracts import TrainedModel
+from tasks.contracts import RegisteredModel
+from tasks.register import register
 from tasks.resolve import resolve_config
 from tasks.train import train
 from tasks.validate import validate_data
 
 
 @workflow
-def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> TrainedModel:  # noqa: B006
+def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> RegisteredModel:  # noqa: B006
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    return train(dataset=dataset, config=cfg.train)
+    model = train(dataset=dataset, config=cfg.train)
+    return register(model=model, dataset=dataset, config=cfg.register)
 
 
 @workflow
 def shipyard_pipeline_gpu(
     preset: str = "gpu-1x", overrides: list[str] = []  # noqa: B006
-) -> TrainedModel:
+) -> RegisteredModel:
     """One H100: Elastic with one worker (NCCL), for the gpu-1x preset."""
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    return train(dataset=dataset, config=cfg.train).with_overrides(
+    model = train(dataset=dataset, config=cfg.train).with_overrides(
         task_config=Elastic(nnodes=1, nproc_per_node=1, max_restarts=0, increase_shared_mem=False),
         requests=Resources(cpu="8", mem="64Gi", gpu="1"),
         limits=Resources(gpu="1"),
         accelerator=H100,
     )
+    return register(model=model, dataset=dataset, config=cfg.register)
 
 
 @workflow
 def shipyard_pipeline_gpu_8x(
     preset: str = "gpu-8x", overrides: list[str] = []  # noqa: B006
-) -> TrainedModel:
+) -> RegisteredModel:
     """Eight H100s on one node: Elastic with eight workers, FSDP2, for the gpu-8x preset."""
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    return train(dataset=dataset, config=cfg.train).with_overrides(
+    model = train(dataset=dataset, config=cfg.train).with_overrides(
         task_config=Elastic(nnodes=1, nproc_per_node=8, max_restarts=0, increase_shared_mem=False),
         requests=Resources(cpu="64", mem="512Gi", gpu="8"),
         limits=Resources(gpu="8"),
         accelerator=H100,
     )
+    return register(model=model, dataset=dataset, config=cfg.register)
 
 
 # Launch plan CI triggers on main after registering (see .github/workflows).

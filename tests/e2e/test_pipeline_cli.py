@@ -54,11 +54,24 @@ def test_pyflyte_run_trains_the_tiny_preset_and_a_rerun_is_served_from_cache(
         report = re.search(rf"\[shipyard\] {stage} report: (\S+\.html)", out)
         assert report and Path(report.group(1)).is_file(), f"no {stage} report in output"
     assert len(_training_runs(isolated_home)) == 1
+    # the registered challenger verifies: signature, provenance, digests, policy
+    verify = subprocess.run(
+        [str(Path(sys.executable).with_name("shipyard")), "verify",
+         "models:/shipyard-tiny@challenger"],
+        env=subprocess_env(isolated_home), capture_output=True, text=True, timeout=300,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert model_dir.group(2) in verify.stdout
 
     second = _pyflyte_run(isolated_home, cache=True)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     assert "[shipyard] model:" not in second.stdout + second.stderr  # train did not run
     assert len(_training_runs(isolated_home)) == 1
+    # registration is idempotent: the same digest maps to the same single version
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{isolated_home / '.shipyard' / 'mlflow.db'}")
+    assert len(client.search_model_versions("name='shipyard-tiny'")) == 1
 
 
 def test_bad_override_fails_before_any_stage_runs(isolated_home: Path) -> None:
@@ -88,5 +101,6 @@ def test_pyflyte_package_compiles_every_workflow_for_a_cluster(
         names = tar.getnames()
     for entity in ("workflows.pipeline.shipyard_pipeline",
                    "workflows.pipeline.shipyard_pipeline_gpu_8x",
-                   "tasks.train.train", "tasks.validate.validate_data"):
+                   "tasks.train.train", "tasks.validate.validate_data",
+                   "tasks.register.register"):
         assert any(entity in n for n in names), f"{entity} missing from {names}"
