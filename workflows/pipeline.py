@@ -11,6 +11,8 @@ and on a cluster with ``pyflyte run --remote ...`` (see the README).
 
 from __future__ import annotations
 
+from typing import Any
+
 from flytekit import LaunchPlan, Resources, workflow
 from flytekit.extras.accelerators import H100
 from flytekitplugins.kfpytorch import Elastic
@@ -20,6 +22,17 @@ from tasks.register import register
 from tasks.resolve import resolve_config
 from tasks.train import train
 from tasks.validate import validate_data
+
+
+def _on_gpus(count: int) -> dict[str, Any]:
+    """Node overrides that put `train` on `count` H100s of one node, one worker per GPU."""
+    return {
+        "task_config": Elastic(nnodes=1, nproc_per_node=count, max_restarts=0,
+                               increase_shared_mem=False),
+        "requests": Resources(cpu=str(8 * count), mem=f"{64 * count}Gi", gpu=str(count)),
+        "limits": Resources(gpu=str(count)),
+        "accelerator": H100,
+    }
 
 
 @workflow
@@ -34,15 +47,10 @@ def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> Regist
 def shipyard_pipeline_gpu(
     preset: str = "gpu-1x", overrides: list[str] = []  # noqa: B006
 ) -> RegisteredModel:
-    """One H100: Elastic with one worker (NCCL), for the gpu-1x preset."""
+    """One H100 (gpu-1x preset): Elastic with one NCCL worker."""
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    model = train(dataset=dataset, config=cfg.train).with_overrides(
-        task_config=Elastic(nnodes=1, nproc_per_node=1, max_restarts=0, increase_shared_mem=False),
-        requests=Resources(cpu="8", mem="64Gi", gpu="1"),
-        limits=Resources(gpu="1"),
-        accelerator=H100,
-    )
+    model = train(dataset=dataset, config=cfg.train).with_overrides(**_on_gpus(1))
     return register(model=model, dataset=dataset, config=cfg.register)
 
 
@@ -50,15 +58,10 @@ def shipyard_pipeline_gpu(
 def shipyard_pipeline_gpu_8x(
     preset: str = "gpu-8x", overrides: list[str] = []  # noqa: B006
 ) -> RegisteredModel:
-    """Eight H100s on one node: Elastic with eight workers, FSDP2, for the gpu-8x preset."""
+    """Eight H100s on one node (gpu-8x preset): Elastic with eight workers, FSDP2."""
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    model = train(dataset=dataset, config=cfg.train).with_overrides(
-        task_config=Elastic(nnodes=1, nproc_per_node=8, max_restarts=0, increase_shared_mem=False),
-        requests=Resources(cpu="64", mem="512Gi", gpu="8"),
-        limits=Resources(gpu="8"),
-        accelerator=H100,
-    )
+    model = train(dataset=dataset, config=cfg.train).with_overrides(**_on_gpus(8))
     return register(model=model, dataset=dataset, config=cfg.register)
 
 
