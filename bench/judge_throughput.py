@@ -1,0 +1,111 @@
+"""Benchmark: judge calls per second at concurrency 1 versus 8.
+
+1. Against the deploy stage's serving engine (`local` or `vllm`) on a model directory: the
+   same number of distinct pairwise-judge prompts (no cache), sent by the real
+   `JudgeClient` one at a time, then 8 in flight. Goal: speedup >= 5x.
+2. Against a latency-bound endpoint (the scripted test server answering after
+   --latency-ms, the way a hosted judge's network round trip behaves), to show what the
+   client's bounded concurrency delivers when the server is not CPU-bound on this machine.
+
+A CPU-bound engine on N cores cannot serve more than about N calls at once, whatever the
+client does; the JSON says how many cores this ran on.
+
+Prints one JSON object.
+
+    python -m bench.judge_throughput --model-dir DIR [--engine local|vllm] [--calls 96]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from eval.judge.client import CallPolicy, JudgeClient, JudgeEndpoint, JudgeRequest
+from eval.judge.prompts import load_prompt
+from eval.tasks.build import DEFAULT_SOURCE, load_items
+
+GOAL_SPEEDUP = 5.0
+
+
+def requests(count: int, offset: int) -> list[JudgeRequest]:
+    prompt = load_prompt("pairwise", "v1")
+    items = load_items(DEFAULT_SOURCE)[offset: offset + count]
+    return [JudgeRequest(prompt.render(question=i.prompt, answer_a=i.response,
+                                       answer_b=i.response[::-1]), f"bench-{offset}-{n}")
+            for n, i in enumerate(items)]
+
+
+def measure(endpoint: JudgeEndpoint, concurrency: int, batch: list[JudgeRequest],
+            max_tokens: int) -> dict[str, Any]:
+    client = JudgeClient(endpoint, CallPolicy(concurrency=concurrency, max_tokens=max_tokens,
+                                              timeout_seconds=300))
+    started = time.perf_counter()
+    replies = client.complete_all(batch)
+    seconds = time.perf_counter() - started
+    return {"concurrency": concurrency, "calls": len(batch), "seconds": seconds,
+            "calls_per_second": len(batch) / seconds,
+            "completion_tokens": client.stats.completion_tokens,
+            "failed_calls": sum(r.text is None for r in replies)}
+
+
+def latency_bound_run(calls: int, latency_ms: float, max_tokens: int) -> dict[str, Any]:
+    from tests.eval.scripted_server import ScriptedServer, chat_reply
+
+    def answer(path: str, request: dict[str, Any], call: int) -> Any:
+        reply = chat_reply("TIE")
+        reply.delay_seconds = latency_ms / 1000
+        return reply
+
+    with ScriptedServer(answer) as server:
+        endpoint = JudgeEndpoint(server.base_url, "scripted")
+        serial = measure(endpoint, 1, requests(calls, 0), max_tokens)
+        parallel = measure(endpoint, 8, requests(calls, calls), max_tokens)
+    return {"latency_ms": latency_ms,
+            "calls_per_second_concurrency_1": serial["calls_per_second"],
+            "calls_per_second_concurrency_8": parallel["calls_per_second"],
+            "speedup": parallel["calls_per_second"] / serial["calls_per_second"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.judge_throughput")
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--engine", default="local", choices=("local", "vllm"))
+    parser.add_argument("--calls", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=4)
+    parser.add_argument("--latency-ms", type=float, default=100.0,
+                        help="server latency of the latency-bound endpoint run")
+    args = parser.parse_args(argv)
+
+    from tasks.deploy.engines import start_engine
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-judge-") as work, start_engine(
+            args.engine, args.model_dir, "judge", log_dir=Path(work)) as engine:
+        engine_seconds = time.perf_counter() - started
+        endpoint = JudgeEndpoint(engine.base_url, "judge")
+        measure(endpoint, 8, requests(8, 400), args.max_tokens)  # warm-up, distinct prompts
+        # Distinct prompts per run: nothing is served from a prefix or response cache twice.
+        serial = measure(endpoint, 1, requests(args.calls, 0), args.max_tokens)
+        parallel = measure(endpoint, 8, requests(args.calls, args.calls), args.max_tokens)
+    speedup = parallel["calls_per_second"] / serial["calls_per_second"]
+    latency_bound = latency_bound_run(args.calls, args.latency_ms, args.max_tokens)
+    print(json.dumps({
+        "benchmark": "judge_throughput",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "engine": args.engine, "engine_start_seconds": engine_seconds,
+        "max_tokens": args.max_tokens,
+        "concurrency_1": serial, "concurrency_8": parallel,
+        "speedup": speedup, "goal_speedup": GOAL_SPEEDUP, "goal_met": speedup >= GOAL_SPEEDUP,
+        "latency_bound_endpoint": latency_bound,
+    }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

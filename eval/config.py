@@ -1,0 +1,183 @@
+"""`EvalConfig`: what the evaluate stage runs and the rules its gate applies.
+
+Flat on purpose: a preset's ``eval:`` section maps one key to one field (unknown keys are
+errors), and Flyte serializes it as a plain dataclass. "Unset" is None, never a falsy value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from eval.errors import EvalError
+from eval.harness import MODEL_PATHS
+from eval.tasks.suite import CANARY_TASK, TASK_SPECS
+
+ENGINE_KINDS = ("local", "vllm")
+# The task whose generated answers the judge compares (see eval/judge/run.py).
+JUDGED_TASK = "shipyard_exact"
+DEFAULT_TASKS = ("shipyard_canary", "shipyard_mc", "shipyard_ppl", "shipyard_exact")
+
+
+def _default_margins() -> dict[str, float]:
+    # In each task's primary metric's units: accuracy points, and bits per byte.
+    return {"shipyard_mc": 0.05, "shipyard_exact": 0.05, "shipyard_ppl": 0.05}
+
+
+@dataclass
+class EvalConfig:
+    # ---- harness -------------------------------------------------------------------------
+    # Tasks of the suite (eval/tasks/templates) to run. shipyard_canary must stay: it is
+    # what proves the log-probability scoring itself works.
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    # Documents per task: the first N of each task file, the same N for candidate and
+    # champion so they pair. None: every document.
+    limit_per_task: int | None = 100
+    # "hf": the model directory loaded in-process (lm-eval HFLM). "local-completions":
+    # lm-eval's OpenAI-compatible backend against `completions_base_url`, or, when that is
+    # None, against a `serving_engine` the stage starts on the model directory.
+    model_path: str = "hf"
+    completions_base_url: str | None = None
+    # Engine the stage starts when it needs an endpoint and none is given: "local" (the
+    # light OpenAI-compatible engine) or "vllm".
+    serving_engine: str = "local"
+    # Seconds to wait for a started engine to become ready.
+    engine_ready_timeout_seconds: float = 300.0
+    # hf path: sequences per forward pass. local-completions: requests in flight at once.
+    batch_size: int = 8
+    num_concurrent: int = 4
+    # Tokens generated per shipyard_exact item (the answers are a few tokens).
+    max_gen_tokens: int = 16
+    # shipyard_canary accuracy below this fails the stage (EVAL_CANARY_FAILED): the
+    # harness's logprob scoring is broken, so no other number can be trusted.
+    canary_min_accuracy: float = 0.95
+    # Root of the lm-eval response cache and the judge-call cache (one sub-directory per
+    # model digest). None: <SHIPYARD_HOME>/eval-cache.
+    cache_dir: str | None = None
+
+    # ---- gate ----------------------------------------------------------------------------
+    # MLflow registered model whose `champion_alias` version is the baseline. None: never
+    # compare, absolute floors only.
+    registered_model_name: str | None = "shipyard-tiny"
+    champion_alias: str = "champion"
+    # Tasks compared with the champion, each with the largest loss it tolerates in its
+    # primary metric's units (accuracy for mc/exact, bits per byte for ppl).
+    non_inferiority_margins: dict[str, float] = field(default_factory=_default_margins)
+    # One-sided confidence of the non-inferiority bounds; power of the reported minimum
+    # detectable effect.
+    confidence: float = 0.95
+    power: float = 0.8
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 20240601
+    # Fewest paired items a comparison needs; fewer fails the gate (it cannot show
+    # non-inferiority on so little evidence).
+    min_paired_items: int = 30
+    # Absolute bounds on a task's primary metric, checked with or without a champion:
+    # floors for higher-is-better metrics, ceilings for lower-is-better ones.
+    hard_floors: dict[str, float] = field(default_factory=dict)
+    hard_ceilings: dict[str, float] = field(default_factory=dict)
+
+    # ---- LLM judge -----------------------------------------------------------------------
+    # Any OpenAI-compatible server (root URL; /v1/chat/completions is appended). None with
+    # `judge_model_dir` set: the stage starts `serving_engine` on that directory. Both None:
+    # no judge (reported as not configured).
+    judge_base_url: str | None = None
+    judge_model_dir: str | None = None
+    # Model name sent to the judge server. None: the name the started engine serves, or the
+    # first model listed by the server's /v1/models.
+    judge_model: str | None = None
+    # Environment variable holding the judge's API key (a Flyte secret is mounted into the
+    # environment the same way). Unset or empty: no Authorization header.
+    judge_api_key_env: str = "SHIPYARD_JUDGE_API_KEY"
+    # Prompt files eval/judge/prompts/{pairwise,single}_<version>.txt; part of the cache key.
+    judge_prompt_version: str = "v1"
+    # Calibration set eval/judge/data/calibration_pairs_<version>.jsonl.
+    judge_calibration_version: str = "v1"
+    # Items judged (the first N paired shipyard_exact items).
+    judge_max_items: int = 50
+    judge_concurrency: int = 8
+    judge_timeout_seconds: float = 60.0
+    # Retries of one call on 429 / 5xx / timeouts, with exponential backoff from
+    # `judge_backoff_seconds` (a Retry-After header wins when it is given).
+    judge_max_retries: int = 4
+    judge_backoff_seconds: float = 0.5
+    judge_max_tokens: int = 4
+    # Ask for top-5 logprobs of the verdict token (G-Eval-style expected scores).
+    judge_request_logprobs: bool = True
+    # Price per 1000 tokens, for the cost line of the report (0 for a local engine).
+    judge_price_per_1k_prompt_tokens: float = 0.0
+    judge_price_per_1k_completion_tokens: float = 0.0
+    # The judge may gate only when its Cohen's kappa on the calibration set is at least
+    # this, and its invalid-output rate at most `judge_max_invalid_output_rate`; otherwise
+    # its results are reported as non-gating.
+    judge_min_kappa: float = 0.6
+    judge_max_invalid_output_rate: float = 0.1
+    # Largest tolerated drop of the candidate's pairwise win rate below 0.5.
+    judge_non_inferiority_margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_tasks()
+        self._check_numbers()
+
+    @property
+    def judge_enabled(self) -> bool:
+        return self.judge_base_url is not None or self.judge_model_dir is not None
+
+    def _bad(self, name: str, rule: str) -> EvalError:
+        return EvalError("EVAL_CONFIG_INVALID", f"eval.{name}={getattr(self, name)!r}: {rule}")
+
+    def _check_choices(self) -> None:
+        if self.model_path not in MODEL_PATHS:
+            raise self._bad("model_path", f"must be one of {list(MODEL_PATHS)}.")
+        if self.serving_engine not in ENGINE_KINDS:
+            raise self._bad("serving_engine", f"must be one of {list(ENGINE_KINDS)}.")
+
+    def _check_tasks(self) -> None:
+        known = sorted(TASK_SPECS)
+        if not self.tasks or set(self.tasks) - set(TASK_SPECS):
+            raise self._bad("tasks", f"must be a non-empty list drawn from {known}.")
+        if CANARY_TASK not in self.tasks:
+            raise self._bad("tasks", f"must include {CANARY_TASK!r}: without it a broken "
+                                     "logprob scorer would go unnoticed.")
+        if self.judge_enabled and JUDGED_TASK not in self.tasks:
+            raise self._bad("tasks", f"must include {JUDGED_TASK!r} when a judge is configured: "
+                                     "the judge compares the answers generated there.")
+        for name in ("non_inferiority_margins", "hard_floors", "hard_ceilings"):
+            extra = sorted(set(getattr(self, name)) - set(self.tasks))
+            if extra:
+                raise self._bad(name, f"names tasks {extra} that are not in eval.tasks.")
+        wrong_way = [t for t in self.hard_floors if not TASK_SPECS[t].higher_is_better]
+        wrong_way += [t for t in self.hard_ceilings if TASK_SPECS[t].higher_is_better]
+        if wrong_way:
+            raise EvalError("EVAL_CONFIG_INVALID",
+                            f"eval.hard_floors/hard_ceilings: {sorted(wrong_way)} bound the "
+                            "wrong side; floors are for higher-is-better metrics (accuracy), "
+                            "ceilings for lower-is-better ones (bits per byte).")
+        if any(v < 0 or not math.isfinite(v) for v in self.non_inferiority_margins.values()):
+            raise self._bad("non_inferiority_margins", "margins must be finite and >= 0.")
+
+    def _check_numbers(self) -> None:
+        for name in ("confidence", "power"):
+            if not 0.5 < getattr(self, name) < 1:
+                raise self._bad(name, "must be in (0.5, 1), e.g. 0.95 / 0.8.")
+        for name in ("canary_min_accuracy", "judge_max_invalid_output_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise self._bad(name, "must be in [0, 1].")
+        if not -1 <= self.judge_min_kappa <= 1:
+            raise self._bad("judge_min_kappa", "must be in [-1, 1] (Cohen's kappa).")
+        if not 0 <= self.judge_non_inferiority_margin < 0.5:
+            raise self._bad("judge_non_inferiority_margin", "must be in [0, 0.5).")
+        if self.limit_per_task is not None and self.limit_per_task <= 0:
+            raise self._bad("limit_per_task", "must be > 0, or None for every document.")
+        for name in ("batch_size", "num_concurrent", "max_gen_tokens", "bootstrap_resamples",
+                     "min_paired_items", "judge_max_items", "judge_concurrency",
+                     "judge_max_tokens", "judge_timeout_seconds",
+                     "engine_ready_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise self._bad(name, "must be > 0.")
+        for name in ("judge_max_retries", "judge_backoff_seconds",
+                     "judge_price_per_1k_prompt_tokens",
+                     "judge_price_per_1k_completion_tokens"):
+            if getattr(self, name) < 0:
+                raise self._bad(name, "must be >= 0.")

@@ -1,0 +1,137 @@
+"""The promotion gate: PASS or FAIL, with every number behind it.
+
+Checks, each recorded whether it passes or not:
+
+1. Hard bounds (always): a task's primary metric against `hard_floors` /
+   `hard_ceilings`.
+2. Non-inferiority against the champion (when there is one), per task in
+   `non_inferiority_margins`: items are paired by document hash; the lower end of the
+   paired-bootstrap interval of the per-item improvement must be above -margin. Fewer
+   than `min_paired_items` pairs fails: too little evidence to show non-inferiority.
+   McNemar's exact test and the minimum detectable effect are reported alongside.
+3. Judge (when it is gating, see eval/judge/run.py): the lower end of the bootstrap
+   interval of the candidate's pairwise win rate must be above 0.5 - margin.
+
+With no champion only the hard bounds apply. The outcome is FAIL when any check fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from eval.config import EvalConfig
+from eval.harness import HarnessResult
+from eval.judge.run import JudgeReport
+from eval.stats import PairedComparison, compare_paired
+from eval.tasks.suite import TASK_SPECS
+
+PASS, FAIL = "PASS", "FAIL"
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    # "floor:<task>", "ceiling:<task>", "non_inferiority:<task>", "judge_win_rate"
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class GateDecision:
+    outcome: str
+    # FAIL: the failed checks. PASS: every check that passed.
+    reasons: list[str]
+    checks: list[GateCheck]
+    comparisons: list[PairedComparison]
+    # "champion" (paired comparison) or "absolute" (no champion: hard bounds only)
+    mode: str
+    # Context that did not decide anything (non-gating judge, no champion, ...).
+    notes: list[str] = field(default_factory=list)
+
+
+def decide(config: EvalConfig, candidate: HarnessResult, champion: HarnessResult | None,
+           judge: JudgeReport | None = None) -> GateDecision:
+    checks = _bound_checks(config, candidate)
+    comparisons: list[PairedComparison] = []
+    notes: list[str] = []
+    if champion is None:
+        notes.append("no champion: absolute floors and ceilings only")
+    else:
+        for task, margin in sorted(config.non_inferiority_margins.items()):
+            check, comparison = _non_inferiority(config, task, margin, candidate, champion)
+            checks.append(check)
+            if comparison is not None:
+                comparisons.append(comparison)
+    if judge is not None:
+        checks_or_notes = _judge_check(config, judge)
+        if isinstance(checks_or_notes, GateCheck):
+            checks.append(checks_or_notes)
+        else:
+            notes.extend(checks_or_notes)
+    failed = [c.detail for c in checks if not c.passed]
+    if not checks:
+        notes.append("nothing to gate on: no champion and no hard floors or ceilings")
+    return GateDecision(
+        outcome=FAIL if failed else PASS,
+        reasons=failed or [c.detail for c in checks] or list(notes),
+        checks=checks, comparisons=comparisons,
+        mode="absolute" if champion is None else "champion", notes=notes)
+
+
+def _bound_checks(config: EvalConfig, candidate: HarnessResult) -> list[GateCheck]:
+    checks = []
+    for task, floor in sorted(config.hard_floors.items()):
+        metric = TASK_SPECS[task].primary_metric
+        value = candidate.metrics[task][metric]
+        checks.append(GateCheck(f"floor:{task}", value >= floor,
+                                f"{task} {metric} {value:.4f} "
+                                f"{'>=' if value >= floor else '<'} floor {floor}"))
+    for task, ceiling in sorted(config.hard_ceilings.items()):
+        metric = TASK_SPECS[task].primary_metric
+        value = candidate.metrics[task][metric]
+        checks.append(GateCheck(f"ceiling:{task}", value <= ceiling,
+                                f"{task} {metric} {value:.4f} "
+                                f"{'<=' if value <= ceiling else '>'} ceiling {ceiling}"))
+    return checks
+
+
+def _non_inferiority(config: EvalConfig, task: str, margin: float, candidate: HarnessResult,
+                     champion: HarnessResult) -> tuple[GateCheck, PairedComparison | None]:
+    spec = TASK_SPECS[task]
+    champion_by_hash = champion.by_doc_hash(task)
+    pairs = [(s.metrics[spec.primary_metric],
+              champion_by_hash[s.doc_hash].metrics[spec.primary_metric])
+             for s in candidate.samples.get(task, []) if s.doc_hash in champion_by_hash]
+    name = f"non_inferiority:{task}"
+    if len(pairs) < config.min_paired_items:
+        return GateCheck(name, False,
+                         f"{task}: {len(pairs)} paired items < min_paired_items "
+                         f"{config.min_paired_items}: too few to show non-inferiority"), None
+    comparison = compare_paired(
+        task, spec.primary_metric, [c for c, _ in pairs], [h for _, h in pairs],
+        higher_is_better=spec.higher_is_better, binary=spec.binary,
+        confidence=config.confidence, power=config.power,
+        resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
+    passed = comparison.interval_low > -margin
+    mcnemar = ("" if comparison.mcnemar_p_value is None
+               else f", McNemar p={comparison.mcnemar_p_value:.3g}")
+    detail = (f"{task} {spec.primary_metric}: improvement {comparison.improvement:+.4f} over "
+              f"{comparison.num_pairs} pairs, {config.confidence:.0%} lower bound "
+              f"{comparison.interval_low:+.4f} {'>' if passed else '<='} -margin {-margin:+.4f}"
+              f"{mcnemar}, MDE {comparison.minimum_detectable_effect:.4f}")
+    return GateCheck(name, passed, detail), comparison
+
+
+def _judge_check(config: EvalConfig, judge: JudgeReport) -> GateCheck | list[str]:
+    if judge.status != "ok":
+        return [f"judge {judge.status}"]
+    if not judge.gating or judge.pairwise is None:
+        return [f"judge non-gating: {reason}" for reason in judge.non_gating_reasons]
+    summary = judge.pairwise
+    threshold = 0.5 - config.judge_non_inferiority_margin
+    passed = summary.win_rate_interval_low > threshold
+    return GateCheck("judge_win_rate", passed,
+                     f"judge win rate {summary.win_rate:.3f} over {summary.num_valid_pairs} "
+                     f"pairs, {config.confidence:.0%} lower bound "
+                     f"{summary.win_rate_interval_low:.3f} {'>' if passed else '<='} "
+                     f"{threshold:.3f} (0.5 - margin)")

@@ -1,0 +1,232 @@
+"""HTTP client for an OpenAI-compatible ``/v1/chat/completions`` judge.
+
+One user message per call (the prompt), temperature 0, a few output tokens, and the top-5
+logprobs of each output token when asked. At most `concurrency` calls are in flight (an
+asyncio semaphore); each has a total timeout. 429, 5xx, connection errors and timeouts
+are retried with exponential backoff (a ``Retry-After`` header wins, capped); a call that
+still fails is reported as a failed reply, which the caller counts as an invalid output.
+Any other 4xx is a configuration error (wrong URL, model or key) and stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from eval.errors import EvalError
+from eval.judge.cache import JudgeCache
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+TOP_LOGPROBS = 5
+
+
+@dataclass(frozen=True)
+class JudgeEndpoint:
+    # Server root (``http://127.0.0.1:8000``) or its ``/v1`` URL.
+    base_url: str
+    model: str
+    api_key: str | None = None
+
+    @property
+    def chat_url(self) -> str:
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        return f"{root}/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    concurrency: int = 8
+    timeout_seconds: float = 60.0
+    max_retries: int = 4
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+    max_tokens: int = 4
+    request_logprobs: bool = True
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    prompt: str
+    cache_key: str
+
+
+@dataclass(frozen=True)
+class JudgeReply:
+    # None when the call failed after every retry (`error` says why).
+    text: str | None
+    # (token, logprob) alternatives at the first non-blank output token, when returned.
+    top_logprobs: list[tuple[str, float]] | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    error: str | None = None
+
+
+@dataclass
+class CallStats:
+    requests_sent: int = 0  # HTTP requests, retries included
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_seconds: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add_error(self, error: str) -> None:
+        self.errors[error] = self.errors.get(error, 0) + 1
+
+
+class JudgeClient:
+    def __init__(self, endpoint: JudgeEndpoint, policy: CallPolicy,
+                 cache: JudgeCache | None = None) -> None:
+        self.endpoint = endpoint
+        self.policy = policy
+        self.cache = cache
+        self.stats = CallStats()
+
+    def complete_all(self, requests: list[JudgeRequest]) -> list[JudgeReply]:
+        """Replies in the order of `requests` (cached ones without any HTTP call)."""
+        started = time.perf_counter()
+        try:
+            return asyncio.run(self._complete_all(requests))
+        finally:
+            self.stats.wall_seconds += time.perf_counter() - started
+
+    async def _complete_all(self, requests: list[JudgeRequest]) -> list[JudgeReply]:
+        slots = asyncio.Semaphore(self.policy.concurrency)
+        timeout = aiohttp.ClientTimeout(total=self.policy.timeout_seconds)
+        connector = aiohttp.TCPConnector(limit=self.policy.concurrency)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            return list(await asyncio.gather(
+                *(self._complete(session, slots, request) for request in requests)))
+
+    async def _complete(self, session: aiohttp.ClientSession, slots: asyncio.Semaphore,
+                        request: JudgeRequest) -> JudgeReply:
+        if self.cache is not None and (hit := self.cache.get(request.cache_key)) is not None:
+            self.stats.cache_hits += 1
+            return _reply_from_cache(hit)
+        async with slots:
+            reply = await self._call_with_retries(session, request.prompt)
+        if reply.text is not None and self.cache is not None:
+            self.cache.put(request.cache_key, {
+                "text": reply.text, "top_logprobs": reply.top_logprobs,
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens})
+        return reply
+
+    async def _call_with_retries(self, session: aiohttp.ClientSession, prompt: str
+                                 ) -> JudgeReply:
+        error = "no attempt"
+        for attempt in range(self.policy.max_retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            self.stats.requests_sent += 1
+            try:
+                async with session.post(self.endpoint.chat_url, json=self._payload(prompt),
+                                        headers=self._headers()) as response:
+                    if response.status == 200:
+                        return self._parse(await response.json(content_type=None))
+                    body = (await response.text())[:300]
+                    if response.status not in RETRYABLE_STATUS:
+                        raise EvalError(
+                            "EVAL_JUDGE_REQUEST_REJECTED",
+                            f"judge {self.endpoint.chat_url} answered HTTP {response.status} "
+                            f"for model {self.endpoint.model!r}: {body}. Check "
+                            "eval.judge_base_url, eval.judge_model and the API key variable "
+                            "named by eval.judge_api_key_env.")
+                    error = f"HTTP {response.status}"
+                    delay = self._backoff(attempt, response.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                # ValueError: a 200 whose body is not the JSON we asked for.
+                error = type(exc).__name__
+                delay = self._backoff(attempt, None)
+            if attempt < self.policy.max_retries:
+                await asyncio.sleep(delay)
+        self.stats.failures += 1
+        self.stats.add_error(error)
+        return JudgeReply(None, None, error=f"{error} after "
+                                            f"{self.policy.max_retries + 1} attempts")
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        delay = self.policy.backoff_seconds * 2**attempt
+        # An HTTP-date Retry-After does not parse as seconds: keep the exponential delay.
+        if retry_after is not None:
+            with contextlib.suppress(ValueError):
+                delay = float(retry_after)
+        return min(max(delay, 0.0), self.policy.max_backoff_seconds)
+
+    def _headers(self) -> dict[str, str]:
+        key = self.endpoint.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _payload(self, prompt: str) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0.0,
+            "max_tokens": self.policy.max_tokens,
+        }
+        if self.policy.request_logprobs:
+            payload |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+        return payload
+
+    def _parse(self, body: Any) -> JudgeReply:
+        try:
+            choice = body["choices"][0]
+            text = choice["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("message.content is not a string")
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"unexpected chat completion body: {exc}") from exc
+        usage = body.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.completion_tokens += completion_tokens
+        return JudgeReply(text, _first_token_alternatives(choice.get("logprobs")),
+                          prompt_tokens, completion_tokens)
+
+
+def _first_token_alternatives(logprobs: Any) -> list[tuple[str, float]] | None:
+    """Top alternatives at the first output token that is not whitespace."""
+    if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
+        return None
+    for entry in logprobs["content"]:
+        if not isinstance(entry, dict) or not str(entry.get("token", "")).strip():
+            continue
+        alternatives = entry.get("top_logprobs") or [entry]
+        return [(str(a["token"]), float(a["logprob"])) for a in alternatives
+                if isinstance(a, dict) and "token" in a and "logprob" in a]
+    return None
+
+
+def _reply_from_cache(entry: dict[str, Any]) -> JudgeReply:
+    top = entry.get("top_logprobs")
+    return JudgeReply(entry["text"], [(str(t), float(lp)) for t, lp in top] if top else None,
+                      int(entry.get("prompt_tokens", 0)), int(entry.get("completion_tokens", 0)),
+                      cached=True)
+
+
+def first_served_model(base_url: str, api_key: str | None = None,
+                       timeout_seconds: float = 30.0) -> str:
+    """The first model id of the server's ``/v1/models`` (when eval.judge_model is unset)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = base_url.rstrip("/").removesuffix("/v1") + "/v1/models"
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
+            return str(json.load(response)["data"][0]["id"])
+    except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as exc:
+        raise EvalError("EVAL_JUDGE_UNREACHABLE",
+                        f"cannot list the judge's models at {url} ({exc}). Check "
+                        "eval.judge_base_url, or set eval.judge_model explicitly.") from exc

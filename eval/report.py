@@ -1,0 +1,260 @@
+"""The eval report: one JSON document (the artifact of record) and its HTML rendering.
+
+The JSON keeps everything a reviewer needs to re-check the decision: the gate's checks and
+numbers, per-task metrics of both models, every per-sample result (doc hash, metric values,
+generated text), task versions and data digests, the judge's summary and calibration, and
+the resolved config. NaN/inf become null so the file is strict JSON. Top-level
+``gate_outcome`` and ``summary`` are what registration records (tags, provenance).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from eval.gate import GateDecision
+from eval.harness import HarnessResult
+from eval.judge.run import JudgeReport
+from eval.tasks.suite import TASK_SPECS, Suite
+
+SCHEMA_VERSION = 1
+
+
+def build_report(*, decision: GateDecision, candidate: HarnessResult,
+                 champion: HarnessResult | None, judge: JudgeReport, suite: Suite,
+                 config: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    return jsonable({
+        "schema_version": SCHEMA_VERSION,
+        "gate_outcome": decision.outcome,
+        "summary": summary(decision, candidate, judge),
+        "model": {"digest": candidate.model_digest, "model_path": candidate.model_path},
+        "champion": None if champion is None else {"digest": champion.model_digest,
+                                                   "model_path": champion.model_path},
+        "suite": {"tasks": list(suite.tasks), "versions": suite.versions,
+                  "data_sha256": suite.data_digests, "source_sha256": suite.source_sha256,
+                  "shipped_data": suite.shipped, "lm_eval_version": candidate.lm_eval_version,
+                  "limit_per_task": candidate.config.get("limit_per_task")},
+        "metrics": candidate.metrics,
+        "champion_metrics": None if champion is None else champion.metrics,
+        "gate": dataclasses.asdict(decision),
+        "judge": judge.to_dict(),
+        "samples": {"candidate": _samples(candidate),
+                    "champion": None if champion is None else _samples(champion)},
+        "config": config,
+        "timings_seconds": timings,
+    })
+
+
+def summary(decision: GateDecision, candidate: HarnessResult, judge: JudgeReport
+            ) -> dict[str, Any]:
+    """A few headline numbers (fits an MLflow tag)."""
+    out: dict[str, Any] = {"gate": decision.outcome, "mode": decision.mode}
+    for task, metrics in candidate.metrics.items():
+        metric = TASK_SPECS[task].primary_metric
+        out[f"{task}.{metric}"] = metrics.get(metric)
+    if judge.pairwise is not None:
+        out["judge.win_rate"] = judge.pairwise.win_rate
+    if judge.calibration is not None:
+        out["judge.kappa"] = judge.calibration.kappa
+    out["judge.gating"] = judge.gating
+    return out
+
+
+def _samples(result: HarnessResult) -> dict[str, list[dict[str, Any]]]:
+    return {task: [{"doc_id": s.doc_id, "doc_hash": s.doc_hash, "metrics": s.metrics,
+                    "output": s.output} for s in samples]
+            for task, samples in result.samples.items()}
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, tuples and NaN made strict-JSON friendly."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(report: dict[str, Any], path: Path) -> str:
+    """Write the report (temp file + rename); returns its sha256."""
+    data = (json.dumps(report, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def mlflow_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """Flat numeric metrics: eval.<task>.<metric>, eval.judge.*, eval.gate.passed."""
+    out: dict[str, float] = {"eval.gate.passed": float(report["gate_outcome"] == "PASS")}
+    for task, metrics in report["metrics"].items():
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)):
+                out[f"eval.{task}.{name}"] = float(value)
+    for comparison in report["gate"]["comparisons"]:
+        prefix = f"eval.vs_champion.{comparison['task']}"
+        for key in ("improvement", "interval_low", "interval_high", "mcnemar_p_value",
+                    "minimum_detectable_effect"):
+            if isinstance(comparison.get(key), (int, float)):
+                out[f"{prefix}.{key}"] = float(comparison[key])
+    judge = report["judge"]
+    for section, keys in (("pairwise", ("win_rate", "win_rate_interval_low",
+                                        "win_rate_interval_high", "position_consistency_rate",
+                                        "invalid_output_rate")),
+                          ("calibration", ("kappa", "agreement")),
+                          ("rubric_candidate", ("mean_score",))):
+        for key in keys:
+            value = (judge.get(section) or {}).get(key)
+            if isinstance(value, (int, float)):
+                out[f"eval.judge.{section}.{key}"] = float(value)
+    for key, value in (judge.get("usage") or {}).items():
+        out[f"eval.judge.usage.{key}"] = float(value)
+    return out
+
+
+# ---- HTML ------------------------------------------------------------------------------------
+
+def render_html(report: dict[str, Any]) -> str:
+    gate = report["gate"]
+    colour = "#1a7f37" if report["gate_outcome"] == "PASS" else "#cf222e"
+    parts = [
+        f"<h2 style='color:{colour}'>Gate: {html.escape(report['gate_outcome'])} "
+        f"({html.escape(gate['mode'])})</h2>",
+        _list("Reasons", gate["reasons"]),
+        _list("Notes", gate["notes"]) if gate["notes"] else "",
+        _identity_table(report),
+        _metrics_table(report),
+        _comparisons_table(report),
+        _judge_tables(report["judge"]),
+        _plot(report),
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def _list(title: str, items: list[str]) -> str:
+    lis = "".join(f"<li>{html.escape(str(i))}</li>" for i in items)
+    return f"<h3>{html.escape(title)}</h3><ul>{lis}</ul>"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table border='1' cellpadding='4' cellspacing='0'><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _identity_table(report: dict[str, Any]) -> str:
+    suite = report["suite"]
+    rows = [["candidate digest", report["model"]["digest"]],
+            ["model path", report["model"]["model_path"]],
+            ["champion digest", (report["champion"] or {}).get("digest")],
+            ["lm-eval", suite["lm_eval_version"]],
+            ["documents per task", suite["limit_per_task"]]]
+    rows += [[f"{t} (v{suite['versions'][t]})", suite["data_sha256"][t]] for t in suite["tasks"]]
+    return "<h3>What was evaluated</h3>" + _table(["", ""], rows)
+
+
+def _metrics_table(report: dict[str, Any]) -> str:
+    champion = report["champion_metrics"] or {}
+    rows = []
+    for task, metrics in report["metrics"].items():
+        for name, value in metrics.items():
+            if name.endswith("_stderr") or name == "num_samples":
+                continue
+            rows.append([task, name, value, metrics.get(f"{name}_stderr"),
+                         (champion.get(task) or {}).get(name), metrics.get("num_samples")])
+    return "<h3>Task metrics</h3>" + _table(
+        ["task", "metric", "candidate", "stderr", "champion", "documents"], rows)
+
+
+def _comparisons_table(report: dict[str, Any]) -> str:
+    comparisons = report["gate"]["comparisons"]
+    if not comparisons:
+        return ""
+    margins = report["config"].get("non_inferiority_margins", {})
+    rows = [[c["task"], c["metric"], c["num_pairs"], c["candidate_mean"], c["champion_mean"],
+             c["improvement"], f"[{_fmt(c['interval_low'])}, {_fmt(c['interval_high'])}]",
+             margins.get(c["task"]), c["mcnemar_p_value"], c["minimum_detectable_effect"]]
+            for c in comparisons]
+    return "<h3>Paired comparison with the champion</h3>" + _table(
+        ["task", "metric", "pairs", "candidate", "champion", "improvement",
+         f"{2 * report['config']['confidence'] - 1:.0%} interval", "margin", "McNemar p",
+         "MDE"], rows)
+
+
+def _judge_tables(judge: dict[str, Any]) -> str:
+    if judge["status"] != "ok":
+        return f"<h3>Judge</h3><p>{html.escape(judge['status'])}</p>"
+    rows: list[list[Any]] = [["judge model", judge["judge_model"]],
+                             ["prompts", ", ".join(judge["prompt_ids"].values())],
+                             ["gating", judge["gating"]]]
+    rows += [["non-gating because", r] for r in judge["non_gating_reasons"]]
+    for section in ("calibration", "pairwise", "rubric_candidate", "rubric_champion"):
+        for key, value in (judge.get(section) or {}).items():
+            rows.append([f"{section}.{key}", value])
+    rows += [[f"lengths.{k}", v] for k, v in judge["lengths"].items()]
+    rows += [[f"usage.{k}", v] for k, v in judge["usage"].items()]
+    return "<h3>LLM judge</h3>" + _table(["", ""], rows)
+
+
+def _plot(report: dict[str, Any]) -> str:
+    # matplotlib's object API with the Agg canvas: no pyplot global state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tasks = list(report["metrics"])
+    champion = report["champion_metrics"] or {}
+    figure = Figure(figsize=(10, 3.6))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
+    for i, task in enumerate(tasks):
+        metric = TASK_SPECS[task].primary_metric
+        value = report["metrics"][task].get(metric)
+        err = report["metrics"][task].get(f"{metric}_stderr")
+        axes[0].bar(i - 0.2, value or 0, 0.4, yerr=1.96 * err if err else None,
+                    color="tab:blue", label="candidate" if i == 0 else None)
+        if task in champion:
+            axes[0].bar(i + 0.2, champion[task].get(metric) or 0, 0.4, color="tab:gray",
+                        label="champion" if i == 0 else None)
+    axes[0].set_xticks(range(len(tasks)),
+                       [f"{t}\n{TASK_SPECS[t].primary_metric}" for t in tasks], fontsize=7)
+    axes[0].set_title("primary metric (±1.96 stderr)", fontsize=9)
+    axes[0].legend(fontsize=7)
+    comparisons = report["gate"]["comparisons"]
+    margins = report["config"].get("non_inferiority_margins", {})
+    for j, c in enumerate(comparisons):
+        low, high = c["interval_low"], c["interval_high"]
+        if low is not None and high is not None:
+            axes[1].plot([low, high], [j, j], color="tab:blue")
+        axes[1].plot([c["improvement"]], [j], "o", color="tab:blue")
+        axes[1].plot([-margins.get(c["task"], 0)] * 2, [j - 0.3, j + 0.3], color="tab:red")
+    axes[1].axvline(0, color="black", linewidth=0.5)
+    axes[1].set_yticks(range(len(comparisons)), [c["task"] for c in comparisons], fontsize=7)
+    axes[1].set_title("improvement vs champion (red: -margin)", fontsize=9)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"<h3>Plot</h3><img alt='eval metrics' src='data:image/png;base64,{encoded}'/>"

@@ -1,0 +1,119 @@
+"""`run_eval`: the Flyte-free eval stage.
+
+    suite -> harness(candidate) -> canary check -> harness(champion) -> judge -> gate -> report
+
+The caller (tasks/evaluate.py, tests, bench) resolves where things are: the model
+directories and digests, the champion (or None), any running endpoint (an engine for the
+local-completions path, the judge server). This function starts no servers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.config import EvalConfig
+from eval.errors import EvalError
+from eval.gate import GateDecision, decide
+from eval.harness import HarnessOptions, HarnessResult, ModelSource, run_harness
+from eval.judge.client import JudgeEndpoint
+from eval.judge.run import JUDGED_TASK, JudgeReport, run_judge
+from eval.report import build_report, render_html, write_json
+from eval.tasks.suite import CANARY_TASK, Suite, prepare_suite
+
+logger = logging.getLogger(__name__)
+
+REPORT_JSON_NAME = "eval_report.json"
+
+
+@dataclass
+class EvalOutcome:
+    report: dict[str, Any]
+    report_path: Path
+    report_sha256: str
+    html: str
+    decision: GateDecision
+    candidate: HarnessResult
+    champion: HarnessResult | None
+    judge: JudgeReport
+
+
+def run_eval(config: EvalConfig, candidate: ModelSource, *, work_dir: Path,
+             champion: ModelSource | None = None, judge_endpoint: JudgeEndpoint | None = None,
+             eval_split: Path | None = None, cache_dir: Path | None = None) -> EvalOutcome:
+    """Evaluate `candidate` (against `champion` when given) and decide the gate.
+
+    `eval_split`: the validated dataset's held-out split; the suite is rebuilt from it when
+    it is not the shipped one. `cache_dir`: lm-eval response cache and judge-call cache.
+    Raises EvalError EVAL_CANARY_FAILED when log-probability scoring is broken. A gate
+    FAIL is not an exception here: the outcome carries it, the caller decides.
+    """
+    started = time.perf_counter()
+    options = HarnessOptions(limit_per_task=config.limit_per_task, batch_size=config.batch_size,
+                             num_concurrent=config.num_concurrent, cache_dir=cache_dir)
+    suite = _suite(config, candidate, work_dir, eval_split)
+    candidate_result = run_harness(candidate, suite, options)
+    check_canary(candidate_result, config.canary_min_accuracy, "candidate")
+    champion_result = None
+    if champion is not None:
+        champion_suite = _suite(config, champion, work_dir, eval_split)
+        champion_result = run_harness(champion, champion_suite, options)
+        check_canary(champion_result, config.canary_min_accuracy, "champion")
+    judge_started = time.perf_counter()
+    judge = JudgeReport("not_configured")
+    if judge_endpoint is not None:
+        judge = run_judge(
+            config, judge_endpoint, candidate_result.samples[JUDGED_TASK],
+            None if champion_result is None else champion_result.samples[JUDGED_TASK],
+            None if cache_dir is None else cache_dir / "judge")
+    decision = decide(config, candidate_result, champion_result, judge)
+    timings = {"candidate_harness": candidate_result.wall_seconds,
+               "champion_harness": champion_result.wall_seconds if champion_result else 0.0,
+               "judge": time.perf_counter() - judge_started if judge_endpoint else 0.0,
+               "total": time.perf_counter() - started}
+    report = build_report(decision=decision, candidate=candidate_result,
+                          champion=champion_result, judge=judge, suite=suite,
+                          config=dataclasses.asdict(config), timings=timings)
+    report_path = work_dir / REPORT_JSON_NAME
+    digest = write_json(report, report_path)
+    logger.info("eval gate %s: %s", decision.outcome, "; ".join(decision.reasons))
+    return EvalOutcome(report, report_path, digest, render_html(report), decision,
+                       candidate_result, champion_result, judge)
+
+
+def _suite(config: EvalConfig, model: ModelSource, work_dir: Path, eval_split: Path | None
+           ) -> Suite:
+    # Rendered per model: the prompts carry that model's BOS string. The data (and so the
+    # doc hashes that pair candidate and champion) is the same for both.
+    return prepare_suite(work_dir / f"suite-{model.digest[:16]}", config.tasks,
+                         bos_token=bos_token(model.model_dir),
+                         max_gen_tokens=config.max_gen_tokens, eval_split=eval_split)
+
+
+def bos_token(model_dir: Path) -> str:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise EvalError("EVAL_MODEL_INVALID",
+                        f"{model_dir}: cannot load its tokenizer ({exc}). Pass an HF model "
+                        "directory with tokenizer files (the train stage's output).") from exc
+    return tokenizer.bos_token or ""
+
+
+def check_canary(result: HarnessResult, min_accuracy: float, which: str) -> None:
+    accuracy = result.metrics.get(CANARY_TASK, {}).get("acc")
+    if accuracy is None or not accuracy >= min_accuracy:
+        raise EvalError(
+            "EVAL_CANARY_FAILED",
+            f"{which} model ({result.model_path} path, digest {result.model_digest[:16]}): "
+            f"{CANARY_TASK} accuracy {accuracy} < canary_min_accuracy {min_accuracy}. Any "
+            "model that is scored correctly ranks the reference above long random strings, "
+            "so log-probability scoring is broken (a server not returning prompt logprobs "
+            "with echo, a tokenizer mismatch, a wrong context length): no metric from this "
+            "run can be trusted.", details={"accuracy": accuracy})

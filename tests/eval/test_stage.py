@@ -1,0 +1,116 @@
+"""`run_eval` end to end on the tiny model, and the `evaluate` Flyte task with a champion
+registered in a real (sqlite) MLflow store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from flytekit.types.directory import FlyteDirectory
+from mlflow import MlflowClient
+
+from eval.config import EvalConfig
+from eval.harness import ModelSource
+from eval.judge.client import JudgeEndpoint
+from eval.stage import run_eval
+from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
+from tasks.digests import sha256_file
+from tasks.errors import StageError
+from tasks.evaluate import evaluate
+from tasks.settings import load_settings
+from tests.eval.conftest import TinyModel
+from tests.eval.judges import reference_judge
+from tests.eval.scripted_server import ScriptedServer
+
+pytestmark = pytest.mark.integration
+
+FAST = {"limit_per_task": 30, "min_paired_items": 20, "bootstrap_resamples": 500,
+        "judge_max_items": 10}
+
+
+def test_run_eval_against_a_champion_with_a_judge(tiny_model: TinyModel, tmp_path: Path
+                                                  ) -> None:
+    # The champion is an exact copy of the candidate: every per-item difference is 0.
+    champion_dir = tmp_path / "champion"
+    shutil.copytree(tiny_model.model_dir, champion_dir)
+    config = EvalConfig(**FAST, judge_base_url="scripted")  # type: ignore[arg-type]
+    with ScriptedServer(reference_judge) as judge:
+        outcome = run_eval(
+            config, ModelSource(tiny_model.model_dir, tiny_model.digest), work_dir=tmp_path,
+            champion=ModelSource(champion_dir, "champion-digest"),
+            judge_endpoint=JudgeEndpoint(judge.base_url, "scripted-judge"),
+            cache_dir=tmp_path / "cache")
+    assert outcome.decision.outcome == "PASS", outcome.decision.reasons
+    assert {c.task for c in outcome.decision.comparisons} == {
+        "shipyard_mc", "shipyard_exact", "shipyard_ppl"}
+    assert all(c.num_pairs == 30 and c.improvement == pytest.approx(0, abs=1e-6)
+               for c in outcome.decision.comparisons)
+    judge_check = next(c for c in outcome.decision.checks if c.name == "judge_win_rate")
+    assert judge_check.passed and outcome.judge.gating
+    assert outcome.judge.calibration is not None and outcome.judge.calibration.kappa == 1.0
+    # Identical answers on both sides: a reference judge calls every pair a tie.
+    assert outcome.judge.pairwise is not None and outcome.judge.pairwise.win_rate == 0.5
+
+    report = json.loads(outcome.report_path.read_text())
+    assert report["gate_outcome"] == "PASS" and report["champion"]["digest"] == "champion-digest"
+    assert report["suite"]["versions"]["shipyard_mc"] == "1.0"
+    assert len(report["samples"]["champion"]["shipyard_exact"]) == 30
+    assert sha256_file(outcome.report_path) == outcome.report_sha256
+    assert "<img" in outcome.html and "Paired comparison with the champion" in outcome.html
+
+
+def _register_champion(model: TinyModel, name: str) -> None:
+    client = MlflowClient(load_settings().mlflow_tracking_uri)
+    experiment_id = client.create_experiment("registry-test")
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_artifacts(run_id, str(model.model_dir), "model")
+    client.create_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id,
+                                          tags={"model_digest": model.digest})
+    client.set_registered_model_alias(name, "champion", version.version)
+
+
+def _flyte_inputs(model: TinyModel, dataset_dir: Path) -> tuple[TrainedModel, ValidatedDataset]:
+    trained = TrainedModel(FlyteDirectory(str(model.model_dir)), model.digest, {}, {}, [], "{}",
+                           "0" * 64, model.mlflow_run_id)
+    digests = {s: sha256_file(dataset_dir / f"{s}.jsonl")
+               for s in ("train", "validation", "eval")}
+    dataset = ValidatedDataset(FlyteDirectory(str(dataset_dir)), digests, {}, "", "")
+    return trained, dataset
+
+
+def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
+        tiny_model: TinyModel, tiny_dataset_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the task's work dirs
+    _register_champion(tiny_model, "shipyard-eval-test")
+    trained, dataset = _flyte_inputs(tiny_model, tiny_dataset_dir)
+    config = EvalConfig(**FAST, registered_model_name="shipyard-eval-test")  # type: ignore[arg-type]
+
+    report = evaluate(model=trained, dataset=dataset, config=config)
+
+    assert isinstance(report, EvalReport)
+    assert report.gate_outcome == "PASS" and report.gate_mode == "champion"
+    assert report.champion_version == "1" and report.champion_digest == tiny_model.digest
+    assert report.comparisons["shipyard_mc"]["num_pairs"] == 30
+    assert report.calibration == {} and not report.judge_gating  # no judge configured
+    assert sha256_file(Path(report.report_json.download())) == report.report_digest
+    client = MlflowClient(load_settings().mlflow_tracking_uri)
+    run = client.get_run(report.mlflow_run_id)
+    assert run.data.metrics["eval.gate.passed"] == 1.0
+    assert run.data.tags["eval_gate"] == "PASS"
+    assert {a.path for a in client.list_artifacts(report.mlflow_run_id, "eval")} == {
+        "eval/eval_report.json", "eval/eval_report.html"}
+
+    # A floor the tiny model cannot reach: FAIL stops the stage, the report is still written.
+    failing = EvalConfig(**FAST, registered_model_name="shipyard-eval-test",  # type: ignore[arg-type]
+                         hard_floors={"shipyard_mc": 0.99})
+    with pytest.raises(StageError) as caught:
+        evaluate(model=trained, dataset=dataset, config=failing)
+    assert caught.value.code == "EVAL_GATE_FAILED"
+    assert "shipyard_mc acc" in caught.value.message and "< floor 0.99" in caught.value.message
+    failed_report = json.loads(Path(caught.value.details["report_path"]).read_text())
+    assert failed_report["gate_outcome"] == "FAIL"
