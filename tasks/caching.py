@@ -20,7 +20,7 @@ def code_version(*relative_paths: str, packages: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha256()
     for rel in sorted(relative_paths):
         root = PROJECT_ROOT / rel
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc"
+        files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
                        ) if root.is_dir() else [root]
         for path in files:
             digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0")

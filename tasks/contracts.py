@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flytekit.types.directory import FlyteDirectory
+from flytekit.types.file import FlyteFile
 
 
 @dataclass
@@ -44,7 +45,7 @@ class TrainedModel:
 
 @dataclass
 class RegisteredModel:
-    # A signed, attested MLflow model version (see registry/README.md). Everything deploy
+    # A signed, attested MLflow model version (see the README, "Stage: register"). Everything deploy
     # needs to find it and to check it again: the alias can move, `model_uri` cannot.
     registered_model_name: str
     version: str
@@ -99,3 +100,45 @@ class DeploymentResult:
     decision_record_uri: str
     # how to stop what the stage left running
     stop_command: str
+
+
+@dataclass
+class EvalReport:
+    # The outcome of `evaluate` (see the README, "Stage: evaluate"). The JSON report holds
+    # every number
+    # behind the gate decision, every per-sample result and the resolved EvalConfig.
+    # "PASS" or "FAIL" (a FAIL raises EVAL_GATE_FAILED after the report is written, so
+    # registration never sees a failed model); with no champion only absolute bounds apply.
+    gate_outcome: str
+    # FAIL: every failed check; PASS: every check that passed (or why nothing was gated)
+    gate_reasons: list[str]
+    # "champion" (paired comparison) or "absolute" (no champion yet)
+    gate_mode: str
+    # model-signing root digest of the evaluated model (= TrainedModel.model_digest)
+    model_digest: str
+    # the champion compared with: MLflow version and its digest ("" when there is none)
+    champion_version: str
+    champion_digest: str
+    # "hf" (in-process) or "local-completions" (OpenAI-compatible endpoint)
+    model_path: str
+    # task -> {metric: value, "<metric>_stderr": standard error, "num_samples": n}
+    metrics: dict[str, dict[str, float]]
+    # task -> {improvement, interval_low, interval_high, mcnemar_p_value,
+    #          minimum_detectable_effect, num_pairs, margin} against the champion
+    comparisons: dict[str, dict[str, float]]
+    # headline judge numbers (win_rate and its interval, position_consistency_rate,
+    # invalid_output_rate, rubric mean score, usage); empty when no judge is configured
+    judge: dict[str, float]
+    # whether the judge's verdict was part of the gate, and if not, why
+    judge_gating: bool
+    judge_non_gating_reasons: list[str]
+    # calibration on the reference-labelled pair set: kappa, kappa_stderr, agreement, ...
+    calibration: dict[str, float]
+    # lm-eval task -> metadata.version, and -> sha256 of its JSONL data
+    task_versions: dict[str, str]
+    task_data_digests: dict[str, str]
+    # the JSON report and its sha256; the HTML deck is published by the task
+    report_json: FlyteFile
+    report_digest: str
+    # MLflow run the eval metrics and report were logged to (the training run)
+    mlflow_run_id: str

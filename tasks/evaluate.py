@@ -1,4 +1,4 @@
-"""`evaluate` stage: lm-eval suite, LLM judge and promotion gate (see eval/README.md).
+"""`evaluate` stage: lm-eval suite, LLM judge and promotion gate (README: "Stage: evaluate").
 
 The @task converts Flyte types; `evaluate_model` does the stage's own plumbing around
 `eval.stage.run_eval`: find the MLflow champion (and verify its files against its digest),
@@ -52,8 +52,13 @@ def find_champion(config: EvalConfig, tracking_uri: str, download_dir: Path) -> 
 
     client = MlflowClient(tracking_uri)
     try:
-        version = client.get_model_version_by_alias(config.registered_model_name,
-                                                    config.champion_alias)
+        # Aliases are read from the registered model (search results do not carry them);
+        # a model without the alias, or no model at all, means there is no champion yet.
+        aliases = client.get_registered_model(config.registered_model_name).aliases
+        if config.champion_alias not in aliases:
+            return None
+        version = client.get_model_version(config.registered_model_name,
+                                           str(aliases[config.champion_alias]))
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None

@@ -12,7 +12,7 @@ from flytekit import Resources, task
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from registry.stage import RegistrationResult, register_model
-from tasks.contracts import RegisteredModel, TrainedModel, ValidatedDataset
+from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import execution_id, publish_report
 from tasks.settings import PROJECT_ROOT, load_settings
 
@@ -30,8 +30,11 @@ _REPORT_TITLE = "Model registration"
     limits=Resources(cpu="2", mem="4Gi"),
 )
 def register(
-    model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig
+    model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig,
+    evaluation: EvalReport | None = None,
 ) -> RegisteredModel:
+    """`evaluation` is the eval stage's report (its gate outcome goes into the tags, the
+    provenance byproducts and the verifier's `required_eval_gate` policy check)."""
     settings = load_settings()
     model_dir = Path(model.model_dir.download())
     data_dir = Path(dataset.files.download())
@@ -49,8 +52,7 @@ def register(
             config_digest=model.config_digest,
             resolved_config_json=model.resolved_config_json,
             training_run_id=model.mlflow_run_id or None,
-            # TODO(lead): pass the EvalReport (gate_outcome + summary) once the Eval stage lands.
-            eval_report=None,
+            eval_report=_eval_report(evaluation, model.model_digest),
             config=config,
             tracking_uri=settings.mlflow_tracking_uri,
             artifact_root=settings.mlflow_artifact_root,
@@ -83,6 +85,25 @@ def register(
         source_commit=result.source_commit,
         mlflow_run_id=result.mlflow_run_id,
     )
+
+
+def _eval_report(evaluation: EvalReport | None, model_digest: str) -> dict | None:
+    if evaluation is None:
+        return None
+    if evaluation.model_digest != model_digest:  # fail closed: a report about another model
+        raise RegistryError(
+            "EVAL_REPORT_MISMATCH",
+            f"the eval report is about model {evaluation.model_digest}, not the model being "
+            f"registered ({model_digest}). Evaluate this model before registering it.",
+        )
+    report = json.loads(Path(evaluation.report_json.download()).read_text())
+    if not isinstance(report, dict) or report.get("gate_outcome") != evaluation.gate_outcome:
+        raise RegistryError(
+            "EVAL_REPORT_MISMATCH",
+            "the eval report JSON does not carry the gate outcome the stage returned "
+            f"({evaluation.gate_outcome}). Re-run the evaluate stage.",
+        )
+    return report
 
 
 def _base_model_dir(resolved_config_json: str) -> Path | None:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from flytekit import task
 
+from eval.config import EvalConfig
 from registry.config import RegisterConfig
 from tasks.config import build_config, load_preset
 from tasks.data.config import DataConfig
@@ -18,12 +19,13 @@ from tasks.data.io import check_split_location, sha256_location
 from tasks.errors import StageError
 from tasks.training.config import TrainConfig
 
-KNOWN_SECTIONS = ("data", "train", "register")
+KNOWN_SECTIONS = ("data", "train", "eval", "register")
 
 
 class ResolvedConfig(NamedTuple):
     data: DataConfig
     train: TrainConfig
+    eval: EvalConfig
     register: RegisterConfig
     # sha256 of each input split file, read now: it is part of validate_data's cache key, so
     # a file edited in place at the same path or URI is validated again, never served stale.
@@ -42,7 +44,9 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
     digests = {split: sha256_location(check_split_location(split, location))
                for split, location in data.split_paths().items()}
     register = build_config(RegisterConfig, "register", raw.get("register", {}))
-    return ResolvedConfig(data=data, train=train, register=register, source_digests=digests)
+    evaluation = build_config(EvalConfig, "eval", raw.get("eval", {}))
+    return ResolvedConfig(data=data, train=train, eval=evaluation, register=register,
+                          source_digests=digests)
 
 
 @task(cache=False, retries=0)

@@ -1,5 +1,5 @@
-"""The Shipyard pipeline: validate_data -> train -> register (evaluate and deploy_canary
-are inserted by their stages' issues).
+"""The Shipyard pipeline: validate_data -> train -> evaluate -> register (deploy_canary is
+inserted by its stage's issue).
 
 Flyte runs a workflow body at registration time, not at run time: this file only wires typed
 stage outputs to inputs. Run it locally with
@@ -18,6 +18,7 @@ from flytekit.extras.accelerators import H100
 from flytekitplugins.kfpytorch import Elastic
 
 from tasks.contracts import RegisteredModel
+from tasks.evaluate import evaluate
 from tasks.register import register
 from tasks.resolve import resolve_config
 from tasks.train import train
@@ -40,7 +41,8 @@ def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> Regist
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     model = train(dataset=dataset, config=cfg.train)
-    return register(model=model, dataset=dataset, config=cfg.register)
+    report = evaluate(model=model, dataset=dataset, config=cfg.eval)
+    return register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
 
 
 @workflow
@@ -51,7 +53,8 @@ def shipyard_pipeline_gpu(
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     model = train(dataset=dataset, config=cfg.train).with_overrides(**_on_gpus(1))
-    return register(model=model, dataset=dataset, config=cfg.register)
+    report = evaluate(model=model, dataset=dataset, config=cfg.eval)
+    return register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
 
 
 @workflow
@@ -62,7 +65,8 @@ def shipyard_pipeline_gpu_8x(
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     model = train(dataset=dataset, config=cfg.train).with_overrides(**_on_gpus(8))
-    return register(model=model, dataset=dataset, config=cfg.register)
+    report = evaluate(model=model, dataset=dataset, config=cfg.eval)
+    return register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
 
 
 # Launch plan CI triggers on main after registering (see .github/workflows).

@@ -3,7 +3,7 @@
 lm-eval reads local data only through absolute ``data_files`` paths, so the YAMLs under
 ``templates/`` carry placeholders (``${data_dir}``, ``${bos_token}``, ``${max_gen_tokens}``)
 and are rendered into an include directory before a run. The same rendered directory runs
-with the plain CLI (see eval/README.md)::
+with the plain CLI (see the README, "Stage: evaluate")::
 
     python -m eval.tasks.suite --out /tmp/shipyard_tasks --model-dir MODEL_DIR
     lm_eval --model hf --model_args pretrained=MODEL_DIR,add_bos_token=False \\

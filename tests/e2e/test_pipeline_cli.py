@@ -19,15 +19,19 @@ pytestmark = pytest.mark.e2e
 
 PYFLYTE = str(Path(sys.executable).with_name("pyflyte"))
 QUICK = ["train.max_steps=6", "train.checkpoint_every_steps=3", "train.eval_every_steps=3",
-         "train.warmup_steps=2"]
+         "train.warmup_steps=2", "eval.limit_per_task=20"]
+# A 6-step model is far from the tiny preset's 1.0 bits-per-byte ceiling; loosen it so the
+# gate passes, except in the test that checks a failing gate stops the pipeline.
+PASSING_GATE = ["eval.hard_ceilings={shipyard_ppl: 10.0}"]
 
 
-def _pyflyte_run(home: Path, *extra: str, cache: bool) -> subprocess.CompletedProcess[str]:
+def _pyflyte_run(home: Path, *, cache: bool, overrides: list[str] = PASSING_GATE
+                 ) -> subprocess.CompletedProcess[str]:
     env = subprocess_env(home)
     env["FLYTE_LOCAL_CACHE_ENABLED"] = "true" if cache else "false"
     return subprocess.run(
         [PYFLYTE, "run", "workflows/pipeline.py", "shipyard_pipeline", "--preset", "tiny",
-         "--overrides", json.dumps(QUICK), *extra],
+         "--overrides", json.dumps(QUICK + overrides)],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
 
@@ -50,7 +54,7 @@ def test_pyflyte_run_trains_the_tiny_preset_and_a_rerun_is_served_from_cache(
     out = first.stdout + first.stderr
     model_dir = re.search(r"\[shipyard\] model: (\S+) \(digest ([0-9a-f]{64})\)", out)
     assert model_dir, out[-3000:]
-    for stage in ("validate_data", "train"):
+    for stage in ("validate_data", "train", "evaluate", "register"):
         report = re.search(rf"\[shipyard\] {stage} report: (\S+\.html)", out)
         assert report and Path(report.group(1)).is_file(), f"no {stage} report in output"
     assert len(_training_runs(isolated_home)) == 1
@@ -72,6 +76,22 @@ def test_pyflyte_run_trains_the_tiny_preset_and_a_rerun_is_served_from_cache(
 
     client = mlflow.MlflowClient(f"sqlite:///{isolated_home / '.shipyard' / 'mlflow.db'}")
     assert len(client.search_model_versions("name='shipyard-tiny'")) == 1
+
+
+def test_a_failing_eval_gate_stops_the_pipeline_before_registration(
+    isolated_home: Path,
+) -> None:
+    run = _pyflyte_run(isolated_home, cache=False, overrides=[])
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "EVAL_GATE_FAILED" in out, out[-3000:]
+    assert "shipyard_ppl" in out  # the failed floor is named
+    report = re.search(r"\[shipyard\] evaluate report: (\S+\.html)", out)
+    assert report and "FAIL" in Path(report.group(1)).read_text()
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{isolated_home / '.shipyard' / 'mlflow.db'}")
+    assert client.search_model_versions("name='shipyard-tiny'") == []
 
 
 def test_bad_override_fails_before_any_stage_runs(isolated_home: Path) -> None:

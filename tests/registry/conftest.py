@@ -103,13 +103,18 @@ def model_name(request: pytest.FixtureRequest) -> str:
     return "t-" + re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name).strip("-")
 
 
+# What the pipeline's evaluate stage hands to registration when its gate passed; the default
+# verification policy requires it.
+PASSED_EVAL: dict[str, Any] = {"gate_outcome": "PASS", "summary": {"shipyard_mc": {"acc": 0.5}}}
+
+
 def stage_kwargs(
     store: Store,
     model_dir: Path,
     dataset_files: dict[str, Path],
     name: str,
     *,
-    eval_report: dict[str, Any] | None = None,
+    eval_report: dict[str, Any] | None = PASSED_EVAL,
     **config_overrides: Any,
 ) -> dict[str, Any]:
     """The values the Flyte task passes to `register_model`, against `store`."""
@@ -137,7 +142,7 @@ def register(
     dataset_files: dict[str, Path],
     name: str,
     *,
-    eval_report: dict[str, Any] | None = None,
+    eval_report: dict[str, Any] | None = PASSED_EVAL,
     **config_overrides: Any,
 ) -> RegistrationResult:
     kwargs = stage_kwargs(

@@ -43,7 +43,7 @@ def test_register_config_rejects_bad_values_early(overrides: dict, fragment: str
 def test_default_policy_trusts_the_local_builder_only() -> None:
     policy = load_policy()
     assert policy.allowed_builder_ids == (prov.LOCAL_BUILDER_ID,)
-    assert policy.required_eval_gate is None and policy.sigstore is None
+    assert policy.required_eval_gate == "PASS" and policy.sigstore is None
     assert policy.source == str(DEFAULT_POLICY_PATH)
 
 
