@@ -57,7 +57,8 @@ package: install
 	$(BIN)/pyflyte --pkgs workflows package --image $${IMAGE:-ghcr.io/shipyard/shipyard:dev} -f -o /tmp/shipyard-flyte-package.tgz
 
 lock:
-	$(BIN)/pip freeze --exclude-editable | grep -v '^shipyard' > $(LOCK).new && mv $(LOCK).new $(LOCK)
+	{ grep '^#' $(LOCK); $(BIN)/pip freeze --exclude-editable | grep -v '^shipyard'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
