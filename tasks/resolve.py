@@ -16,10 +16,11 @@ from registry.config import RegisterConfig
 from tasks.config import build_config, load_preset
 from tasks.data.config import DataConfig
 from tasks.data.io import check_split_location, sha256_location
+from tasks.deploy.config import DeployConfig
 from tasks.errors import StageError
 from tasks.training.config import TrainConfig
 
-KNOWN_SECTIONS = ("data", "train", "eval", "register")
+KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy")
 
 
 class ResolvedConfig(NamedTuple):
@@ -27,6 +28,7 @@ class ResolvedConfig(NamedTuple):
     train: TrainConfig
     eval: EvalConfig
     register: RegisterConfig
+    deploy: DeployConfig
     # sha256 of each input split file, read now: it is part of validate_data's cache key, so
     # a file edited in place at the same path or URI is validated again, never served stale.
     source_digests: dict[str, str]
@@ -45,8 +47,9 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
                for split, location in data.split_paths().items()}
     register = build_config(RegisterConfig, "register", raw.get("register", {}))
     evaluation = build_config(EvalConfig, "eval", raw.get("eval", {}))
+    deploy = build_config(DeployConfig, "deploy", raw.get("deploy", {}))
     return ResolvedConfig(data=data, train=train, eval=evaluation, register=register,
-                          source_digests=digests)
+                          deploy=deploy, source_digests=digests)
 
 
 @task(cache=False, retries=0)

@@ -1,5 +1,4 @@
-"""The Shipyard pipeline: validate_data -> train -> evaluate -> register (deploy_canary is
-inserted by its stage's issue).
+"""The Shipyard pipeline: validate_data -> train -> evaluate -> register -> deploy_canary.
 
 Flyte runs a workflow body at registration time, not at run time: this file only wires typed
 stage outputs to inputs. Run it locally with
@@ -17,7 +16,8 @@ from flytekit import LaunchPlan, Resources, workflow
 from flytekit.extras.accelerators import H100
 from flytekitplugins.kfpytorch import Elastic
 
-from tasks.contracts import RegisteredModel
+from tasks.contracts import DeploymentResult
+from tasks.deploy_canary import deploy_canary
 from tasks.evaluate import evaluate
 from tasks.register import register
 from tasks.resolve import resolve_config
@@ -37,36 +37,39 @@ def _on_gpus(count: int) -> dict[str, Any]:
 
 
 @workflow
-def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> RegisteredModel:  # noqa: B006
+def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> DeploymentResult:  # noqa: B006
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     model = train(dataset=dataset, config=cfg.train)
     report = evaluate(model=model, dataset=dataset, config=cfg.eval)
-    return register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
+    registered = register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
+    return deploy_canary(model=registered, config=cfg.deploy)
 
 
 @workflow
 def shipyard_pipeline_gpu(
     preset: str = "gpu-1x", overrides: list[str] = []  # noqa: B006
-) -> RegisteredModel:
+) -> DeploymentResult:
     """One H100 (gpu-1x preset): Elastic with one NCCL worker."""
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     model = train(dataset=dataset, config=cfg.train).with_overrides(**_on_gpus(1))
     report = evaluate(model=model, dataset=dataset, config=cfg.eval)
-    return register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
+    registered = register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
+    return deploy_canary(model=registered, config=cfg.deploy)
 
 
 @workflow
 def shipyard_pipeline_gpu_8x(
     preset: str = "gpu-8x", overrides: list[str] = []  # noqa: B006
-) -> RegisteredModel:
+) -> DeploymentResult:
     """Eight H100s on one node (gpu-8x preset): Elastic with eight workers, FSDP2."""
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     model = train(dataset=dataset, config=cfg.train).with_overrides(**_on_gpus(8))
     report = evaluate(model=model, dataset=dataset, config=cfg.eval)
-    return register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
+    registered = register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
+    return deploy_canary(model=registered, config=cfg.deploy)
 
 
 # Launch plan CI triggers on main after registering (see .github/workflows).

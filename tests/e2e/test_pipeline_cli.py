@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 import tarfile
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +25,11 @@ QUICK = ["train.max_steps=6", "train.checkpoint_every_steps=3", "train.eval_ever
 # A 6-step model is far from the tiny preset's 1.0 bits-per-byte ceiling; loosen it so the
 # gate passes, except in the test that checks a failing gate stops the pipeline.
 PASSING_GATE = ["eval.hard_ceilings={shipyard_ppl: 10.0}"]
+# The real-vLLM canary paths are tested in tests/deploy; here the light engine keeps it quick.
+LIGHT_DEPLOY = ["deploy.engine=local"]
 
 
-def _pyflyte_run(home: Path, *, cache: bool, overrides: list[str] = PASSING_GATE
+def _pyflyte_run(home: Path, *, cache: bool, overrides: list[str] = PASSING_GATE + LIGHT_DEPLOY
                  ) -> subprocess.CompletedProcess[str]:
     env = subprocess_env(home)
     env["FLYTE_LOCAL_CACHE_ENABLED"] = "true" if cache else "false"
@@ -46,18 +50,39 @@ def _training_runs(home: Path) -> list[str]:
     return [r.info.run_id for r in runs if r.info.run_name == "train"]
 
 
+def _stop_servers(home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tasks.deploy.cli", "stop"], cwd=PROJECT_ROOT,
+                          env=subprocess_env(home), capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def servers_stopped(isolated_home: Path) -> Iterator[Path]:
+    yield isolated_home
+    _stop_servers(isolated_home)
+
+
 def test_pyflyte_run_trains_the_tiny_preset_and_a_rerun_is_served_from_cache(
-    isolated_home: Path,
+    isolated_home: Path, servers_stopped: Path,
 ) -> None:
     first = _pyflyte_run(isolated_home, cache=True)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     out = first.stdout + first.stderr
     model_dir = re.search(r"\[shipyard\] model: (\S+) \(digest ([0-9a-f]{64})\)", out)
     assert model_dir, out[-3000:]
-    for stage in ("validate_data", "train", "evaluate", "register"):
+    for stage in ("validate_data", "train", "evaluate", "register", "deploy_canary"):
         report = re.search(rf"\[shipyard\] {stage} report: (\S+\.html)", out)
         assert report and Path(report.group(1)).is_file(), f"no {stage} report in output"
     assert len(_training_runs(isolated_home)) == 1
+    # the pipeline ends with a served model: ask it something through the printed endpoint
+    endpoint = re.search(r"endpoint:\s+(http://127\.0\.0\.1:\d+/v1)", out)
+    assert endpoint, out[-3000:]
+    request = urllib.request.Request(
+        f"{endpoint.group(1)}/completions", headers={"Content-Type": "application/json"},
+        data=json.dumps({"model": "shipyard-tiny", "max_tokens": 4, "temperature": 0,
+                         "prompt": "### Instruction:\nWhat is 2 + 3?\n### Response:\n"}).encode())
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        assert reply.status == 200
+        assert isinstance(json.loads(reply.read())["choices"][0]["text"], str)
     # the registered challenger verifies: signature, provenance, digests, policy
     verify = subprocess.run(
         [str(Path(sys.executable).with_name("shipyard")), "verify",

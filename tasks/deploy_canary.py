@@ -1,0 +1,58 @@
+"""Flyte task `deploy_canary`: RegisteredModel + DeployConfig -> DeploymentResult (a thin shell
+over `tasks.deploy.stage.deploy_canary`).
+
+Run locally, the promoted servers (router + stable engine) stay up after the task returns,
+detached; `python -m tasks.deploy.cli status|stop` shows and stops them.
+"""
+
+from __future__ import annotations
+
+import html
+
+from flytekit import Resources, task
+
+from tasks.contracts import DeploymentResult, RegisteredModel
+from tasks.deploy.config import DeployConfig
+from tasks.deploy.model_ref import ModelToDeploy
+from tasks.deploy.report import report_html
+from tasks.deploy.stage import deploy_canary as run_deploy
+from tasks.errors import StageError
+from tasks.flyte_adapter import publish_report
+from tasks.settings import load_settings
+
+_STAGE = "deploy_canary"
+_TITLE = "Canary deployment"
+
+
+# Not cached and not retried: a deploy acts on live traffic and the registry's aliases.
+@task(
+    cache=False,
+    retries=0,
+    enable_deck=True,
+    requests=Resources(cpu="1", mem="4Gi"),
+    limits=Resources(cpu="2", mem="12Gi"),
+)
+def deploy_canary(model: RegisteredModel, config: DeployConfig) -> DeploymentResult:
+    request = ModelToDeploy(model.registered_model_name, model.version, model.model_digest,
+                            model.mlflow_run_id or None)
+    try:
+        outcome = run_deploy(request, config, load_settings())
+    except StageError as error:
+        publish_report(_STAGE, _TITLE, f"<pre>{html.escape(str(error))}</pre>")
+        raise
+    publish_report(_STAGE, _TITLE, report_html(outcome.record))
+    return DeploymentResult(
+        deployment_name=outcome.deployment_name,
+        model_uri=outcome.model_uri,
+        model_digest=outcome.model_digest,
+        outcome=outcome.outcome,
+        action=outcome.action,
+        engine=outcome.engine,
+        backend=outcome.backend,
+        endpoint=outcome.endpoint,
+        served_model_name=outcome.served_model_name,
+        champion_version=outcome.champion_version or "",
+        decision_record_path=str(outcome.record_path),
+        decision_record_uri=outcome.record_uri or "",
+        stop_command=outcome.stop_command,
+    )

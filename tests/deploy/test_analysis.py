@@ -1,0 +1,186 @@
+"""Canary judgement on constructed numbers: clearly worse latency fails, identical passes, too
+little traffic is inconclusive; plus the histogram arithmetic the numbers come from."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from tasks.deploy.analysis import Thresholds, WindowStats, analyze_step
+from tasks.deploy.config import DeployConfig
+from tasks.deploy.controller import CanaryController
+from tasks.deploy.metrics import Histogram, TrackSnapshot, parse_prometheus_text
+from tasks.errors import StageError
+
+pytestmark = pytest.mark.unit
+
+THRESHOLDS = Thresholds.from_config(DeployConfig(min_requests=50))
+BOUNDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, float("inf"))
+
+
+def histogram(samples: list[float]) -> Histogram:
+    return Histogram(tuple((b, float(sum(s <= b for s in samples))) for b in BOUNDS),
+                     sum(samples), float(len(samples)))
+
+
+def window(ttft: list[float], *, errors: int = 0, interval_means: list[float] | None = None
+           ) -> WindowStats:
+    snapshot = TrackSnapshot(requests=len(ttft), errors=errors, ttft=histogram(ttft),
+                             itl=histogram([0.005] * len(ttft)), e2e=histogram(ttft))
+    return WindowStats.from_window(snapshot, interval_means or [])
+
+
+def noisy(center: float, n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [max(0.001, rng.gauss(center, center * 0.1)) for _ in range(n)]
+
+
+def test_identical_tracks_pass() -> None:
+    stable = window(noisy(0.04, 200, 1), interval_means=noisy(0.04, 20, 2))
+    canary = window(noisy(0.04, 60, 3), interval_means=noisy(0.04, 20, 4))
+    result = analyze_step(canary, stable, THRESHOLDS)
+    assert result.outcome == "PASS", result.reasons
+    assert {c.name: c.status for c in result.checks}["mann_whitney_ttft"] == "PASS"
+
+
+def test_clearly_slower_canary_fails_relative_and_u_test() -> None:
+    stable = window(noisy(0.04, 200, 1), interval_means=noisy(0.04, 20, 2))
+    canary = window(noisy(0.4, 60, 3), interval_means=noisy(0.4, 20, 4))
+    result = analyze_step(canary, stable, THRESHOLDS)
+    assert result.outcome == "FAIL"
+    failed = {c.name for c in result.checks if c.status == "FAIL"}
+    assert {"ttft_p95_vs_stable", "mann_whitney_ttft"} <= failed
+    assert "ttft_p95" not in failed  # 0.4 s is still inside the absolute 1 s SLO
+
+
+def test_absolute_slo_breach_fails_even_without_a_baseline() -> None:
+    result = analyze_step(window(noisy(1.5, 60, 3)), None, THRESHOLDS)
+    assert result.outcome == "FAIL"
+    assert [c.name for c in result.checks if c.status == "FAIL"] == ["ttft_p95"]
+
+
+def test_error_rate_above_the_slo_fails() -> None:
+    result = analyze_step(window(noisy(0.04, 60, 3), errors=6),
+                          window(noisy(0.04, 200, 1)), THRESHOLDS)
+    assert result.outcome == "FAIL"
+    assert "error_rate" in {c.name for c in result.checks if c.status == "FAIL"}
+
+
+def test_too_few_requests_is_inconclusive() -> None:
+    result = analyze_step(window(noisy(0.04, 10, 3)), window(noisy(0.04, 200, 1)), THRESHOLDS)
+    assert result.outcome == "INCONCLUSIVE"
+    assert "10 canary requests, 50 needed" in result.reasons[0]
+
+
+def test_significant_but_tiny_shift_is_not_a_failure() -> None:
+    """Mann-Whitney alone would flag a 2 ms shift; the slack keeps it from failing."""
+    stable = window(noisy(0.040, 200, 1), interval_means=[0.040 + i * 1e-5 for i in range(30)])
+    canary = window(noisy(0.042, 60, 3), interval_means=[0.042 + i * 1e-5 for i in range(30)])
+    result = analyze_step(canary, stable, THRESHOLDS)
+    check = {c.name: c for c in result.checks}["mann_whitney_ttft"]
+    assert check.value is not None and check.value < 0.05  # significant...
+    assert check.status == "PASS" and result.outcome == "PASS"  # ...but harmless
+
+
+def test_histogram_quantile_matches_prometheus_interpolation() -> None:
+    h = Histogram(((0.1, 50.0), (0.2, 100.0), (float("inf"), 100.0)), 10.0, 100.0)
+    assert h.quantile(0.5) == pytest.approx(0.1)
+    assert h.quantile(0.75) == pytest.approx(0.15)
+    assert Histogram().quantile(0.95) is None
+    later = Histogram(((0.1, 60.0), (0.2, 150.0), (float("inf"), 150.0)), 20.0, 150.0)
+    window_ = later.minus(h)
+    assert window_.count == 50 and window_.buckets[0] == (0.1, 10.0)
+
+
+def test_prometheus_text_parsing_keeps_labels() -> None:
+    text = ('# TYPE vllm:request_success counter\n'
+            'vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 3\n'
+            'vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 2\n')
+    samples = parse_prometheus_text(text)
+    assert sum(v for _, v in samples["vllm:request_success_total"]) == 5
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ScriptedSource:
+    """Cumulative numbers that grow by fixed per-interval amounts for each track."""
+
+    def __init__(self, clock: FakeClock, per_second: dict[str, tuple[float, float]]) -> None:
+        self.clock = clock
+        self.per_second = per_second  # track -> (requests per second, ttft seconds)
+
+    def snapshot(self, tracks: Sequence[str]) -> dict[str, TrackSnapshot]:
+        out = {}
+        for track in tracks:
+            rate, ttft = self.per_second[track]
+            n = int(rate * self.clock.now)
+            out[track] = TrackSnapshot(requests=n, ttft=histogram([ttft] * n),
+                                       itl=histogram([0.005] * n), e2e=histogram([ttft] * n))
+        return out
+
+
+class RecordingTraffic:
+    def __init__(self) -> None:
+        self.weights: list[int] = []
+
+    def set_canary_weight(self, percent: int) -> None:
+        self.weights.append(percent)
+
+
+def test_controller_walks_the_steps_and_stops_at_the_first_failure() -> None:
+    clock = FakeClock()
+    config = DeployConfig(steps=[10, 50, 100], bake_seconds=10, min_requests=5,
+                          scrape_interval_seconds=1.0, max_extra_bake_seconds=5)
+    traffic = RecordingTraffic()
+    healthy = CanaryController(traffic, ScriptedSource(clock, {"stable": (10, 0.04),
+                                                               "canary": (2, 0.04)}),
+                               config, clock=clock, sleep=clock.sleep).run()
+    assert healthy.outcome == "PASS" and traffic.weights == [10, 50, 100]
+    assert [s.baseline_source for s in healthy.steps][-1] == "stable, same window"
+
+    clock.now, traffic.weights = 0.0, []
+    slow = CanaryController(traffic, ScriptedSource(clock, {"stable": (10, 0.04),
+                                                            "canary": (2, 2.5)}),
+                            config, clock=clock, sleep=clock.sleep).run()
+    assert slow.outcome == "FAIL" and traffic.weights == [10]
+    assert slow.steps[0].ended_seconds < config.bake_seconds  # failed fast
+
+    clock.now, traffic.weights = 0.0, []
+    idle = CanaryController(traffic, ScriptedSource(clock, {"stable": (10, 0.04),
+                                                            "canary": (0.1, 0.04)}),
+                            config, clock=clock, sleep=clock.sleep).run()
+    assert idle.outcome == "INCONCLUSIVE"
+    assert idle.steps[0].ended_seconds >= config.bake_seconds + config.max_extra_bake_seconds
+
+
+@pytest.mark.parametrize("overrides", [
+    {"steps": [10, 50]}, {"steps": [50, 10, 100]}, {"engine": "tgi"}, {"backend": "ecs"},
+    {"max_error_rate": 2.0}, {"backend": "kubernetes"}, {"min_requests": 0},
+])
+def test_deploy_config_refuses_bad_values(overrides: dict[str, object]) -> None:
+    with pytest.raises(StageError) as caught:
+        DeployConfig(**overrides)  # type: ignore[arg-type]
+    assert caught.value.code == "CONFIG_INVALID"
+
+
+def test_one_slow_request_in_a_small_window_is_not_a_p95_regression() -> None:
+    """With 7 canary requests the 'p95' is the slowest one; it is not compared to stable."""
+    thresholds = Thresholds.from_config(DeployConfig(min_requests=5, max_ttft_p95_seconds=2.0))
+    canary = window([0.04] * 6 + [1.4], interval_means=[0.6, 0.04, 0.12])
+    stable = window(noisy(0.04, 62, 1), interval_means=noisy(0.04, 5, 2))
+    result = analyze_step(canary, stable, thresholds)
+    checks = {c.name: c for c in result.checks}
+    assert checks["ttft_p95_vs_stable"].status == "SKIPPED"
+    assert "a p95 comparison needs 20" in checks["ttft_p95_vs_stable"].detail
+    assert result.outcome == "PASS", result.reasons
