@@ -77,7 +77,7 @@ class RegisteredModel:
 
 @dataclass
 class DeploymentResult:
-    # The outcome of `deploy_canary` (see tasks/deploy/README.md). The decision record holds
+    # The outcome of `deploy_canary` (README: "Stage: deploy_canary"). The decision record holds
     # every number behind it; `endpoint` is where the served model answers.
     deployment_name: str
     model_uri: str
