@@ -25,7 +25,7 @@ from tasks.deploy.loadgen import LoadGenerator, LoadSpec, load_eval_prompts
 from tasks.deploy.metrics import ScrapeMetricsSource
 from tasks.deploy.router import BACKEND_HEADER
 from tasks.settings import PROJECT_ROOT
-from tests.deploy.conftest import assert_servers_gone
+from tests.deploy.conftest import SHARED_SERVER_PIDS, assert_servers_gone
 from tests.deploy.http import request
 
 pytestmark = pytest.mark.integration
@@ -51,8 +51,11 @@ class Setup:
         return reply.headers[BACKEND_HEADER]
 
 
-@pytest.fixture
-def setup(model_dirs: dict[str, Path], tmp_path: Path) -> Iterator[Setup]:
+@pytest.fixture(scope="module")
+def servers(model_dirs: dict[str, Path],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """Two local engines and a router, shared by the module (each test resets the routing)."""
+    tmp_path = tmp_path_factory.mktemp("router")
     with start_engine("local", model_dirs["stable"], NAME, log_dir=tmp_path) as stable, \
             start_engine("local", model_dirs["canary"], NAME, log_dir=tmp_path) as canary:
         port = free_port()
@@ -64,11 +67,21 @@ def setup(model_dirs: dict[str, Path], tmp_path: Path) -> Iterator[Setup]:
             wait_until_healthy(f"http://127.0.0.1:{port}/health", process, pid=process.pid,
                                timeout_seconds=30, log_path=tmp_path / "router.log",
                                what="router")
+            pids = {stable.pid, canary.pid, process.pid}
+            SHARED_SERVER_PIDS.update(pids)
             yield Setup(stable, canary, f"http://127.0.0.1:{port}")
         finally:
             stop_process_group(process.pid, process, grace_seconds=10)
-    assert_servers_gone({stable.pid, canary.pid, process.pid},
-                        {stable.port, canary.port, port})
+    SHARED_SERVER_PIDS.difference_update(pids)
+    assert_servers_gone(pids, {stable.port, canary.port, port})
+
+
+@pytest.fixture
+def setup(servers: Setup) -> Setup:
+    servers.admin("backends", {"backends": {"stable": servers.stable.base_url},
+                               "weights": {"stable": 100}})
+    servers.admin("faults", {"faults": {}})
+    return servers
 
 
 def test_split_is_exact_per_cycle(setup: Setup) -> None:
