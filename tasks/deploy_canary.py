@@ -7,8 +7,6 @@ detached; `python -m tasks.deploy.cli status|stop` shows and stops them.
 
 from __future__ import annotations
 
-import html
-
 from flytekit import Resources, task
 
 from tasks.contracts import DeploymentResult, RegisteredModel
@@ -17,7 +15,7 @@ from tasks.deploy.model_ref import ModelToDeploy
 from tasks.deploy.report import report_html
 from tasks.deploy.stage import deploy_canary as run_deploy
 from tasks.errors import StageError
-from tasks.flyte_adapter import publish_report
+from tasks.flyte_adapter import error_html, publish_report
 from tasks.settings import load_settings
 
 _STAGE = "deploy_canary"
@@ -38,7 +36,7 @@ def deploy_canary(model: RegisteredModel, config: DeployConfig) -> DeploymentRes
     try:
         outcome = run_deploy(request, config, load_settings())
     except StageError as error:
-        publish_report(_STAGE, _TITLE, f"<pre>{html.escape(str(error))}</pre>")
+        publish_report(_STAGE, _TITLE, error_html(error))
         raise
     publish_report(_STAGE, _TITLE, report_html(outcome.record))
     return DeploymentResult(

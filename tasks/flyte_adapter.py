@@ -50,3 +50,8 @@ def publish_report(stage: str, title: str, body_html: str) -> Path:
     logger.warning("shipyard: %s report written to %s", stage, path)
     print(f"[shipyard] {stage} report: {path}", flush=True)
     return path
+
+
+def error_html(error: BaseException) -> str:
+    """A stage error as the body of its report, for stages with nothing richer to show."""
+    return f"<pre>{html_lib.escape(str(error))}</pre>"

@@ -13,7 +13,7 @@ from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from registry.stage import RegistrationResult, register_model
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import execution_id, publish_report
+from tasks.flyte_adapter import error_html, execution_id, publish_report
 from tasks.settings import PROJECT_ROOT, load_settings
 
 _STAGE = "register"
@@ -62,7 +62,7 @@ def register(
             base_model_dir=_base_model_dir(model.resolved_config_json),
         )
     except RegistryError as error:
-        publish_report(_STAGE, _REPORT_TITLE, f"<pre>{html.escape(str(error))}</pre>")
+        publish_report(_STAGE, _REPORT_TITLE, error_html(error))
         raise
     publish_report(_STAGE, _REPORT_TITLE, _report_html(result))
     return RegisteredModel(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import html
 import tempfile
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from tasks.contracts import ValidatedDataset
 from tasks.data.config import DataConfig
 from tasks.data.stage import validate_dataset
 from tasks.errors import StageError
-from tasks.flyte_adapter import publish_report
+from tasks.flyte_adapter import error_html, publish_report
 
 _STAGE = "validate_data"
 _REPORT_TITLE = "Data validation"
@@ -53,7 +52,7 @@ def validate_data(config: DataConfig, source_digests: dict[str, str]) -> Validat
         outcome = validate_dataset(config, output_dir)
     except StageError as error:
         report = error.details.get("report")
-        body = report.to_html() if report is not None else f"<pre>{html.escape(str(error))}</pre>"
+        body = report.to_html() if report is not None else error_html(error)
         publish_report(_STAGE, _REPORT_TITLE, body)
         raise
     publish_report(_STAGE, _REPORT_TITLE, outcome.report_html)
