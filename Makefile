@@ -44,6 +44,7 @@ pipeline: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -m "not gpu" $(ARGS)
 
 test-fast: install

@@ -24,17 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.digests import model_root_digest
 from eval.config import EvalConfig
 from eval.harness import HarnessResult, ModelSource
 from eval.stage import run_eval
-from registry.digest import model_root_digest
 
 
 def train_tiny(work: Path, steps: int) -> Path:
-    from tasks.data.config import DataConfig
-    from tasks.data.stage import validate_dataset
-    from tasks.training.config import TrainConfig
-    from tasks.training.loop import TrainPaths, run_training
+    from data.config import DataConfig
+    from data.stage import validate_dataset
+    from training.config import TrainConfig
+    from training.loop import TrainPaths, run_training
 
     dataset = validate_dataset(DataConfig(), work / "dataset").output_dir
     config = TrainConfig(max_steps=steps, warmup_steps=min(20, steps // 4),
@@ -62,7 +62,7 @@ def max_abs_difference(a: HarnessResult, b: HarnessResult) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from tasks.deploy.engines import start_engine
+    from serving.engine import start_engine
 
     model_dir = args.model_dir or train_tiny(work / "train", args.train_steps)
     digest = model_root_digest(model_dir)

@@ -28,7 +28,7 @@ from typing import Any
 
 from eval.judge.client import CallPolicy, JudgeClient, JudgeEndpoint, JudgeRequest
 from eval.judge.prompts import load_prompt
-from eval.tasks.build import DEFAULT_SOURCE, load_items
+from eval.suite.build import DEFAULT_SOURCE, load_items
 
 GOAL_SPEEDUP = 5.0
 
@@ -55,7 +55,7 @@ def measure(endpoint: JudgeEndpoint, concurrency: int, batch: list[JudgeRequest]
 
 
 def latency_bound_run(calls: int, latency_ms: float, max_tokens: int) -> dict[str, Any]:
-    from tests.eval.scripted_server import ScriptedServer, chat_reply
+    from testing.scripted_server import ScriptedServer, chat_reply
 
     def answer(path: str, request: dict[str, Any], call: int) -> Any:
         reply = chat_reply("TIE")
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="server latency of the latency-bound endpoint run")
     args = parser.parse_args(argv)
 
-    from tasks.deploy.engines import start_engine
+    from serving.engine import start_engine
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-judge-") as work, start_engine(

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from tasks.deploy.engines import start_engine
+from serving.engine import start_engine
 
 NAME = "bench"
 PROMPTS = ("What is 17 + 25?", "Reverse the word 'tiri'.", "Write 'zageb' in capitals.",
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
         model_dir = args.model_dir
         if model_dir is None:
-            from tests.deploy.tiny_model import build_tiny_model
+            from testing.tiny_model import build_tiny_model
 
             model_dir = build_tiny_model(Path(tmp) / "model")
         with start_engine("local", model_dir, NAME, log_dir=Path(tmp)) as engine:

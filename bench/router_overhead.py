@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.deploy.engines import start_engine
-from tasks.deploy.engines.process import (
+from common.settings import PROJECT_ROOT
+from serving.engine import start_engine
+from serving.process import (
     free_port,
     spawn,
     stop_process_group,
     wait_until_healthy,
 )
-from tasks.deploy.engines.vllm_engine import local_environment
-from tasks.settings import PROJECT_ROOT
+from serving.vllm_engine import local_environment
 
 GOAL_ADDED_P99_MS = 2.0
 NAME = "bench"
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model_dir or _tiny_model(Path(tmp) / "model")
         with start_engine("local", model_dir, NAME, log_dir=Path(tmp)) as engine:
             port = free_port()
-            router = spawn([sys.executable, "-m", "tasks.deploy.router", "--port", str(port),
+            router = spawn([sys.executable, "-m", "serving.router", "--port", str(port),
                             "--backend", f"stable={engine.base_url}", "--weight", "stable=100"],
                            env=local_environment(os.environ, PROJECT_ROOT),
                            log_path=Path(tmp) / "router.log")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _tiny_model(out: Path) -> Path:
-    from tests.deploy.tiny_model import build_tiny_model
+    from testing.tiny_model import build_tiny_model
 
     return build_tiny_model(out)
 

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
 
-from tasks.data.config import DataConfig
-from tasks.data.stage import validate_dataset
-from tasks.training.config import TrainConfig
-from tasks.training.data import BatchSchedule, load_examples, pack_examples
-from tasks.training.loop import TrainPaths, _build_optimizer, lr_factor, run_training
-from tasks.training.model import build_model
+from data.config import DataConfig
+from data.stage import validate_dataset
+from training.config import TrainConfig
+from training.data import BatchSchedule, load_examples, pack_examples
+from training.loop import TrainPaths, _build_optimizer, lr_factor, run_training
+from training.model import build_model
 
 
 def bare_loop(config: TrainConfig, dataset_dir: Path) -> list[float]:

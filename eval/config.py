@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 from eval.errors import EvalError
 from eval.harness import MODEL_PATHS
-from eval.tasks.suite import CANARY_TASK, TASK_SPECS
+from eval.suite.specs import SCORING_CHECK_TASK, TASK_SPECS
 
 ENGINE_KINDS = ("local", "vllm")
 # The task whose generated answers the judge compares (see eval/judge/run.py).
 JUDGED_TASK = "shipyard_exact"
-DEFAULT_TASKS = ("shipyard_canary", "shipyard_mc", "shipyard_ppl", "shipyard_exact")
+DEFAULT_TASKS = ("shipyard_scoring_check", "shipyard_mc", "shipyard_ppl", "shipyard_exact")
 
 
 def _default_margins() -> dict[str, float]:
@@ -27,7 +27,7 @@ def _default_margins() -> dict[str, float]:
 @dataclass
 class EvalConfig:
     # ---- harness -------------------------------------------------------------------------
-    # Tasks of the suite (eval/tasks/templates) to run. shipyard_canary must stay: it is
+    # Tasks of the suite (eval/suite/templates) to run. shipyard_scoring_check must stay: it is
     # what proves the log-probability scoring itself works.
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     # Documents per task: the first N of each task file, the same N for candidate and
@@ -48,9 +48,9 @@ class EvalConfig:
     num_concurrent: int = 4
     # Tokens generated per shipyard_exact item (the answers are a few tokens).
     max_gen_tokens: int = 16
-    # shipyard_canary accuracy below this fails the stage (EVAL_CANARY_FAILED): the
+    # shipyard_scoring_check accuracy below this fails the stage (EVAL_SCORING_CHECK_FAILED): the
     # harness's logprob scoring is broken, so no other number can be trusted.
-    canary_min_accuracy: float = 0.95
+    scoring_check_min_accuracy: float = 0.95
     # Root of the lm-eval response cache and the judge-call cache (one sub-directory per
     # model digest). None: <SHIPYARD_HOME>/eval-cache.
     cache_dir: str | None = None
@@ -137,8 +137,8 @@ class EvalConfig:
         known = sorted(TASK_SPECS)
         if not self.tasks or set(self.tasks) - set(TASK_SPECS):
             raise self._bad("tasks", f"must be a non-empty list drawn from {known}.")
-        if CANARY_TASK not in self.tasks:
-            raise self._bad("tasks", f"must include {CANARY_TASK!r}: without it a broken "
+        if SCORING_CHECK_TASK not in self.tasks:
+            raise self._bad("tasks", f"must include {SCORING_CHECK_TASK!r}: without it a broken "
                                      "logprob scorer would go unnoticed.")
         if self.judge_enabled and JUDGED_TASK not in self.tasks:
             raise self._bad("tasks", f"must include {JUDGED_TASK!r} when a judge is configured: "
@@ -146,7 +146,7 @@ class EvalConfig:
         for name in ("non_inferiority_margins", "hard_floors", "hard_ceilings"):
             extra = sorted(set(getattr(self, name)) - set(self.tasks))
             if extra:
-                raise self._bad(name, f"names tasks {extra} that are not in eval.tasks.")
+                raise self._bad(name, f"names tasks {extra} that are not in eval.suite.")
         wrong_way = [t for t in self.hard_floors if not TASK_SPECS[t].higher_is_better]
         wrong_way += [t for t in self.hard_ceilings if TASK_SPECS[t].higher_is_better]
         if wrong_way:
@@ -161,7 +161,7 @@ class EvalConfig:
         for name in ("confidence", "power"):
             if not 0.5 < getattr(self, name) < 1:
                 raise self._bad(name, "must be in (0.5, 1), e.g. 0.95 / 0.8.")
-        for name in ("canary_min_accuracy", "judge_max_invalid_output_rate"):
+        for name in ("scoring_check_min_accuracy", "judge_max_invalid_output_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise self._bad(name, "must be in [0, 1].")
         if not -1 <= self.judge_min_kappa <= 1:

@@ -1,7 +1,7 @@
 """The one error type of the `eval` package.
 
 Every error names the input or the rule that failed and what to do about it, and carries a
-stable machine-readable `code` (``EVAL_CANARY_FAILED``, ``EVAL_JUDGE_HTTP``, ...) so the
+stable machine-readable `code` (``EVAL_SCORING_CHECK_FAILED``, ``EVAL_JUDGE_HTTP``, ...) so the
 Flyte task and CI can branch on it without parsing text.
 """
 

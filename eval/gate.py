@@ -23,7 +23,7 @@ from eval.config import EvalConfig
 from eval.harness import HarnessResult
 from eval.judge.run import JudgeReport
 from eval.stats import PairedComparison, compare_paired
-from eval.tasks.suite import TASK_SPECS
+from eval.suite.specs import TASK_SPECS
 
 PASS, FAIL = "PASS", "FAIL"
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.errors import EvalError
-from eval.tasks.suite import TASK_SPECS, Suite
+from eval.suite.specs import TASK_SPECS, Suite
 
 logger = logging.getLogger(__name__)
 

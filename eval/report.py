@@ -22,7 +22,7 @@ from typing import Any
 from eval.gate import GateDecision
 from eval.harness import HarnessResult
 from eval.judge.run import JudgeReport
-from eval.tasks.suite import TASK_SPECS, Suite
+from eval.suite.specs import TASK_SPECS, Suite
 
 SCHEMA_VERSION = 1
 

@@ -1,6 +1,6 @@
 """`run_eval`: the Flyte-free eval stage.
 
-    suite -> harness(candidate) -> canary check -> harness(champion) -> judge -> gate -> report
+    suite -> harness(candidate) -> scoring check -> harness(champion) -> judge -> gate -> report
 
 The caller (tasks/evaluate.py, tests, bench) resolves where things are: the model
 directories and digests, the champion (or None), any running endpoint (an engine for the
@@ -23,7 +23,7 @@ from eval.harness import HarnessOptions, HarnessResult, ModelSource, run_harness
 from eval.judge.client import JudgeEndpoint
 from eval.judge.run import JUDGED_TASK, JudgeReport, run_judge
 from eval.report import build_report, render_html, write_json
-from eval.tasks.suite import CANARY_TASK, Suite, prepare_suite
+from eval.suite.specs import SCORING_CHECK_TASK, Suite, prepare_suite
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run_eval(config: EvalConfig, candidate: ModelSource, *, work_dir: Path,
 
     `eval_split`: the validated dataset's held-out split; the suite is rebuilt from it when
     it is not the shipped one. `cache_dir`: lm-eval response cache and judge-call cache.
-    Raises EvalError EVAL_CANARY_FAILED when log-probability scoring is broken. A gate
+    Raises EvalError EVAL_SCORING_CHECK_FAILED when log-probability scoring is broken. A gate
     FAIL is not an exception here: the outcome carries it, the caller decides.
     """
     started = time.perf_counter()
@@ -57,12 +57,12 @@ def run_eval(config: EvalConfig, candidate: ModelSource, *, work_dir: Path,
                              num_concurrent=config.num_concurrent, cache_dir=cache_dir)
     suite = _suite(config, candidate, work_dir, eval_split)
     candidate_result = run_harness(candidate, suite, options)
-    check_canary(candidate_result, config.canary_min_accuracy, "candidate")
+    check_scoring(candidate_result, config.scoring_check_min_accuracy, "candidate")
     champion_result = None
     if champion is not None:
         champion_suite = _suite(config, champion, work_dir, eval_split)
         champion_result = run_harness(champion, champion_suite, options)
-        check_canary(champion_result, config.canary_min_accuracy, "champion")
+        check_scoring(champion_result, config.scoring_check_min_accuracy, "champion")
     judge_started = time.perf_counter()
     judge = JudgeReport("not_configured")
     if judge_endpoint is not None:
@@ -106,13 +106,14 @@ def bos_token(model_dir: Path) -> str:
     return tokenizer.bos_token or ""
 
 
-def check_canary(result: HarnessResult, min_accuracy: float, which: str) -> None:
-    accuracy = result.metrics.get(CANARY_TASK, {}).get("acc")
+def check_scoring(result: HarnessResult, min_accuracy: float, which: str) -> None:
+    accuracy = result.metrics.get(SCORING_CHECK_TASK, {}).get("acc")
     if accuracy is None or not accuracy >= min_accuracy:
         raise EvalError(
-            "EVAL_CANARY_FAILED",
+            "EVAL_SCORING_CHECK_FAILED",
             f"{which} model ({result.model_path} path, digest {result.model_digest[:16]}): "
-            f"{CANARY_TASK} accuracy {accuracy} < canary_min_accuracy {min_accuracy}. Any "
+            f"{SCORING_CHECK_TASK} accuracy {accuracy} < scoring_check_min_accuracy "
+            f"{min_accuracy}. Any "
             "model that is scored correctly ranks the reference above long random strings, "
             "so log-probability scoring is broken (a server not returning prompt logprobs "
             "with echo, a tokenizer mismatch, a wrong context length): no metric from this "

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.digests import model_root_digest, sha256_file
 from registry import provenance as prov
 from registry.config import RegisterConfig
-from registry.digest import model_root_digest, sha256_file
 from registry.dsse import sign_statement
 from registry.errors import RegistryError
 from registry.sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from model_signing import hashing, signing, verifying
 
-from registry.digest import model_root_digest
+from common.digests import model_root_digest
 from registry.errors import RegistryError
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def sign_model(
     """Sign `model_dir` into `signature_path`; returns the signed root digest."""
     if (key_pair is None) == (sigstore is None):
         raise RegistryError("SIGNING_CONFIG", "sign_model needs exactly one of key_pair, sigstore.")
-    # Default hashing (sha256 per file, git metadata ignored), the same as registry.digest,
+    # Default hashing (sha256 per file, git metadata ignored), the same as common.digests,
     # so the signed root digest is the model's identity.
     config = signing.Config()
     if key_pair is not None:

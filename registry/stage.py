@@ -26,11 +26,11 @@ from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from common.digests import model_root_digest, sha256_file
 from registry import mlflow_registry as reg
 from registry import provenance as prov
 from registry.attest import Attestations, BuildInputs, Signer, write_attestations
 from registry.config import RegisterConfig
-from registry.digest import model_root_digest, sha256_file
 from registry.errors import RegistryError
 from registry.policy import Policy, load_policy
 from registry.signing import SigstoreIdentity, ambient_identity_token, ensure_key_pair

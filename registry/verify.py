@@ -34,9 +34,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from common.digests import model_root_digest, sha256_file
 from registry import mlflow_registry as reg
 from registry import provenance as prov
-from registry.digest import model_root_digest, sha256_file
 from registry.dsse import verify_statement
 from registry.errors import RegistryError
 from registry.policy import Policy

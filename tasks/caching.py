@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from importlib import metadata
 
-from tasks.settings import PROJECT_ROOT
+from common.settings import PROJECT_ROOT
 
 
 def code_version(*relative_paths: str, packages: tuple[str, ...] = ()) -> str:
@@ -31,5 +31,5 @@ def code_version(*relative_paths: str, packages: tuple[str, ...] = ()) -> str:
 
 
 # Modules every stage depends on.
-COMMON = ("tasks/errors.py", "tasks/settings.py", "tasks/contracts.py", "tasks/digests.py",
-          "tasks/config.py", "tasks/flyte_adapter.py", "tasks/caching.py")
+COMMON = ("common", "tasks/contracts.py",
+          "tasks/flyte_adapter.py", "tasks/caching.py")

@@ -28,7 +28,7 @@ class ValidatedDataset:
 class TrainedModel:
     # HF model directory: config.json, model.safetensors, tokenizer files, generation_config.json
     model_dir: FlyteDirectory
-    # model-signing root digest of `model_dir` (see registry.digest.model_root_digest)
+    # model-signing root digest of `model_dir` (see common.digests.model_root_digest)
     model_digest: str
     # sha256 digests of the dataset splits the model was trained on, by split name
     dataset_digests: dict[str, str]

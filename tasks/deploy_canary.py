@@ -1,22 +1,22 @@
 """Flyte task `deploy_canary`: RegisteredModel + DeployConfig -> DeploymentResult (a thin shell
-over `tasks.deploy.stage.deploy_canary`).
+over `deploy.stage.deploy_canary`).
 
 Run locally, the promoted servers (router + stable engine) stay up after the task returns,
-detached; `python -m tasks.deploy.cli status|stop` shows and stops them.
+detached; `python -m deploy.cli status|stop` shows and stops them.
 """
 
 from __future__ import annotations
 
 from flytekit import Resources, task
 
+from common.errors import StageError
+from common.settings import load_settings
+from deploy.config import DeployConfig
+from deploy.model_ref import ModelToDeploy
+from deploy.report import report_html
+from deploy.stage import deploy_canary as run_deploy
 from tasks.contracts import DeploymentResult, RegisteredModel
-from tasks.deploy.config import DeployConfig
-from tasks.deploy.model_ref import ModelToDeploy
-from tasks.deploy.report import report_html
-from tasks.deploy.stage import deploy_canary as run_deploy
-from tasks.errors import StageError
 from tasks.flyte_adapter import error_html, publish_report
-from tasks.settings import load_settings
 
 _STAGE = "deploy_canary"
 _TITLE = "Canary deployment"

@@ -17,6 +17,9 @@ from pathlib import Path
 from flytekit import Resources, task
 from flytekit.types.file import FlyteFile
 
+from common.digests import sha256_file
+from common.errors import StageError
+from common.settings import Settings, load_settings
 from eval.config import EvalConfig
 from eval.errors import EvalError
 from eval.harness import ModelSource
@@ -24,10 +27,7 @@ from eval.judge.client import JudgeEndpoint, first_served_model
 from eval.report import mlflow_metrics
 from eval.stage import EvalOutcome, run_eval
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
-from tasks.digests import sha256_file
-from tasks.errors import StageError
 from tasks.flyte_adapter import publish_report
-from tasks.settings import Settings, load_settings
 
 CANDIDATE_NAME, CHAMPION_NAME, JUDGE_NAME = "candidate", "champion", "judge"
 
@@ -48,7 +48,7 @@ def find_champion(config: EvalConfig, tracking_uri: str, download_dir: Path) -> 
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from registry.digest import model_root_digest
+    from common.digests import model_root_digest
 
     client = MlflowClient(tracking_uri)
     try:
@@ -123,7 +123,7 @@ def _judge_endpoint(config: EvalConfig, engines: ExitStack) -> JudgeEndpoint | N
 
 
 def _start_engine(config: EvalConfig, model_dir: Path, name: str, engines: ExitStack) -> str:
-    from tasks.deploy.engines import start_engine
+    from serving.engine import start_engine
 
     engine = engines.enter_context(start_engine(
         config.serving_engine, model_dir, name,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import flytekit
 
-from tasks.settings import load_settings
+from common.settings import load_settings
 
 logger = logging.getLogger(__name__)
 

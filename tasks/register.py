@@ -9,12 +9,12 @@ from pathlib import Path
 
 from flytekit import Resources, task
 
+from common.settings import PROJECT_ROOT, load_settings
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from registry.stage import RegistrationResult, register_model
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import error_html, execution_id, publish_report
-from tasks.settings import PROJECT_ROOT, load_settings
 
 _STAGE = "register"
 _REPORT_TITLE = "Model registration"

@@ -11,14 +11,14 @@ from typing import NamedTuple
 
 from flytekit import task
 
+from common.config import build_config, load_preset
+from common.errors import StageError
+from data.config import DataConfig
+from data.io import check_split_location, sha256_location
+from deploy.config import DeployConfig
 from eval.config import EvalConfig
 from registry.config import RegisterConfig
-from tasks.config import build_config, load_preset
-from tasks.data.config import DataConfig
-from tasks.data.io import check_split_location, sha256_location
-from tasks.deploy.config import DeployConfig
-from tasks.errors import StageError
-from tasks.training.config import TrainConfig
+from training.config import TrainConfig
 
 KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy")
 

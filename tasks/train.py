@@ -15,15 +15,15 @@ from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 from flytekitplugins.kfpytorch import Elastic
 
+from common.digests import sha256_file
+from common.errors import StageError
+from common.settings import load_settings
 from tasks.caching import COMMON, code_version
 from tasks.contracts import TrainedModel, ValidatedDataset
-from tasks.digests import sha256_file
-from tasks.errors import StageError
 from tasks.flyte_adapter import publish_report
-from tasks.settings import load_settings
-from tasks.training.config import TrainConfig
-from tasks.training.loop import TrainPaths, TrainResult, run_training
-from tasks.training.report import training_report_html
+from training.config import TrainConfig
+from training.loop import TrainPaths, TrainResult, run_training
+from training.report import training_report_html
 
 # Local default: 2 worker processes (the tiny preset's global batch splits evenly over 2).
 LOCAL_ELASTIC = Elastic(nnodes=1, nproc_per_node=2, max_restarts=0, monitor_interval=1,
@@ -68,8 +68,7 @@ def to_trained_model(result: TrainResult, config: TrainConfig,
 
 @task(
     task_config=LOCAL_ELASTIC,
-    cache=Cache(version=code_version(*COMMON, "tasks/train.py", "tasks/training",
-                                     "tasks/data/template.py", "registry/digest.py",
+    cache=Cache(version=code_version(*COMMON, "tasks/train.py", "training",
                                      packages=("torch", "transformers", "safetensors"))),
     retries=2,
     interruptible=True,

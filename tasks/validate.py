@@ -1,5 +1,5 @@
 """Flyte task `validate_data`: DataConfig -> ValidatedDataset (a thin shell over
-`tasks.data.stage.validate_dataset`)."""
+`data.stage.validate_dataset`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import flytekit
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
+from common.errors import StageError
+from data.config import DataConfig
+from data.stage import validate_dataset
 from tasks.caching import COMMON, code_version
 from tasks.contracts import ValidatedDataset
-from tasks.data.config import DataConfig
-from tasks.data.stage import validate_dataset
-from tasks.errors import StageError
 from tasks.flyte_adapter import error_html, publish_report
 
 _STAGE = "validate_data"
@@ -36,7 +36,7 @@ def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str,
 
 
 @task(
-    cache=Cache(version=code_version(*COMMON, "tasks/validate.py", "tasks/data",
+    cache=Cache(version=code_version(*COMMON, "tasks/validate.py", "data",
                                  packages=_OUTPUT_SHAPING_PACKAGES)),
     retries=1,
     enable_deck=True,

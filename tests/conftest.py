@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import PROJECT_ROOT
+from common.settings import PROJECT_ROOT
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -46,8 +46,8 @@ def subprocess_env(home: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped corpus through the real validate stage (GX suite + tokenizer training)."""
-    from tasks.data.config import DataConfig
-    from tasks.data.stage import validate_dataset
+    from data.config import DataConfig
+    from data.stage import validate_dataset
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     out = tmp_path_factory.mktemp("dataset") / "validated"

@@ -27,7 +27,7 @@ from eval.judge.client import JudgeClient
 from eval.judge.pairwise import PairItem, judge_pairs
 from eval.judge.prompts import JudgePrompt
 from eval.stats import cohen_kappa
-from eval.tasks.build import DEFAULT_SOURCE, EvalItem, draw_distractors, load_items
+from eval.suite.build import DEFAULT_SOURCE, EvalItem, draw_distractors, load_items
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LABEL_SOURCE = ("reference-labelled: the preferred side is the one matching the checkable "

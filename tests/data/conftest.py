@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks.data.config import DataConfig
-from tasks.data.generate import DEFAULT_OUT_DIR as CORPUS_DIR
+from data.config import DataConfig
+from data.generate import DEFAULT_OUT_DIR as CORPUS_DIR
 
 SMALL_ROWS = {"train": 12, "validation": 10, "eval": 10}
 SMALL_MIN_ROWS = 10
@@ -65,8 +65,8 @@ def write_splits(tmp_path: Path) -> WriteSplits:
 @pytest.fixture(scope="session")
 def corpus_tokenizer(corpus_records: dict[str, list[dict[str, Any]]]) -> Any:
     """The BPE the stage trains on the shipped train split (trained once per test session)."""
-    from tasks.data.template import format_example
-    from tasks.data.tokenizer import EOS_TOKEN, train_bpe_tokenizer
+    from common.template import format_example
+    from data.tokenizer import EOS_TOKEN, train_bpe_tokenizer
 
     texts = [format_example(r["instruction"], r["response"], EOS_TOKEN)
              for r in corpus_records["train"]]

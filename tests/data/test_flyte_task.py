@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from common.digests import sha256_file, sha256_tree
+from common.errors import StageError
+from data.config import DataConfig
 from tasks.contracts import ValidatedDataset
-from tasks.data.config import DataConfig
-from tasks.digests import sha256_file, sha256_tree
-from tasks.errors import StageError
 from tasks.validate import validate_data
 
 pytestmark = pytest.mark.integration

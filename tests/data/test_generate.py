@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.generate import DEFAULT_OUT_DIR as CORPUS_DIR
-from tasks.data.generate import main
+from data.generate import DEFAULT_OUT_DIR as CORPUS_DIR
+from data.generate import main
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ import fsspec
 import pandas as pd
 import pytest
 
-from tasks.data.io import read_split, sha256_location
-from tasks.errors import StageError
+from common.errors import StageError
+from data.io import read_split, sha256_location
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,7 @@ def test_missing_file_names_the_path_and_how_to_fix_it(tmp_path: Path) -> None:
 
 
 def test_relative_paths_resolve_against_the_project_root() -> None:
-    frame = read_split("eval", "tasks/data/corpus/eval.jsonl")
+    frame = read_split("eval", "data/corpus/eval.jsonl")
     assert len(frame) == 500
 
 

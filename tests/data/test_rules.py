@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from tasks.data.report import ExpectationResult, ValidationReport, failure_message
-from tasks.data.validation import EMAIL_REGEX, PHONE_REGEX
+from data.report import ExpectationResult, ValidationReport, failure_message
+from data.validation import EMAIL_REGEX, PHONE_REGEX
 
 pytestmark = pytest.mark.unit
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from tasks.data.config import DataConfig
-from tasks.data.stage import validate_dataset
-from tasks.digests import sha256_file, sha256_tree
-from tasks.errors import StageError
+from common.digests import sha256_file, sha256_tree
+from common.errors import StageError
+from data.config import DataConfig
+from data.stage import validate_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from tasks.data.template import format_example, format_prompt
-from tasks.data.tokenizer import (
+from common.digests import sha256_tree
+from common.errors import StageError
+from common.template import format_example, format_prompt
+from data.tokenizer import (
     BOS_TOKEN,
     EOS_TOKEN,
     PAD_TOKEN,
@@ -19,8 +21,6 @@ from tasks.data.tokenizer import (
     save_tokenizer,
     train_bpe_tokenizer,
 )
-from tasks.digests import sha256_tree
-from tasks.errors import StageError
 
 pytestmark = pytest.mark.unit
 

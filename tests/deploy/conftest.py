@@ -21,15 +21,15 @@ from typing import Any
 import psutil
 import pytest
 
+from common.digests import model_root_digest, sha256_file
+from common.errors import StageError
+from common.settings import PROJECT_ROOT, Settings
+from deploy.model_ref import ModelToDeploy
 from registry.config import RegisterConfig
-from registry.digest import model_root_digest, sha256_file
 from registry.stage import RegistrationResult, register_model
-from tasks.deploy.engines.process import port_is_listening
-from tasks.deploy.model_ref import ModelToDeploy
-from tasks.deploy.vllm_venv import default_vllm_venv_dir, ensure_vllm_venv
-from tasks.errors import StageError
-from tasks.settings import PROJECT_ROOT, Settings
-from tests.deploy.tiny_model import build_tiny_model
+from serving.process import port_is_listening
+from serving.vllm_venv import default_vllm_venv_dir, ensure_vllm_venv
+from testing.tiny_model import build_tiny_model
 
 # The vLLM venv is big (about 3.5 GB, minutes to install): tests share the user's default one
 # instead of one per test home. Captured at import, before `isolated_home` moves HOME.

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from common.settings import Settings
+from deploy.config import DeployConfig
+from deploy.local_backend import LocalBackend
+from deploy.model_ref import ModelToDeploy
+from deploy.stage import DeployOutcome, deploy_canary
+from deploy.state import load_state
 from registry.mlflow_registry import CHAMPION_ALIAS, client_for
-from tasks.deploy.config import DeployConfig
-from tasks.deploy.local_backend import LocalBackend
-from tasks.deploy.model_ref import ModelToDeploy
-from tasks.deploy.stage import DeployOutcome, deploy_canary
-from tasks.deploy.state import load_state
-from tasks.settings import Settings
 from tests.deploy.conftest import VLLM_VENV_DIR
 from tests.deploy.http import request
 

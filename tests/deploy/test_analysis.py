@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from tasks.deploy.analysis import Thresholds, WindowStats, analyze_step
-from tasks.deploy.config import DeployConfig
-from tasks.deploy.controller import CanaryController
-from tasks.deploy.metrics import Histogram, TrackSnapshot, parse_prometheus_text
-from tasks.errors import StageError
+from common.errors import StageError
+from deploy.analysis import Thresholds, WindowStats, analyze_step
+from deploy.config import DeployConfig
+from deploy.controller import CanaryController
+from deploy.metric_sources import Histogram, TrackSnapshot, parse_prometheus_text
 
 pytestmark = pytest.mark.unit
 

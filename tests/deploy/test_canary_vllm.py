@@ -15,10 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tasks.deploy.model_ref import ModelToDeploy
-from tasks.deploy.stage import DeployOutcome
-from tasks.deploy.state import load_state
-from tasks.settings import Settings
+from common.settings import Settings
+from deploy.model_ref import ModelToDeploy
+from deploy.stage import DeployOutcome
+from deploy.state import load_state
 from tests.deploy.conftest import (
     SHARED_SERVER_PIDS,
     Registry,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.deploy.engine_choice import resolve_engine, vllm_cpu_unsupported_reason
-from tasks.deploy.engines import start_engine
-from tasks.deploy.vllm_venv import ensure_vllm_venv, is_ready
-from tasks.errors import StageError
+from common.errors import StageError
+from serving.engine import start_engine
+from serving.engine_choice import resolve_engine, vllm_cpu_unsupported_reason
+from serving.vllm_venv import ensure_vllm_venv, is_ready
 from tests.deploy.conftest import live_descendants
 
 pytestmark = pytest.mark.unit

@@ -19,12 +19,12 @@ import psutil
 import pytest
 from lm_eval.models.openai_completions import LocalCompletionsAPI
 
-from tasks.deploy.engines import EngineProcess, start_engine
-from tasks.deploy.engines.local.metrics import ENGINE_METRIC_NAMES
-from tasks.deploy.metrics import parse_prometheus_text
+from deploy.metric_sources import parse_prometheus_text
+from serving.engine import EngineProcess, start_engine
+from serving.local.engine_metrics import ENGINE_METRIC_NAMES
+from testing.tiny_model import CONTEXT_TOKENS
 from tests.deploy.conftest import SHARED_SERVER_PIDS, VLLM_VENV_DIR, assert_servers_gone
 from tests.deploy.http import request
-from tests.deploy.tiny_model import CONTEXT_TOKENS
 
 NAME = "tiny-contract"
 

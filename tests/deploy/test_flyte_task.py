@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.state import load_state
 from registry.stage import register_model
 from tasks.contracts import DeploymentResult, RegisteredModel
-from tasks.deploy.state import load_state
 from tasks.deploy_canary import deploy_canary
 from tests.deploy.conftest import Registry, register_kwargs
 from tests.deploy.http import request
@@ -35,7 +35,7 @@ def test_task_serves_the_first_version_and_returns_its_endpoint(
         assert isinstance(out, DeploymentResult)
         assert (out.outcome, out.action, out.engine) == ("PASS", "first_deployment", "local")
         assert out.champion_version == result.version
-        assert out.stop_command == "python -m tasks.deploy.cli stop shipyard-test"
+        assert out.stop_command == "python -m deploy.cli stop shipyard-test"
         assert Path(out.decision_record_path).is_file() and out.decision_record_uri
         reply = request(f"{out.endpoint}/v1/models")  # still serving after the task returned
         assert reply.status == 200 and reply.json()["data"][0]["id"] == "shipyard-task"

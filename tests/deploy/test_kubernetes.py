@@ -14,15 +14,15 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from tasks.deploy.kubernetes_backend import (
+from common.errors import StageError
+from deploy.kubernetes_backend import (
     ANNOTATION_URI,
     FIELD_MANAGER,
     KubernetesBackend,
     render_overlay,
     with_model,
 )
-from tasks.deploy.model_ref import VerifiedModel
-from tasks.errors import StageError
+from deploy.model_ref import VerifiedModel
 from tests.deploy.fake_kubernetes import FakeDynamicClient
 
 KUBERNETES_VERSION = "1.37.0"

@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import pytest
 
-from tasks.deploy.metrics import PrometheusApiSource
-from tasks.errors import StageError
+from common.errors import StageError
+from deploy.metric_sources import PrometheusApiSource
 
 pytestmark = pytest.mark.unit
 

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tasks.deploy.engines import EngineProcess, start_engine
-from tasks.deploy.engines.process import (
+from common.settings import PROJECT_ROOT
+from deploy.loadgen import LoadGenerator, LoadSpec, load_eval_prompts
+from deploy.metric_sources import ScrapeMetricsSource
+from serving.engine import EngineProcess, start_engine
+from serving.process import (
     free_port,
     spawn,
     stop_process_group,
     wait_until_healthy,
 )
-from tasks.deploy.engines.vllm_engine import local_environment
-from tasks.deploy.loadgen import LoadGenerator, LoadSpec, load_eval_prompts
-from tasks.deploy.metrics import ScrapeMetricsSource
-from tasks.deploy.router import BACKEND_HEADER
-from tasks.settings import PROJECT_ROOT
+from serving.router import BACKEND_HEADER
+from serving.vllm_engine import local_environment
 from tests.deploy.conftest import SHARED_SERVER_PIDS, assert_servers_gone
 from tests.deploy.http import request
 
@@ -60,7 +60,7 @@ def servers(model_dirs: dict[str, Path],
             start_engine("local", model_dirs["canary"], NAME, log_dir=tmp_path) as canary:
         port = free_port()
         process = spawn(
-            [sys.executable, "-m", "tasks.deploy.router", "--port", str(port),
+            [sys.executable, "-m", "serving.router", "--port", str(port),
              "--backend", f"stable={stable.base_url}", "--weight", "stable=100"],
             env=local_environment(os.environ, PROJECT_ROOT), log_path=tmp_path / "router.log")
         try:

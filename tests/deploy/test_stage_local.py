@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import StageError
+from deploy import cli
+from deploy.state import load_state, state_path
 from registry.mlflow_registry import client_for
-from tasks.deploy import cli
-from tasks.deploy.state import load_state, state_path
-from tasks.errors import StageError
 from tests.deploy.conftest import Registry, live_descendants
 from tests.deploy.http import request
 from tests.deploy.scenarios import (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import PROJECT_ROOT
+from common.settings import PROJECT_ROOT
 from tests.conftest import subprocess_env
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +53,7 @@ def _training_runs(home: Path) -> list[str]:
 
 
 def _stop_servers(home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tasks.deploy.cli", "stop"], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "deploy.cli", "stop"], cwd=PROJECT_ROOT,
                           env=subprocess_env(home), capture_output=True, text=True, timeout=120)
 
 

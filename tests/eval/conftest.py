@@ -29,7 +29,7 @@ class TinyModel:
 def tiny_model(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     work = tmp_path_factory.mktemp("tiny-model")
     (work / "home").mkdir()
-    command = [sys.executable, "-m", "tasks.training.launch",
+    command = [sys.executable, "-m", "training.launch",
                "--config-json", json.dumps(TINY_TRAIN), "--dataset-dir", str(tiny_dataset_dir),
                "--output-dir", str(work / "model"), "--checkpoint-dir", str(work / "ckpt"),
                "--result-json", str(work / "result.json")]

@@ -6,8 +6,8 @@ import math
 import re
 from typing import Any
 
-from eval.tasks.build import DEFAULT_SOURCE, load_items
-from tests.eval.scripted_server import Reply, chat_reply, parse_judge_prompt
+from eval.suite.build import DEFAULT_SOURCE, load_items
+from testing.scripted_server import Reply, chat_reply, parse_judge_prompt
 
 # Every held-out question's reference answer (covers the calibration pairs too).
 REFERENCES = {item.prompt: item.response for item in load_items(DEFAULT_SOURCE)}

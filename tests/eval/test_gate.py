@@ -15,14 +15,15 @@ from eval.judge.run import JudgeReport
 
 pytestmark = pytest.mark.unit
 
-TASKS = ["shipyard_canary", "shipyard_mc"]
+TASKS = ["shipyard_scoring_check", "shipyard_mc"]
 
 
-def result(digest: str, mc_correct: list[int], *, canary: float = 1.0,
+def result(digest: str, mc_correct: list[int], *, scoring_check: float = 1.0,
            hash_prefix: str = "doc") -> HarnessResult:
     samples = {
-        "shipyard_canary": [SampleResult("shipyard_canary", i, f"c{i}", {"acc": canary}, None,
-                                         {}) for i in range(10)],
+        "shipyard_scoring_check": [
+            SampleResult("shipyard_scoring_check", i, f"c{i}", {"acc": scoring_check}, None, {})
+            for i in range(10)],
         "shipyard_mc": [SampleResult("shipyard_mc", i, f"{hash_prefix}{i}", {"acc": float(v)},
                                      None, {}) for i, v in enumerate(mc_correct)],
     }
@@ -104,10 +105,10 @@ def test_no_champion_applies_absolute_floors_only() -> None:
 def test_config_refuses_rules_it_cannot_apply() -> None:
     with pytest.raises(EvalError, match="bound the wrong side"):
         EvalConfig(hard_floors={"shipyard_ppl": 1.0})
-    with pytest.raises(EvalError, match="must include 'shipyard_canary'"):
+    with pytest.raises(EvalError, match="must include 'shipyard_scoring_check'"):
         EvalConfig(tasks=["shipyard_mc"])
     with pytest.raises(EvalError, match="must include 'shipyard_exact' when a judge"):
-        EvalConfig(tasks=["shipyard_canary"], judge_base_url="http://127.0.0.1:1")
+        EvalConfig(tasks=["shipyard_scoring_check"], judge_base_url="http://127.0.0.1:1")
 
 
 def _judge(low: float, gating: bool = True) -> JudgeReport:

@@ -24,8 +24,8 @@ from eval.judge.pairwise import PairItem, judge_pairs, summarise
 from eval.judge.prompts import load_prompt
 from eval.judge.rubric import GradeItem, grade
 from eval.judge.run import run_judge
+from testing.scripted_server import Reply, ScriptedServer, chat_reply, parse_judge_prompt
 from tests.eval.judges import chatty_judge, first_position_judge, logprob, reference_judge
-from tests.eval.scripted_server import Reply, ScriptedServer, chat_reply, parse_judge_prompt
 
 pytestmark = pytest.mark.unit
 

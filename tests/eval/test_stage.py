@@ -12,18 +12,18 @@ import pytest
 from flytekit.types.directory import FlyteDirectory
 from mlflow import MlflowClient
 
+from common.digests import sha256_file
+from common.errors import StageError
+from common.settings import load_settings
 from eval.config import EvalConfig
 from eval.harness import ModelSource
 from eval.judge.client import JudgeEndpoint
 from eval.stage import run_eval
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
-from tasks.digests import sha256_file
-from tasks.errors import StageError
 from tasks.evaluate import evaluate
-from tasks.settings import load_settings
+from testing.scripted_server import ScriptedServer
 from tests.eval.conftest import TinyModel
 from tests.eval.judges import reference_judge
-from tests.eval.scripted_server import ScriptedServer
 
 pytestmark = pytest.mark.integration
 

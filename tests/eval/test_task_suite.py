@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.tasks.build import (
+from eval.suite.build import (
     DEFAULT_SOURCE,
     MANIFEST_NAME,
     SHIPPED_DATA_DIR,
@@ -17,7 +17,7 @@ from eval.tasks.build import (
     source_digest,
     write_task_data,
 )
-from eval.tasks.suite import TASK_SPECS, prepare_suite
+from eval.suite.specs import TASK_SPECS, prepare_suite
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,7 @@ def test_shipped_data_is_the_deterministic_build_of_the_eval_split(tmp_path: Pat
     write_task_data(load_items(DEFAULT_SOURCE), tmp_path)
     for name in [*(f"{t}.jsonl" for t in TASK_SPECS), MANIFEST_NAME]:
         assert (tmp_path / name).read_bytes() == (SHIPPED_DATA_DIR / name).read_bytes(), (
-            f"{name} differs from a fresh build: run `python -m eval.tasks.build`")
+            f"{name} differs from a fresh build: run `python -m eval.suite.build`")
 
 
 def test_manifest_digests_match_the_files() -> None:
@@ -38,7 +38,7 @@ def test_manifest_digests_match_the_files() -> None:
 
 
 def test_multiple_choice_items_are_well_formed_and_gold_positions_vary() -> None:
-    for task in ("shipyard_mc", "shipyard_canary"):
+    for task in ("shipyard_mc", "shipyard_scoring_check"):
         rows = [json.loads(line) for line in
                 (SHIPPED_DATA_DIR / f"{task}.jsonl").read_text().splitlines()]
         for row in rows:
@@ -48,9 +48,9 @@ def test_multiple_choice_items_are_well_formed_and_gold_positions_vary() -> None
         assert positions == {0, 1, 2, 3}, task
 
 
-def test_canary_distractors_are_much_longer_than_the_reference() -> None:
+def test_scoring_check_distractors_are_much_longer_than_the_reference() -> None:
     rows = [json.loads(line) for line in
-            (SHIPPED_DATA_DIR / "shipyard_canary.jsonl").read_text().splitlines()]
+            (SHIPPED_DATA_DIR / "shipyard_scoring_check.jsonl").read_text().splitlines()]
     for row in rows:
         gold = row["choices"][row["gold"]]
         assert all(len(c) >= 2 * len(gold) for i, c in enumerate(row["choices"])
@@ -64,7 +64,7 @@ def test_validated_dataset_copy_is_recognised_as_the_shipped_source(tmp_path: Pa
     copy.write_text("".join(json.dumps({"id": r["id"], "prompt": r["instruction"],
                                         "response": r["response"]}) + "\n" for r in rows))
     assert source_digest(load_items(copy)) == source_digest(load_items(DEFAULT_SOURCE))
-    suite = prepare_suite(tmp_path / "suite", ["shipyard_canary"], bos_token="<s>",
+    suite = prepare_suite(tmp_path / "suite", ["shipyard_scoring_check"], bos_token="<s>",
                           max_gen_tokens=8, eval_split=copy)
     assert suite.shipped and suite.data_dir == SHIPPED_DATA_DIR
 
@@ -73,7 +73,7 @@ def test_other_held_out_data_gets_its_own_task_files(tmp_path: Path) -> None:
     split = tmp_path / "eval.jsonl"
     split.write_text("".join(json.dumps({"id": f"add-{i}", "prompt": f"What is {i} + 1?",
                                          "response": str(i + 1)}) + "\n" for i in range(12)))
-    suite = prepare_suite(tmp_path / "suite", ["shipyard_canary", "shipyard_mc"],
+    suite = prepare_suite(tmp_path / "suite", ["shipyard_scoring_check", "shipyard_mc"],
                           bos_token="<s>", max_gen_tokens=8, eval_split=split)
     assert not suite.shipped
     mc = (suite.data_dir / "shipyard_mc.jsonl").read_text().splitlines()

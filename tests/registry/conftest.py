@@ -19,11 +19,11 @@ from urllib.parse import urlparse
 
 import pytest
 
+from common.digests import model_root_digest, sha256_file
+from common.settings import PROJECT_ROOT
 from registry.config import RegisterConfig
-from registry.digest import model_root_digest, sha256_file
 from registry.mlflow_registry import client_for
 from registry.stage import RegistrationResult, register_model
-from tasks.settings import PROJECT_ROOT
 
 SPLITS = ("train", "validation", "eval")
 RESOLVED_CONFIG_JSON = json.dumps({"model_preset": "tiny", "max_steps": 12, "seed": 0})

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from model_signing import verifying
 
+from common.settings import PROJECT_ROOT
 from registry.cli import main
 from registry.mlflow_registry import client_for
 from registry.stage import RegistrationResult
-from tasks.settings import PROJECT_ROOT
 from tests.conftest import subprocess_env
 from tests.registry.conftest import Store, register, run_artifacts_dir
 

@@ -11,13 +11,13 @@ import pytest
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
+from common.digests import model_root_digest, sha256_file
+from common.settings import load_settings
 from registry.config import RegisterConfig
-from registry.digest import model_root_digest, sha256_file
 from registry.policy import load_policy
 from registry.verify import verify_model
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
 from tasks.register import register
-from tasks.settings import load_settings
 from tests.registry.conftest import RESOLVED_CONFIG_JSON, Store
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.digest import model_root_digest, sha256_file
+from common.digests import model_root_digest, sha256_file
 from registry.errors import RegistryError
 from registry.mlflow_registry import client_for
 from registry.policy import Policy, load_policy

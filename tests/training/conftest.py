@@ -29,7 +29,7 @@ def torchrun_command(nproc: int, config: dict[str, Any], dataset_dir: Path, work
                      ) -> list[str]:
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={nproc}", "-m", "tasks.training.launch",
+        f"--nproc_per_node={nproc}", "-m", "training.launch",
         "--config-json", json.dumps(config), "--dataset-dir", str(dataset_dir),
         "--output-dir", str(work / "model"), "--checkpoint-dir", str(work / "checkpoints"),
         "--result-json", str(work / "result.json"),

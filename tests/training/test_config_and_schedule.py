@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.errors import StageError
-from tasks.training.checkpoint import MANIFEST, list_checkpoints, verify_checkpoint
-from tasks.training.config import TrainConfig
-from tasks.training.data import BatchSchedule
-from tasks.training.loop import lr_factor
+from common.errors import StageError
+from training.checkpoint import MANIFEST, list_checkpoints, verify_checkpoint
+from training.config import TrainConfig
+from training.data import BatchSchedule
+from training.loop import lr_factor
 
 pytestmark = pytest.mark.unit
 
@@ -75,7 +75,7 @@ def test_bad_train_config_names_the_field_and_rule(overrides: dict, message: str
 
 
 def _fake_checkpoint(root: Path, step: int) -> Path:
-    from tasks.digests import sha256_file
+    from common.digests import sha256_file
 
     path = root / f"step-{step:08d}"
     path.mkdir(parents=True)

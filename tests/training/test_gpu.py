@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.training.checkpoint import list_checkpoints, verify_checkpoint
 from tests.training.conftest import TEST_TRAIN, run_ranks
+from training.checkpoint import list_checkpoints, verify_checkpoint
 
 pytestmark = [
     pytest.mark.gpu,

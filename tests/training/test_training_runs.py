@@ -20,9 +20,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tasks.training.checkpoint import list_checkpoints
 from tests.conftest import subprocess_env
 from tests.training.conftest import TEST_TRAIN, RankRun, run_ranks, torchrun_command
+from training.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.integration
 

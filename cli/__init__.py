@@ -1,0 +1,1 @@
+"""The `shipyard` console script (operator commands over the stage libraries)."""

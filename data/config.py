@@ -1,0 +1,49 @@
+"""`DataConfig`: what the `validate_data` stage reads and the rules it enforces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.errors import StageError
+
+SPLITS = ("train", "validation", "eval")
+PII_ACTIONS = ("fail", "warn")
+
+
+@dataclass
+class DataConfig:
+    # Each split is a JSONL or Parquet file: a local path (relative paths resolve against the
+    # project root) or an object-store URI (s3://, gs://, abfs:// through fsspec).
+    train_path: str = "data/corpus/train.jsonl"
+    validation_path: str = "data/corpus/validation.jsonl"
+    eval_path: str = "data/corpus/eval.jsonl"
+    # Column names holding the prompt and the reference answer.
+    prompt_field: str = "instruction"
+    response_field: str = "response"
+    # Token budget of one formatted example (template + prompt + response + EOS).
+    max_example_tokens: int = 128
+    # Fewest rows a split may have.
+    min_rows_per_split: int = 10
+    # Tokenizer: trained on the train split (BPE, this vocabulary size) unless
+    # `base_model_dir` is set, in which case that model's tokenizer is used as it is.
+    tokenizer_vocab_size: int = 512
+    base_model_dir: str | None = None
+    # What an email address or phone number in the text does: "fail" stops the pipeline,
+    # "warn" reports it and goes on.
+    pii_action: str = "fail"
+
+    def __post_init__(self) -> None:
+        if self.pii_action not in PII_ACTIONS:
+            raise StageError(
+                "CONFIG_INVALID",
+                f"data.pii_action={self.pii_action!r}: must be one of {list(PII_ACTIONS)}.",
+            )
+        for name in ("max_example_tokens", "min_rows_per_split", "tokenizer_vocab_size"):
+            if getattr(self, name) <= 0:
+                raise StageError(
+                    "CONFIG_INVALID", f"data.{name}={getattr(self, name)}: must be > 0."
+                )
+
+    def split_paths(self) -> dict[str, str]:
+        return {"train": self.train_path, "validation": self.validation_path,
+                "eval": self.eval_path}

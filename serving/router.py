@@ -1,0 +1,357 @@
+"""The local weighted router: one loopback port in front of the stable and canary engines.
+
+    python -m serving.router --port P --backend stable=http://127.0.0.1:A --weight stable=100
+
+- Traffic split: smooth weighted round-robin (nginx's), so 10 % means exactly one request in
+  ten, not "about 10 % on average": a short bake sees the split it asked for.
+- Weights, backends and faults change at run time through `/admin/*`; a request keeps the
+  backend it was routed to, so a change never drops or reroutes one in flight.
+- Fault injection per backend (added latency before forwarding, an error rate answered by the
+  router itself) works the same in front of vLLM and the local engine.
+- `/metrics` has what clients saw, per backend: status codes, time to first byte (first
+  token when streaming), gaps between streamed chunks (inter-token latency), end-to-end.
+  Injected faults show up there, as they would for a real client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+logger = logging.getLogger(__name__)
+
+BACKEND_HEADER = "x-shipyard-backend"
+# Finer than vLLM's buckets at the low end: the router must resolve a tiny model's latencies.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075,
+                   0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0,
+                   20.0, 40.0, 80.0)
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                         "te", "trailers", "transfer-encoding", "upgrade", "host",
+                         "content-length"})
+ROUTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/tokenizer_info")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    added_latency_seconds: float = 0.0
+    error_rate: float = 0.0  # fraction of requests the router answers with `error_status`
+    error_status: int = 503
+
+    def __post_init__(self) -> None:
+        if self.added_latency_seconds < 0 or not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError("added_latency_seconds must be >= 0 and error_rate in [0, 1]")
+        if not 400 <= self.error_status <= 599:
+            raise ValueError("error_status must be a 4xx or 5xx code")
+
+
+@dataclass
+class RoutingTable:
+    backends: dict[str, str] = field(default_factory=dict)  # name -> base URL
+    weights: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, FaultSpec] = field(default_factory=dict)
+    _current: dict[str, int] = field(default_factory=dict)
+
+    def set(self, backends: Mapping[str, str] | None = None,
+            weights: Mapping[str, int] | None = None) -> None:
+        new_backends = dict(self.backends if backends is None else backends)
+        new_weights = dict(self.weights if weights is None else weights)
+        new_weights = {n: w for n, w in new_weights.items() if n in new_backends}
+        unknown = sorted(set(weights or {}) - set(new_backends))
+        if unknown:
+            raise ValueError(f"weights for unknown backends {unknown}")
+        if any(w < 0 for w in new_weights.values()):
+            raise ValueError("weights must be >= 0")
+        if new_backends and sum(new_weights.values()) <= 0:
+            raise ValueError("at least one backend needs a positive weight")
+        self.backends, self.weights = new_backends, new_weights
+        self._current = {n: 0 for n in new_weights}
+
+    def pick(self) -> tuple[str, str] | None:
+        """Smooth weighted round-robin: deterministic and exact over each cycle."""
+        total = 0
+        best: str | None = None
+        for name, weight in self.weights.items():
+            if weight <= 0:
+                continue
+            self._current[name] += weight
+            total += weight
+            if best is None or self._current[name] > self._current[best]:
+                best = name
+        if best is None:
+            return None
+        self._current[best] -= total
+        return best, self.backends[best]
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("backend",)
+        self.requests = Counter("shipyard_router_requests", "Routed requests by backend and "
+                                "HTTP status code.", ("backend", "code"), registry=self.registry)
+        self.ttft = Histogram("shipyard_router_time_to_first_token_seconds",
+                              "Request received to first response body byte (first token "
+                              "when streaming), as clients see it.", labels,
+                              buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.itl = Histogram("shipyard_router_inter_token_latency_seconds",
+                             "Gaps between streamed response chunks.", labels,
+                             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.e2e = Histogram("shipyard_router_e2e_request_latency_seconds",
+                             "Request received to last response byte.", labels,
+                             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("shipyard_router_requests_in_flight", "Requests being proxied.",
+                               labels, registry=self.registry)
+        self.weight = Gauge("shipyard_router_backend_weight", "Configured weight.", labels,
+                            registry=self.registry)
+        self.faults = Counter("shipyard_router_injected_faults", "Faults injected.",
+                              ("backend", "kind"), registry=self.registry)
+
+
+class Router:
+    def __init__(self, table: RoutingTable, *, seed: int = 0) -> None:
+        self.table = table
+        self.metrics = RouterMetrics()
+        self._random = random.Random(seed)
+        self._in_flight: dict[str, int] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._refresh_weight_gauges()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def on_startup(self, _: web.Application) -> None:
+        connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=30)
+        # No total timeout: a long generation is normal; connect failures surface fast.
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=600)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                              auto_decompress=False)
+
+    async def on_cleanup(self, _: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=2 << 20)
+        app.on_startup.append(self.on_startup)
+        app.on_cleanup.append(self.on_cleanup)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_get("/admin/state", self.state)
+        app.router.add_post("/admin/weights", self.set_weights)
+        app.router.add_post("/admin/backends", self.set_backends)
+        app.router.add_post("/admin/faults", self.set_faults)
+        app.router.add_route("*", "/{tail:.*}", self.proxy)
+        return app
+
+    # -- admin -------------------------------------------------------------------------------
+    async def health(self, _: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def metrics_page(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "backends": dict(self.table.backends),
+            "weights": dict(self.table.weights),
+            "faults": {n: asdict(f) for n, f in self.table.faults.items()},
+            "in_flight": dict(self._in_flight),
+        }
+
+    async def state(self, _: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def set_weights(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return self._apply(lambda: self.table.set(weights=_int_map(body.get("weights"))))
+
+    async def set_backends(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        backends = body.get("backends")
+        if not isinstance(backends, dict) or not all(
+            isinstance(u, str) and u.startswith("http://") for u in backends.values()
+        ):
+            return _bad("backends must map names to http:// base URLs")
+        weights = _int_map(body["weights"]) if "weights" in body else None
+        return self._apply(lambda: self.table.set(backends=backends, weights=weights))
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        faults = body.get("faults")
+        if not isinstance(faults, dict):
+            return _bad("faults must map backend names to fault specs")
+
+        def apply() -> None:
+            self.table.faults = {name: FaultSpec(**spec) for name, spec in faults.items()
+                                 if spec}
+
+        return self._apply(apply)
+
+    def _apply(self, change: Any) -> web.Response:
+        try:
+            change()
+        except (ValueError, TypeError) as exc:
+            return _bad(str(exc))
+        self._refresh_weight_gauges()
+        logger.info("routing: %s", self.snapshot())
+        return web.json_response(self.snapshot())
+
+    def _refresh_weight_gauges(self) -> None:
+        for name in self.table.backends:
+            self.metrics.weight.labels(backend=name).set(self.table.weights.get(name, 0))
+
+    # -- proxy -------------------------------------------------------------------------------
+    async def proxy(self, request: web.Request) -> web.StreamResponse:
+        if not request.path.startswith(ROUTED_PREFIXES):
+            return web.json_response({"error": {"message": f"no route {request.path}",
+                                                "type": "NotFoundError", "code": 404}},
+                                     status=404)
+        picked = self.table.pick()
+        if picked is None:
+            return web.json_response({"error": {"message": "no backend has a positive weight",
+                                                "type": "ServiceUnavailableError",
+                                                "code": 503}}, status=503)
+        name, base_url = picked
+        received = time.perf_counter()
+        # In flight by URL, not by name: after a promotion "stable" names the new engine
+        # while the old one still finishes its requests, and drain waits on the old URL.
+        self._in_flight[base_url] = self._in_flight.get(base_url, 0) + 1
+        self.metrics.in_flight.labels(backend=name).inc()
+        status = 502
+        try:
+            status, response = await self._forward(request, name, base_url, received)
+            return response
+        finally:
+            self._in_flight[base_url] -= 1
+            self.metrics.in_flight.labels(backend=name).dec()
+            self.metrics.requests.labels(backend=name, code=str(status)).inc()
+            self.metrics.e2e.labels(backend=name).observe(time.perf_counter() - received)
+
+    async def _forward(self, request: web.Request, name: str, base_url: str,
+                       received: float) -> tuple[int, web.StreamResponse]:
+        fault = self.table.faults.get(name)
+        if fault is not None and fault.added_latency_seconds > 0:
+            self.metrics.faults.labels(backend=name, kind="latency").inc()
+            await asyncio.sleep(fault.added_latency_seconds)
+        if fault is not None and fault.error_rate > 0 and self._random.random() < fault.error_rate:
+            self.metrics.faults.labels(backend=name, kind="error").inc()
+            self.metrics.ttft.labels(backend=name).observe(time.perf_counter() - received)
+            return fault.error_status, web.json_response(
+                {"error": {"message": f"injected fault on backend {name}",
+                           "type": "InjectedFault", "code": fault.error_status}},
+                status=fault.error_status, headers={BACKEND_HEADER: name})
+        assert self._session is not None
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        try:
+            upstream = await self._session.request(
+                request.method, base_url + request.rel_url.raw_path_qs, data=body,
+                headers=headers)
+        except (aiohttp.ClientError, OSError) as exc:
+            return 502, web.json_response(
+                {"error": {"message": f"backend {name} unreachable: {exc}",
+                           "type": "BadGateway", "code": 502}},
+                status=502, headers={BACKEND_HEADER: name})
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, headers={
+                **{k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP},
+                BACKEND_HEADER: name,
+            })
+            streaming = upstream.headers.get("content-type", "").startswith("text/event-stream")
+            await self._copy_body(upstream, response, request, name, received, streaming)
+            return upstream.status, response
+
+    async def _copy_body(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+                         request: web.Request, name: str, received: float,
+                         streaming: bool) -> None:
+        previous: float | None = None
+        prepared = False
+        async for chunk in upstream.content.iter_any():
+            now = time.perf_counter()
+            if previous is None:
+                self.metrics.ttft.labels(backend=name).observe(now - received)
+            elif streaming:
+                self.metrics.itl.labels(backend=name).observe(now - previous)
+            previous = now
+            if not prepared:
+                await response.prepare(request)
+                prepared = True
+            await response.write(chunk)
+        if not prepared:
+            self.metrics.ttft.labels(backend=name).observe(time.perf_counter() - received)
+            await response.prepare(request)
+        await response.write_eof()
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _int_map(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value.values()
+    ):
+        raise ValueError("weights must map backend names to integers")
+    return {str(k): int(v) for k, v in value.items()}
+
+
+def _bad(message: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "BadRequestError",
+                                        "code": 400}}, status=400)
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise SystemExit(f"--{what} {value!r}: expected NAME=VALUE")
+        out[name] = rest
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.router")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--backend", action="append", default=[], help="NAME=http://HOST:PORT")
+    parser.add_argument("--weight", action="append", default=[], help="NAME=INT")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault-injection RNG")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    table = RoutingTable()
+    try:
+        weights = {k: int(v) for k, v in _pairs(args.weight, "weight").items()}
+        table.set(backends=_pairs(args.backend, "backend"), weights=weights)
+    except ValueError as exc:
+        raise SystemExit(f"invalid routing: {exc}") from exc
+    router = Router(table, seed=args.seed)
+    # aiohttp stops on SIGTERM after finishing in-flight requests (shutdown_timeout).
+    web.run_app(router.build_app(), host=args.host, port=args.port, access_log=None,
+                print=None, shutdown_timeout=30.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Command-line entry for one training rank: ``torchrun ... -m training.launch``.
+
+The Flyte task calls `run_training` directly inside its Elastic workers; this entry runs the
+same function under plain torchrun (tests, benchmarks, debugging on a GPU box).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from common.errors import StageError
+from common.settings import load_settings
+from training.config import TrainConfig
+from training.loop import TrainPaths, run_training
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.launch")
+    parser.add_argument("--config-json", default="{}", help="TrainConfig fields as JSON")
+    parser.add_argument("--dataset-dir", type=Path, required=True)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--checkpoint-dir", type=Path, required=True)
+    parser.add_argument("--result-json", type=Path, help="rank 0 writes the result here")
+    args = parser.parse_args(argv)
+    try:
+        config = TrainConfig(**json.loads(args.config_json))
+    except TypeError as exc:
+        raise SystemExit(f"--config-json: {exc}") from exc
+    settings = load_settings()
+    paths = TrainPaths(args.dataset_dir, args.output_dir, args.checkpoint_dir,
+                       settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+    try:
+        result = run_training(config, paths)
+    except StageError as exc:
+        print(exc, flush=True)
+        return 2
+    if args.result_json is not None and result.model_dir.exists():
+        payload = dataclasses.asdict(result)
+        payload["model_dir"] = str(result.model_dir)
+        tmp = args.result_json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(args.result_json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
