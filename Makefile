@@ -45,6 +45,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict --site-dir site
 	$(BIN)/pytest -m "not gpu" $(ARGS)
 
 test-fast: install
