@@ -306,3 +306,35 @@ def test_readme_links_point_at_files_that_exist() -> None:
              if not re.match(r"^[a-z]+:", t) and not t.startswith("#")]
     broken = sorted({t for t in local if t and not (ROOT / t).exists()})
     assert not broken, f"README.md links to files that do not exist: {broken}"
+
+
+# Each stage page documents every field of the stage's config dataclass, one table row each.
+CONFIG_PAGES = {
+    ("data/config.py", "DataConfig"): "stages/validate_data.md",
+    ("training/config.py", "TrainConfig"): "stages/train.md",
+    ("eval/config.py", "EvalConfig"): "stages/evaluate.md",
+    ("registry/config.py", "RegisterConfig"): "stages/register.md",
+    ("deploy/config.py", "DeployConfig"): "stages/deploy_canary.md",
+}
+
+
+def _dataclass_fields(path: Path, name: str) -> list[str]:
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name)
+    return [s.target.id for s in cls.body
+            if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+
+
+@pytest.mark.parametrize(("source", "page"), [(k, v) for k, v in CONFIG_PAGES.items()],
+                         ids=[v for v in CONFIG_PAGES.values()])
+def test_every_config_field_is_on_its_stage_page(source: tuple[str, str], page: str) -> None:
+    path, name = source
+    text = (ROOT / "docs" / page).read_text()
+    section = re.search(r"^## Configuration.*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert section, f"docs/{page} has no '## Configuration' section"
+    rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", section.group(0), re.MULTILINE))
+    fields = _dataclass_fields(ROOT / path, name)
+    missing = [f for f in fields if f not in rows]
+    assert not missing, f"docs/{page} has no table row for {name} field(s) {missing}"
+    stale = sorted(rows - set(fields))
+    assert not stale, f"docs/{page} documents {name} fields that no longer exist: {stale}"
