@@ -31,7 +31,7 @@ from data.config import DataConfig
 from data.stage import validate_dataset
 from training.config import TrainConfig
 from training.data import BatchSchedule, load_examples, pack_examples
-from training.loop import TrainPaths, _build_optimizer, lr_factor, run_training
+from training.loop import TrainPaths, build_optimizer, lr_factor, run_training
 from training.model import build_model
 
 
@@ -43,7 +43,7 @@ def bare_loop(config: TrainConfig, dataset_dir: Path) -> list[float]:
                             config.seq_len)
     schedule = BatchSchedule(len(windows), config.global_batch_size, config.seed)
     model = build_model(config, tokenizer)
-    optimizer = _build_optimizer(model, config)
+    optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     accumulation = config.accumulation_steps(1)
     times = []

@@ -3,13 +3,16 @@
 Layout of one checkpoint (``<root>/step-00000050/``):
   DCP shards + ``.metadata``   model and optimizer state (sharded under FSDP)
   ``rng-rank{r}.pt``           each rank's torch RNG state
-  ``train_state.json``         step, data position, scheduler state, MLflow run id
+  ``train_state.json``         step, data position, scheduler state, MLflow run id, and the
+                               provenance (config and dataset digests) of the weights
   ``manifest.json``            sha256 of every file above, written last
 
 All ranks write into ``.step-00000050.partial``; once every rank is done, rank 0 hashes the
 files, writes the manifest and renames the directory. A directory without a manifest, or whose
 files do not match it, is never loaded: resume takes the newest checkpoint that verifies and
-warns about each one it skips.
+warns about each one it skips. A checkpoint whose provenance differs from the run's is refused
+outright (not skipped): its weights were trained from another config or other data, and a
+model finished from it would carry a config digest that does not describe how it was made.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from common.digests import sha256_file
+from common.errors import StageError
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,52 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
     return sorted(found, reverse=True)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the weights of a run are trained from; a resume must match it exactly."""
+
+    config_digest: str  # TrainConfig.digest()
+    config: dict[str, Any]  # the config itself, to name the fields that differ
+    dataset_digests: dict[str, str] = field(default_factory=dict)  # file/dir name -> sha256
+
+    def as_train_state(self) -> dict[str, Any]:
+        return {"config_digest": self.config_digest, "config": self.config,
+                "dataset_digests": self.dataset_digests}
+
+
+def check_provenance(path: Path, train_state: dict[str, Any], expected: Provenance) -> None:
+    """Refuse to resume from `path` unless it was written under `expected`'s config and data."""
+    recorded = train_state.get("config_digest")
+    if recorded != expected.config_digest:
+        old = train_state.get("config") or {}
+        changed = sorted(k for k in set(old) | set(expected.config)
+                         if old.get(k) != expected.config.get(k)) if old else []
+        raise StageError(
+            "TRAIN_CHECKPOINT_CONFIG_MISMATCH",
+            f"checkpoint {path} was written under train config digest {recorded}, but this run's "
+            f"config digest is {expected.config_digest}"
+            + (f" (fields that differ: {changed})" if changed else "")
+            + ". Resuming would finish a model the recorded config does not describe. Use a "
+            "fresh train.checkpoint_dir, or restore the config the checkpoint was written with.",
+            details={"checkpoint": str(path), "checkpoint_config_digest": recorded,
+                     "config_digest": expected.config_digest},
+        )
+    found: dict[str, str] = train_state.get("dataset_digests") or {}
+    differing = sorted(k for k in set(found) | set(expected.dataset_digests)
+                       if found.get(k) != expected.dataset_digests.get(k))
+    if differing:
+        pairs = "; ".join(f"{k}: checkpoint {found.get(k, 'not recorded')}, this run "
+                          f"{expected.dataset_digests.get(k, 'absent')}" for k in differing)
+        raise StageError(
+            "TRAIN_CHECKPOINT_DATASET_MISMATCH",
+            f"checkpoint {path} was trained on other data than this run's dataset ({pairs}). "
+            "Resuming would finish a model on two datasets. Use a fresh train.checkpoint_dir, "
+            "or restore the dataset the checkpoint was written with.",
+            details={"checkpoint": str(path), "checkpoint_dataset_digests": found,
+                     "dataset_digests": expected.dataset_digests},
+        )
 
 
 @dataclass
@@ -152,9 +202,13 @@ class CheckpointManager:
 
     # -- load ---------------------------------------------------------------------------
     def load_latest(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, provenance: Provenance
     ) -> dict[str, Any] | None:
-        """Restore the newest checkpoint that verifies; returns its train_state or None."""
+        """Restore the newest checkpoint that verifies; returns its train_state or None.
+
+        Raises StageError, on every rank and before loading any weights, if that checkpoint
+        was written under another config or dataset than `provenance`.
+        """
         choice: list[str | None] = [None]
         if self.rank == 0:
             choice[0] = self._newest_valid()
@@ -162,6 +216,8 @@ class CheckpointManager:
         if choice[0] is None:
             return None
         path = Path(choice[0])
+        train_state: dict[str, Any] = json.loads((path / TRAIN_STATE).read_text())
+        check_provenance(path, train_state, provenance)
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=str(path))
@@ -170,7 +226,6 @@ class CheckpointManager:
         rng_file = path / f"rng-rank{self.rank}.pt"
         if rng_file.is_file():  # absent when the world size changed: keep the fresh seed
             torch.set_rng_state(torch.load(rng_file, weights_only=True))
-        train_state: dict[str, Any] = json.loads((path / TRAIN_STATE).read_text())
         if self.rank == 0:
             logger.warning("resumed from checkpoint %s (step %d)", path, train_state["step"])
         return train_state

@@ -18,8 +18,22 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from common.digests import sha256_file, sha256_tree
 from common.errors import StageError
 from common.template import format_example
+
+# What training reads from a dataset directory; their digests are the run's data provenance.
+TRAIN_SPLIT, VALIDATION_SPLIT, TOKENIZER_DIR = "train.jsonl", "validation.jsonl", "tokenizer"
+
+
+def dataset_digests(dataset_dir: Path) -> dict[str, str]:
+    """sha256 of each split file training reads, and `sha256_tree` of the tokenizer: the same
+    values validate_data records (`split_digests`, `tokenizer_digest`)."""
+    return {
+        TRAIN_SPLIT: sha256_file(dataset_dir / TRAIN_SPLIT),
+        VALIDATION_SPLIT: sha256_file(dataset_dir / VALIDATION_SPLIT),
+        TOKENIZER_DIR: sha256_tree(dataset_dir / TOKENIZER_DIR),
+    }
 
 
 def load_examples(path: Path) -> list[tuple[str, str]]:

@@ -3,6 +3,10 @@
 Per optimizer step each rank runs ``accumulation_steps`` micro-batches of its slice of the
 global batch; DDP averages gradients (or FSDP2 reduce-scatters them), so the update equals a
 single-process step on the whole global batch up to float summation order.
+
+Read top to bottom: `run_training` -> `_setup` (data, model, optimizer, resume, MLflow) ->
+`_train` (one `train_step` per step, then metrics, validation and checkpoints) ->
+`_export_model` -> `_finish` (summary metrics, TrainResult).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +37,17 @@ from transformers import (
 from common.digests import model_root_digest
 from common.errors import StageError
 from training import distributed
-from training.checkpoint import CheckpointManager
+from training.checkpoint import CheckpointManager, Provenance
 from training.config import TrainConfig
-from training.data import BatchSchedule, load_examples, pack_examples
+from training.data import (
+    TOKENIZER_DIR,
+    TRAIN_SPLIT,
+    VALIDATION_SPLIT,
+    BatchSchedule,
+    dataset_digests,
+    load_examples,
+    pack_examples,
+)
 from training.model import build_model, count_parameters, flops_per_token
 from training.telemetry import MlflowLogger, peak_flops_per_second, peak_memory_bytes
 
@@ -75,16 +87,7 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _check_device_options(config: TrainConfig, device: torch.device) -> None:
-    if device.type != "cuda" and config.mixed_precision == "bf16":
-        raise StageError("CONFIG_INVALID", "train.mixed_precision='bf16' needs a CUDA device; "
-                         "this worker has none. Use mixed_precision: fp32 on CPU.")
-    if device.type != "cuda" and config.compile:
-        raise StageError("CONFIG_INVALID", "train.compile=true is supported on CUDA only; "
-                         "set compile: false on CPU.")
-
-
-def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on norms and biases (1-D tensors), as in GPT-2 / Llama training.
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
@@ -97,9 +100,192 @@ def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim
     )
 
 
+def run_training(config: TrainConfig, paths: TrainPaths) -> TrainResult:
+    """Train (or resume) and write the HF model directory; returns the same result on all
+    ranks, with `model_digest` computed by rank 0 and broadcast."""
+    info = distributed.setup(config.collective_timeout_seconds)
+    try:
+        return _run(config, paths, info)
+    finally:
+        distributed.teardown(info)
+
+
+def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> TrainResult:
+    _check_device_options(config, info.device)
+    job = _setup(config, paths, info)
+    try:
+        timings = _train(job)
+        model_dir, digest = _export_model(job.model, job.hf_model, job.data.tokenizer, config,
+                                          paths.output_dir, info)
+    except BaseException:
+        if job.mlflow is not None:
+            job.mlflow.finish("FAILED")
+        raise
+    return _finish(job, timings, model_dir, digest)
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+@dataclass
+class _Data:
+    tokenizer: PreTrainedTokenizerBase
+    train_windows: torch.Tensor  # (num_train_windows, seq_len + 1) int64 token ids
+    val_windows: torch.Tensor  # (num_val_windows, seq_len + 1)
+    schedule: BatchSchedule  # which train windows each step and rank uses
+
+
+@dataclass
+class _Job:
+    """Everything one `run_training` call builds before its first step."""
+
+    config: TrainConfig
+    info: distributed.Dist
+    data: _Data
+    hf_model: LlamaForCausalLM  # the module inside `model`; exported at the end
+    model: torch.nn.Module  # what trains: hf_model, or its DDP / FSDP2 / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    autocast: AbstractContextManager[Any]  # bf16 autocast on CUDA, else a no-op
+    checkpoints: CheckpointManager
+    provenance: Provenance  # config + dataset digests, saved with and checked on checkpoints
+    accumulation: int  # micro-batches per optimizer step on each rank
+    num_parameters: int
+    flops_per_token: float
+    peak_flops_per_second: float | None  # of one device; None where unknown (CPU)
+    start_step: int  # 0, or the step of the checkpoint resumed from
+    loss_curve: list[float]  # global mean loss per step, index = step - 1 (resumed included)
+    val_losses: dict[int, float]  # step -> validation loss
+    mlflow: MlflowLogger | None  # rank 0 only
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.config.global_batch_size * self.config.seq_len
+
+
+def _check_device_options(config: TrainConfig, device: torch.device) -> None:
+    if device.type != "cuda" and config.mixed_precision == "bf16":
+        raise StageError("CONFIG_INVALID", "train.mixed_precision='bf16' needs a CUDA device; "
+                         "this worker has none. Use mixed_precision: fp32 on CPU.")
+    if device.type != "cuda" and config.compile:
+        raise StageError("CONFIG_INVALID", "train.compile=true is supported on CUDA only; "
+                         "set compile: false on CPU.")
+
+
+def _setup(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> _Job:
+    """Data, model, optimizer, then the newest matching checkpoint and rank 0's MLflow run.
+
+    The order is part of the golden loss curve: the seed is set before the model is built,
+    so every rank starts from the same initial weights."""
+    accumulation = config.accumulation_steps(info.world_size)
+    torch.manual_seed(config.seed)
+    data = _load_data(config, paths.dataset_dir)
+    hf_model = build_model(config, data.tokenizer)
+    num_parameters = count_parameters(hf_model)
+    model = distributed.wrap_model(hf_model, config.parallelism, info)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    if config.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if config.mixed_precision == "bf16" else nullcontext())
+    checkpoints = CheckpointManager(paths.checkpoint_dir, keep=config.keep_checkpoints,
+                                    use_async=info.device.type == "cuda")
+    provenance = _provenance(config, paths.dataset_dir, info)
+    state = checkpoints.load_latest(model, optimizer, provenance) or {}
+    if state:
+        scheduler.load_state_dict(state["scheduler"])
+    mlflow = _start_mlflow(config, paths, info, state.get("mlflow_run_id"), num_parameters,
+                           accumulation)
+    return _Job(
+        config, info, data, hf_model, model, optimizer, scheduler, autocast, checkpoints,
+        provenance, accumulation, num_parameters,
+        flops_per_token(hf_model.config, config.seq_len, num_parameters),
+        peak_flops_per_second(info.device), start_step=state.get("step", 0),
+        loss_curve=state.get("loss_curve", []),
+        val_losses={int(k): v for k, v in state.get("val_losses", {}).items()}, mlflow=mlflow,
+    )
+
+
+def _load_data(config: TrainConfig, dataset_dir: Path) -> _Data:
+    tokenizer = AutoTokenizer.from_pretrained(dataset_dir / TOKENIZER_DIR)
+    train_windows = pack_examples(load_examples(dataset_dir / TRAIN_SPLIT), tokenizer,
+                                  config.seq_len)
+    val_windows = pack_examples(load_examples(dataset_dir / VALIDATION_SPLIT), tokenizer,
+                                config.seq_len)
+    schedule = BatchSchedule(len(train_windows), config.global_batch_size, config.seed)
+    return _Data(tokenizer, train_windows, val_windows, schedule)
+
+
+def _provenance(config: TrainConfig, dataset_dir: Path, info: distributed.Dist) -> Provenance:
+    """Rank 0 hashes the dataset once and shares the digests (every rank reads the same files)."""
+    digests: list[dict[str, str] | None] = [None]
+    if info.rank == 0:
+        digests[0] = dataset_digests(dataset_dir)
+    torch.distributed.broadcast_object_list(digests, src=0)
+    assert digests[0] is not None
+    return Provenance(config.digest(), json.loads(config.to_json()), digests[0])
+
+
+def _start_mlflow(
+    config: TrainConfig, paths: TrainPaths, info: distributed.Dist, resumed_run_id: str | None,
+    num_parameters: int, accumulation: int,
+) -> MlflowLogger | None:
+    """Rank 0 logs to MLflow; a resumed run reopens the run its checkpoint names."""
+    if info.rank != 0:
+        return None
+    return MlflowLogger(
+        paths.mlflow_tracking_uri, paths.mlflow_artifact_root, config.mlflow_experiment,
+        resumed_run_id,
+        {**json.loads(config.to_json()), "num_parameters": num_parameters,
+         "world_size": info.world_size, "accumulation_steps": accumulation},
+    )
+
+
+# -- one optimizer step -----------------------------------------------------------------------
+
+@dataclass
+class StepOutcome:
+    loss: float  # this rank's mean loss over its micro-batches (not yet averaged over ranks)
+    grad_norm: torch.Tensor  # () global L2 norm of the gradients before clipping
+    learning_rate: float  # the rate this step's update used
+
+
+def train_step(job: _Job, step: int) -> StepOutcome:
+    """Accumulate this rank's micro-batches of 0-based `step`, clip, and update."""
+    micro_batches = job.data.schedule.rank_micro_batches(
+        step, job.info.rank, job.info.world_size, job.config.micro_batch_size)
+    loss = _accumulate_gradients(job, micro_batches)
+    grad_norm = torch.nn.utils.clip_grad_norm_(job.model.parameters(),
+                                               job.config.grad_clip_norm)
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
+        grad_norm = grad_norm.full_tensor()
+    learning_rate = float(job.scheduler.get_last_lr()[0])  # read before the scheduler moves
+    job.optimizer.step()
+    job.scheduler.step()
+    job.optimizer.zero_grad(set_to_none=True)
+    return StepOutcome(loss, grad_norm, learning_rate)
+
+
+def _accumulate_gradients(job: _Job, micro_batches: list[torch.Tensor]) -> float:
+    """Backward each (micro_batch_size,) batch of window indices with its loss scaled by
+    1/accumulation, so the summed gradient is the mean over this rank's slice; returns that
+    slice's mean loss."""
+    no_sync = getattr(job.model, "no_sync", None)  # DDP: all-reduce on the last backward only
+    step_loss = 0.0
+    for i, micro in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with nullcontext() if last or no_sync is None else no_sync():
+            loss = _micro_loss(job.model, job.data.train_windows[micro], job.info.device,
+                               job.autocast)
+            (loss / job.accumulation).backward()
+        step_loss += float(loss.detach()) / job.accumulation
+    return step_loss
+
+
 def _micro_loss(
     model: torch.nn.Module, windows: torch.Tensor, device: torch.device, autocast: Any
 ) -> torch.Tensor:
+    """Mean next-token cross-entropy of (B, seq_len + 1) windows."""
     batch = windows.to(device, non_blocking=True)
     inputs, labels = batch[:, :-1], batch[:, 1:]  # (B, T) each
     with autocast:
@@ -122,147 +308,122 @@ def _validation_loss(
     return distributed.all_reduce_mean(total / config.eval_batches, info)
 
 
-def run_training(config: TrainConfig, paths: TrainPaths) -> TrainResult:
-    """Train (or resume) and write the HF model directory; returns the same result on all
-    ranks, with `model_digest` computed by rank 0 and broadcast."""
-    info = distributed.setup(config.collective_timeout_seconds)
-    try:
-        return _run(config, paths, info)
-    finally:
-        distributed.teardown(info)
+# -- the loop ---------------------------------------------------------------------------------
+
+@dataclass
+class _Timings:
+    step_seconds: list[float] = field(default_factory=list)  # train_step only
+    iteration_seconds: list[float] = field(default_factory=list)  # + metrics, eval, checkpoint
 
 
-def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> TrainResult:
-    _check_device_options(config, info.device)
-    accumulation = config.accumulation_steps(info.world_size)
-    torch.manual_seed(config.seed)  # same initial weights on every rank
-    tokenizer = AutoTokenizer.from_pretrained(paths.dataset_dir / "tokenizer")
-    train_windows = pack_examples(load_examples(paths.dataset_dir / "train.jsonl"),
-                                  tokenizer, config.seq_len)
-    val_windows = pack_examples(load_examples(paths.dataset_dir / "validation.jsonl"),
-                                tokenizer, config.seq_len)
-    schedule = BatchSchedule(len(train_windows), config.global_batch_size, config.seed)
-
-    hf_model = build_model(config, tokenizer)
-    num_parameters = count_parameters(hf_model)
-    flops_token = flops_per_token(hf_model.config, config.seq_len, num_parameters)
-    model = distributed.wrap_model(hf_model, config.parallelism, info)
-    optimizer = _build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-    if config.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
-    use_cuda = info.device.type == "cuda"
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if config.mixed_precision == "bf16" else nullcontext())
-
-    checkpoints = CheckpointManager(paths.checkpoint_dir, keep=config.keep_checkpoints,
-                                    use_async=use_cuda)
-    state = checkpoints.load_latest(model, optimizer) or {}
-    start_step: int = state.get("step", 0)
-    if state:
-        scheduler.load_state_dict(state["scheduler"])
-    loss_curve: list[float] = state.get("loss_curve", [])
-    val_losses: dict[int, float] = {int(k): v for k, v in state.get("val_losses", {}).items()}
-
-    mlflow_logger = None
-    if info.rank == 0:
-        mlflow_logger = MlflowLogger(
-            paths.mlflow_tracking_uri, paths.mlflow_artifact_root, config.mlflow_experiment,
-            state.get("mlflow_run_id"),
-            {**json.loads(config.to_json()), "num_parameters": num_parameters,
-             "world_size": info.world_size, "accumulation_steps": accumulation},
-        )
-    peak = peak_flops_per_second(info.device)
-    tokens_per_step = config.global_batch_size * config.seq_len
-    progress = tqdm(total=config.max_steps, initial=start_step, disable=info.rank != 0,
+def _train(job: _Job) -> _Timings:
+    config, info = job.config, job.info
+    progress = tqdm(total=config.max_steps, initial=job.start_step, disable=info.rank != 0,
                     desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
-    step_seconds: list[float] = []
-    iteration_seconds: list[float] = []
-    model.train()
-    try:
-        for step in range(start_step, config.max_steps):
-            started = time.perf_counter()
-            micro_batches = schedule.rank_micro_batches(step, info.rank, info.world_size,
-                                                        config.micro_batch_size)
-            step_loss = 0.0
-            for i, micro in enumerate(micro_batches):
-                last = i == len(micro_batches) - 1
-                no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce on the last only
-                sync = nullcontext() if last or no_sync is None else no_sync()
-                with sync:
-                    loss = _micro_loss(model, train_windows[micro], info.device, autocast)
-                    (loss / accumulation).backward()
-                step_loss += float(loss.detach()) / accumulation
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-            if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
-                grad_norm = grad_norm.full_tensor()
-            lr = float(scheduler.get_last_lr()[0])
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if use_cuda:
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - started
-            step_seconds.append(seconds)
-            global_loss = distributed.all_reduce_mean(step_loss, info)
-            loss_curve.append(global_loss)
-            done = step + 1
-            metrics: dict[str, float] = {
-                "loss": global_loss, "grad_norm": float(grad_norm), "lr": lr,
-                "step_seconds": seconds, "tokens_per_second": tokens_per_step / seconds,
-                "peak_memory_bytes": float(peak_memory_bytes(info.device)),
-            }
-            if peak is not None:
-                metrics["mfu"] = flops_token * tokens_per_step / seconds / (peak * info.world_size)
-            if done % config.eval_every_steps == 0 or done == config.max_steps:
-                val_losses[done] = _validation_loss(model, val_windows, config, info, autocast)
-                metrics["val_loss"] = val_losses[done]
-            if mlflow_logger is not None:
-                mlflow_logger.log_step(done, metrics)
-            progress.update(1)
-            progress.set_postfix(loss=f"{global_loss:.4f}", lr=f"{lr:.2e}")
-            if done % config.checkpoint_every_steps == 0 or done == config.max_steps:
-                checkpoints.save(done, model, optimizer, {
-                    "step": done, "samples_consumed": done * config.global_batch_size,
-                    "scheduler": scheduler.state_dict(), "loss_curve": loss_curve,
-                    "val_losses": val_losses, "config_digest": config.digest(),
-                    "mlflow_run_id": mlflow_logger.run_id if mlflow_logger else None,
-                })
-            iteration_seconds.append(time.perf_counter() - started)
-        checkpoints.finalize()
-        progress.close()
-        model_dir, digest = _export_model(model, hf_model, tokenizer, config, paths.output_dir,
-                                          info)
-    except BaseException:
-        if mlflow_logger is not None:
-            mlflow_logger.finish("FAILED")
-        raise
+    timings = _Timings()
+    job.model.train()
+    for step in range(job.start_step, config.max_steps):
+        started = time.perf_counter()
+        outcome = train_step(job, step)
+        if info.device.type == "cuda":
+            torch.cuda.synchronize()  # the step's time includes its queued GPU work
+        seconds = time.perf_counter() - started
+        timings.step_seconds.append(seconds)
+        done = step + 1
+        global_loss = _record_step(job, done, outcome, seconds)
+        progress.update(1)
+        progress.set_postfix(loss=f"{global_loss:.4f}", lr=f"{outcome.learning_rate:.2e}")
+        if _is_due(done, config.checkpoint_every_steps, config.max_steps):
+            _save_checkpoint(job, done)
+        timings.iteration_seconds.append(time.perf_counter() - started)
+    job.checkpoints.finalize()
+    progress.close()
+    return timings
 
+
+def _is_due(done: int, every_steps: int, max_steps: int) -> bool:
+    return done % every_steps == 0 or done == max_steps
+
+
+def _record_step(job: _Job, done: int, outcome: StepOutcome, seconds: float) -> float:
+    """Average the loss over ranks, validate when due, log; returns the global loss."""
+    global_loss = distributed.all_reduce_mean(outcome.loss, job.info)
+    job.loss_curve.append(global_loss)
+    metrics = _step_metrics(job, global_loss, outcome, seconds)
+    if _is_due(done, job.config.eval_every_steps, job.config.max_steps):
+        job.val_losses[done] = _validation_loss(job.model, job.data.val_windows, job.config,
+                                                job.info, job.autocast)
+        metrics["val_loss"] = job.val_losses[done]
+    if job.mlflow is not None:
+        job.mlflow.log_step(done, metrics)
+    return global_loss
+
+
+def _step_metrics(
+    job: _Job, global_loss: float, outcome: StepOutcome, seconds: float
+) -> dict[str, float]:
+    metrics = {
+        "loss": global_loss, "grad_norm": float(outcome.grad_norm),
+        "lr": outcome.learning_rate, "step_seconds": seconds,
+        "tokens_per_second": job.tokens_per_step / seconds,
+        "peak_memory_bytes": float(peak_memory_bytes(job.info.device)),
+    }
+    if (mfu := _mfu(job, seconds)) is not None:
+        metrics["mfu"] = mfu
+    return metrics
+
+
+def _mfu(job: _Job, step_seconds: float) -> float | None:
+    """Model FLOPs utilisation over all ranks; None where the device's peak is unknown."""
+    if job.peak_flops_per_second is None:
+        return None
+    return (job.flops_per_token * job.tokens_per_step / step_seconds
+            / (job.peak_flops_per_second * job.info.world_size))
+
+
+def _save_checkpoint(job: _Job, done: int) -> None:
+    job.checkpoints.save(done, job.model, job.optimizer, {
+        "step": done, "samples_consumed": done * job.config.global_batch_size,
+        "scheduler": job.scheduler.state_dict(), "loss_curve": job.loss_curve,
+        "val_losses": job.val_losses,
+        "mlflow_run_id": job.mlflow.run_id if job.mlflow else None,
+        **job.provenance.as_train_state(),
+    })
+
+
+# -- finalisation -----------------------------------------------------------------------------
+
+def _finish(job: _Job, timings: _Timings, model_dir: Path, digest: str) -> TrainResult:
+    final = _final_metrics(job, timings.step_seconds)
+    run_id = ""
+    if job.mlflow is not None:
+        job.mlflow.log_step(job.config.max_steps, {
+            k if k.startswith("final") else f"final_{k}": v
+            for k, v in final.items() if math.isfinite(v)
+        })
+        job.mlflow.set_tag("shipyard.model_digest", digest)
+        run_id = job.mlflow.run_id
+        job.mlflow.finish()
+    return TrainResult(model_dir, digest, job.num_parameters, job.loss_curve, job.val_losses,
+                       final, run_id, job.start_step, job.info.rank, timings.iteration_seconds)
+
+
+def _final_metrics(job: _Job, step_seconds: list[float]) -> dict[str, float]:
     # Steady-state timing: skip the first step of this process (allocator and thread warm-up).
     steady = step_seconds[1:] or step_seconds
     mean_step = sum(steady) / len(steady) if steady else float("nan")
     final = {
-        "final_loss": loss_curve[-1],
-        "final_val_loss": val_losses.get(config.max_steps, float("nan")),
-        "num_parameters": float(num_parameters),
+        "final_loss": job.loss_curve[-1],
+        "final_val_loss": job.val_losses.get(job.config.max_steps, float("nan")),
+        "num_parameters": float(job.num_parameters),
         "mean_step_seconds": mean_step,
-        "tokens_per_second": tokens_per_step / mean_step if steady else float("nan"),
-        "world_size": float(info.world_size),
-        "peak_memory_bytes": float(peak_memory_bytes(info.device)),
+        "tokens_per_second": job.tokens_per_step / mean_step if steady else float("nan"),
+        "world_size": float(job.info.world_size),
+        "peak_memory_bytes": float(peak_memory_bytes(job.info.device)),
     }
-    if peak is not None and steady:
-        final["mfu"] = flops_token * tokens_per_step / mean_step / (peak * info.world_size)
-    run_id = ""
-    if mlflow_logger is not None:
-        mlflow_logger.log_step(config.max_steps, {
-            k if k.startswith("final") else f"final_{k}": v
-            for k, v in final.items() if math.isfinite(v)
-        })
-        mlflow_logger.set_tag("shipyard.model_digest", digest)
-        run_id = mlflow_logger.run_id
-        mlflow_logger.finish()
-    return TrainResult(model_dir, digest, num_parameters, loss_curve, val_losses, final,
-                       run_id, start_step, info.rank, iteration_seconds)
+    if steady and (mfu := _mfu(job, mean_step)) is not None:
+        final["mfu"] = mfu
+    return final
 
 
 def _export_model(
