@@ -8,12 +8,12 @@ flight to it (and the engine itself drains on SIGTERM), so traffic changes lose 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,13 @@ from serving.process import (
     stop_process_group,
     wait_until_healthy,
 )
-from serving.router import FaultSpec
+from serving.router import (
+    AdminClient,
+    FaultSpec,
+    read_admin_token,
+    write_admin_token,
+    write_allowed_backends,
+)
 from serving.vllm_engine import local_environment
 
 logger = logging.getLogger(__name__)
@@ -75,12 +81,36 @@ class LocalBackend:
         engines = {r.role: r.base_url for r in (self.state.stable, self.state.canary) if r}
         return ScrapeMetricsSource(self.router_url, engines)
 
+    @property
+    def admin_token_path(self) -> Path:
+        return state_path(self.home, self.name).parent / "router-admin.token"
+
+    @property
+    def allowed_backends_path(self) -> Path:
+        return state_path(self.home, self.name).parent / "router-backends.json"
+
+    def admin_client(self) -> AdminClient:
+        router = self.state.router
+        if router is None or router.admin_port is None:
+            raise StageError("DEPLOY_ROUTER_MISSING",
+                             f"deployment {self.name} has no router with an admin listener")
+        return AdminClient(f"http://127.0.0.1:{router.admin_port}",
+                           read_admin_token(self.admin_token_path))
+
     def save(self) -> Path:
+        # The router may route only to engines this deployment records (its allow-list).
+        engines = [r.base_url for r in (self.state.stable, self.state.canary) if r is not None]
+        self.allowed_backends_path.parent.mkdir(parents=True, exist_ok=True)
+        write_allowed_backends(self.allowed_backends_path, engines)
         return save_state(self.home, self.state)
 
     @property
     def endpoint(self) -> str:
         return self.router_url
+
+    @property
+    def needs_load_generator(self) -> bool:
+        return True  # a loopback router: nobody but the stage sends it requests
 
     def running_stable_version(self) -> str | None:
         return self.state.stable.model_version if self.state.stable else None
@@ -132,10 +162,15 @@ class LocalBackend:
             return self.state.router
         if self.state.stable is None:
             raise StageError("DEPLOY_NO_STABLE", "start the stable before the router")
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         log_path = self.log_dir / f"router-{port}.log"
+        write_admin_token(self.admin_token_path)
+        self.save()  # the allow-list names the stable before the router reads it
         command = [sys.executable, "-m", "serving.router", "--port", str(port),
-                   "--backend", f"stable={self.state.stable.base_url}", "--weight", "stable=100"]
+                   "--backend", f"stable={self.state.stable.base_url}", "--weight", "stable=100",
+                   "--admin-port", str(admin_port),
+                   "--admin-token-file", str(self.admin_token_path),
+                   "--allowed-backends-file", str(self.allowed_backends_path)]
         process = spawn(command, env=local_environment(os.environ, PROJECT_ROOT),
                         log_path=log_path, cwd=PROJECT_ROOT)
         try:
@@ -146,7 +181,8 @@ class LocalBackend:
             stop_process_group(process.pid, process, grace_seconds=5)
             raise
         self.state.router = ServerRecord(role="router", kind="router", pid=process.pid,
-                                         port=port, log_path=str(log_path))
+                                         port=port, log_path=str(log_path),
+                                         admin_port=admin_port)
         self.save()
         return self.state.router
 
@@ -215,13 +251,12 @@ class LocalBackend:
         stop_process_group(record.pid, grace_seconds=30)
 
     def _admin(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.router_url}/admin/{path}", data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"}, method="POST")
-        return _json(request)
+        client = self.admin_client()
+        return _call(lambda: client.post(path, body), f"{client.admin_url}/admin/{path}")
 
     def _admin_get(self, path: str) -> dict[str, Any]:
-        return _json(urllib.request.Request(f"{self.router_url}/admin/{path}"))
+        client = self.admin_client()
+        return _call(lambda: client.get(path), f"{client.admin_url}/admin/{path}")
 
 
 def warm_up(base_url: str, served_model_name: str) -> None:
@@ -240,13 +275,12 @@ def warm_up(base_url: str, served_model_name: str) -> None:
                          f"{result.to_dict()}")
 
 
-def _json(request: urllib.request.Request) -> dict[str, Any]:
+def _call(send: Callable[[], dict[str, Any]], url: str) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return dict(json.loads(response.read()))
+        return send()
     except urllib.error.HTTPError as exc:
         raise StageError("DEPLOY_ROUTER_REFUSED",
-                         f"router refused {request.full_url}: {exc.read().decode()}") from exc
+                         f"router refused {url}: {exc.read().decode()}") from exc
     except OSError as exc:
         raise StageError("DEPLOY_ROUTER_UNREACHABLE",
-                         f"router at {request.full_url} unreachable: {exc}") from exc
+                         f"router at {url} unreachable: {exc}") from exc

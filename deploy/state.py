@@ -31,6 +31,7 @@ class ServerRecord:
     model_version: str | None = None
     model_digest: str | None = None
     model_dir: str | None = None
+    admin_port: int | None = None  # the router's admin listener (router records only)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property

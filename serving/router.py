@@ -4,8 +4,14 @@
 
 - Traffic split: smooth weighted round-robin (nginx's), so 10 % means exactly one request in
   ten, not "about 10 % on average": a short bake sees the split it asked for.
-- Weights, backends and faults change at run time through `/admin/*`; a request keeps the
-  backend it was routed to, so a change never drops or reroutes one in flight.
+- Weights, backends and faults change at run time through `/admin/*`, served on a listener of
+  its own (a second loopback port, never the serving port) that answers only requests with
+  the deployment's bearer token (kept in a 0600 file), a loopback `Host` (no DNS rebinding)
+  and, for changes, `Content-Type: application/json`. Backends must be loopback URLs listed in
+  the deployment's allow-list file: the router routes only to the deployment's own engines.
+  A request keeps the backend it was routed to, so a change never drops or reroutes one in
+  flight.
+- `/v1/models` answers with the engines' model list minus local paths (`root`, `parent`).
 - Fault injection per backend (added latency before forwarding, an error rate answered by the
   router itself) works the same in front of vLLM and the local engine.
 - `/metrics` has what clients saw, per backend: status codes, time to first byte (first
@@ -17,12 +23,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
+import json
 import logging
+import os
 import random
+import secrets
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -47,6 +61,12 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "prox
                          "te", "trailers", "transfer-encoding", "upgrade", "host",
                          "content-length"})
 ROUTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/tokenizer_info")
+# Request bodies above this are refused (413), chunked uploads included: aiohttp counts the
+# bytes it reads whatever the framing.
+MAX_BODY_BYTES = 2 << 20
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+# Fields of an OpenAI model card that carry a local filesystem path on vLLM.
+_PATH_FIELDS = ("root", "parent")
 
 
 @dataclass(frozen=True)
@@ -125,9 +145,60 @@ class RouterMetrics:
                               ("backend", "kind"), registry=self.registry)
 
 
+class BackendAllowList:
+    """The engines this router may route to: loopback base URLs read from a JSON file (a list
+    of strings) that the deployment rewrites whenever it starts or stops an engine. Re-read
+    on every change request, so a new engine is allowed as soon as the deployment lists it.
+    `None` (no file given) allows any loopback URL: for tests and benchmarks only."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def refused(self, urls: Any) -> list[str]:
+        allowed: set[str] | None = None
+        if self.path is not None:
+            try:
+                allowed = {str(u).rstrip("/") for u in json.loads(self.path.read_text())}
+            except (OSError, ValueError, TypeError):
+                allowed = set()  # unreadable list: fail closed
+        refused = []
+        for url in urls:
+            host = urllib.parse.urlsplit(url).hostname or ""
+            if host not in {"127.0.0.1", "localhost", "::1"} or (
+                    allowed is not None and url.rstrip("/") not in allowed):
+                refused.append(url)
+        return refused
+
+
+class AdminGuard:
+    """Authentication of the admin listener: bearer token (constant-time compare), loopback
+    Host header (a browser page reached through DNS rebinding sends its own host name), JSON
+    content type on changes (a cross-site form cannot send it without a CORS preflight)."""
+
+    def __init__(self, token: str, port: int) -> None:
+        if len(token) < 32:
+            raise ValueError("admin token must have at least 32 characters")
+        self._expected = f"Bearer {token}".encode()
+        self.allowed_hosts = {f"{h}:{port}" for h in LOOPBACK_HOSTS}
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.host not in self.allowed_hosts:
+            return _refuse(421, "MisdirectedRequest", f"Host {request.host!r} is not loopback")
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._expected):
+            return _refuse(401, "AuthenticationError", "missing or wrong admin bearer token")
+        if request.method == "POST" and request.content_type != "application/json":
+            return _refuse(415, "UnsupportedMediaType", "admin changes must be application/json")
+        result: web.StreamResponse = await handler(request)
+        return result
+
+
 class Router:
-    def __init__(self, table: RoutingTable, *, seed: int = 0) -> None:
+    def __init__(self, table: RoutingTable, *, seed: int = 0,
+                 allow_list: BackendAllowList | None = None) -> None:
         self.table = table
+        self.allow_list = allow_list or BackendAllowList(None)
         self.metrics = RouterMetrics()
         self._random = random.Random(seed)
         self._in_flight: dict[str, int] = {}
@@ -147,16 +218,22 @@ class Router:
             await self._session.close()
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=2 << 20)
+        """The serving listener: health, metrics and the proxied API; no admin routes."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.on_startup.append(self.on_startup)
         app.on_cleanup.append(self.on_cleanup)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_route("*", "/{tail:.*}", self.proxy)
+        return app
+
+    def build_admin_app(self, guard: AdminGuard) -> web.Application:
+        """The admin listener (its own port): every request passes `guard` first."""
+        app = web.Application(client_max_size=64 << 10, middlewares=[guard.middleware])
         app.router.add_get("/admin/state", self.state)
         app.router.add_post("/admin/weights", self.set_weights)
         app.router.add_post("/admin/backends", self.set_backends)
         app.router.add_post("/admin/faults", self.set_faults)
-        app.router.add_route("*", "/{tail:.*}", self.proxy)
         return app
 
     # -- admin -------------------------------------------------------------------------------
@@ -189,6 +266,13 @@ class Router:
             isinstance(u, str) and u.startswith("http://") for u in backends.values()
         ):
             return _bad("backends must map names to http:// base URLs")
+        refused = self.allow_list.refused(backends.values())
+        if refused:
+            logger.warning("refused backends %s: not this deployment's engines", refused)
+            return web.json_response({"error": {
+                "message": f"backends {refused} are not this deployment's engines (loopback "
+                           "URLs listed in the router's allow-list file)",
+                "type": "ForbiddenError", "code": 403}}, status=403)
         weights = _int_map(body["weights"]) if "weights" in body else None
         return self._apply(lambda: self.table.set(backends=backends, weights=weights))
 
@@ -270,6 +354,9 @@ class Router:
                            "type": "BadGateway", "code": 502}},
                 status=502, headers={BACKEND_HEADER: name})
         async with upstream:
+            if request.path == "/v1/models" and upstream.status == 200:
+                return upstream.status, await self._models_without_paths(upstream, name,
+                                                                          received)
             response = web.StreamResponse(status=upstream.status, headers={
                 **{k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP},
                 BACKEND_HEADER: name,
@@ -277,6 +364,23 @@ class Router:
             streaming = upstream.headers.get("content-type", "").startswith("text/event-stream")
             await self._copy_body(upstream, response, request, name, received, streaming)
             return upstream.status, response
+
+    async def _models_without_paths(self, upstream: aiohttp.ClientResponse, name: str,
+                                    received: float) -> web.Response:
+        """vLLM's model cards carry the model directory (`root`): a client learns nothing
+        about the host's filesystem from the router."""
+        self.metrics.ttft.labels(backend=name).observe(time.perf_counter() - received)
+        try:
+            listing = json.loads(await upstream.read())
+            for card in listing.get("data", []):
+                for key in _PATH_FIELDS:
+                    if isinstance(card.get(key), str) and "/" in card[key]:
+                        card[key] = card.get("id")
+        except (ValueError, AttributeError, TypeError):
+            return web.json_response({"error": {"message": "backend sent a malformed model "
+                                                "list", "type": "BadGateway", "code": 502}},
+                                     status=502, headers={BACKEND_HEADER: name})
+        return web.json_response(listing, headers={BACKEND_HEADER: name})
 
     async def _copy_body(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
                          request: web.Request, name: str, received: float,
@@ -316,6 +420,11 @@ def _int_map(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in value.items()}
 
 
+def _refuse(status: int, kind: str, message: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind, "code": status}},
+                             status=status)
+
+
 def _bad(message: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": "BadRequestError",
                                         "code": 400}}, status=400)
@@ -338,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", action="append", default=[], help="NAME=http://HOST:PORT")
     parser.add_argument("--weight", action="append", default=[], help="NAME=INT")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault-injection RNG")
+    parser.add_argument("--admin-port", type=int, required=True,
+                        help="loopback port of the admin listener")
+    parser.add_argument("--admin-token-file", type=Path, required=True,
+                        help="file holding the admin bearer token (mode 0600)")
+    parser.add_argument("--allowed-backends-file", type=Path, default=None,
+                        help="JSON list of the base URLs the router may route to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     table = RoutingTable()
@@ -346,11 +461,87 @@ def main(argv: list[str] | None = None) -> int:
         table.set(backends=_pairs(args.backend, "backend"), weights=weights)
     except ValueError as exc:
         raise SystemExit(f"invalid routing: {exc}") from exc
-    router = Router(table, seed=args.seed)
-    # aiohttp stops on SIGTERM after finishing in-flight requests (shutdown_timeout).
-    web.run_app(router.build_app(), host=args.host, port=args.port, access_log=None,
-                print=None, shutdown_timeout=30.0)
+    token = read_admin_token(args.admin_token_file)
+    allow_list = BackendAllowList(args.allowed_backends_file)
+    refused = allow_list.refused(table.backends.values())
+    if refused:
+        raise SystemExit(f"invalid routing: backends {refused} are not in the allow-list")
+    router = Router(table, seed=args.seed, allow_list=allow_list)
+    asyncio.run(_serve(router, args.host, args.port, AdminGuard(token, args.admin_port),
+                       args.admin_port))
     return 0
+
+
+async def _serve(router: Router, host: str, port: int, guard: AdminGuard,
+                 admin_port: int) -> None:
+    """Both listeners until SIGTERM/SIGINT; then stop accepting and let in-flight requests
+    finish (up to 30 s), as aiohttp's run_app does."""
+    import signal
+
+    runners = [web.AppRunner(router.build_app(), access_log=None, shutdown_timeout=30.0),
+               web.AppRunner(router.build_admin_app(guard), access_log=None)]
+    for runner in runners:
+        await runner.setup()
+    await web.TCPSite(runners[0], host, port).start()
+    await web.TCPSite(runners[1], "127.0.0.1", admin_port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+# -- admin token and client ------------------------------------------------------------------
+def write_admin_token(path: Path) -> str:
+    """A fresh random token in a new file only its owner can read (0600 from creation)."""
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token)
+    return token
+
+
+def read_admin_token(path: Path) -> str:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise SystemExit(f"{path}: admin token file has mode {oct(mode)}; it must be 0600 "
+                         f"(chmod 600 {path})")
+    return path.read_text().strip()
+
+
+def write_allowed_backends(path: Path, urls: list[str]) -> None:
+    """Atomically replace the allow-list file (0600) with `urls`."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(sorted(set(urls)), handle)
+    tmp.replace(path)
+
+
+class AdminClient:
+    """The deployment's side of the admin API (stdlib HTTP, bearer token, 10 s deadline)."""
+
+    def __init__(self, admin_url: str, token: str, timeout_seconds: float = 10.0) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        self._token = token
+        self.timeout_seconds = timeout_seconds
+
+    def get(self, path: str) -> dict[str, Any]:
+        return self._send(urllib.request.Request(f"{self.admin_url}/admin/{path}"))
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._send(urllib.request.Request(
+            f"{self.admin_url}/admin/{path}", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"}, method="POST"))
+
+    def _send(self, request: urllib.request.Request) -> dict[str, Any]:
+        request.add_header("Authorization", f"Bearer {self._token}")
+        with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            return dict(json.loads(response.read()))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@ lose no request, fault injection per backend visible in its per-backend metrics.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,10 +27,15 @@ from serving.process import (
     stop_process_group,
     wait_until_healthy,
 )
-from serving.router import BACKEND_HEADER
+from serving.router import (
+    BACKEND_HEADER,
+    AdminClient,
+    write_admin_token,
+    write_allowed_backends,
+)
 from serving.vllm_engine import local_environment
 from tests.deploy.conftest import SHARED_SERVER_PIDS, assert_servers_gone
-from tests.deploy.http import request
+from tests.deploy.http import Reply, request
 
 pytestmark = pytest.mark.integration
 NAME = "tiny-router"
@@ -37,11 +46,12 @@ class Setup:
     stable: EngineProcess
     canary: EngineProcess
     router_url: str
+    admin_url: str
+    token: str
+    allowed_backends_file: Path
 
     def admin(self, path: str, body: dict[str, object]) -> dict[str, object]:
-        reply = request(f"{self.router_url}/admin/{path}", body)
-        assert reply.status == 200, reply.body
-        return reply.json()
+        return AdminClient(self.admin_url, self.token).post(path, body)
 
     def chat(self) -> str:
         reply = request(f"{self.router_url}/v1/chat/completions",
@@ -58,10 +68,15 @@ def servers(model_dirs: dict[str, Path],
     tmp_path = tmp_path_factory.mktemp("router")
     with start_engine("local", model_dirs["stable"], NAME, log_dir=tmp_path) as stable, \
             start_engine("local", model_dirs["canary"], NAME, log_dir=tmp_path) as canary:
-        port = free_port()
+        port, admin_port = free_port(), free_port()
+        token = write_admin_token(tmp_path / "admin.token")
+        allowed = tmp_path / "backends.json"
+        write_allowed_backends(allowed, [stable.base_url, canary.base_url])
         process = spawn(
             [sys.executable, "-m", "serving.router", "--port", str(port),
-             "--backend", f"stable={stable.base_url}", "--weight", "stable=100"],
+             "--backend", f"stable={stable.base_url}", "--weight", "stable=100",
+             "--admin-port", str(admin_port), "--admin-token-file", str(tmp_path / "admin.token"),
+             "--allowed-backends-file", str(allowed)],
             env=local_environment(os.environ, PROJECT_ROOT), log_path=tmp_path / "router.log")
         try:
             wait_until_healthy(f"http://127.0.0.1:{port}/health", process, pid=process.pid,
@@ -69,7 +84,8 @@ def servers(model_dirs: dict[str, Path],
                                what="router")
             pids = {stable.pid, canary.pid, process.pid}
             SHARED_SERVER_PIDS.update(pids)
-            yield Setup(stable, canary, f"http://127.0.0.1:{port}")
+            yield Setup(stable, canary, f"http://127.0.0.1:{port}",
+                        f"http://127.0.0.1:{admin_port}", token, allowed)
         finally:
             stop_process_group(process.pid, process, grace_seconds=10)
     SHARED_SERVER_PIDS.difference_update(pids)
@@ -93,20 +109,31 @@ def test_split_is_exact_per_cycle(setup: Setup) -> None:
 
 
 def test_weight_changes_under_load_lose_no_request(setup: Setup) -> None:
-    spec = LoadSpec(requests_per_second=25, concurrency=6, max_requests=150, max_seconds=30,
+    # Paced by requests sent, not by wall-clock sleeps: on a loaded machine each weight
+    # still sees traffic in flight when it changes, however slowly requests go out.
+    spec = LoadSpec(requests_per_second=25, concurrency=6, max_requests=150, max_seconds=300,
                     max_tokens=24)
     backends = {"stable": setup.stable.base_url, "canary": setup.canary.base_url}
+
+    def after_more_requests(load: LoadGenerator, count: int) -> None:
+        target = load.result.sent + count
+        deadline = time.monotonic() + 120
+        while load.result.sent < target:
+            assert time.monotonic() < deadline, f"load stalled at {load.result.sent} requests"
+            time.sleep(0.05)
+
     with LoadGenerator(setup.router_url, NAME, load_eval_prompts(limit=50), spec) as load:
         for canary in (10, 50, 100, 0, 50):
-            time.sleep(0.8)
+            after_more_requests(load, 10)
             setup.admin("backends", {"backends": backends,
                                      "weights": {"stable": 100 - canary, "canary": canary}})
-        time.sleep(0.5)
+        after_more_requests(load, 6)
         # swap the canary out of the table entirely while requests to it are in flight
         setup.admin("backends", {"backends": {"stable": setup.stable.base_url},
                                  "weights": {"stable": 100}})
+        after_more_requests(load, 6)
     result = load.result
-    assert result.sent >= 50
+    assert result.sent >= 62
     assert result.lost == 0, result.first_errors
     assert result.ok == result.sent, result.to_dict()
     assert set(result.by_backend) == {"stable", "canary"}
@@ -145,9 +172,82 @@ def test_router_refuses_bad_admin_requests(setup: Setup) -> None:
                        ("weights", {"weights": {"stable": 0}}),
                        ("backends", {"backends": {"x": "ftp://h"}}),
                        ("faults", {"faults": {"stable": {"error_rate": 2}}})):
-        reply = request(f"{setup.router_url}/admin/{path}", body)
+        reply = admin_request(setup, path, body)
         assert reply.status == 400, (path, body, reply.body)
     assert setup.chat() == "stable"  # a refused change leaves routing as it was
+
+
+def admin_request(setup: Setup, path: str, body: object = None, *,
+                  headers: dict[str, str] | None = None, url: str | None = None) -> Reply:
+    base = {"Authorization": f"Bearer {setup.token}", "Content-Type": "application/json"}
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{url or setup.admin_url}/admin/{path}", data=data,
+                                 headers={**base, **(headers or {})},
+                                 method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return Reply(response.status, response.read(), dict(response.headers))
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, exc.read(), dict(exc.headers))
+
+
+def test_admin_api_is_not_on_the_serving_port(setup: Setup) -> None:
+    reply = admin_request(setup, "weights", {"weights": {"stable": 100}}, url=setup.router_url)
+    assert reply.status == 404
+
+
+def test_admin_api_refuses_unauthenticated_and_rebound_requests(setup: Setup) -> None:
+    change = {"backends": {"stable": setup.canary.base_url}, "weights": {"stable": 100}}
+    refusals = {
+        "no token": ({"Authorization": ""}, 401),
+        "wrong token": ({"Authorization": "Bearer " + "x" * 43}, 401),
+        "DNS rebinding (foreign Host)": ({"Host": "attacker.example:80"}, 421),
+        "form post (not JSON)": ({"Content-Type": "text/plain"}, 415),
+    }
+    for what, (headers, status) in refusals.items():
+        reply = admin_request(setup, "backends", change, headers=headers)
+        assert reply.status == status, (what, reply.status, reply.body)
+    assert admin_request(setup, "state", headers={"Authorization": ""}).status == 401
+    assert setup.chat() == "stable" and setup.admin_url  # routing untouched
+
+
+def test_admin_api_refuses_backends_that_are_not_the_deployments_engines(setup: Setup) -> None:
+    for url in ("http://127.0.0.1:9", "http://10.0.0.1:8000", "http://example.com:80"):
+        reply = admin_request(setup, "backends", {"backends": {"stable": url},
+                                                  "weights": {"stable": 100}})
+        assert reply.status == 403, (url, reply.body)
+    assert setup.chat() == "stable"
+    # an engine the deployment lists is accepted as soon as it is listed
+    write_allowed_backends(setup.allowed_backends_file, [setup.stable.base_url])
+    reply = admin_request(setup, "backends", {"backends": {"stable": setup.stable.base_url,
+                                                           "canary": setup.canary.base_url},
+                                              "weights": {"stable": 50, "canary": 50}})
+    assert reply.status == 403
+    write_allowed_backends(setup.allowed_backends_file,
+                           [setup.stable.base_url, setup.canary.base_url])
+
+
+def test_models_list_hides_local_paths(setup: Setup, model_dirs: dict[str, Path]) -> None:
+    listing = request(f"{setup.router_url}/v1/models").json()
+    assert [card["id"] for card in listing["data"]] == [NAME]
+    assert str(model_dirs["stable"]) not in json.dumps(listing)
+    assert all("/" not in str(card.get("root", "")) for card in listing["data"])
+
+
+def test_body_limit_holds_for_chunked_uploads(setup: Setup) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "' + NAME.encode() + b'", "prompt": "'
+        for _ in range(40):
+            yield b"x" * (64 << 10)  # 2.5 MiB in total, above the 2 MiB limit
+        yield b'", "max_tokens": 1}'
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(setup.router_url.rsplit(":", 1)[1]),
+                                      timeout=30)
+    conn.request("POST", "/v1/completions", body=chunks(),
+                 headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                 encode_chunked=True)
+    assert conn.getresponse().status == 413
+    conn.close()
 
 
 def test_load_generator_targets_loopback_only() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from common.errors import StageError
 from deploy import cli
+from deploy.local_backend import LocalBackend
 from deploy.state import load_state, state_path
 from registry.mlflow_registry import client_for
 from tests.deploy.conftest import Registry, live_descendants
@@ -110,4 +111,7 @@ def test_canary_with_injected_latency_is_rolled_back(
               if c["status"] == "FAIL"]
     assert "ttft_p95" in failed
     # the drill ended with its canary: the long-lived router injects nothing any more
-    assert request(f"{outcome.endpoint}/admin/state").json()["faults"] == {}
+    admin = LocalBackend(settings.home, outcome.deployment_name, engine_kind="local").admin_client()
+    assert admin.get("state")["faults"] == {}
+    # the admin API is not on the serving port
+    assert request(f"{outcome.endpoint}/admin/state").status == 404
