@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from common.errors import StageError
-from training.checkpoint import MANIFEST, list_checkpoints, verify_checkpoint
+from training.checkpoint import (
+    MANIFEST,
+    Provenance,
+    check_provenance,
+    list_checkpoints,
+    verify_checkpoint,
+)
 from training.config import TrainConfig
 from training.data import BatchSchedule
 from training.loop import lr_factor
@@ -108,3 +114,34 @@ def test_checkpoint_verification_catches_each_kind_of_damage(tmp_path: Path) -> 
 
     (tmp_path / ".step-00000024.partial").mkdir()
     assert [s for s, _ in list_checkpoints(tmp_path)] == [20, 16, 12, 8, 4]
+
+
+def _provenance(config: TrainConfig, train_digest: str = "a" * 64) -> Provenance:
+    return Provenance(config.digest(), json.loads(config.to_json()),
+                      {"train.jsonl": train_digest, "tokenizer": "t" * 64})
+
+
+def test_resume_under_another_config_is_refused_naming_both_digests_and_the_field() -> None:
+    written = _provenance(TrainConfig(max_steps=100))
+    now = _provenance(TrainConfig(max_steps=200))
+    with pytest.raises(StageError) as caught:
+        check_provenance(Path("ckpt/step-00000050"), written.as_train_state(), now)
+    assert caught.value.code == "TRAIN_CHECKPOINT_CONFIG_MISMATCH"
+    message = str(caught.value)
+    assert written.config_digest in message and now.config_digest in message
+    assert "['max_steps']" in message and "fresh train.checkpoint_dir" in message
+
+
+def test_resume_on_another_dataset_or_without_a_recorded_one_is_refused() -> None:
+    config = TrainConfig()
+    written, now = _provenance(config, "a" * 64), _provenance(config, "b" * 64)
+    with pytest.raises(StageError) as caught:
+        check_provenance(Path("ckpt"), written.as_train_state(), now)
+    assert caught.value.code == "TRAIN_CHECKPOINT_DATASET_MISMATCH"
+    assert f"train.jsonl: checkpoint {'a' * 64}, this run {'b' * 64}" in str(caught.value)
+
+    legacy = {"config_digest": config.digest()}  # written before datasets were recorded
+    with pytest.raises(StageError) as caught:
+        check_provenance(Path("ckpt"), legacy, now)
+    assert caught.value.code == "TRAIN_CHECKPOINT_DATASET_MISMATCH"
+    check_provenance(Path("ckpt"), now.as_train_state(), now)  # same provenance: resumes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -160,6 +161,34 @@ def test_a_corrupted_checkpoint_is_skipped_with_a_warning_naming_it(
     reference = _weights(single_process.output_dir)
     for name, tensor in _weights(resumed.output_dir).items():
         assert torch.equal(tensor, reference[name]), f"{name} differs after resume"
+
+
+def test_resume_under_another_config_or_dataset_is_refused_with_both_digests(
+    tiny_dataset_dir: Path, module_home: Path, tmp_path: Path, single_process: RankRun,
+) -> None:
+    """The finished run's checkpoints, resumed with another learning rate or after one
+    training example changed, are refused before any step: the model would otherwise carry
+    a config digest (or dataset digests) that do not describe how it was trained."""
+    work = tmp_path / "other-config"
+    shutil.copytree(single_process.checkpoint_dir, work / "checkpoints")
+    other_config = {**TEST_TRAIN, "learning_rate": 1e-3}
+    run = run_ranks(1, other_config, tiny_dataset_dir, work, module_home)
+    assert run.returncode != 0
+    assert "TRAIN_CHECKPOINT_CONFIG_MISMATCH" in run.output
+    assert "['learning_rate']" in run.output
+    assert not run.output_dir.exists()
+
+    data = tmp_path / "other-data"
+    shutil.copytree(tiny_dataset_dir, data)
+    lines = (data / "train.jsonl").read_text().splitlines(keepends=True)
+    (data / "train.jsonl").write_text("".join(lines[:-1]))  # one example fewer
+    work = tmp_path / "other-dataset"
+    shutil.copytree(single_process.checkpoint_dir, work / "checkpoints")
+    run = run_ranks(1, TEST_TRAIN, data, work, module_home)
+    assert run.returncode != 0
+    assert "TRAIN_CHECKPOINT_DATASET_MISMATCH" in run.output
+    assert "train.jsonl: checkpoint " in run.output
+    assert not run.output_dir.exists()
 
 
 def test_bf16_on_a_cpu_worker_is_refused_before_training(
