@@ -144,7 +144,7 @@ class LocalBackend:
         engine = start_engine(
             self.engine_kind, model_dir, served_model_name, log_dir=self.log_dir,
             ready_timeout_seconds=self.ready_timeout_seconds, max_model_len=self.max_model_len,
-            vllm_venv_dir=self.vllm_venv_dir,
+            vllm_venv_dir=self.vllm_venv_dir, outlive_parent=True,
         )
         engine.detach()
         warm_up(engine.base_url, served_model_name)
@@ -172,7 +172,7 @@ class LocalBackend:
                    "--admin-token-file", str(self.admin_token_path),
                    "--allowed-backends-file", str(self.allowed_backends_path)]
         process = spawn(command, env=local_environment(os.environ, PROJECT_ROOT),
-                        log_path=log_path, cwd=PROJECT_ROOT)
+                        log_path=log_path, cwd=PROJECT_ROOT, outlive_parent=True)
         try:
             wait_until_healthy(f"http://127.0.0.1:{port}/health", process, pid=process.pid,
                                timeout_seconds=ROUTER_READY_TIMEOUT_SECONDS, log_path=log_path,

