@@ -25,6 +25,10 @@ class Settings:
     def reports_dir(self) -> Path:
         return self.home / "reports"
 
+    def run_reports_dir(self, run_id: str) -> Path:
+        """One directory per pipeline run: every stage of the run writes its reports here."""
+        return self.reports_dir / run_id
+
     @property
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"

@@ -219,7 +219,8 @@ def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig)
             load_settings(), work_dir)
     except EvalError as exc:
         raise StageError(exc.code, exc.message, details=exc.details) from exc
-    publish_report("evaluate", f"Evaluation: {outcome.decision.outcome}", outcome.html)
+    publish_report("evaluate", f"Evaluation: {outcome.decision.outcome}", outcome.html,
+                   json_path=outcome.report_path)
     if outcome.decision.outcome != "PASS":
         raise StageError("EVAL_GATE_FAILED",
                          "the candidate did not pass the promotion gate: "

@@ -12,7 +12,7 @@ from flytekit.types.directory import FlyteDirectory
 
 from common.errors import StageError
 from data.config import DataConfig
-from data.stage import validate_dataset
+from data.stage import REPORT_JSON_NAME, validate_dataset
 from tasks.caching import COMMON, code_version
 from tasks.contracts import ValidatedDataset
 from tasks.flyte_adapter import error_html, publish_report
@@ -53,9 +53,12 @@ def validate_data(config: DataConfig, source_digests: dict[str, str]) -> Validat
     except StageError as error:
         report = error.details.get("report")
         body = report.to_html() if report is not None else error_html(error)
-        publish_report(_STAGE, _REPORT_TITLE, body)
+        json_path = error.details.get("report_json")
+        publish_report(_STAGE, _REPORT_TITLE, body,
+                       json_path=Path(json_path) if json_path else None)
         raise
-    publish_report(_STAGE, _REPORT_TITLE, outcome.report_html)
+    publish_report(_STAGE, _REPORT_TITLE, outcome.report_html,
+                   json_path=outcome.output_dir / REPORT_JSON_NAME)
     _check_sources_unchanged(source_digests, outcome.report.inputs)
     return ValidatedDataset(
         files=FlyteDirectory(path=str(outcome.output_dir)),
