@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,8 +143,9 @@ class JudgeClient:
                             "named by eval.judge_api_key_env.")
                     error = f"HTTP {response.status}"
                     delay = self._backoff(attempt, response.headers.get("Retry-After"))
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                # ValueError: a 200 whose body is not the JSON we asked for.
+            except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as exc:
+                # ValueError: a 200 whose body is not the JSON we asked for (RecursionError:
+                # JSON nested too deeply to parse).
                 error = type(exc).__name__
                 delay = self._backoff(attempt, None)
             if attempt < self.policy.max_retries:
@@ -156,9 +158,12 @@ class JudgeClient:
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         delay = self.policy.backoff_seconds * 2**attempt
         # An HTTP-date Retry-After does not parse as seconds: keep the exponential delay.
+        # Neither does `nan`, `inf` or a negative number: asyncio.sleep(nan) never returns.
         if retry_after is not None:
-            with contextlib.suppress(ValueError):
-                delay = float(retry_after)
+            with contextlib.suppress(ValueError, OverflowError):
+                given = float(retry_after)
+                if math.isfinite(given) and given >= 0:
+                    delay = given
         return min(max(delay, 0.0), self.policy.max_backoff_seconds)
 
     def _headers(self) -> dict[str, str]:
@@ -177,33 +182,59 @@ class JudgeClient:
         return payload
 
     def _parse(self, body: Any) -> JudgeReply:
+        """The reply in a chat completion body, or ValueError for any body that is not one
+        (wrong types, missing fields, absurd numbers): an invalid output, never a crash."""
         try:
             choice = body["choices"][0]
             text = choice["message"]["content"]
             if not isinstance(text, str):
                 raise TypeError("message.content is not a string")
-        except (KeyError, IndexError, TypeError) as exc:
-            raise ValueError(f"unexpected chat completion body: {exc}") from exc
-        usage = body.get("usage") or {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
+            usage = body.get("usage") or {}
+            if not isinstance(usage, dict):
+                raise TypeError("usage is not an object")
+            prompt_tokens = _token_count(usage.get("prompt_tokens"))
+            completion_tokens = _token_count(usage.get("completion_tokens"))
+            alternatives = _first_token_alternatives(choice.get("logprobs"))
+        except (KeyError, IndexError, TypeError, AttributeError, OverflowError) as exc:
+            raise ValueError(f"unexpected chat completion body: {exc!r}") from exc
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
-        return JudgeReply(text, _first_token_alternatives(choice.get("logprobs")),
-                          prompt_tokens, completion_tokens)
+        return JudgeReply(text, alternatives, prompt_tokens, completion_tokens)
+
+
+# More tokens than any one call can use: a larger count is a broken server, not usage.
+_MAX_TOKEN_COUNT = 10**9
+
+
+def _token_count(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKEN_COUNT:
+        raise TypeError(f"token count {value!r} is not an integer in [0, {_MAX_TOKEN_COUNT}]")
+    return value
 
 
 def _first_token_alternatives(logprobs: Any) -> list[tuple[str, float]] | None:
-    """Top alternatives at the first output token that is not whitespace."""
+    """Top alternatives at the first output token that is not whitespace. Alternatives with
+    a non-string token or a logprob that is not a finite number <= 0 are dropped."""
     if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
         return None
     for entry in logprobs["content"]:
-        if not isinstance(entry, dict) or not str(entry.get("token", "")).strip():
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str) \
+                or not entry["token"].strip():
             continue
         alternatives = entry.get("top_logprobs") or [entry]
-        return [(str(a["token"]), float(a["logprob"])) for a in alternatives
-                if isinstance(a, dict) and "token" in a and "logprob" in a]
+        if not isinstance(alternatives, list):
+            return None
+        return [(a["token"], float(a["logprob"])) for a in alternatives
+                if isinstance(a, dict) and isinstance(a.get("token"), str)
+                and _is_logprob(a.get("logprob"))]
     return None
+
+
+def _is_logprob(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value <= 0.0)
 
 
 def _reply_from_cache(entry: dict[str, Any]) -> JudgeReply:

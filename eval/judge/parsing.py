@@ -43,7 +43,9 @@ def option_probabilities(top_logprobs: Sequence[tuple[str, float]] | None,
     for token, logprob in top_logprobs:
         text = token.strip()
         matches = [o for o in options if text and o.startswith(text)]
-        if len(matches) == 1 and math.isfinite(logprob):
+        # A log-probability is a finite number <= 0; anything else (a broken server) counts
+        # for nothing rather than overflowing exp().
+        if len(matches) == 1 and math.isfinite(logprob) and logprob <= 0.0:
             mass[matches[0]] += math.exp(logprob)
     total = sum(mass.values())
     if total <= 0:
