@@ -262,3 +262,14 @@ def test_provenance_timestamps_need_a_time_zone() -> None:
     fixed = dataclasses.replace(record, started_on=datetime(2026, 1, 1, tzinfo=UTC))
     assert prov.build_statement(fixed)["predicate"]["runDetails"]["metadata"]["startedOn"] == (
         "2026-01-01T00:00:00Z")
+
+
+@pytest.mark.integration
+def test_alias_lookup_mlflow_refuses(store: Store) -> None:
+    from registry.aliases import champion_version
+
+    client = client_for(store.tracking_uri)
+    assert champion_version(client, "t-never-registered") is None  # no model: no champion yet
+    with pytest.raises(RegistryError) as info:
+        champion_version(client, "team/shipyard")  # MLflow forbids '/' in model names
+    assert info.value.code == "ALIAS_LOOKUP_FAILED"
