@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.errors import StageError
+from registry.aliases import DEFAULT_CHAMPION_ALIAS
 
 ENGINES = ("vllm", "local", "auto")
 BACKENDS = ("local", "kubernetes")
@@ -81,6 +82,10 @@ class DeployConfig:
     policy_path: str | None = None
     # Trusted public key for key-mode signatures; None: <SHIPYARD_HOME>/keys/signing.pub.
     public_key_path: str | None = None
+    # MLflow alias of the version serving users, moved after a passed canary. Not a preset key
+    # of its own: tasks/resolve.py sets it from register.champion_alias, the one setting that
+    # evaluate, register and deploy share.
+    champion_alias: str = DEFAULT_CHAMPION_ALIAS
 
     # -- fault injection (chaos testing; local router only) -------------------------------------
     inject_canary_latency_seconds: float = 0.0

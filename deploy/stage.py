@@ -36,6 +36,7 @@ from deploy.metric_sources import MetricsSource
 from deploy.model_ref import ModelToDeploy, VerifiedModel
 from deploy.state import state_path
 from registry import mlflow_registry as reg
+from registry.aliases import champion_version, move_champion
 from registry.errors import RegistryError
 from registry.policy import load_policy
 from registry.signing import PUBLIC_KEY_NAME
@@ -93,7 +94,7 @@ def deploy_canary(model: ModelToDeploy, config: DeployConfig, settings: Settings
                                   work_dir, served)
     record.data["verification"] = {"model_uri": verified.model_uri, "passed": True,
                                    "model_digest": verified.digest}
-    champion = _champion_version(client, model.registered_model_name)
+    champion = champion_version(client, model.registered_model_name, config.champion_alias)
     record.data["champion"] = {"before": champion, "after": champion, "moved": False}
 
     if backend is None:
@@ -185,7 +186,7 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
         except StageError:
             backend.stop_all()  # an unproven first stable serves nobody
             raise
-        _move_champion(client, model, record)
+        _move_champion(client, model, config.champion_alias, record)
         return "PASS", "first_deployment"
     if champion == verified.version:
         if running != verified.version:
@@ -210,7 +211,7 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
     record.add_rollout(report)
     if report.outcome == "PASS":
         backend.promote_canary()
-        _move_champion(client, model, record)
+        _move_champion(client, model, config.champion_alias, record)
         return "PASS", "promoted"
     backend.rollback_canary()
     return report.outcome, "rolled_back"
@@ -267,20 +268,14 @@ def _smoke_check(endpoint: str, served: str, num_requests: int) -> None:
                          f"{failures[:3]}")
 
 
-def _champion_version(client: Any, name: str) -> str | None:
-    aliases = client.get_registered_model(name).aliases
-    value = aliases.get(reg.CHAMPION_ALIAS)
-    return str(value) if value is not None else None
-
-
 def _digest_of(client: Any, model: ModelToDeploy, version: str) -> str:
     tags = dict(client.get_model_version(model.registered_model_name, version).tags)
     return str(tags.get(reg.TAG_MODEL_DIGEST, ""))
 
 
-def _move_champion(client: Any, model: ModelToDeploy, record: DecisionRecord) -> None:
-    client.set_registered_model_alias(model.registered_model_name, reg.CHAMPION_ALIAS,
-                                      model.version)
+def _move_champion(client: Any, model: ModelToDeploy, champion_alias: str,
+                   record: DecisionRecord) -> None:
+    move_champion(client, model.registered_model_name, model.version, champion_alias)
     record.data["champion"].update({"after": model.version, "moved": True,
                                     "moved_at": datetime.now(UTC).isoformat()})
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from eval.errors import EvalError
 from eval.harness import MODEL_PATHS
 from eval.suite.specs import SCORING_CHECK_TASK, TASK_SPECS
+from registry.aliases import DEFAULT_CHAMPION_ALIAS
 
 ENGINE_KINDS = ("local", "vllm")
 # The task whose generated answers the judge compares (see eval/judge/run.py).
@@ -59,7 +60,15 @@ class EvalConfig:
     # MLflow registered model whose `champion_alias` version is the baseline. None: never
     # compare, absolute floors only.
     registered_model_name: str | None = "shipyard-tiny"
-    champion_alias: str = "champion"
+    # Not a preset key of its own: tasks/resolve.py sets it from register.champion_alias, the
+    # one alias setting evaluate, register and deploy share.
+    champion_alias: str = DEFAULT_CHAMPION_ALIAS
+    # The champion is a baseline only once registry.verify_model accepts it (signature,
+    # provenance, policy), as deploy does before serving it. Policy YAML; None:
+    # registry/default_policy.yaml. Trusted public key for key-mode signatures; None:
+    # <SHIPYARD_HOME>/keys/signing.pub.
+    policy_path: str | None = None
+    public_key_path: str | None = None
     # Tasks compared with the champion, each with the largest loss it tolerates in its
     # primary metric's units (accuracy for mc/exact, bits per byte for ppl).
     non_inferiority_margins: dict[str, float] = field(default_factory=_default_margins)

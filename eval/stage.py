@@ -2,7 +2,7 @@
 
     suite -> harness(candidate) -> scoring check -> harness(champion) -> judge -> gate -> report
 
-The caller (tasks/evaluate.py, tests, bench) resolves where things are: the model
+The caller (eval/run.py, tests, bench) resolves where things are: the model
 directories and digests, the champion (or None), any running endpoint (an engine for the
 local-completions path, the judge server). This function starts no servers.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from registry.aliases import DEFAULT_CHAMPION_ALIAS, check_champion_alias
 from registry.errors import RegistryError
 
 SIGNING_MODES = ("key", "sigstore")
@@ -13,6 +14,11 @@ SIGNING_MODES = ("key", "sigstore")
 class RegisterConfig:
     # MLflow registered model that receives a new version (alias `challenger`).
     registered_model_name: str = "shipyard-tiny"
+    # MLflow alias naming the version that serves users: `evaluate` compares against it,
+    # `deploy` moves it after a passed canary, `register` never puts `challenger` on it. The
+    # one place the preset sets it: tasks/resolve.py hands this value to the eval and deploy
+    # configs (setting eval.champion_alias or deploy.champion_alias is an error).
+    champion_alias: str = DEFAULT_CHAMPION_ALIAS
     # MLflow experiment of the registration run, used only when the training run is unknown;
     # otherwise the registration run is nested under the training run, in its experiment.
     experiment_name: str = "shipyard"
@@ -46,6 +52,7 @@ class RegisterConfig:
     container_image: str | None = None
 
     def __post_init__(self) -> None:
+        check_champion_alias(self.champion_alias)
         if self.signing_mode not in SIGNING_MODES:
             raise RegistryError(
                 "CONFIG_INVALID",

@@ -1,4 +1,5 @@
-"""MLflow side of registration: the run that holds the artifacts, the version and its tags.
+"""MLflow side of registration: the run that holds the artifacts, the version and its tags
+(its aliases are `registry.aliases`'s).
 
 Everything goes through an explicit `MlflowClient(tracking_uri)`, never the fluent API's
 process-wide tracking URI, so a registration cannot write to a store it was not given.
@@ -8,7 +9,6 @@ or proxy the tracking URI leads to, locally and on a tracking server alike.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,12 +26,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 
 from registry.errors import RegistryError
 
-logger = logging.getLogger(__name__)
-
 MODEL_ARTIFACT_PATH = "model"
 ATTESTATIONS_ARTIFACT_PATH = "attestations"
-CHALLENGER_ALIAS = "challenger"
-CHAMPION_ALIAS = "champion"
 
 # Model version tags. `model_digest` is also the idempotency key.
 TAG_MODEL_DIGEST = "model_digest"
@@ -158,24 +154,6 @@ def create_version(
         run_id=run_id,
         tags=dict(tags),
     )
-
-
-def set_challenger(client: MlflowClient, name: str, version: str) -> bool:
-    """Point `challenger` at `version`; never touches `champion`. False if not moved."""
-    # Alias values come back as ints from some stores: compare as strings.
-    aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
-    if aliases.get(CHAMPION_ALIAS) == str(version):
-        logger.warning(
-            "%s version %s is already the champion: `challenger` not moved", name, version
-        )
-        return False
-    client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
-    return True
-
-
-def aliases_of(client: MlflowClient, name: str, version: str) -> list[str]:
-    # search_model_versions returns empty aliases; get_model_version fills them in.
-    return sorted(client.get_model_version(name, version).aliases)
 
 
 def download(client: MlflowClient, uri: str, dst_dir: Path) -> Path:

@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from common.digests import model_root_digest, sha256_file
 from registry import mlflow_registry as reg
 from registry import provenance as prov
+from registry.aliases import aliases_of, set_challenger
 from registry.attest import Attestations, BuildInputs, Signer, write_attestations
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
@@ -111,7 +112,7 @@ def register_model(
             # existing version gets the same check before it may become the challenger.
             builder = existing.tags.get(reg.TAG_BUILDER_ID, "")
             _self_check(client, tracking_uri, existing, config, builder, signer, delete=False)
-            reg.set_challenger(client, name, str(existing.version))
+            set_challenger(client, name, str(existing.version), config.champion_alias)
             logger.info("%s sha256:%s is already version %s", name, model_digest, existing.version)
             return _result(client, existing, created=False)
 
@@ -148,7 +149,7 @@ def register_model(
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
             raise
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-        reg.set_challenger(client, name, str(version.version))
+        set_challenger(client, name, str(version.version), config.champion_alias)
         result = _result(client, client.get_model_version(name, version.version), created=True)
     print(
         f"[shipyard] registered {name} version {result.version} sha256:{model_digest} "
@@ -333,7 +334,7 @@ def _result(client: MlflowClient, version: ModelVersion, *, created: bool) -> Re
         model_uri=f"models:/{name}/{number}",
         model_digest=tags[reg.TAG_MODEL_DIGEST],
         created=created,
-        aliases=tuple(reg.aliases_of(client, name, number)),
+        aliases=tuple(aliases_of(client, name, number)),
         signing_mode=tags.get(reg.TAG_SIGNING_MODE, ""),
         signer=tags.get(reg.TAG_SIGNER, ""),
         signature_uri=tags.get(reg.TAG_SIGNATURE_URI, ""),

@@ -116,9 +116,6 @@ class EvalReport:
     gate_mode: str
     # model-signing root digest of the evaluated model (= TrainedModel.model_digest)
     model_digest: str
-    # the champion compared with: MLflow version and its digest ("" when there is none)
-    champion_version: str
-    champion_digest: str
     # "hf" (in-process) or "local-completions" (OpenAI-compatible endpoint)
     model_path: str
     # task -> {metric: value, "<metric>_stderr": standard error, "num_samples": n}
@@ -142,3 +139,7 @@ class EvalReport:
     report_digest: str
     # MLflow run the eval metrics and report were logged to (the training run)
     mlflow_run_id: str
+    # the champion compared with (verified by registry.verify_model): MLflow version and its
+    # digest; None when there is none (gate_mode "absolute")
+    champion_version: str | None = None
+    champion_digest: str | None = None

@@ -7,7 +7,7 @@ key) are read fresh on every run.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flytekit import task
 
@@ -21,6 +21,10 @@ from registry.config import RegisterConfig
 from training.config import TrainConfig
 
 KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy")
+# Settings several stages read, each declared once in one section and handed by `resolve` to
+# the other stages' configs: setting one in another section is an error, so the stages can
+# never disagree (evaluate compares against the alias deploy moves).
+SHARED_KEYS = {"champion_alias": ("register", ("eval", "deploy"))}
 
 
 class ResolvedConfig(NamedTuple):
@@ -41,15 +45,28 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
         raise StageError("CONFIG_UNKNOWN_KEY",
                          f"preset {preset!r}: unknown section(s) {unknown}; known: "
                          f"{list(KNOWN_SECTIONS)}.")
+    _refuse_shared_keys(preset, raw)
     data = build_config(DataConfig, "data", raw.get("data", {}))
     train = build_config(TrainConfig, "train", raw.get("train", {}))
     digests = {split: sha256_location(check_split_location(split, location))
                for split, location in data.split_paths().items()}
     register = build_config(RegisterConfig, "register", raw.get("register", {}))
-    evaluation = build_config(EvalConfig, "eval", raw.get("eval", {}))
-    deploy = build_config(DeployConfig, "deploy", raw.get("deploy", {}))
+    shared = {"champion_alias": register.champion_alias}
+    evaluation = build_config(EvalConfig, "eval", {**raw.get("eval", {}), **shared})
+    deploy = build_config(DeployConfig, "deploy", {**raw.get("deploy", {}), **shared})
     return ResolvedConfig(data=data, train=train, eval=evaluation, register=register,
                           deploy=deploy, source_digests=digests)
+
+
+def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:
+    for key, (owner, readers) in SHARED_KEYS.items():
+        for section in readers:
+            if key in raw.get(section, {}):
+                raise StageError(
+                    "CONFIG_UNKNOWN_KEY",
+                    f"preset {preset!r}: {section}.{key} is not set per stage; set "
+                    f"{owner}.{key} instead: {owner}, {' and '.join(readers)} all read "
+                    "that one value.")
 
 
 @task(cache=False, retries=0)

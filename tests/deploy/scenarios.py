@@ -14,7 +14,8 @@ from deploy.local_backend import LocalBackend
 from deploy.model_ref import ModelToDeploy
 from deploy.stage import DeployOutcome, deploy_canary
 from deploy.state import load_state
-from registry.mlflow_registry import CHAMPION_ALIAS, client_for
+from registry.aliases import DEFAULT_CHAMPION_ALIAS as CHAMPION_ALIAS
+from registry.mlflow_registry import client_for
 from tests.deploy.conftest import VLLM_VENV_DIR
 from tests.deploy.http import request
 

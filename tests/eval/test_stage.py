@@ -22,6 +22,7 @@ from eval.stage import run_eval
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
 from tasks.evaluate import evaluate
 from testing.scripted_server import ScriptedServer
+from tests.eval.champions import register_champion, tamper_with_weights
 from tests.eval.conftest import TinyModel
 from tests.eval.judges import reference_judge
 
@@ -62,17 +63,6 @@ def test_run_eval_against_a_champion_with_a_judge(tiny_model: TinyModel, tmp_pat
     assert "<img" in outcome.html and "Paired comparison with the champion" in outcome.html
 
 
-def _register_champion(model: TinyModel, name: str) -> None:
-    client = MlflowClient(load_settings().mlflow_tracking_uri)
-    experiment_id = client.create_experiment("registry-test")
-    run_id = client.create_run(experiment_id).info.run_id
-    client.log_artifacts(run_id, str(model.model_dir), "model")
-    client.create_registered_model(name)
-    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id,
-                                          tags={"model_digest": model.digest})
-    client.set_registered_model_alias(name, "champion", version.version)
-
-
 def _flyte_inputs(model: TinyModel, dataset_dir: Path) -> tuple[TrainedModel, ValidatedDataset]:
     trained = TrainedModel(FlyteDirectory(str(model.model_dir)), model.digest, {}, {}, [], "{}",
                            "0" * 64, model.mlflow_run_id)
@@ -86,7 +76,7 @@ def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
         tiny_model: TinyModel, tiny_dataset_dir: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the task's work dirs
-    _register_champion(tiny_model, "shipyard-eval-test")
+    register_champion(tiny_model, tiny_dataset_dir, "shipyard-eval-test")
     trained, dataset = _flyte_inputs(tiny_model, tiny_dataset_dir)
     config = EvalConfig(**FAST, registered_model_name="shipyard-eval-test")  # type: ignore[arg-type]
 
@@ -114,3 +104,23 @@ def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
     assert "shipyard_mc acc" in caught.value.message and "< floor 0.99" in caught.value.message
     failed_report = json.loads(Path(caught.value.details["report_path"]).read_text())
     assert failed_report["gate_outcome"] == "FAIL"
+
+
+def test_evaluate_task_refuses_a_tampered_champion_before_measuring_anything(
+        tiny_model: TinyModel, tiny_dataset_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    champion = register_champion(tiny_model, tiny_dataset_dir, "shipyard-eval-tampered")
+    tamper_with_weights(champion)
+    trained, dataset = _flyte_inputs(tiny_model, tiny_dataset_dir)
+    config = EvalConfig(**FAST, registered_model_name="shipyard-eval-tampered")  # type: ignore[arg-type]
+
+    with pytest.raises(StageError) as caught:
+        evaluate(model=trained, dataset=dataset, config=config)
+
+    assert caught.value.code == "EVAL_CHAMPION_REJECTED"
+    assert caught.value.details["check"] == "model_signature"
+    assert "check 'model_signature'" in caught.value.message
+    assert f"models:/shipyard-eval-tampered/{champion.version}" in caught.value.message
+    # Nothing was measured: no report, no eval metrics in MLflow.
+    assert not list(tmp_path.glob("shipyard-eval-*/eval_report.json"))

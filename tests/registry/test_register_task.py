@@ -56,7 +56,7 @@ def test_register_task_returns_a_verifiable_registered_model(
                                        "summary": {"shipyard_mc": {"acc": 0.5}}}))
     evaluation = EvalReport(
         gate_outcome="PASS", gate_reasons=["absolute floors met"], gate_mode="absolute",
-        model_digest=trained.model_digest, champion_version="", champion_digest="",
+        model_digest=trained.model_digest, champion_version=None, champion_digest=None,
         model_path="hf", metrics={"shipyard_mc": {"acc": 0.5}}, comparisons={}, judge={},
         judge_gating=False, judge_non_gating_reasons=["no judge"], calibration={},
         task_versions={}, task_data_digests={}, report_json=FlyteFile(path=str(report_path)),
@@ -106,7 +106,7 @@ def test_register_task_refuses_an_eval_report_about_another_model(
     report_path.write_text(json.dumps({"gate_outcome": "PASS"}))
     evaluation = EvalReport(
         gate_outcome="PASS", gate_reasons=[], gate_mode="absolute", model_digest="f" * 64,
-        champion_version="", champion_digest="", model_path="hf", metrics={}, comparisons={},
+        champion_version=None, champion_digest=None, model_path="hf", metrics={}, comparisons={},
         judge={}, judge_gating=False, judge_non_gating_reasons=[], calibration={},
         task_versions={}, task_data_digests={}, report_json=FlyteFile(path=str(report_path)),
         report_digest=sha256_file(report_path), mlflow_run_id="",

@@ -1,0 +1,70 @@
+"""The champion baseline: looked up by its alias, and verified before anything is measured.
+
+The champion gets the same `registry.verify_model` deploy applies before serving a model
+(signature, provenance, MLflow tags, policy): a baseline whose files or attestations do not
+verify would make every comparison meaningless, so it stops the stage (fail-closed) rather
+than being skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eval.config import EvalConfig
+from eval.errors import EvalError
+from registry.aliases import champion_version
+from registry.errors import RegistryError
+from registry.mlflow_registry import client_for
+from registry.policy import load_policy
+from registry.signing import PUBLIC_KEY_NAME
+from registry.verify import verify_model
+
+
+@dataclass(frozen=True)
+class Champion:
+    # MLflow version number the champion alias pointed at when the stage looked.
+    version: str
+    # model-signing root digest of the verified files (= the version's model_digest tag).
+    digest: str
+    # The verified files: evaluate these bytes, not a second download nothing checked.
+    model_dir: Path
+
+
+def load_champion(config: EvalConfig, tracking_uri: str, keys_dir: Path,
+                  download_dir: Path) -> Champion | None:
+    """The `champion_alias` version of `registered_model_name`, verified into `download_dir`;
+    None when there is no champion yet (first registration, or no model name configured).
+
+    Raises EvalError EVAL_CHAMPION_LOOKUP_FAILED when MLflow cannot be read and
+    EVAL_CHAMPION_REJECTED (details: the failed `check`) when verification fails."""
+    name = config.registered_model_name
+    if name is None:
+        return None
+    try:
+        version = champion_version(client_for(tracking_uri), name, config.champion_alias)
+    except RegistryError as exc:
+        raise EvalError("EVAL_CHAMPION_LOOKUP_FAILED",
+                        f"MLflow {tracking_uri}: cannot read alias {config.champion_alias!r} "
+                        f"of {name!r}: {exc.message}") from exc
+    if version is None:
+        return None
+    # The version number, not the alias: the alias may move while the stage runs.
+    model_uri = f"models:/{name}/{version}"
+    public_key = (Path(config.public_key_path) if config.public_key_path
+                  else keys_dir / PUBLIC_KEY_NAME)
+    try:
+        result = verify_model(model_uri, tracking_uri=tracking_uri,
+                              policy=load_policy(config.policy_path), public_key=public_key,
+                              download_dir=download_dir)
+    except RegistryError as exc:
+        raise EvalError(
+            "EVAL_CHAMPION_REJECTED",
+            f"champion {model_uri} (alias {config.champion_alias!r}) failed verification "
+            f"check {exc.check or exc.code!r}, so it is no baseline: {exc}. Move the alias "
+            "to a version that verifies (`shipyard verify` shows why this one does not), or "
+            "re-register it.",
+            details={"check": exc.check, "expected": exc.expected, "found": exc.found,
+                     "model_uri": model_uri}) from exc
+    assert result.model_dir is not None  # download_dir was given
+    return Champion(result.version, result.model_digest, result.model_dir)

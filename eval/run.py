@@ -1,0 +1,58 @@
+"""`evaluate_model`: the evaluate stage with its plumbing, as the Flyte task calls it.
+
+    check eval split -> verify champion -> start engines -> run_eval -> log to MLflow -> summary
+
+`eval.stage.run_eval` measures and decides given running endpoints; this module finds and
+verifies the champion (eval/champion.py), starts the engines the config asks for and stops
+them when the measuring is done (eval/engines.py), and logs to MLflow (eval/tracking.py).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from common.digests import sha256_file
+from common.settings import Settings
+from eval.champion import load_champion
+from eval.config import EvalConfig
+from eval.engines import CANDIDATE_NAME, CHAMPION_NAME, judge_endpoint, model_source
+from eval.errors import EvalError
+from eval.stage import run_eval
+from eval.summary import EvalSummary, summarize
+from eval.tracking import log_to_mlflow
+
+
+def evaluate_model(*, model_dir: Path, model_digest: str, training_run_id: str,
+                   eval_split: Path, eval_split_digest: str | None, config: EvalConfig,
+                   settings: Settings, work_dir: Path, judge_api_key: str | None = None
+                   ) -> EvalSummary:
+    """Evaluate the model at `model_dir` against the verified champion, if any.
+
+    `eval_split_digest`: the sha256 validate_data recorded for `eval_split` (a mismatch is
+    EVAL_DATASET_DIGEST_MISMATCH). A gate FAIL is returned, not raised: the report is written
+    and logged either way (`EvalSummary.require_pass` raises it)."""
+    if sha256_file(eval_split) != eval_split_digest:
+        raise EvalError("EVAL_DATASET_DIGEST_MISMATCH",
+                        f"{eval_split}: sha256 differs from the digest validate_data recorded. "
+                        "Re-run validate_data; do not edit its outputs.")
+    cache_dir = Path(config.cache_dir) if config.cache_dir else settings.home / "eval-cache"
+    with ExitStack() as engines:
+        # The champion's files are only needed while it is evaluated (they can be large).
+        champion_dir = Path(engines.enter_context(
+            tempfile.TemporaryDirectory(prefix="shipyard-champion-")))
+        champion = load_champion(config, settings.mlflow_tracking_uri, settings.keys_dir,
+                                 champion_dir)
+        candidate = model_source(config, model_dir, model_digest, CANDIDATE_NAME, engines,
+                                 config.completions_base_url)
+        champion_source = None
+        if champion is not None:
+            # completions_base_url serves the candidate; the champion gets its own engine.
+            champion_source = model_source(config, champion.model_dir, champion.digest,
+                                           CHAMPION_NAME, engines, None)
+        outcome = run_eval(config, candidate, work_dir=work_dir, champion=champion_source,
+                           judge_endpoint=judge_endpoint(config, engines, judge_api_key),
+                           eval_split=eval_split, cache_dir=cache_dir)
+    run_id = log_to_mlflow(outcome, settings.mlflow_tracking_uri, training_run_id)
+    return summarize(outcome, champion, run_id)

@@ -1,0 +1,103 @@
+"""`EvalSummary`: what the evaluate stage returns, typed and flat, for any caller to read
+without digging through the JSON report (which keeps every number and sample)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from eval.champion import Champion
+from eval.errors import EvalError
+from eval.stage import EvalOutcome
+
+GateOutcome = Literal["PASS", "FAIL"]
+GateMode = Literal["champion", "absolute"]
+# The gate's string values, typed (a KeyError here is a bug in the gate, not a user error).
+_OUTCOMES: dict[str, GateOutcome] = {"PASS": "PASS", "FAIL": "FAIL"}
+_MODES: dict[str, GateMode] = {"champion": "champion", "absolute": "absolute"}
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    # PASS or FAIL; a FAIL is reported, and `require_pass` turns it into EVAL_GATE_FAILED.
+    outcome: GateOutcome
+    # FAIL: every failed check; PASS: every check that passed (or why nothing was gated).
+    reasons: tuple[str, ...]
+    # "champion" (paired comparison) or "absolute" (no champion: hard bounds only).
+    mode: GateMode
+    # model-signing root digest of the evaluated model.
+    model_digest: str
+    # The champion compared with (verified): MLflow version and digest; None without one.
+    champion_version: str | None
+    champion_digest: str | None
+    # "hf" or "local-completions".
+    model_path: str
+    # task -> {metric: value, "<metric>_stderr": standard error, "num_samples": n}
+    metrics: dict[str, dict[str, float]]
+    # task -> {improvement, interval_low, interval_high, mcnemar_p_value,
+    #          minimum_detectable_effect, num_pairs, margin} against the champion
+    comparisons: dict[str, dict[str, float]]
+    # headline judge numbers (win rate and interval, consistency, invalid outputs, rubric
+    # mean score, usage); empty without a judge
+    judge: dict[str, float]
+    judge_gating: bool
+    judge_non_gating_reasons: tuple[str, ...]
+    # calibration on the reference-labelled pair set: kappa, kappa_stderr, agreement, ...
+    calibration: dict[str, float]
+    # lm-eval task -> metadata.version, and -> sha256 of its JSONL data
+    task_versions: dict[str, str]
+    task_data_digests: dict[str, str]
+    # The JSON report, its sha256, and the HTML rendering (also logged to MLflow).
+    report_path: Path
+    report_digest: str
+    report_html: str
+    # MLflow run the metrics and the report were logged to.
+    mlflow_run_id: str
+
+    def require_pass(self) -> None:
+        """EvalError EVAL_GATE_FAILED unless the gate passed (the report is written either way)."""
+        if self.outcome != "PASS":
+            raise EvalError("EVAL_GATE_FAILED",
+                            "the candidate did not pass the promotion gate: "
+                            + "; ".join(self.reasons)
+                            + f". Report: {self.report_path} (MLflow run {self.mlflow_run_id}, "
+                            "eval/).",
+                            details={"report_path": str(self.report_path)})
+
+
+def summarize(outcome: EvalOutcome, champion: Champion | None, run_id: str) -> EvalSummary:
+    report = outcome.report
+    judge = report["judge"]
+    margins = report["config"]["non_inferiority_margins"]
+    return EvalSummary(
+        outcome=_OUTCOMES[outcome.decision.outcome],
+        reasons=tuple(outcome.decision.reasons),
+        mode=_MODES[outcome.decision.mode],
+        model_digest=outcome.candidate.model_digest,
+        champion_version=champion.version if champion else None,
+        champion_digest=champion.digest if champion else None,
+        model_path=outcome.candidate.model_path,
+        metrics={t: _finite(m) for t, m in outcome.candidate.metrics.items()},
+        comparisons={c["task"]: _finite({**c, "margin": margins.get(c["task"])})
+                     for c in report["gate"]["comparisons"]},
+        judge=_finite({**(judge.get("pairwise") or {}),
+                       "rubric_candidate_mean_score":
+                           (judge.get("rubric_candidate") or {}).get("mean_score"),
+                       **{f"usage_{k}": v for k, v in (judge.get("usage") or {}).items()}}),
+        judge_gating=bool(judge.get("gating")),
+        judge_non_gating_reasons=tuple(judge.get("non_gating_reasons") or ()),
+        calibration=_finite(judge.get("calibration") or {}),
+        task_versions=dict(report["suite"]["versions"]),
+        task_data_digests=dict(report["suite"]["data_sha256"]),
+        report_path=outcome.report_path,
+        report_digest=outcome.report_sha256,
+        report_html=outcome.html,
+        mlflow_run_id=run_id,
+    )
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    """Numeric, finite entries only (NaN/None/text stay in the JSON report)."""
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")}
