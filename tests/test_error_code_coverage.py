@@ -9,6 +9,7 @@ statically, the way a reader would grep them, and fails listing each code that a
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,7 @@ def _assigned_strings(tree: ast.Module, name: str) -> list[str] | None:
     return values or None
 
 
+@functools.cache
 def collect_codes() -> tuple[dict[str, list[str]], list[str]]:
     """code -> ["path:line", ...] where it is raised; and raises whose code is unreadable."""
     files = [(path, ast.parse(path.read_text(), str(path))) for path in _python_files()]
