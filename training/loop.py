@@ -430,7 +430,8 @@ def _export_model(
     model: torch.nn.Module, hf_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
     config: TrainConfig, output_dir: Path, info: distributed.Dist,
 ) -> tuple[Path, str]:
-    """Gather the full weights and write the HF directory atomically (rank 0).
+    """Gather the full weights (a collective: every rank), then rank 0 writes the HF directory
+    and shares its digest.
 
     `model` is what trained (DDP / FSDP2 / compiled wrapper); `hf_model` the module inside.
     """
@@ -440,22 +441,31 @@ def _export_model(
     )
     digest_box: list[str | None] = [None]
     if info.rank == 0:
-        tmp = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        hf_model.save_pretrained(tmp, state_dict=full_state, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        context = hf_model.config.max_position_embeddings
-        GenerationConfig(
-            max_new_tokens=min(config.max_new_tokens, context // 2),
-            do_sample=False,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ).save_pretrained(tmp)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
+        _write_hf_directory(hf_model, full_state, tokenizer, config, output_dir)
         digest_box[0] = model_root_digest(output_dir)
     torch.distributed.broadcast_object_list(digest_box, src=0)
     assert digest_box[0] is not None
     return output_dir, digest_box[0]
+
+
+def _write_hf_directory(
+    hf_model: LlamaForCausalLM, full_state: dict[str, Any], tokenizer: PreTrainedTokenizerBase,
+    config: TrainConfig, output_dir: Path,
+) -> None:
+    """Weights, tokenizer and generation config, written beside `output_dir` and renamed
+    into place, so a half-written model never sits at `output_dir`."""
+    tmp = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf_model.save_pretrained(tmp, state_dict=full_state, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    context = hf_model.config.max_position_embeddings
+    GenerationConfig(
+        max_new_tokens=min(config.max_new_tokens, context // 2),
+        do_sample=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ).save_pretrained(tmp)
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    os.replace(tmp, output_dir)
