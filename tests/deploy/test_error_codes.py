@@ -197,9 +197,6 @@ def test_kubectl_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, reason="BUG: find_kubectl looks for <repo>/../.venv/bin/kubectl "
-                   "(Path(__file__).parents[2], correct before the move from tasks/deploy/ to "
-                   "deploy/), so the project venv's kubectl is never found")
 def test_kubectl_from_the_project_venv_without_path(monkeypatch: pytest.MonkeyPatch) -> None:
     venv_kubectl = Path(kubernetes_backend.PROJECT_ROOT) / ".venv" / "bin" / "kubectl"
     if not venv_kubectl.is_file():

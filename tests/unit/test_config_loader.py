@@ -123,11 +123,6 @@ def test_override_syntax_errors(override: str) -> None:
     assert "SECTION.FIELD=VALUE" in info.value.message
 
 
-@pytest.mark.xfail(
-    strict=True, raises=Exception,
-    reason="BUG: a YAML syntax error in an override value escapes as yaml.YAMLError, not as "
-           "StageError CONFIG_OVERRIDE_INVALID (common/config.py load_preset)",
-)
 def test_override_value_yaml_syntax_error_is_a_coded_error() -> None:
     try:
         load_preset("tiny", ["train.max_steps=[1"])
@@ -137,11 +132,6 @@ def test_override_value_yaml_syntax_error_is_a_coded_error() -> None:
         pytest.fail("a malformed override value was accepted")
 
 
-@pytest.mark.xfail(
-    strict=True, raises=Exception,
-    reason="BUG: a preset file that is not valid YAML escapes as yaml.YAMLError, not as "
-           "StageError CONFIG_INVALID (common/config.py load_preset)",
-)
 def test_preset_yaml_syntax_error_is_a_coded_error(tmp_path: Path) -> None:
     preset = write_preset(tmp_path, "train: {max_steps: 5\n")
     try:
@@ -218,11 +208,6 @@ def test_optional_fields_take_none() -> None:
     assert build_config(TrainConfig, "train", {"checkpoint_dir": None}).checkpoint_dir is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bool is a subclass of int, so `train.max_steps=true` is accepted as 1 step "
-           "(common/config.py _check_type excludes bools only for float fields)",
-)
 def test_bool_is_not_an_int() -> None:
     with pytest.raises(StageError) as info:
         build_config(TrainConfig, "train", {"max_steps": True})
@@ -251,3 +236,26 @@ def test_stage_validation_runs_after_the_type_check() -> None:
     with pytest.raises(StageError) as info:
         resolve("tiny", ["train.max_steps=0"])
     assert info.value.code == "CONFIG_INVALID"
+
+
+@pytest.mark.parametrize(("override", "code", "key"), [
+    ("eval.bootstrap_resamples=.nan", "CONFIG_TYPE", "eval.bootstrap_resamples"),
+    ("eval.confidence=.nan", "CONFIG_INVALID", "eval.confidence"),
+    ("deploy.bake_seconds=.inf", "CONFIG_INVALID", "deploy.bake_seconds"),
+    ("deploy.bake_seconds=-5", "CONFIG_INVALID", "deploy.bake_seconds"),
+    ("deploy.bake_seconds=99999999", "CONFIG_INVALID", "deploy.bake_seconds"),
+    ("train.max_steps=true", "CONFIG_TYPE", "train.max_steps"),
+])
+def test_hostile_numbers_are_refused_with_the_key_named(override: str, code: str,
+                                                        key: str) -> None:
+    with pytest.raises(StageError) as info:
+        resolve("tiny", [override])
+    assert info.value.code == code
+    assert key in info.value.message
+
+
+def test_list_elements_of_the_wrong_type_are_refused_with_their_index() -> None:
+    with pytest.raises(StageError) as info:
+        resolve("tiny", ["eval.tasks=[shipyard_mc, 3]"])
+    assert info.value.code == "CONFIG_TYPE"
+    assert "eval.tasks[1]" in info.value.message
