@@ -68,43 +68,66 @@ class RegistrationResult:
     mlflow_run_id: str
 
 
-def register_model(
-    *,
-    model_dir: Path,
-    model_digest: str,
-    dataset_digests: Mapping[str, str],
-    dataset_files: Mapping[str, Path],
-    config_digest: str,
-    resolved_config_json: str,
-    training_run_id: str | None,
-    eval_report: Mapping[str, Any] | None,
-    config: RegisterConfig,
-    tracking_uri: str,
-    artifact_root: Path | str | None,
-    key_dir: Path,
-    execution_id: str,
-    started_on: datetime | None = None,
-    dataset_uris: Mapping[str, str] | None = None,
-    project_root: Path | None = None,
-    workflow_inputs: Mapping[str, Any] | None = None,
-    base_model_dir: Path | None = None,
-) -> RegistrationResult:
-    """Register the model in `model_dir` as a signed, attested MLflow model version.
+@dataclass(frozen=True, kw_only=True)
+class RegistrationRequest:
+    """Everything `register_model` needs: the trained model and the evidence about it, the
+    registry to write to, and where the build ran. Checked before any work is done."""
 
-    `dataset_files` are local copies of the splits (their sha256 must equal
-    `dataset_digests`); `dataset_uris` is where they live (recorded; default: the local
-    paths). `key_dir` is used in key mode when `config.key_dir` is None. `started_on`
-    defaults to the training run's start. `eval_report` may carry `gate_outcome`
-    ("PASS"/"FAIL") and `summary`. `project_root` is the source checkout (commit, lockfile).
-    """
+    # HF model directory the train stage wrote, and its model-signing root digest
+    # (common.digests.model_root_digest); the files must still hash to it.
+    model_dir: Path
+    model_digest: str
+    # sha256 of each dataset split the model was trained on, by split name
+    dataset_digests: Mapping[str, str]
+    # local copies of those splits (same split names); each must hash to its digest
+    dataset_files: Mapping[str, Path]
+    # sha256 of `resolved_config_json`, the JSON of the resolved TrainConfig
+    config_digest: str
+    resolved_config_json: str
+    # MLflow run of training: the registration run nests under it; None when there is none
+    training_run_id: str | None
+    # the evaluate stage's JSON report (may carry "gate_outcome": "PASS"/"FAIL" and
+    # "summary"); None when the model was not evaluated
+    eval_report: Mapping[str, Any] | None
+    # registered model name, signing mode, policy, builder and source settings
+    config: RegisterConfig
+    # MLflow tracking URI; `artifact_root` is where a local store keeps artifacts
+    # (ignored by a tracking server, which decides itself)
+    tracking_uri: str
+    artifact_root: Path | str | None
+    # signing key directory in key mode when `config.key_dir` is None
+    key_dir: Path
+    # the orchestrator's execution id (Flyte's, or "local:..."), recorded in the provenance
+    execution_id: str
+    # when the build started; None: the training run's start (or now, without one)
+    started_on: datetime | None = None
+    # where the dataset splits live, by split name (recorded); None: the local paths
+    dataset_uris: Mapping[str, str] | None = None
+    # the source checkout (commit, lockfile); None: not recorded
+    project_root: Path | None = None
+    # the workflow's own inputs, recorded as the provenance's external parameters
+    workflow_inputs: Mapping[str, Any] | None = None
+    # the base model fine-tuned from (a resolved dependency in the provenance); None: none
+    base_model_dir: Path | None = None
+
+
+def register_model(request: RegistrationRequest) -> RegistrationResult:
+    """Register `request.model_dir` as a signed, attested MLflow model version."""
     stage_started = datetime.now(UTC)
-    model_dir = Path(model_dir)
+    model_dir = Path(request.model_dir)
     _check_inputs(
-        model_dir, model_digest, dataset_digests, dataset_files, config_digest, resolved_config_json
+        model_dir,
+        request.model_digest,
+        request.dataset_digests,
+        request.dataset_files,
+        request.config_digest,
+        request.resolved_config_json,
     )
+    config, model_digest = request.config, request.model_digest
+    training_run_id, tracking_uri = request.training_run_id, request.tracking_uri
     client = reg.client_for(tracking_uri)
     name = config.registered_model_name
-    signer = _signer(config, Path(config.key_dir) if config.key_dir else Path(key_dir))
+    signer = _signer(config, Path(config.key_dir) if config.key_dir else Path(request.key_dir))
     with _mlflow_errors(tracking_uri):
         existing = reg.find_version_by_digest(client, name, model_digest)
         if existing is not None:
@@ -121,26 +144,26 @@ def register_model(
             client,
             training_run_id=training_run_id,
             experiment_name=config.experiment_name,
-            artifact_root=_artifact_location(tracking_uri, artifact_root),
+            artifact_root=_artifact_location(tracking_uri, request.artifact_root),
             run_name=f"register-{model_digest[:12]}",
         )
         build = BuildInputs(
             config=config,
             model_dir=model_dir,
             model_digest=model_digest,
-            dataset_digests=dict(dataset_digests),
-            dataset_uris=_dataset_uris(dataset_files, dataset_uris),
-            config_digest=config_digest,
-            resolved_config_json=resolved_config_json,
+            dataset_digests=dict(request.dataset_digests),
+            dataset_uris=_dataset_uris(request.dataset_files, request.dataset_uris),
+            config_digest=request.config_digest,
+            resolved_config_json=request.resolved_config_json,
             training_run_id=training_run_id,
-            eval_report=eval_report,
-            execution_id=execution_id,
-            builder_id=config.builder_id or prov.default_builder_id(execution_id),
-            started_on=started_on or _run_start(client, training_run_id, stage_started),
-            source=source_info(project_root, config.source_repository),
-            project_root=project_root,
-            workflow_inputs=workflow_inputs,
-            base_model_dir=base_model_dir,
+            eval_report=request.eval_report,
+            execution_id=request.execution_id,
+            builder_id=config.builder_id or prov.default_builder_id(request.execution_id),
+            started_on=request.started_on or _run_start(client, training_run_id, stage_started),
+            source=source_info(request.project_root, config.source_repository),
+            project_root=request.project_root,
+            workflow_inputs=request.workflow_inputs,
+            base_model_dir=request.base_model_dir,
         )
         try:
             version = _publish(client, build, signer, run_id)

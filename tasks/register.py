@@ -12,7 +12,7 @@ from flytekit import Resources, task
 from common.settings import PROJECT_ROOT, load_settings
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
-from registry.stage import RegistrationResult, register_model
+from registry.stage import RegistrationRequest, RegistrationResult, register_model
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import error_html, execution_id, publish_report
 
@@ -41,7 +41,7 @@ def register(
     splits = sorted(model.dataset_digests)
     remote = dataset.files.remote_source
     try:
-        result = register_model(
+        request = RegistrationRequest(
             model_dir=model_dir,
             model_digest=model.model_digest,
             dataset_digests=model.dataset_digests,
@@ -61,6 +61,7 @@ def register(
             project_root=PROJECT_ROOT,
             base_model_dir=_base_model_dir(model.resolved_config_json),
         )
+        result = register_model(request)
     except RegistryError as error:
         publish_report(_STAGE, _REPORT_TITLE, error_html(error))
         raise

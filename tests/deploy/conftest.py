@@ -26,7 +26,7 @@ from common.errors import StageError
 from common.settings import PROJECT_ROOT, Settings
 from deploy.model_ref import ModelToDeploy
 from registry.config import RegisterConfig
-from registry.stage import RegistrationResult, register_model
+from registry.stage import RegistrationRequest, RegistrationResult, register_model
 from serving.process import port_is_listening
 from serving.vllm_venv import default_vllm_venv_dir, ensure_vllm_venv
 from testing.tiny_model import build_tiny_model
@@ -95,7 +95,7 @@ class Registry:
     dataset_files: dict[str, Path]
 
     def register(self, model_dir: Path, name: str) -> ModelToDeploy:
-        result = register_model(**register_kwargs(self, model_dir, name))
+        result = register_model(RegistrationRequest(**register_kwargs(self, model_dir, name)))
         return to_request(result)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploy.state import load_state
-from registry.stage import register_model
+from registry.stage import RegistrationRequest, register_model
 from tasks.contracts import DeploymentResult, RegisteredModel
 from tasks.deploy_canary import deploy_canary
 from tests.deploy.conftest import Registry, register_kwargs
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 def test_task_serves_the_first_version_and_returns_its_endpoint(
         registry: Registry, model_dirs: dict[str, Path]) -> None:
-    result = register_model(**register_kwargs(registry, model_dirs["stable"], "shipyard-task"))
+    result = register_model(
+        RegistrationRequest(**register_kwargs(registry, model_dirs["stable"], "shipyard-task")))
     model = RegisteredModel(
         registered_model_name=result.registered_model_name, version=result.version,
         model_uri=result.model_uri, model_digest=result.model_digest, created=result.created,

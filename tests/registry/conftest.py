@@ -23,7 +23,7 @@ from common.digests import model_root_digest, sha256_file
 from common.settings import PROJECT_ROOT
 from registry.config import RegisterConfig
 from registry.mlflow_registry import client_for
-from registry.stage import RegistrationResult, register_model
+from registry.stage import RegistrationRequest, RegistrationResult, register_model
 
 SPLITS = ("train", "validation", "eval")
 RESOLVED_CONFIG_JSON = json.dumps({"model_preset": "tiny", "max_steps": 12, "seed": 0})
@@ -148,7 +148,7 @@ def register(
     kwargs = stage_kwargs(
         store, model_dir, dataset_files, name, eval_report=eval_report, **config_overrides
     )
-    return register_model(**kwargs)
+    return register_model(RegistrationRequest(**kwargs))
 
 
 def run_artifacts_dir(store: Store, run_id: str) -> Path:

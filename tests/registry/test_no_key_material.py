@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.mlflow_registry import client_for
-from registry.stage import register_model
+from registry.stage import RegistrationRequest, register_model
 from tests.registry.conftest import Store, stage_kwargs
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def test_private_key_material_appears_nowhere(
     key_dir = tmp_path / "keys"
     caplog.set_level(logging.DEBUG)
     kwargs = stage_kwargs(store, model_copy, dataset_files, "secret-scan", key_dir=str(key_dir))
-    result = register_model(**kwargs)
+    result = register_model(RegistrationRequest(**kwargs))
     output = capsys.readouterr()
 
     private_key = key_dir / "signing.key"

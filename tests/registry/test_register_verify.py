@@ -13,7 +13,7 @@ from common.digests import model_root_digest, sha256_file
 from registry.errors import RegistryError
 from registry.mlflow_registry import client_for
 from registry.policy import Policy, load_policy
-from registry.stage import register_model
+from registry.stage import RegistrationRequest, register_model
 from registry.verify import verify_model
 from tests.registry.conftest import Store, register, run_artifacts_dir, stage_kwargs
 
@@ -166,7 +166,7 @@ def test_register_refuses_files_that_are_not_the_trained_model(
     kwargs = stage_kwargs(store, model_copy, dataset_files, model_name)
     (model_copy / "config.json").write_text("{}")  # changed after training
     with pytest.raises(RegistryError) as failure:
-        register_model(**kwargs)
+        register_model(RegistrationRequest(**kwargs))
     assert failure.value.code == "MODEL_DIGEST_MISMATCH"
     assert failure.value.expected == kwargs["model_digest"]
     assert failure.value.found == model_root_digest(model_copy)
@@ -185,7 +185,7 @@ def test_register_refuses_a_dataset_that_is_not_the_training_data(
     other_train.write_text('{"id": "x", "prompt": "p", "response": "r"}\n')
     kwargs["dataset_files"] = {**dataset_files, "train": other_train}
     with pytest.raises(RegistryError) as failure:
-        register_model(**kwargs)
+        register_model(RegistrationRequest(**kwargs))
     assert failure.value.code == "DATASET_DIGEST_MISMATCH"
     assert "train" in failure.value.message
     assert _versions(store, model_name) == []
