@@ -23,10 +23,11 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from common.errors import StageError
 from common.settings import Settings
+from deploy.analysis import Outcome
 from deploy.config import DeployConfig
 from deploy.controller import CanaryController, RolloutReport
 from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
@@ -49,18 +50,43 @@ logger = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
+    """Where the tracks run and how traffic is split: everything the stage asks of them."""
+
     @property
-    def endpoint(self) -> str: ...
+    def endpoint(self) -> str:
+        """OpenAI-compatible base URL clients use (append /v1)."""
+        ...
+
+    @property
+    def engine_kind(self) -> str:
+        """The engine serving the tracks ("vllm" or "local"), for the decision record."""
+        ...
+
+    @property
+    def needs_load_generator(self) -> bool:
+        """True when nothing but the stage sends requests during a rollout (a loopback
+        router), so the stage drives load itself; False when real clients are the traffic."""
+        ...
+
     def running_stable_version(self) -> str | None: ...
     def start_stable(self, model: VerifiedModel) -> None: ...
     def start_canary(self, model: VerifiedModel) -> None: ...
     def set_canary_weight(self, percent: int) -> None: ...
+    def inject_faults(self, canary: FaultSpec | None) -> None:
+        """Set (or with None, clear) a fault drill on the canary track. A backend that
+        cannot inject faults accepts None and raises CONFIG_INVALID for a FaultSpec."""
+        ...
+
     def metrics_source(self) -> MetricsSource: ...
     def promote_canary(self) -> None: ...
     def rollback_canary(self) -> None: ...
     def describe(self) -> dict[str, Any]: ...
     def stop_command(self) -> str: ...
-    def stop_all(self) -> Any: ...
+    def stop_all(self) -> object: ...
+
+
+# What the stage did about the traffic (the module docstring says when each happens).
+DeployAction = Literal["first_deployment", "promoted", "rolled_back", "already_serving"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +94,8 @@ class DeployOutcome:
     deployment_name: str
     model_uri: str
     model_digest: str
-    outcome: str  # PASS, FAIL, INCONCLUSIVE
-    action: str  # first_deployment, promoted, rolled_back, already_serving
+    outcome: Outcome
+    action: DeployAction
     engine: str
     backend: str
     endpoint: str
@@ -99,7 +125,7 @@ def deploy_canary(model: ModelToDeploy, config: DeployConfig, settings: Settings
 
     if backend is None:
         backend = _build_backend(config, settings, name, verified, record)
-    record.data["engine"] = getattr(backend, "engine_kind", "vllm")
+    record.data["engine"] = backend.engine_kind
     record.data["backend"] = config.backend
 
     try:
@@ -176,7 +202,7 @@ def verify_for_serving(model_uri: str, expected_digest: str, config: DeployConfi
 
 def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
               model: ModelToDeploy, config: DeployConfig, settings: Settings, work_dir: Path,
-              record: DecisionRecord, client: Any) -> tuple[str, str]:
+              record: DecisionRecord, client: Any) -> tuple[Outcome, DeployAction]:
     running = backend.running_stable_version()
     if champion is None:
         record.note("no champion yet: first deployment, served as stable after a smoke check")
@@ -219,7 +245,7 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
 
 def _run_with_load(backend: Backend, config: DeployConfig, served: str) -> RolloutReport:
     controller = CanaryController(backend, backend.metrics_source(), config)
-    if not isinstance(backend, LocalBackend):
+    if not backend.needs_load_generator:
         return controller.run()  # a cluster has its own traffic
     per_step = config.bake_seconds + config.max_extra_bake_seconds
     spec = LoadSpec(config.load_requests_per_second, config.load_concurrency,
@@ -234,12 +260,8 @@ def _run_with_load(backend: Backend, config: DeployConfig, served: str) -> Rollo
 
 def _inject_faults(backend: Backend, config: DeployConfig, record: DecisionRecord) -> None:
     if not (config.inject_canary_latency_seconds or config.inject_canary_error_rate):
-        if isinstance(backend, LocalBackend):
-            backend.inject_faults(None)  # the router outlives deploys: no leftover drill
+        backend.inject_faults(None)  # a long-lived router outlives deploys: no leftover drill
         return
-    if not isinstance(backend, LocalBackend):
-        raise StageError("CONFIG_INVALID", "fault injection needs the local router "
-                         "(deploy.backend=local)")
     fault = FaultSpec(added_latency_seconds=config.inject_canary_latency_seconds,
                       error_rate=config.inject_canary_error_rate)
     backend.inject_faults(fault)

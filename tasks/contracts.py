@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
+# Flyte's type engine carries typing.Literal fields as strings with the allowed values in the
+# type (checked with `pyflyte package` and flytekit local execution), so outcomes and actions
+# are the deploy stage's own Literal types, not free text.
+from deploy.analysis import Outcome
+from deploy.stage import DeployAction
 
-@dataclass
+
+@dataclass(frozen=True)
 class ValidatedDataset:
     # train.jsonl, validation.jsonl, eval.jsonl (columns: id, prompt, response),
     # tokenizer/ (HF format), validation_report.json
@@ -24,7 +30,7 @@ class ValidatedDataset:
     report_digest: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainedModel:
     # HF model directory: config.json, model.safetensors, tokenizer files, generation_config.json
     model_dir: FlyteDirectory
@@ -43,7 +49,7 @@ class TrainedModel:
     mlflow_run_id: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class RegisteredModel:
     # A signed, attested MLflow model version (see the README, "Stage: register"). Everything deploy
     # needs to find it and to check it again: the alias can move, `model_uri` cannot.
@@ -75,7 +81,7 @@ class RegisteredModel:
     mlflow_run_id: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class DeploymentResult:
     # The outcome of `deploy_canary` (README: "Stage: deploy_canary"). The decision record holds
     # every number behind it; `endpoint` is where the served model answers.
@@ -84,20 +90,20 @@ class DeploymentResult:
     # model-signing root digest of the version deployed (verified before serving)
     model_digest: str
     # PASS, FAIL or INCONCLUSIVE
-    outcome: str
+    outcome: Outcome
     # first_deployment, promoted, rolled_back or already_serving
-    action: str
+    action: DeployAction
     # vllm or local; local backend or kubernetes
     engine: str
     backend: str
     # OpenAI-compatible base URL (router on loopback, or the Gateway); append /v1
     endpoint: str
     served_model_name: str
-    # MLflow `champion` version after the stage ("" when there is none)
-    champion_version: str
-    # the decision record: local JSON path and its MLflow artifact URI ("" if not logged)
+    # MLflow `champion` version after the stage (None when there is none)
+    champion_version: str | None
+    # the decision record: local JSON path and its MLflow artifact URI (None if not logged)
     decision_record_path: str
-    decision_record_uri: str
+    decision_record_uri: str | None
     # how to stop what the stage left running
     stop_command: str
 

@@ -49,8 +49,8 @@ def deploy_canary(model: RegisteredModel, config: DeployConfig) -> DeploymentRes
         backend=outcome.backend,
         endpoint=outcome.endpoint,
         served_model_name=outcome.served_model_name,
-        champion_version=outcome.champion_version or "",
+        champion_version=outcome.champion_version,
         decision_record_path=str(outcome.record_path),
-        decision_record_uri=outcome.record_uri or "",
+        decision_record_uri=outcome.record_uri,
         stop_command=outcome.stop_command,
     )

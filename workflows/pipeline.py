@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from flytekit import LaunchPlan, Resources, workflow
+from flytekit.core.promise import Promise
 from flytekit.extras.accelerators import H100
 from flytekitplugins.kfpytorch import Elastic
 
@@ -36,14 +37,25 @@ def _on_gpus(count: int) -> dict[str, Any]:
     }
 
 
-@workflow
-def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> DeploymentResult:  # noqa: B006
+def _wire_stages(preset: str, overrides: list[str],
+                 train_overrides: dict[str, Any] | None = None) -> Promise:
+    """The five stages, output to input: the one place a stage is added or rewired.
+
+    Called inside each @workflow body, so it runs when Flyte compiles the workflow and
+    builds its nodes; `train_overrides` are node overrides for `train` (its resources)."""
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
     model = train(dataset=dataset, config=cfg.train)
+    if train_overrides is not None:
+        model = model.with_overrides(**train_overrides)
     report = evaluate(model=model, dataset=dataset, config=cfg.eval)
     registered = register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
     return deploy_canary(model=registered, config=cfg.deploy)
+
+
+@workflow
+def shipyard_pipeline(preset: str = "tiny", overrides: list[str] = []) -> DeploymentResult:  # noqa: B006
+    return _wire_stages(preset, overrides)
 
 
 @workflow
@@ -51,12 +63,7 @@ def shipyard_pipeline_gpu(
     preset: str = "gpu-1x", overrides: list[str] = []  # noqa: B006
 ) -> DeploymentResult:
     """One H100 (gpu-1x preset): Elastic with one NCCL worker."""
-    cfg = resolve_config(preset=preset, overrides=overrides)
-    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    model = train(dataset=dataset, config=cfg.train).with_overrides(**_on_gpus(1))
-    report = evaluate(model=model, dataset=dataset, config=cfg.eval)
-    registered = register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
-    return deploy_canary(model=registered, config=cfg.deploy)
+    return _wire_stages(preset, overrides, train_overrides=_on_gpus(1))
 
 
 @workflow
@@ -64,12 +71,7 @@ def shipyard_pipeline_gpu_8x(
     preset: str = "gpu-8x", overrides: list[str] = []  # noqa: B006
 ) -> DeploymentResult:
     """Eight H100s on one node (gpu-8x preset): Elastic with eight workers, FSDP2."""
-    cfg = resolve_config(preset=preset, overrides=overrides)
-    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    model = train(dataset=dataset, config=cfg.train).with_overrides(**_on_gpus(8))
-    report = evaluate(model=model, dataset=dataset, config=cfg.eval)
-    registered = register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
-    return deploy_canary(model=registered, config=cfg.deploy)
+    return _wire_stages(preset, overrides, train_overrides=_on_gpus(8))
 
 
 # Launch plan CI triggers on main after registering (see .github/workflows).

@@ -23,6 +23,7 @@ from deploy.kubernetes_backend import (
     with_model,
 )
 from deploy.model_ref import VerifiedModel
+from serving.router import FaultSpec
 from tests.deploy.fake_kubernetes import FakeDynamicClient
 
 KUBERNETES_VERSION = "1.37.0"
@@ -161,6 +162,16 @@ def test_a_rollout_that_never_becomes_available_times_out(backend: KubernetesBac
     with pytest.raises(StageError) as caught:
         backend.start_stable(_model("1"))
     assert caught.value.code == "DEPLOY_ROLLOUT_TIMEOUT"
+
+
+@pytest.mark.unit
+def test_fault_drills_are_refused_on_a_cluster(backend: KubernetesBackend) -> None:
+    assert backend.needs_load_generator is False  # real clients are the traffic
+    backend.inject_faults(None)  # nothing to clear: no client call, no error
+    assert _fake(backend).calls == []
+    with pytest.raises(StageError) as caught:
+        backend.inject_faults(FaultSpec(added_latency_seconds=1.0))
+    assert caught.value.code == "CONFIG_INVALID"
 
 
 @pytest.mark.unit
