@@ -31,6 +31,10 @@ class DataConfig:
     # What an email address or phone number in the text does: "fail" stops the pipeline,
     # "warn" reports it and goes on.
     pii_action: str = "fail"
+    # Bounds on each split file, checked before parsing (hostile or broken input is refused
+    # in bounded time and memory): the file's size and one row's size in bytes.
+    max_file_bytes: int = 1 << 30
+    max_row_bytes: int = 64 << 10
 
     def __post_init__(self) -> None:
         if self.pii_action not in PII_ACTIONS:
@@ -38,7 +42,8 @@ class DataConfig:
                 "CONFIG_INVALID",
                 f"data.pii_action={self.pii_action!r}: must be one of {list(PII_ACTIONS)}.",
             )
-        for name in ("max_example_tokens", "min_rows_per_split", "tokenizer_vocab_size"):
+        for name in ("max_example_tokens", "min_rows_per_split", "tokenizer_vocab_size",
+                     "max_file_bytes", "max_row_bytes"):
             if getattr(self, name) <= 0:
                 raise StageError(
                     "CONFIG_INVALID", f"data.{name}={getattr(self, name)}: must be > 0."

@@ -32,6 +32,7 @@ from common.errors import StageError
 from common.template import format_example
 from data.config import SPLITS, DataConfig
 from data.io import (
+    ReadLimits,
     check_split_location,
     is_uri,
     read_split,
@@ -80,7 +81,8 @@ def validate_dataset(config: DataConfig, output_dir: Path) -> ValidationOutcome:
     started = time.monotonic()
     output_dir = Path(output_dir).resolve()
     locations = check_config(config, output_dir)
-    frames = {split: read_split(split, locations[split]) for split in SPLITS}
+    limits = ReadLimits(max_file_bytes=config.max_file_bytes, max_row_bytes=config.max_row_bytes)
+    frames = {split: read_split(split, locations[split], limits) for split in SPLITS}
     inputs = {
         split: {"location": locations[split], "sha256": sha256_location(locations[split])}
         for split in SPLITS
