@@ -15,6 +15,7 @@ from deploy.config import DeployConfig
 from deploy.model_ref import ModelToDeploy
 from deploy.report import report_html
 from deploy.stage import deploy_canary as run_deploy
+from tasks import timeouts
 from tasks.contracts import DeploymentResult, RegisteredModel
 from tasks.flyte_adapter import error_html, publish_report
 
@@ -24,6 +25,7 @@ _TITLE = "Canary deployment"
 
 # Not cached and not retried: a deploy acts on live traffic and the registry's aliases.
 @task(
+    timeout=timeouts.DEPLOY,
     cache=False,
     retries=0,
     enable_deck=True,

@@ -16,11 +16,13 @@ from eval.config import EvalConfig
 from eval.errors import EvalError
 from eval.run import evaluate_model
 from eval.summary import EvalSummary
+from tasks import timeouts
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import publish_report
 
 
 @task(
+    timeout=timeouts.EVALUATE,
     # Not cached by Flyte: the champion alias can move between two runs with equal inputs.
     # Re-runs are cheap anyway: lm-eval responses and judge calls are cached per model digest.
     cache=False,

@@ -13,6 +13,7 @@ from common.settings import PROJECT_ROOT, load_settings
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from registry.stage import RegistrationRequest, RegistrationResult, register_model
+from tasks import timeouts
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import error_html, execution_id, publish_report
 
@@ -23,6 +24,7 @@ _REPORT_TITLE = "Model registration"
 # Not cached: whether a version exists is a fact about the live registry, not about the
 # inputs; registration is idempotent by model digest, so retries and reruns are safe.
 @task(
+    timeout=timeouts.REGISTER,
     cache=False,
     retries=2,
     enable_deck=True,

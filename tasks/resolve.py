@@ -18,6 +18,7 @@ from data.io import check_split_location, sha256_location
 from deploy.config import DeployConfig
 from eval.config import EvalConfig
 from registry.config import RegisterConfig
+from tasks import timeouts
 from training.config import TrainConfig
 
 KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy")
@@ -69,6 +70,6 @@ def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:
                     "that one value.")
 
 
-@task(cache=False, retries=0)
+@task(cache=False, retries=0, timeout=timeouts.RESOLVE)
 def resolve_config(preset: str, overrides: list[str]) -> ResolvedConfig:
     return resolve(preset, overrides)

@@ -18,6 +18,7 @@ from flytekitplugins.kfpytorch import Elastic
 from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import load_settings
+from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import publish_report
@@ -67,6 +68,7 @@ def to_trained_model(result: TrainResult, config: TrainConfig,
 
 
 @task(
+    timeout=timeouts.TRAIN,
     task_config=LOCAL_ELASTIC,
     cache=Cache(version=code_version(*COMMON, "tasks/train.py", "training",
                                      packages=("torch", "transformers", "safetensors"))),

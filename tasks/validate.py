@@ -13,6 +13,7 @@ from flytekit.types.directory import FlyteDirectory
 from common.errors import StageError
 from data.config import DataConfig
 from data.stage import REPORT_JSON_NAME, validate_dataset
+from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import ValidatedDataset
 from tasks.flyte_adapter import error_html, publish_report
@@ -36,6 +37,7 @@ def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str,
 
 
 @task(
+    timeout=timeouts.VALIDATE,
     cache=Cache(version=code_version(*COMMON, "tasks/validate.py", "data",
                                  packages=_OUTPUT_SHAPING_PACKAGES)),
     retries=1,
