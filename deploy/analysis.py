@@ -18,8 +18,8 @@ from scipy.stats import mannwhitneyu
 
 from deploy.config import DeployConfig
 from deploy.metric_sources import TrackSnapshot
+from deploy.outcomes import Outcome
 
-Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 # Fewer samples per side than this and the U test has no power: it is skipped, not failed.
 MIN_SAMPLES_FOR_U_TEST = 3
 # A p95 over fewer requests than this is just the slowest one: comparing two such "p95s"

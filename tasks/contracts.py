@@ -15,8 +15,7 @@ from flytekit.types.file import FlyteFile
 # Flyte's type engine carries typing.Literal fields as strings with the allowed values in the
 # type (checked with `pyflyte package` and flytekit local execution), so outcomes and actions
 # are the deploy stage's own Literal types, not free text.
-from deploy.analysis import Outcome
-from deploy.stage import DeployAction
+from deploy.outcomes import DeployAction, Outcome
 
 
 @dataclass(frozen=True)
