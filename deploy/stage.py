@@ -27,8 +27,8 @@ from typing import Any, Literal, Protocol
 
 from common.errors import StageError
 from common.settings import Settings
-from deploy.analysis import Outcome
 from deploy.config import DeployConfig
+from deploy.outcomes import DeployAction, Outcome
 from deploy.controller import CanaryController, RolloutReport
 from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
 from deploy.loadgen import LoadGenerator, LoadSpec, load_eval_prompts
@@ -86,7 +86,6 @@ class Backend(Protocol):
 
 
 # What the stage did about the traffic (the module docstring says when each happens).
-DeployAction = Literal["first_deployment", "promoted", "rolled_back", "already_serving"]
 
 
 @dataclass(frozen=True)
