@@ -18,6 +18,7 @@ KNOWN_KINDS = {
     ("apps/v1", "Deployment"), ("v1", "Service"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 }
 
 

@@ -49,8 +49,8 @@ def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 @pytest.mark.unit
 def test_rendered_objects_pass_their_schemas(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(o["kind"] for o in rendered)
-    assert kinds == ["Deployment", "Deployment", "HTTPRoute", "PodMonitor", "PrometheusRule",
-                     "Service", "Service"]
+    assert kinds == ["Deployment", "Deployment", "HTTPRoute", "NetworkPolicy", "PodMonitor",
+                     "PrometheusRule", "Service", "Service"]
     for obj in rendered:
         assert obj["metadata"]["namespace"] == NS
         if obj["kind"] in SCHEMAS:
@@ -121,7 +121,8 @@ def test_first_stable_is_applied_server_side_and_takes_all_traffic(
     assert backend.running_stable_version() == "1"
     assert backend.route_weights() == {"vllm-stable": 100, "vllm-canary": 0}
     applied = {kind for op, kind, _ in fake.calls if op == "apply"}
-    assert applied == {"Deployment", "Service", "HTTPRoute", "PodMonitor", "PrometheusRule"}
+    assert applied == {"Deployment", "Service", "HTTPRoute", "PodMonitor", "PrometheusRule",
+                       "NetworkPolicy"}
     assert FIELD_MANAGER == "shipyard-deploy"
 
 
