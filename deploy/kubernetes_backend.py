@@ -155,6 +155,14 @@ class KubernetesBackend:
         annotations = current["spec"]["template"]["metadata"].get("annotations") or {}
         return annotations.get(ANNOTATION_VERSION) or None
 
+    def leftover_canary_version(self) -> str | None:
+        """A canary Deployment still scaled up (a deploy killed mid-rollout)."""
+        current = self._get("apps/v1", "Deployment", deployment_name("canary"))
+        if current is None or not (current.get("spec") or {}).get("replicas"):
+            return None
+        annotations = current["spec"]["template"]["metadata"].get("annotations") or {}
+        return str(annotations.get(ANNOTATION_VERSION) or "unknown")
+
     def start_stable(self, model: VerifiedModel) -> None:
         for obj in self.objects:  # Services, route, monitoring: apply once, idempotent
             if obj["kind"] != "Deployment":

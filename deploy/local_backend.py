@@ -115,6 +115,11 @@ class LocalBackend:
     def running_stable_version(self) -> str | None:
         return self.state.stable.model_version if self.state.stable else None
 
+    def leftover_canary_version(self) -> str | None:
+        """The canary a previous (killed) deploy recorded, whether or not it still runs."""
+        canary = self.state.canary
+        return None if canary is None else (canary.model_version or "unknown")
+
     def describe(self) -> dict[str, Any]:
         return {r.role: {"pid": r.pid, "port": r.port, "kind": r.kind, "log": r.log_path,
                          "model_uri": r.model_uri} for r in self.state.servers()}
@@ -136,6 +141,9 @@ class LocalBackend:
             self._drain_and_stop(previous)
 
     def start_canary(self, model: VerifiedModel) -> None:
+        if self.state.canary is not None:
+            # Never overwrite a canary's record while it may run: stop it first.
+            self.rollback_canary()
         self.start_track("canary", model.model_dir, model.served_model_name,
                          model_uri=model.model_uri, version=model.version, digest=model.digest)
 
@@ -147,7 +155,11 @@ class LocalBackend:
             vllm_venv_dir=self.vllm_venv_dir, outlive_parent=True,
         )
         engine.detach()
-        warm_up(engine.base_url, served_model_name)
+        try:
+            warm_up(engine.base_url, served_model_name)
+        except BaseException:
+            engine.stop(grace_seconds=10)  # not recorded yet: nobody else could stop it
+            raise
         record = ServerRecord(role=role, kind=engine.kind, pid=engine.pid, port=engine.port,
                               log_path=str(engine.log_path), served_model_name=served_model_name,
                               model_uri=model_uri, model_version=version, model_digest=digest,

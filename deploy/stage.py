@@ -16,25 +16,30 @@ Then, by what the registry and the deployment already have:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import shutil
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from common.errors import StageError
 from common.settings import Settings
+from common.signals import signals_raise_stage_interrupted
 from deploy.config import DeployConfig
-from deploy.outcomes import DeployAction, Outcome
 from deploy.controller import CanaryController, RolloutReport
 from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
 from deploy.loadgen import LoadGenerator, LoadSpec, load_eval_prompts
 from deploy.local_backend import LocalBackend
 from deploy.metric_sources import MetricsSource
 from deploy.model_ref import ModelToDeploy, VerifiedModel
+from deploy.outcomes import DeployAction, Outcome
 from deploy.state import state_path
 from registry import mlflow_registry as reg
 from registry.aliases import champion_version, move_champion
@@ -69,6 +74,7 @@ class Backend(Protocol):
         ...
 
     def running_stable_version(self) -> str | None: ...
+    def leftover_canary_version(self) -> str | None: ...
     def start_stable(self, model: VerifiedModel) -> None: ...
     def start_canary(self, model: VerifiedModel) -> None: ...
     def set_canary_weight(self, percent: int) -> None: ...
@@ -108,9 +114,17 @@ class DeployOutcome:
 
 def deploy_canary(model: ModelToDeploy, config: DeployConfig, settings: Settings, *,
                   backend: Backend | None = None) -> DeployOutcome:
+    """Verify, serve, canary, decide, record. One deploy per deployment at a time (a file
+    lock); SIGTERM rolls a started canary back before the process ends."""
     name = config.deployment_name or model.registered_model_name
-    served = config.served_model_name or model.registered_model_name
     work_dir = state_path(settings.home, name).parent
+    with deployment_lock(work_dir, name), signals_raise_stage_interrupted():
+        return _deploy_locked(model, config, settings, backend, name, work_dir)
+
+
+def _deploy_locked(model: ModelToDeploy, config: DeployConfig, settings: Settings,
+                   backend: Backend | None, name: str, work_dir: Path) -> DeployOutcome:
+    served = config.served_model_name or model.registered_model_name
     client = reg.client_for(settings.mlflow_tracking_uri)
     record = DecisionRecord.start(name, model, config)
 
@@ -128,10 +142,12 @@ def deploy_canary(model: ModelToDeploy, config: DeployConfig, settings: Settings
     record.data["backend"] = config.backend
 
     try:
+        _roll_back_leftover_canary(backend, record)
         outcome, action = _roll_out(backend, verified, champion, model, config, settings,
                                     work_dir, record, client)
     except BaseException:
-        # Whatever broke, a half-started canary must not keep taking traffic.
+        # Whatever broke (SIGTERM included), a half-started canary must not keep taking
+        # traffic or keep running.
         _safe_rollback(backend)
         raise
     record.finish(outcome, action, backend.endpoint, backend.describe())
@@ -145,6 +161,44 @@ def deploy_canary(model: ModelToDeploy, config: DeployConfig, settings: Settings
         champion_version=record.data["champion"]["after"], record_path=path, record_uri=uri,
         stop_command=backend.stop_command(), record=record.data,
     )
+
+
+@contextmanager
+def deployment_lock(work_dir: Path, name: str) -> Iterator[None]:
+    """An exclusive, non-blocking lock on the deployment: a second deploy of it fails at
+    once (DEPLOY_LOCKED) instead of interleaving with the first (shared staging directory,
+    state file, router). The kernel releases it when the holder dies, SIGKILL included."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / "deploy.lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise StageError(
+                "DEPLOY_LOCKED",
+                f"deployment {name!r} is being deployed by another process ({holder}; lock "
+                f"{path}). Wait for it to finish, or stop it; two deploys never interleave.",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _roll_back_leftover_canary(backend: Backend, record: DecisionRecord) -> None:
+    """A deploy killed mid-rollout (SIGKILL: no cleanup ran) leaves its canary: take it out
+    of traffic and stop it before anything else."""
+    leftover = backend.leftover_canary_version()
+    if leftover is not None:
+        record.note(f"a canary of version {leftover} was left by an interrupted deploy: "
+                    "rolled back first")
+        backend.rollback_canary()
 
 
 def _build_backend(config: DeployConfig, settings: Settings, name: str,

@@ -13,8 +13,9 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from common.digests import sha256_file
+from common.digests import model_root_digest, sha256_file
 from common.settings import Settings
+from common.signals import signals_raise_stage_interrupted
 from eval.champion import load_champion
 from eval.config import EvalConfig
 from eval.engines import CANDIDATE_NAME, CHAMPION_NAME, judge_endpoint, model_source
@@ -33,10 +34,28 @@ def evaluate_model(*, model_dir: Path, model_digest: str, training_run_id: str,
     `eval_split_digest`: the sha256 validate_data recorded for `eval_split` (a mismatch is
     EVAL_DATASET_DIGEST_MISMATCH). A gate FAIL is returned, not raised: the report is written
     and logged either way (`EvalSummary.require_pass` raises it)."""
+    with signals_raise_stage_interrupted():  # SIGTERM: the engines below stop too
+        return _evaluate(model_dir=model_dir, model_digest=model_digest,
+                         training_run_id=training_run_id, eval_split=eval_split,
+                         eval_split_digest=eval_split_digest, config=config, settings=settings,
+                         work_dir=work_dir, judge_api_key=judge_api_key)
+
+
+def _evaluate(*, model_dir: Path, model_digest: str, training_run_id: str, eval_split: Path,
+              eval_split_digest: str | None, config: EvalConfig, settings: Settings,
+              work_dir: Path, judge_api_key: str | None) -> EvalSummary:
     if sha256_file(eval_split) != eval_split_digest:
         raise EvalError("EVAL_DATASET_DIGEST_MISMATCH",
                         f"{eval_split}: sha256 differs from the digest validate_data recorded. "
                         "Re-run validate_data; do not edit its outputs.")
+    # Score only the bytes the evaluation is about: the report (and the gate decision that
+    # registration and deploy rely on) is bound to this digest.
+    found = model_root_digest(model_dir)
+    if found != model_digest:
+        raise EvalError("EVAL_MODEL_DIGEST_MISMATCH",
+                        f"{model_dir}: files digest {found} != the model digest {model_digest} "
+                        "train recorded. The model files changed after training; re-run train "
+                        "(do not edit its outputs).")
     cache_dir = Path(config.cache_dir) if config.cache_dir else settings.home / "eval-cache"
     with ExitStack() as engines:
         # The champion's files are only needed while it is evaluated (they can be large).
