@@ -231,7 +231,8 @@ def verify_for_serving(model_uri: str, expected_digest: str, config: DeployConfi
     shutil.rmtree(staging, ignore_errors=True)
     try:
         result = verify_model(model_uri, tracking_uri=settings.mlflow_tracking_uri,
-                              policy=load_policy(config.policy_path), public_key=public_key,
+                              policy=load_policy(config.policy_path, keys_dir=settings.keys_dir),
+                              public_key=public_key,
                               download_dir=staging)
     except RegistryError as exc:
         shutil.rmtree(staging, ignore_errors=True)

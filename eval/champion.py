@@ -55,7 +55,8 @@ def load_champion(config: EvalConfig, tracking_uri: str, keys_dir: Path,
                   else keys_dir / PUBLIC_KEY_NAME)
     try:
         result = verify_model(model_uri, tracking_uri=tracking_uri,
-                              policy=load_policy(config.policy_path), public_key=public_key,
+                              policy=load_policy(config.policy_path, keys_dir=keys_dir),
+                              public_key=public_key,
                               download_dir=download_dir)
     except RegistryError as exc:
         raise EvalError(

@@ -1,4 +1,4 @@
-"""The promotion gate: PASS or FAIL, with every number behind it.
+"""The promotion gate: PASS, FAIL or NO_EVIDENCE, with every number behind it.
 
 Checks, each recorded whether it passes or not:
 
@@ -12,7 +12,9 @@ Checks, each recorded whether it passes or not:
 3. Judge (when it is gating, see eval/judge/run.py): the lower end of the bootstrap
    interval of the candidate's pairwise win rate must be above 0.5 - margin.
 
-With no champion only the hard bounds apply. The outcome is FAIL when any check fails.
+With no champion only the hard bounds apply. The outcome is FAIL when any check fails, and
+NO_EVIDENCE when there was nothing to check (no champion, no floors or ceilings, no gating
+judge): a gate that checked nothing must not read as passed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from eval.judge.run import JudgeReport
 from eval.stats import PairedComparison, compare_paired
 from eval.suite.specs import TASK_SPECS
 
-PASS, FAIL = "PASS", "FAIL"
+PASS, FAIL, NO_EVIDENCE = "PASS", "FAIL", "NO_EVIDENCE"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def decide(config: EvalConfig, candidate: HarnessResult, champion: HarnessResult
     if not checks:
         notes.append("nothing to gate on: no champion and no hard floors or ceilings")
     return GateDecision(
-        outcome=FAIL if failed else PASS,
+        outcome=FAIL if failed else PASS if checks else NO_EVIDENCE,
         reasons=failed or [c.detail for c in checks] or list(notes),
         checks=checks, comparisons=comparisons,
         mode="absolute" if champion is None else "champion", notes=notes)

@@ -11,16 +11,17 @@ from eval.champion import Champion
 from eval.errors import EvalError
 from eval.stage import EvalOutcome
 
-GateOutcome = Literal["PASS", "FAIL"]
+GateOutcome = Literal["PASS", "FAIL", "NO_EVIDENCE"]
 GateMode = Literal["champion", "absolute"]
 # The gate's string values, typed (a KeyError here is a bug in the gate, not a user error).
-_OUTCOMES: dict[str, GateOutcome] = {"PASS": "PASS", "FAIL": "FAIL"}
+_OUTCOMES: dict[str, GateOutcome] = {"PASS": "PASS", "FAIL": "FAIL", "NO_EVIDENCE": "NO_EVIDENCE"}
 _MODES: dict[str, GateMode] = {"champion": "champion", "absolute": "absolute"}
 
 
 @dataclass(frozen=True)
 class EvalSummary:
-    # PASS or FAIL; a FAIL is reported, and `require_pass` turns it into EVAL_GATE_FAILED.
+    # PASS, FAIL or NO_EVIDENCE (nothing was gated); anything but PASS is reported, and
+    # `require_pass` turns it into EVAL_GATE_FAILED.
     outcome: GateOutcome
     # FAIL: every failed check; PASS: every check that passed (or why nothing was gated).
     reasons: tuple[str, ...]

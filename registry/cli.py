@@ -5,9 +5,11 @@ Exit codes: 0 verified; 1 a check failed (its name, expected and found go to std
 
 Defaults follow the embedded local setup: MLflow at `$MLFLOW_TRACKING_URI` or
 `sqlite:///$SHIPYARD_HOME/mlflow.db` (SHIPYARD_HOME defaults to ~/.shipyard), the public key
-at `$SHIPYARD_HOME/keys/signing.pub`, and the policy in registry/default_policy.yaml. This
-entry point is the only place in `registry` that reads the environment; `verify_model`
-takes every value as an argument.
+at `$SHIPYARD_HOME/keys/signing.pub`, and the policy `$SHIPYARD_HOME/keys/trust-policy.yaml`
+(written when the local key pair was generated; it pins that key) or else
+registry/default_policy.yaml (which pins no key). The public key is trusted only when the
+policy pins its fingerprint. This entry point is the only place in `registry` that reads the
+environment; `verify_model` takes every value as an argument.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from registry.signing import PUBLIC_KEY_NAME
 from registry.verify import verify_model
 
 # Errors in what the user typed, not in the model: exit 2 like argparse does.
-_USAGE_ERRORS = frozenset({"MODEL_URI_INVALID", "POLICY_INVALID"})
+_USAGE_ERRORS = frozenset({"MODEL_URI_INVALID", "POLICY_INVALID", "EXPECTED_DIGEST_INVALID"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +62,15 @@ def add_verify_arguments(
         "--policy",
         type=Path,
         default=None,
-        help="policy YAML (default: registry/default_policy.yaml, local builder only)",
+        help="policy YAML (default: the local trust policy $SHIPYARD_HOME/keys/"
+        "trust-policy.yaml if it exists, else registry/default_policy.yaml)",
+    )
+    parser.add_argument(
+        "--expected-digest",
+        default=None,
+        metavar="SHA256",
+        help="fail unless the model's root digest is this one (sha256:<hex>), e.g. the digest "
+        "a deploy request names",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -71,8 +81,10 @@ def add_verify_arguments(
         "--public-key",
         type=Path,
         default=home / "keys" / PUBLIC_KEY_NAME,
-        help="trusted PEM public key for key-mode signatures (default: %(default)s)",
+        help="PEM public key for key-mode signatures; trusted only when the policy pins its "
+        "fingerprint (default: %(default)s)",
     )
+    parser.set_defaults(keys_dir=home / "keys")
     parser.add_argument(
         "--download-dir",
         type=Path,
@@ -85,13 +97,14 @@ def run_verify(args: argparse.Namespace) -> int:
     # MLflow draws download progress bars on stderr, where the verdict goes: keep it readable.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, keys_dir=args.keys_dir)
         result = verify_model(
             args.model_uri,
             tracking_uri=args.tracking_uri,
             policy=policy,
             public_key=args.public_key,
             download_dir=args.download_dir,
+            expected_digest=args.expected_digest,
         )
     except RegistryError as exc:
         print(f"shipyard verify: FAILED {args.model_uri}", file=sys.stderr)

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from registry.aliases import DEFAULT_CHAMPION_ALIAS, check_champion_alias
 from registry.errors import RegistryError
-
-SIGNING_MODES = ("key", "sigstore")
+from registry.policy import SIGNING_MODES
 
 
 @dataclass
@@ -29,6 +28,11 @@ class RegisterConfig:
     # Directory holding the key pair in key mode; None means the settings' keys directory
     # (`$SHIPYARD_HOME/keys`).
     key_dir: str | None = None
+    # Key mode: may a missing key pair be generated (and pinned in the local trust policy)?
+    # True on a laptop. Set false wherever a throwaway key must never sign, e.g. on a Flyte
+    # cluster: there the key is mounted (a Kubernetes secret at key_dir) or signing_mode is
+    # 'sigstore', and a missing key fails with KEY_GENERATION_DISABLED.
+    allow_key_generation: bool = True
     # Sigstore mode: the identity the CI signs as (for GitHub Actions the workflow ref,
     # e.g. https://github.com/ORG/REPO/.github/workflows/main.yml@refs/heads/main) and its
     # OIDC issuer (https://token.actions.githubusercontent.com). Used to check the fresh

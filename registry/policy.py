@@ -1,20 +1,30 @@
-"""Verification policy: which builders, source and eval outcome a deployable model needs.
+"""Verification policy: who may sign, which builders, source and eval outcome a deployable
+model needs, and how large it may be.
 
 A policy is a YAML file; unknown keys are errors, so a typo cannot silently switch a check
-off. A key left out (or null) means that requirement is not enforced, and the verification
-result says so.
+off. A requirement key left out (or null) means that requirement is not enforced, and the
+verification result says so. Trust is never left out: a signature verifies only against a
+key the policy pins by fingerprint or the Sigstore identity it names.
 
     allowed_builder_ids: [urn:shipyard:builder:flyte-local]   # required, non-empty
     expected_source_repository: https://github.com/ORG/REPO   # or null
-    required_eval_gate: PASS                                  # or null (until Eval lands)
+    required_eval_gate: PASS                                  # or null
+    allowed_signing_modes: [key]                              # key, sigstore or both
+    trusted_key_fingerprints: [sha256:<64 hex>]               # key mode: the pinned keys
     sigstore_identity: https://github.com/ORG/REPO/.github/workflows/main.yml@refs/heads/main
     sigstore_oidc_issuer: https://token.actions.githubusercontent.com
     sigstore_staging: false
+    max_model_bytes: 53687091200                              # refuse larger downloads
+
+`ensure_key_pair` writes a local trust policy, `<keys dir>/trust-policy.yaml`, that pins the
+local key; `load_policy(None, keys_dir=...)` reads it in place of the packaged default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +35,12 @@ from registry.errors import RegistryError
 from registry.signing import SigstoreIdentity
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
+# Written by `ensure_key_pair` next to the key pair it pins (registry.signing).
+LOCAL_TRUST_POLICY_NAME = "trust-policy.yaml"
 EVAL_GATE_OUTCOMES = ("PASS",)
+SIGNING_MODES = ("key", "sigstore")
+DEFAULT_MAX_MODEL_BYTES = 50 * 1024**3  # 50 GiB: larger than any model this pipeline trains
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,14 @@ class Policy:
     sigstore_identity: str | None = None
     sigstore_oidc_issuer: str | None = None
     sigstore_staging: bool = False
+    # Signing modes a model may use ("key", "sigstore"); each still needs its trust root
+    # (pinned keys / Sigstore identity), so None (both) trusts nothing more by itself.
+    allowed_signing_modes: tuple[str, ...] | None = None
+    # Key mode: the only public keys trusted, as `sha256:<hex>` fingerprints (sha256 of the
+    # PEM SubjectPublicKeyInfo, the `publicKey.hint` model-signing writes). Empty: none.
+    trusted_key_fingerprints: tuple[str, ...] = ()
+    # Largest model version (model files plus attestations, bytes) that is downloaded.
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     # Where the policy was read from, for messages.
     source: str = field(default="<inline>", compare=False)
 
@@ -67,12 +90,41 @@ class Policy:
                 f"policy {self.source}: required_eval_gate={self.required_eval_gate!r}: "
                 f"use one of {list(EVAL_GATE_OUTCOMES)} or null.",
             )
+        self._check_trust_keys()
         if (self.sigstore_identity is None) != (self.sigstore_oidc_issuer is None):
             raise RegistryError(
                 "POLICY_INVALID",
                 f"policy {self.source}: set both sigstore_identity and sigstore_oidc_issuer, "
                 "or neither.",
             )
+
+    def _check_trust_keys(self) -> None:
+        modes = self.allowed_signing_modes
+        if modes is not None and (not modes or not set(modes) <= set(SIGNING_MODES)):
+            raise RegistryError(
+                "POLICY_INVALID",
+                f"policy {self.source}: allowed_signing_modes={list(modes)!r}: list one or "
+                f"both of {list(SIGNING_MODES)}, or leave it out.",
+            )
+        bad = [f for f in self.trusted_key_fingerprints if not _FINGERPRINT.fullmatch(str(f))]
+        if bad:
+            raise RegistryError(
+                "POLICY_INVALID",
+                f"policy {self.source}: trusted_key_fingerprints {bad!r}: write each as "
+                "sha256:<64 lowercase hex> (printed when the key pair is generated).",
+            )
+        size = self.max_model_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise RegistryError(
+                "POLICY_INVALID",
+                f"policy {self.source}: max_model_bytes={size!r} must be a positive integer "
+                "(bytes).",
+            )
+
+    @property
+    def signing_modes(self) -> tuple[str, ...]:
+        """The modes a model may be signed in (None allows both, each with its trust root)."""
+        return SIGNING_MODES if self.allowed_signing_modes is None else self.allowed_signing_modes
 
     @property
     def sigstore(self) -> SigstoreIdentity | None:
@@ -83,9 +135,11 @@ class Policy:
         )
 
 
-def load_policy(path: Path | str | None = None) -> Policy:
-    """Read a policy file; None reads the default policy shipped with the package."""
-    policy_path = Path(path) if path is not None else DEFAULT_POLICY_PATH
+def load_policy(path: Path | str | None = None, *, keys_dir: Path | None = None) -> Policy:
+    """Read a policy file. None reads the local trust policy in `keys_dir` (written when the
+    local key pair was generated) when there is one, else the packaged default, which pins
+    no key."""
+    policy_path = Path(path) if path is not None else default_policy_path(keys_dir)
     try:
         raw = yaml.safe_load(policy_path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -93,6 +147,41 @@ def load_policy(path: Path | str | None = None) -> Policy:
     if not isinstance(raw, dict):
         raise RegistryError("POLICY_INVALID", f"policy {policy_path}: expected a mapping.")
     return policy_from_dict(raw, source=str(policy_path))
+
+
+def pin_local_key(keys_dir: Path, fingerprint: str) -> Path:
+    """Pin `fingerprint` (sha256:<hex>) in `keys_dir`'s local trust policy, creating it from
+    the packaged default when absent; returns its path. Written 0600, atomically."""
+    path = Path(keys_dir).expanduser() / LOCAL_TRUST_POLICY_NAME
+    source = path if path.is_file() else DEFAULT_POLICY_PATH
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError("POLICY_INVALID", f"cannot read policy {source}: {exc}") from exc
+    policy = policy_from_dict(raw, source=str(source))  # validate before extending it
+    if fingerprint in policy.trusted_key_fingerprints:
+        return path
+    raw["trusted_key_fingerprints"] = [*policy.trusted_key_fingerprints, fingerprint]
+    if "key" not in policy.signing_modes:
+        raw["allowed_signing_modes"] = [*policy.signing_modes, "key"]
+    text = (
+        "# Local trust policy: the packaged default plus the key(s) generated on this machine.\n"
+        "# `shipyard verify`, evaluate and deploy use it when no policy is given. Edit the\n"
+        "# pinned fingerprints here to trust or distrust a key; a key pair file by itself is\n"
+        "# no trust root.\n" + yaml.safe_dump(raw, sort_keys=False)
+    )
+    policy_from_dict(yaml.safe_load(text), source=str(path))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def default_policy_path(keys_dir: Path | None) -> Path:
+    local = Path(keys_dir).expanduser() / LOCAL_TRUST_POLICY_NAME if keys_dir else None
+    return local if local is not None and local.is_file() else DEFAULT_POLICY_PATH
 
 
 def policy_from_dict(raw: dict[str, Any], *, source: str = "<inline>") -> Policy:
@@ -107,4 +196,13 @@ def policy_from_dict(raw: dict[str, Any], *, source: str = "<inline>") -> Policy
     if isinstance(builders, str):
         builders = [builders]
     values = {**raw, "allowed_builder_ids": tuple(builders)}
+    for key in ("allowed_signing_modes", "trusted_key_fingerprints"):
+        if isinstance(values.get(key), str):
+            values[key] = (values[key],)
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    if values.get("trusted_key_fingerprints") is None:
+        values.pop("trusted_key_fingerprints", None)
+    if values.get("max_model_bytes") is None:
+        values.pop("max_model_bytes", None)
     return Policy(**values, source=source)

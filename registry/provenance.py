@@ -1,7 +1,8 @@
 """SLSA v1.0 provenance of a model: an in-toto Statement v1 about its root digest.
 
 Field by field (https://slsa.dev/spec/v1.0/provenance):
-  subject                           the model directory, by its model-signing root digest
+  subject                           the model directory, by its model-signing root digest;
+                                    its name is the MLflow registered model name
   buildDefinition.buildType         BUILD_TYPE, documented in registry/BUILD_TYPE.md
   buildDefinition.externalParameters  what the user chose: workflow inputs, stage configs
   buildDefinition.internalParameters  what the pipeline resolved: config digest, training run,
@@ -138,6 +139,11 @@ def check_format(statement: dict[str, Any]) -> None:
 
 def subject_digest(statement: dict[str, Any]) -> str:
     return str(statement["subject"][0]["digest"]["sha256"])
+
+
+def subject_name(statement: dict[str, Any]) -> str:
+    """The registered model name the model was signed for (see BUILD_TYPE.md)."""
+    return str(statement["subject"][0].get("name", ""))
 
 
 def builder_id(statement: dict[str, Any]) -> str:

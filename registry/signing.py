@@ -8,6 +8,10 @@ Key mode uses one ECDSA P-256 key pair per key directory, generated on first use
 only accepts elliptic-curve keys, and the same pair signs the SLSA provenance (registry.dsse),
 so a verifier trusts one public key for both. The private key file is created 0600 in a 0700
 directory and never read anywhere but here; only its path is printed.
+
+A public key file is no trust root by itself: verification trusts a key only when the policy
+pins its fingerprint. Generating the pair therefore also pins it in the local trust policy
+(`<key_dir>/trust-policy.yaml`, 0600, see registry.policy) and prints the fingerprint.
 """
 
 from __future__ import annotations
@@ -64,8 +68,13 @@ def public_key_fingerprint(public_key_path: Path) -> str:
     return hashlib.sha256(pem).hexdigest()
 
 
-def ensure_key_pair(key_dir: Path) -> KeyPair:
-    """Load the key pair in `key_dir`, generating it on first use.
+def ensure_key_pair(key_dir: Path, *, allow_generation: bool = True) -> KeyPair:
+    """Load the key pair in `key_dir`, generating it on first use when `allow_generation`.
+
+    With `allow_generation` the key is also pinned in the local trust policy when that does
+    not exist yet (first use, or a pair made before pinning existed). Without it (a cluster:
+    `register.allow_key_generation: false`) a missing key is KEY_GENERATION_DISABLED and
+    nothing is written to `key_dir`, which may be a read-only mounted secret.
 
     Safe against two registrations starting at once: the private key is published with a
     hard link, which fails instead of overwriting, and the loser loads the winner's key.
@@ -73,8 +82,17 @@ def ensure_key_pair(key_dir: Path) -> KeyPair:
     key_dir = Path(key_dir).expanduser()
     private_path = key_dir / PRIVATE_KEY_NAME
     public_path = key_dir / PUBLIC_KEY_NAME
+    generated = False
     if not private_path.exists():
-        _generate_private_key(key_dir, private_path)
+        if not allow_generation:
+            raise RegistryError(
+                "KEY_GENERATION_DISABLED",
+                f"no signing key at {private_path} and register.allow_key_generation is false "
+                "(a remote run never signs with a throwaway key): mount the signing key pair "
+                "there (e.g. a Kubernetes secret), or set register.signing_mode='sigstore' "
+                "with the CI's OIDC identity.",
+            )
+        generated = _generate_private_key(key_dir, private_path)
     _check_private_key_permissions(private_path)
     private_key = load_private_key(private_path)
     # The public key is always derived from the private one, so a stale or swapped .pub
@@ -83,8 +101,33 @@ def ensure_key_pair(key_dir: Path) -> KeyPair:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     if not public_path.exists() or public_path.read_bytes() != public_pem:
+        if not allow_generation and not os.access(key_dir, os.W_OK):
+            raise RegistryError(
+                "KEY_INVALID",
+                f"{public_path} is missing or does not match {private_path}, and {key_dir} is "
+                "read-only: mount the public key next to the private key.",
+            )
         _write_atomic(public_path, public_pem, mode=0o644)
-    return KeyPair(private_key_path=private_path, public_key_path=public_path)
+    pair = KeyPair(private_key_path=private_path, public_key_path=public_path)
+    if allow_generation:
+        _pin_in_local_trust_policy(key_dir, pair, announce=generated)
+    return pair
+
+
+def _pin_in_local_trust_policy(key_dir: Path, pair: KeyPair, *, announce: bool) -> None:
+    # Imported here: registry.policy imports this module (SigstoreIdentity).
+    from registry.policy import LOCAL_TRUST_POLICY_NAME, pin_local_key
+
+    trust_path = key_dir / LOCAL_TRUST_POLICY_NAME
+    if trust_path.exists() and not announce:
+        return  # the user's trust policy decides; an existing key is not pinned behind it
+    fingerprint = f"sha256:{pair.fingerprint}"
+    pin_local_key(key_dir, fingerprint)
+    print(
+        f"[shipyard] pinned signing key {fingerprint} in the local trust policy {trust_path} "
+        "(verification trusts only the keys pinned there)",
+        flush=True,
+    )
 
 
 def sign_model(
@@ -171,6 +214,33 @@ def ambient_identity_token() -> str:
     return token
 
 
+def signature_signing_mode(signature_path: Path) -> str:
+    """"key" or "sigstore", from the signature bundle's verification material (read without
+    verifying). The mode only selects which trust root the policy must supply; the signature
+    is then verified against that root, so a false claim cannot pass."""
+    try:
+        bundle = json.loads(Path(signature_path).read_text())
+        material = bundle.get("verificationMaterial") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"{signature_path} is not a model-signing bundle: {exc}",
+            check=CHECK_MODEL_SIGNATURE,
+        ) from exc
+    keys = set(material) if isinstance(material, dict) else set()
+    if "publicKey" in keys:
+        return "key"
+    if keys & {"certificate", "x509CertificateChain"}:
+        return "sigstore"
+    raise RegistryError(
+        "VERIFICATION_FAILED",
+        f"{signature_path} names neither a public key nor a Sigstore certificate",
+        check=CHECK_MODEL_SIGNATURE,
+        expected="verificationMaterial.publicKey or .certificate",
+        found=str(sorted(material) if isinstance(material, dict) else material),
+    )
+
+
 def signature_subject_digest(signature_path: Path) -> str:
     """Root digest in the signature's in-toto subject (read without verifying)."""
     statement = _signature_statement(signature_path)
@@ -242,7 +312,8 @@ def _signature_statement(signature_path: Path) -> dict:
         ) from exc
 
 
-def _generate_private_key(key_dir: Path, private_path: Path) -> None:
+def _generate_private_key(key_dir: Path, private_path: Path) -> bool:
+    """Create the private key; False when a concurrent registration created it first."""
     key_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(key_dir, 0o700)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -259,7 +330,7 @@ def _generate_private_key(key_dir: Path, private_path: Path) -> None:
         try:
             os.link(tmp_name, private_path)
         except FileExistsError:
-            return  # another registration generated the key first: use theirs
+            return False  # another registration generated the key first: use theirs
     finally:
         os.unlink(tmp_name)
     logger.warning(
@@ -270,6 +341,7 @@ def _generate_private_key(key_dir: Path, private_path: Path) -> None:
         f"secret), public key {private_path.with_name(PUBLIC_KEY_NAME)} (give it to verifiers)",
         flush=True,
     )
+    return True
 
 
 def _check_private_key_permissions(private_path: Path) -> None:

@@ -253,7 +253,7 @@ def _check_inputs(
 
 def _signer(config: RegisterConfig, key_dir: Path) -> Signer:
     if config.signing_mode == "key":
-        pair = ensure_key_pair(key_dir)
+        pair = ensure_key_pair(key_dir, allow_generation=config.allow_key_generation)
         logger.info("signing key %s (public key %s)", pair.private_key_path, pair.public_key_path)
         return Signer("key", pair, None)
     assert config.sigstore_identity and config.sigstore_oidc_issuer  # RegisterConfig checks
@@ -330,6 +330,10 @@ def _self_check(
             sigstore_identity=signer.sigstore.identity,
             sigstore_oidc_issuer=signer.sigstore.oidc_issuer,
             sigstore_staging=signer.sigstore.staging,
+        )
+    if signer.key_pair is not None:  # like the identity above: the key that just signed
+        policy = dataclasses.replace(
+            policy, trusted_key_fingerprints=(*policy.trusted_key_fingerprints, signer.label)
         )
     uri = f"models:/{version.name}/{version.version}"
     public_key = signer.key_pair.public_key_path if signer.key_pair else None

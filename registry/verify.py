@@ -1,21 +1,30 @@
 """The one verification of a registered model: `verify_model`. Fail-closed.
 
-It downloads the version's files and attestations, recomputes the model's root digest and
-runs the checks below in order; the first failure raises RegistryError naming the check,
-what was expected and what was found. Nothing read from MLflow is trusted by itself: trust
-comes from the caller's public key (key mode) or the policy's Sigstore identity (sigstore
-mode), and the tags are only checked against what those signatures vouch for.
+It checks the version's size, downloads its attestations and then its files, recomputes the
+model's root digest and runs the checks below in order; the first failure raises
+RegistryError naming the check, what was expected and what was found. Nothing read from
+MLflow is trusted by itself: trust comes only from the policy, which pins the public keys
+(by fingerprint) and the Sigstore identity it accepts, and the signing modes it allows.
+Neither the mode nor the key is taken from an MLflow tag; tags are only checked against what
+the signatures vouch for.
 
   resolve                  the models:/ URI names an existing version
-  trust_root               the caller supplied the key / identity the version's mode needs
   mlflow_tag               required tags exist; attestation URIs point into the version's run;
-                           (after the signatures) the model_digest tag equals the files' digest
+                           (after the signatures) signing_mode and model_digest tags agree
+  download_size            model files + attestations fit the policy's max_model_bytes,
+                           by MLflow's artifact listing, before anything is downloaded
   download                 model files and attestations could be fetched
+  policy_signing_mode      the signature's mode (key / sigstore) is in the policy's
+                           allowed_signing_modes
+  trust_root               the policy (and caller) supply that mode's trust root
+  policy_trusted_key       key mode: the public key's fingerprint is pinned by the policy
   model_signature          every file matches the model signature, made by the trusted signer
   signature_subject        the signature's subject digest equals the recomputed digest
+  expected_digest          the digest equals the one the caller expects (if given)
   provenance_signature     the DSSE envelope verifies with the trusted signer
   provenance_format        it is a SLSA v1 provenance with Shipyard's buildType
   provenance_subject       its subject digest equals the recomputed digest
+  provenance_model_name    its subject name is the registered model name in the URI
   byproduct_digest         the SBOM / eval report logged next to it match its byproducts
   policy_builder           builder.id is in the policy's allowed_builder_ids
   policy_source_repository the source dependency is the policy's repository (if set)
@@ -40,7 +49,12 @@ from registry import provenance as prov
 from registry.dsse import verify_statement
 from registry.errors import RegistryError
 from registry.policy import Policy
-from registry.signing import SigstoreIdentity, verify_model_signature
+from registry.signing import (
+    SigstoreIdentity,
+    public_key_fingerprint,
+    signature_signing_mode,
+    verify_model_signature,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,40 +88,62 @@ def verify_model(
     policy: Policy,
     public_key: Path | None = None,
     download_dir: Path | None = None,
+    expected_digest: str | None = None,
 ) -> VerificationResult:
     """Verify `models:/NAME@ALIAS` or `models:/NAME/VERSION` against `policy`.
 
-    `public_key` is the trusted PEM public key for key-mode signatures; sigstore-mode
-    signatures are checked against `policy.sigstore_identity` / `sigstore_oidc_issuer`.
+    `public_key` is the PEM public key for key-mode signatures; it is trusted only when
+    `policy.trusted_key_fingerprints` pins its fingerprint. Sigstore-mode signatures are
+    checked against `policy.sigstore_identity` / `sigstore_oidc_issuer`. With
+    `expected_digest` (`sha256:<hex>` or `<hex>`) the model's root digest must equal it.
     With `download_dir`, the verified model stays in `download_dir/model`.
     """
+    name = _parse_model_uri(model_uri)[0]
+    request = _Request(model_uri, name, policy, public_key, _digest_hex(expected_digest))
     client = reg.client_for(tracking_uri)
     version = _resolve(client, model_uri)
     if download_dir is not None:
-        return _verify(client, model_uri, version, policy, public_key, Path(download_dir))
+        return _verify(client, request, version, Path(download_dir))
     with tempfile.TemporaryDirectory(prefix="shipyard-verify-") as tmp:
-        return _verify(client, model_uri, version, policy, public_key, Path(tmp), keep=False)
+        return _verify(client, request, version, Path(tmp), keep=False)
+
+
+@dataclass(frozen=True)
+class _Request:
+    model_uri: str
+    # the registered model name in the URI: the provenance must be about this name
+    name: str
+    policy: Policy
+    public_key: Path | None
+    expected_digest: str | None
 
 
 def _verify(
     client: MlflowClient,
-    model_uri: str,
+    request: _Request,
     version: ModelVersion,
-    policy: Policy,
-    public_key: Path | None,
     work_dir: Path,
     *,
     keep: bool = True,
 ) -> VerificationResult:
+    policy = request.policy
     checks: list[CheckOutcome] = []
     tags = dict(version.tags)
-    mode = tags.get(reg.TAG_SIGNING_MODE, "key")
-    key_path, sigstore = _trust_root(mode, public_key, policy)
-    checks.append(CheckOutcome("trust_root", "passed", _describe_trust(key_path, sigstore)))
-
     signature_name, provenance_name = _attestation_names(tags, str(version.run_id))
     checks.append(CheckOutcome("mlflow_tag", "passed", "attestation URIs point into the run"))
-    model_dir, attest_dir = _download(client, version, work_dir)
+    checks.append(_check_download_size(client, version, policy))
+    attest_dir = _download(client, _attestations_uri(version), work_dir, version)
+
+    # The mode only selects the trust root, which comes from the policy, never from a tag.
+    mode = signature_signing_mode(attest_dir / signature_name)
+    checks.append(_check_signing_mode(mode, policy))
+    key_path, sigstore = _trust_root(mode, request.public_key, policy)
+    checks.append(CheckOutcome("trust_root", "passed", _describe_trust(key_path, sigstore)))
+    if key_path is not None:
+        checks.append(_check_pinned_key(key_path, policy))
+    tag_mode = tags.get(reg.TAG_SIGNING_MODE)
+    _require("mlflow_tag", tag_mode in (None, mode), mode, tag_mode, "MLflow tag signing_mode")
+    model_dir = _download(client, str(version.source), work_dir, version)
     checks.append(CheckOutcome("download", "passed", f"{version.source}"))
 
     digest = model_root_digest(model_dir)
@@ -123,6 +159,7 @@ def _verify(
         "signature subject",
     )
     checks.append(CheckOutcome("signature_subject", "passed", f"sha256:{digest}"))
+    checks.append(_check_expected_digest(digest, request))
 
     statement = verify_statement(
         attest_dir / provenance_name, public_key_path=key_path, sigstore=sigstore
@@ -139,6 +176,7 @@ def _verify(
         "provenance subject digest",
     )
     checks.append(CheckOutcome("provenance_subject", "passed", f"sha256:{digest}"))
+    checks.append(_check_model_name(statement, request.name, str(version.name)))
     tag_digest = tags.get(reg.TAG_MODEL_DIGEST)
     _require(
         "mlflow_tag",
@@ -152,7 +190,7 @@ def _verify(
     checks.extend(_check_policy(statement, policy))
 
     result = VerificationResult(
-        model_uri=model_uri,
+        model_uri=request.model_uri,
         registered_model_name=str(version.name),
         version=str(version.version),
         model_digest=digest,
@@ -162,7 +200,7 @@ def _verify(
         checks=tuple(checks),
         model_dir=model_dir if keep else None,
     )
-    logger.info("verified %s (version %s): sha256:%s", model_uri, result.version, digest)
+    logger.info("verified %s (version %s): sha256:%s", request.model_uri, result.version, digest)
     return result
 
 
@@ -206,30 +244,157 @@ def _trust_root(
             raise RegistryError(
                 "VERIFICATION_FAILED",
                 "this version is signed in key mode: pass the signer's public key "
-                "(--public-key, by default $SHIPYARD_HOME/keys/signing.pub).",
+                "(--public-key, by default $SHIPYARD_HOME/keys/signing.pub); the policy must "
+                "pin its fingerprint.",
                 check="trust_root",
                 expected="a PEM public key file",
                 found=str(public_key),
             )
         return Path(public_key), None
-    if mode == "sigstore":
-        if policy.sigstore is None:
+    if policy.sigstore is None:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"this version is signed keyless with Sigstore: policy {policy.source} must "
+            "set sigstore_identity and sigstore_oidc_issuer.",
+            check="trust_root",
+            expected="a Sigstore identity in the policy",
+            found="none",
+        )
+    return None, policy.sigstore
+
+
+def _check_signing_mode(mode: str, policy: Policy) -> CheckOutcome:
+    allowed = policy.signing_modes
+    if mode not in allowed:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"the model is signed in {mode} mode, which policy {policy.source} does not allow: "
+            "add it to allowed_signing_modes (with its trust root: trusted_key_fingerprints "
+            "for key, sigstore_identity + sigstore_oidc_issuer for sigstore), or verify with "
+            "the policy meant for this model.",
+            check="policy_signing_mode",
+            expected=f"one of {list(allowed)}",
+            found=mode,
+        )
+    return CheckOutcome("policy_signing_mode", "passed", mode)
+
+
+def _check_pinned_key(key_path: Path, policy: Policy) -> CheckOutcome:
+    fingerprint = f"sha256:{public_key_fingerprint(key_path)}"
+    if fingerprint not in policy.trusted_key_fingerprints:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"public key {key_path} is not pinned by policy {policy.source}: a key file is no "
+            "trust root by itself. If you trust this key, add its fingerprint to the policy's "
+            "trusted_key_fingerprints (the local trust policy is "
+            "$SHIPYARD_HOME/keys/trust-policy.yaml); otherwise pass the pinned key.",
+            check="policy_trusted_key",
+            expected=f"one of {list(policy.trusted_key_fingerprints)}",
+            found=fingerprint,
+        )
+    return CheckOutcome("policy_trusted_key", "passed", fingerprint)
+
+
+def _check_expected_digest(digest: str, request: _Request) -> CheckOutcome:
+    if request.expected_digest is None:
+        return CheckOutcome("expected_digest", "skipped", "no digest expected")
+    if digest != request.expected_digest:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"{request.model_uri} is validly signed but is not the model you expect: it may "
+            "have moved to another version. Verify the version you meant (models:/NAME/VERSION) "
+            "or update the expected digest.",
+            check="expected_digest",
+            expected=f"sha256:{request.expected_digest}",
+            found=f"sha256:{digest}",
+        )
+    return CheckOutcome("expected_digest", "passed", f"sha256:{digest}")
+
+
+def _check_model_name(statement: dict[str, Any], uri_name: str, version_name: str) -> CheckOutcome:
+    signed_name = prov.subject_name(statement)
+    if signed_name != uri_name or signed_name != version_name:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"the provenance was signed for registered model {signed_name!r}, not "
+            f"{uri_name!r}: a model signed under another name was registered under this one. "
+            "Register the model under its own name (a new signed registration).",
+            check="provenance_model_name",
+            expected=uri_name,
+            found=signed_name,
+        )
+    return CheckOutcome("provenance_model_name", "passed", signed_name)
+
+
+def _check_download_size(
+    client: MlflowClient, version: ModelVersion, policy: Policy
+) -> CheckOutcome:
+    """Sum the artifact listing's sizes; an unknown size is refused (nothing is bounded)."""
+    total = 0
+    for uri in (str(version.source), _attestations_uri(version)):
+        try:
+            run_id, path = reg.parse_run_artifact_uri(uri)
+            sizes = _listed_sizes(client, run_id, path)
+        except (MlflowException, OSError, RegistryError) as exc:
             raise RegistryError(
                 "VERIFICATION_FAILED",
-                f"this version is signed keyless with Sigstore: policy {policy.source} must "
-                "set sigstore_identity and sigstore_oidc_issuer.",
-                check="trust_root",
-                expected="a Sigstore identity in the policy",
-                found="none",
+                f"cannot list the version's files: {exc}",
+                check="download",
+                expected=f"{uri} listed by MLflow",
+                found="listing error",
+            ) from exc
+        unknown = [name for name, size in sizes if size is None]
+        if unknown:
+            raise RegistryError(
+                "VERIFICATION_FAILED",
+                f"the artifact store does not report the size of {unknown[:3]}: the download "
+                "cannot be bounded. Use an artifact store that lists sizes.",
+                check="download_size",
+                expected="a size for every file",
+                found="unknown size",
             )
-        return None, policy.sigstore
-    raise RegistryError(
-        "VERIFICATION_FAILED",
-        "unknown signing mode in MLflow tag signing_mode",
-        check="trust_root",
-        expected="key or sigstore",
-        found=mode,
-    )
+        total += sum(size or 0 for _, size in sizes)
+    if total > policy.max_model_bytes:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"{version.name} version {version.version} is {total} bytes, over the "
+            f"max_model_bytes of policy {policy.source}: nothing was downloaded. Raise "
+            "max_model_bytes in the policy if a model this large is expected.",
+            check="download_size",
+            expected=f"<= {policy.max_model_bytes} bytes",
+            found=f"{total} bytes",
+        )
+    return CheckOutcome("download_size", "passed", f"{total} bytes")
+
+
+def _listed_sizes(client: MlflowClient, run_id: str, path: str) -> list[tuple[str, int | None]]:
+    sizes: list[tuple[str, int | None]] = []
+    pending = [path]
+    while pending:
+        for info in client.list_artifacts(run_id, pending.pop()):
+            if info.is_dir:
+                pending.append(info.path)
+            else:
+                sizes.append((info.path, info.file_size))
+    return sizes
+
+
+def _attestations_uri(version: ModelVersion) -> str:
+    return reg.run_artifact_uri(str(version.run_id), reg.ATTESTATIONS_ARTIFACT_PATH)
+
+
+def _digest_hex(digest: str | None) -> str | None:
+    if digest is None:
+        return None
+    hex_part = digest.strip().lower().removeprefix("sha256:")
+    if len(hex_part) != 64 or any(c not in "0123456789abcdef" for c in hex_part):
+        raise RegistryError(
+            "EXPECTED_DIGEST_INVALID",
+            f"expected digest {digest!r}: write it as sha256:<64 hex> (the model's root digest, "
+            "e.g. from `shipyard verify` or the registration's model_digest).",
+            check="expected_digest",
+        )
+    return hex_part
 
 
 def _describe_trust(key_path: Path | None, sigstore: SigstoreIdentity | None) -> str:
@@ -258,11 +423,9 @@ def _attestation_names(tags: dict[str, str], run_id: str) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def _download(client: MlflowClient, version: ModelVersion, work_dir: Path) -> tuple[Path, Path]:
+def _download(client: MlflowClient, uri: str, work_dir: Path, version: ModelVersion) -> Path:
     try:
-        model_dir = reg.download(client, str(version.source), work_dir)
-        attest_uri = reg.run_artifact_uri(str(version.run_id), reg.ATTESTATIONS_ARTIFACT_PATH)
-        attest_dir = reg.download(client, attest_uri, work_dir)
+        return reg.download(client, uri, work_dir)
     except (MlflowException, OSError, RegistryError) as exc:
         raise RegistryError(
             "VERIFICATION_FAILED",
@@ -271,7 +434,6 @@ def _download(client: MlflowClient, version: ModelVersion, work_dir: Path) -> tu
             expected=f"{version.source} and its attestations",
             found="download error",
         ) from exc
-    return model_dir, attest_dir
 
 
 def _check_byproducts(statement: dict[str, Any], attest_dir: Path) -> CheckOutcome:

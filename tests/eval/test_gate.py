@@ -8,7 +8,7 @@ import pytest
 
 from eval.config import EvalConfig
 from eval.errors import EvalError
-from eval.gate import FAIL, PASS, decide
+from eval.gate import FAIL, NO_EVIDENCE, PASS, decide
 from eval.harness import HarnessResult, SampleResult
 from eval.judge.pairwise import PairwiseSummary
 from eval.judge.run import JudgeReport
@@ -95,7 +95,8 @@ def test_items_pair_by_document_hash_not_position() -> None:
 def test_no_champion_applies_absolute_floors_only() -> None:
     weak = result("cand", [0] * 9 + [1])  # acc 0.1
     passed = decide(config(), weak, None)
-    assert passed.outcome == PASS and passed.mode == "absolute"
+    # nothing to check (no champion, no floors): no evidence, not a pass (issue #9)
+    assert passed.outcome == NO_EVIDENCE and passed.mode == "absolute"
     assert "no champion: absolute floors and ceilings only" in passed.notes
     floored = decide(config(hard_floors={"shipyard_mc": 0.3}), weak, None)
     assert floored.outcome == FAIL

@@ -45,6 +45,8 @@ def test_cli_verify_passes_with_exit_code_zero(
             store.tracking_uri,
             "--public-key",
             str(store.public_key),
+            "--policy",
+            str(store.key_dir / "trust-policy.yaml"),  # pins the test key
         ]
     )
     out = capsys.readouterr().out
@@ -70,6 +72,8 @@ def test_cli_verify_fails_closed_with_the_check_on_stderr(
             store.tracking_uri,
             "--public-key",
             str(store.public_key),
+            "--policy",
+            str(store.key_dir / "trust-policy.yaml"),  # pins the test key
         ],
         cwd=PROJECT_ROOT,
         env=subprocess_env(isolated_home),

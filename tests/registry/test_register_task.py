@@ -77,7 +77,7 @@ def test_register_task_returns_a_verifiable_registered_model(
     verified = verify_model(
         "models:/shipyard-tiny@challenger",
         tracking_uri=settings.mlflow_tracking_uri,
-        policy=load_policy(),
+        policy=load_policy(keys_dir=settings.keys_dir),  # the local trust policy
         public_key=settings.keys_dir / "signing.pub",
     )
     assert verified.model_digest == result.model_digest

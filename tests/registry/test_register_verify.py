@@ -67,7 +67,9 @@ def test_register_then_verify_passes(
         f"models:/{model_name}@challenger",
         tracking_uri=store.tracking_uri,
         policy=Policy(
-            allowed_builder_ids=("urn:shipyard:builder:flyte-local",), required_eval_gate="PASS"
+            allowed_builder_ids=("urn:shipyard:builder:flyte-local",),
+            required_eval_gate="PASS",
+            trusted_key_fingerprints=(result.signer,),  # pins the test key
         ),
         public_key=store.public_key,
     )

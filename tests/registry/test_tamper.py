@@ -8,6 +8,7 @@ registry would: by editing the stored files and tags, not by calling our code di
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -31,10 +32,12 @@ LOCAL_POLICY = Policy(allowed_builder_ids=("urn:shipyard:builder:flyte-local",))
 
 
 def _verify(store: Store, result: RegistrationResult, policy: Policy = LOCAL_POLICY) -> None:
+    # The policy pins the test key, as the local trust policy pins a generated one.
+    pinned = f"sha256:{public_key_fingerprint(store.public_key)}"
     verify_model(
         result.model_uri,
         tracking_uri=store.tracking_uri,
-        policy=policy,
+        policy=dataclasses.replace(policy, trusted_key_fingerprints=(pinned,)),
         public_key=store.public_key,
     )
 
