@@ -158,3 +158,26 @@ def test_champion_lookup_mlflow_refuses(tmp_path: Path) -> None:
                       tmp_path / "champion")
     assert info.value.code == "EVAL_CHAMPION_LOOKUP_FAILED"
     assert "team/shipyard" in info.value.message
+
+
+@pytest.mark.unit
+def test_candidate_whose_files_are_not_the_trained_model(tmp_path: Path) -> None:
+    """Evaluate scores only the bytes it names: a model edited after training is refused
+    before anything is measured."""
+    from common.digests import model_root_digest, sha256_file
+    from eval.run import evaluate_model
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"max_position_embeddings": 64}')
+    trained_digest = model_root_digest(model)
+    (model / "config.json").write_text('{"max_position_embeddings": 65}')  # tampered
+    split = tmp_path / "eval.jsonl"
+    split.write_text('{"id": "e-0", "prompt": "q", "response": "a"}\n')
+    with pytest.raises(EvalError) as info:
+        evaluate_model(model_dir=model, model_digest=trained_digest, training_run_id="run",
+                       eval_split=split, eval_split_digest=sha256_file(split),
+                       config=EvalConfig(), settings=load_settings(), work_dir=tmp_path / "w")
+    assert info.value.code == "EVAL_MODEL_DIGEST_MISMATCH"
+    assert trained_digest in info.value.message
+    assert not (tmp_path / "w").exists()
