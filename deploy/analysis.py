@@ -57,11 +57,14 @@ class WindowStats:
     e2e_p95_seconds: float | None
     # per scrape interval: mean TTFT of the requests finished in it (U-test samples)
     ttft_interval_means: tuple[float, ...] = ()
+    client_errors: int = 0
+    client_error_rate: float | None = None
 
     @classmethod
     def from_window(cls, window: TrackSnapshot, samples: Sequence[float] = ()) -> WindowStats:
         requests = round(window.requests)
         errors = round(window.errors)
+        client_errors = round(window.client_errors)
         return cls(
             requests=requests,
             errors=errors,
@@ -70,6 +73,8 @@ class WindowStats:
             itl_p95_seconds=window.itl.quantile(0.95),
             e2e_p95_seconds=window.e2e.quantile(0.95),
             ttft_interval_means=tuple(samples),
+            client_errors=client_errors,
+            client_error_rate=client_errors / requests if requests else None,
         )
 
 
@@ -148,6 +153,14 @@ def _relative_checks(canary: WindowStats, baseline: WindowStats | None,
         checks.append(_upper("error_rate_vs_stable", canary.error_rate, limit,
                              f"canary error rate vs stable {baseline.error_rate:.4f} + "
                              f"{t.max_error_rate}"))
+    # 4xx: same traffic, same requests. More refusals on the canary than on the stable is a
+    # regression (counted as success before: a canary refusing everything would have passed).
+    if canary.client_error_rate is not None:
+        theirs = baseline.client_error_rate if baseline is not None else None
+        limit = (theirs or 0.0) + t.max_error_rate
+        checks.append(_upper("client_error_rate_vs_stable", canary.client_error_rate, limit,
+                             f"canary 4xx rate vs stable {theirs if theirs is not None else 0:.4f}"
+                             f" + {t.max_error_rate}"))
     return checks
 
 

@@ -72,6 +72,9 @@ class TrackSnapshot:
 
     requests: float = 0.0
     errors: float = 0.0  # 5xx answers (injected ones included)
+    # 4xx answers: the client's fault when both tracks give them; a canary that refuses
+    # what the stable serves (a changed template, a smaller context) is broken.
+    client_errors: float = 0.0
     ttft: Histogram = field(default_factory=Histogram)
     itl: Histogram = field(default_factory=Histogram)
     e2e: Histogram = field(default_factory=Histogram)
@@ -82,6 +85,7 @@ class TrackSnapshot:
         return TrackSnapshot(
             requests=max(self.requests - earlier.requests, 0.0),
             errors=max(self.errors - earlier.errors, 0.0),
+            client_errors=max(self.client_errors - earlier.client_errors, 0.0),
             ttft=self.ttft.minus(earlier.ttft),
             itl=self.itl.minus(earlier.itl),
             e2e=self.e2e.minus(earlier.e2e),
@@ -90,6 +94,7 @@ class TrackSnapshot:
 
     def plus(self, other: TrackSnapshot) -> TrackSnapshot:
         return TrackSnapshot(self.requests + other.requests, self.errors + other.errors,
+                             self.client_errors + other.client_errors,
                              self.ttft.plus(other.ttft), self.itl.plus(other.itl),
                              self.e2e.plus(other.e2e), dict(other.engine or self.engine))
 
@@ -132,9 +137,8 @@ class ScrapeMetricsSource:
                     engine = {}  # an engine being torn down: its extras are optional
             out[track] = TrackSnapshot(
                 requests=_total(router, f"{ROUTER_PREFIX}requests_total", {"backend": track}),
-                errors=sum(v for labels, v in router.get(f"{ROUTER_PREFIX}requests_total", [])
-                           if labels.get("backend") == track
-                           and labels.get("code", "").startswith("5")),
+                errors=_by_status_class(router, track, "5"),
+                client_errors=_by_status_class(router, track, "4"),
                 ttft=_histogram(router, f"{ROUTER_PREFIX}time_to_first_token_seconds",
                                 {"backend": track}),
                 itl=_histogram(router, f"{ROUTER_PREFIX}inter_token_latency_seconds",
@@ -184,6 +188,12 @@ def _get(url: str, timeout_seconds: float) -> str:
         raise StageError("DEPLOY_METRICS_UNAVAILABLE", f"cannot read {url}: {exc}") from exc
 
 
+def _by_status_class(router: Samples, track: str, first_digit: str) -> float:
+    return float(sum(v for labels, v in router.get(f"{ROUTER_PREFIX}requests_total", [])
+                     if labels.get("backend") == track
+                     and labels.get("code", "").startswith(first_digit)))
+
+
 # -- cluster: Prometheus HTTP API --------------------------------------------------------------
 @dataclass(frozen=True)
 class PromQueries:
@@ -191,8 +201,9 @@ class PromQueries:
     vLLM's own metrics scraped by the PodMonitor in infra/k8s (pods labelled `track`)."""
 
     requests: str = 'sum(vllm:request_success_total{{{selector}}}) + ' \
-                    'sum(http_requests_total{{{selector},status="5xx"}} or vector(0))'
+                    'sum(http_requests_total{{{selector},status=~"4xx|5xx"}} or vector(0))'
     errors: str = 'sum(http_requests_total{{{selector},status="5xx"}} or vector(0))'
+    client_errors: str = 'sum(http_requests_total{{{selector},status="4xx"}} or vector(0))'
     ttft: str = "vllm:time_to_first_token_seconds"
     itl: str = "vllm:inter_token_latency_seconds"
     e2e: str = "vllm:e2e_request_latency_seconds"
@@ -219,6 +230,7 @@ class PrometheusApiSource:
             out[track] = TrackSnapshot(
                 requests=self._scalar(self.queries.requests.format(selector=sel), at),
                 errors=self._scalar(self.queries.errors.format(selector=sel), at),
+                client_errors=self._scalar(self.queries.client_errors.format(selector=sel), at),
                 ttft=self._histogram(self.queries.ttft, sel, at),
                 itl=self._histogram(self.queries.itl, sel, at),
                 e2e=self._histogram(self.queries.e2e, sel, at),

@@ -184,3 +184,40 @@ def test_one_slow_request_in_a_small_window_is_not_a_p95_regression() -> None:
     assert checks["ttft_p95_vs_stable"].status == "SKIPPED"
     assert "a p95 comparison needs 20" in checks["ttft_p95_vs_stable"].detail
     assert result.outcome == "PASS", result.reasons
+
+
+def test_canary_answering_4xx_where_the_stable_answers_2xx_fails() -> None:
+    """Refusals are not successes: a canary that answers 400 to what the stable serves (a
+    broken template, a smaller context) fails, however fast its refusals are."""
+    fast = noisy(0.01, 60, 5)
+    stable = window(noisy(0.04, 200, 1), interval_means=noisy(0.04, 20, 2))
+    snapshot = TrackSnapshot(requests=60, errors=0, client_errors=30, ttft=histogram(fast),
+                             itl=histogram([0.005] * 60), e2e=histogram(fast))
+    canary = WindowStats.from_window(snapshot, noisy(0.01, 20, 6))
+    result = analyze_step(canary, stable, THRESHOLDS)
+    assert result.outcome == "FAIL"
+    check = {c.name: c for c in result.checks}["client_error_rate_vs_stable"]
+    assert check.status == "FAIL" and check.value == 0.5
+
+
+def test_4xx_on_both_tracks_is_the_clients_and_passes() -> None:
+    both = TrackSnapshot(requests=200, client_errors=10, ttft=histogram(noisy(0.04, 200, 1)),
+                         itl=histogram([0.005] * 200), e2e=histogram(noisy(0.04, 200, 1)))
+    stable = WindowStats.from_window(both, noisy(0.04, 20, 2))
+    canary = WindowStats.from_window(both, noisy(0.04, 20, 4))
+    result = analyze_step(canary, stable, THRESHOLDS)
+    assert {c.name: c.status for c in result.checks}["client_error_rate_vs_stable"] == "PASS"
+    assert result.outcome == "PASS", result.reasons
+
+
+def test_router_metrics_count_4xx_and_5xx_per_track() -> None:
+    from deploy.metric_sources import _by_status_class
+
+    samples = parse_prometheus_text(
+        'shipyard_router_requests_total{backend="canary",code="400"} 7\n'
+        'shipyard_router_requests_total{backend="canary",code="503"} 2\n'
+        'shipyard_router_requests_total{backend="canary",code="200"} 11\n'
+        'shipyard_router_requests_total{backend="stable",code="404"} 1\n')
+    assert _by_status_class(samples, "canary", "4") == 7
+    assert _by_status_class(samples, "canary", "5") == 2
+    assert _by_status_class(samples, "stable", "4") == 1
