@@ -78,7 +78,8 @@ class DeployConfig:
     gateway_url: str | None = None
 
     # -- verification (fail-closed, before anything starts) -------------------------------------
-    # Policy YAML for registry.verify; None: registry/default_policy.yaml.
+    # Policy YAML for registry.verify; None: <SHIPYARD_HOME>/keys/trust-policy.yaml (pins the
+    # local key) if it exists, else registry/default_policy.yaml.
     policy_path: str | None = None
     # Trusted public key for key-mode signatures; None: <SHIPYARD_HOME>/keys/signing.pub.
     public_key_path: str | None = None

@@ -65,8 +65,9 @@ class EvalConfig:
     champion_alias: str = DEFAULT_CHAMPION_ALIAS
     # The champion is a baseline only once registry.verify_model accepts it (signature,
     # provenance, policy), as deploy does before serving it. Policy YAML; None:
-    # registry/default_policy.yaml. Trusted public key for key-mode signatures; None:
-    # <SHIPYARD_HOME>/keys/signing.pub.
+    # <SHIPYARD_HOME>/keys/trust-policy.yaml (pins the local key) if it exists, else
+    # registry/default_policy.yaml. Public key for key-mode signatures (trusted only when the
+    # policy pins its fingerprint); None: <SHIPYARD_HOME>/keys/signing.pub.
     policy_path: str | None = None
     public_key_path: str | None = None
     # Tasks compared with the champion, each with the largest loss it tolerates in its
