@@ -5,14 +5,18 @@ Layout of one checkpoint (``<root>/step-00000050/``):
   ``rng-rank{r}.pt``           each rank's torch RNG state
   ``train_state.json``         step, data position, scheduler state, MLflow run id, and the
                                provenance (config and dataset digests) of the weights
-  ``manifest.json``            sha256 of every file above, written last
+  ``manifest.json``            sha256 and size of every file above, written last
 
-All ranks write into ``.step-00000050.partial``; once every rank is done, rank 0 hashes the
-files, writes the manifest and renames the directory. A directory without a manifest, or whose
-files do not match it, is never loaded: resume takes the newest checkpoint that verifies and
-warns about each one it skips. A checkpoint whose provenance differs from the run's is refused
-outright (not skipped): its weights were trained from another config or other data, and a
-model finished from it would carry a config digest that does not describe how it was made.
+All ranks write into ``.step-00000050.partial``. Each rank then hashes and fsyncs the files it
+wrote itself (its DCP shards, its RNG state), so the hashing of a large sharded checkpoint is
+spread over the ranks instead of rank 0 reading every byte; rank 0 gathers the per-rank
+digests, hashes what no rank claimed (DCP's ``.metadata``, ``train_state.json``), writes the
+manifest, fsyncs the directory, renames it, fsyncs the parent, and only then prunes older
+checkpoints. A directory without a manifest, or whose files do not match it, is never loaded:
+resume takes the newest checkpoint that verifies and warns about each one it skips. A
+checkpoint whose provenance differs from the run's is refused outright (not skipped): its
+weights were trained from another config or other data, and a model finished from it would
+carry a config digest that does not describe how it was made.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +34,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from common import retention
 from common.digests import sha256_file
 from common.errors import StageError
 
@@ -38,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 TRAIN_STATE = "train_state.json"
+# 1: {"step", "world_size", "files"}, hashed by rank 0 alone (no "format" key).
+# 2: adds "format", "sizes" and "hashed_by_rank"; "files" unchanged, so both load alike.
+MANIFEST_FORMAT = 2
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
@@ -45,25 +55,37 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def verify_checkpoint(path: Path) -> str | None:
-    """None if `path` is a complete checkpoint matching its manifest, else the reason."""
+def verify_checkpoint(path: Path, *, check_digests: bool = True) -> str | None:
+    """None if `path` is a complete checkpoint matching its manifest, else the reason.
+
+    `check_digests=False` checks only names and sizes (no file is read): what the writer
+    uses right after sealing a checkpoint whose files it has just hashed."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         return "no manifest.json (incomplete write)"
     try:
         manifest = json.loads(manifest_path.read_text())
         expected: dict[str, str] = manifest["files"]
-    except (ValueError, KeyError) as exc:
+        sizes: dict[str, int] = manifest.get("sizes", {})
+        version = int(manifest.get("format", 1))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"unreadable manifest.json ({exc})"
+    if version > MANIFEST_FORMAT:
+        return (f"manifest.json format {version} is newer than this version of shipyard reads "
+                f"(<= {MANIFEST_FORMAT}); resume it with the version that wrote it")
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
     present.discard(MANIFEST)
     if missing := sorted(set(expected) - present):
         return f"files missing: {missing}"
     if extra := sorted(present - set(expected)):
         return f"files not in the manifest: {extra}"
-    for name, digest in expected.items():
-        if sha256_file(path / name) != digest:
-            return f"sha256 mismatch in {name}"
+    for name, size in sorted(sizes.items()):
+        if not check_digests and (path / name).stat().st_size != size:
+            return f"size mismatch in {name}"
+    if check_digests:
+        for name, digest in expected.items():
+            if sha256_file(path / name) != digest:
+                return f"sha256 mismatch in {name}"
     return None
 
 
@@ -132,11 +154,29 @@ def _check_dataset(path: Path, train_state: dict[str, Any], expected: Provenance
     )
 
 
+class _RecordingWriter(FileSystemWriter):
+    """DCP's file writer, remembering the shard files this rank wrote, so that this rank,
+    not rank 0, hashes them. `sync_files=True`: DCP fsyncs each shard as it closes it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, sync_files=True)
+        self.written: set[str] = set()
+
+    def write_data(self, plan: Any, planner: Any) -> Any:
+        future = super().write_data(plan, planner)
+        # Runs where DCP runs the write (the background thread under async_save); the result
+        # lists one WriteResult per tensor/blob, naming the file it landed in.
+        for result in future.wait():
+            self.written.add(result.storage_data.relative_path)
+        return future
+
+
 @dataclass
 class _Pending:
     step: int
     partial: Path
     final: Path
+    writer: _RecordingWriter
     future: Any  # concurrent Future from dcp.async_save, or None when saved synchronously
 
 
@@ -151,8 +191,7 @@ class CheckpointManager:
         self._pending: _Pending | None = None
         if self.rank == 0:
             root.mkdir(parents=True, exist_ok=True)
-            for leftover in root.glob(".step-*.partial"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            _clean_leftovers(root)
         dist.barrier()
 
     # -- save ---------------------------------------------------------------------------
@@ -168,48 +207,74 @@ class CheckpointManager:
         partial = self.root / f".{step_dir_name(step)}.partial"
         if self.rank == 0:
             partial.mkdir(parents=True, exist_ok=True)
-            (partial / TRAIN_STATE).write_text(json.dumps(train_state, sort_keys=True))
+            _write_durably(partial / TRAIN_STATE, json.dumps(train_state, sort_keys=True))
         dist.barrier()
-        torch.save(torch.get_rng_state(), partial / f"rng-rank{self.rank}.pt")
+        torch.save(torch.get_rng_state(), partial / _rng_name(self.rank))
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
+        writer = _RecordingWriter(partial)
         future = None
         if self.use_async:
             # Copies to CPU now, writes in the background; training continues meanwhile.
-            future = dcp.async_save(state, checkpoint_id=str(partial))
+            future = dcp.async_save(state, storage_writer=writer)
         else:
-            dcp.save(state, checkpoint_id=str(partial))
-        self._pending = _Pending(step, partial, final, future)
+            dcp.save(state, storage_writer=writer)
+        self._pending = _Pending(step, partial, final, writer, future)
         if not self.use_async:
             self.finalize()
 
     def finalize(self) -> None:
-        """Wait for the in-flight checkpoint, then seal it with a manifest and rename it."""
+        """Wait for the in-flight checkpoint, then seal it with a manifest and rename it.
+
+        Order matters for crash safety: every file and directory of the new checkpoint is on
+        disk (fsynced) before the rename publishes it, the rename is on disk (parent fsynced)
+        before anything older is pruned, and pruning starts only once the new checkpoint is
+        complete and verified. Pruning first, or before the data reached the disk, would let
+        a power loss or kernel crash leave the newest checkpoint torn and the older ones
+        already deleted: no checkpoint to resume from at all."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
         if pending.future is not None:
             pending.future.result()
-        dist.barrier()
+        # Each rank hashes (and fsyncs) only what it wrote: its shards and RNG state.
+        own = sorted(pending.writer.written | {_rng_name(self.rank)})
+        mine = {name: _hash_and_sync(pending.partial / name) for name in own}
+        gathered: list[dict[str, str] | None] | None = (
+            [None] * dist.get_world_size() if self.rank == 0 else None)
+        dist.gather_object(mine, gathered, dst=0)  # also waits for every rank's writes
         if self.rank == 0:
-            files = {
-                p.relative_to(pending.partial).as_posix(): sha256_file(p)
-                for p in sorted(pending.partial.rglob("*"))
-                if p.is_file()
-            }
-            manifest = {"step": pending.step, "world_size": dist.get_world_size(), "files": files}
-            _write_durably(pending.partial / MANIFEST, json.dumps(manifest, indent=1))
-            if pending.final.exists():  # same step saved by an earlier attempt
-                shutil.rmtree(pending.final)
-            os.replace(pending.partial, pending.final)
-            _fsync_dir(self.root)
-            self._prune()
-            logger.info("checkpoint saved: %s", pending.final)
+            assert gathered is not None
+            self._seal(pending, [g or {} for g in gathered])
         dist.barrier()
 
-    def _prune(self) -> None:
-        for _, path in list_checkpoints(self.root)[self.keep :]:
-            shutil.rmtree(path, ignore_errors=True)
+    def _seal(self, pending: _Pending, per_rank: list[dict[str, str]]) -> None:
+        """Rank 0: merge the per-rank digests into the manifest, publish, then prune."""
+        files, hashed_by_rank = _merge_manifests(per_rank)
+        # What no rank claimed was written by the coordinator: DCP's .metadata and
+        # train_state.json. Rank 0 hashes those (small) files itself.
+        unclaimed = sorted(
+            name for p in pending.partial.rglob("*")
+            if p.is_file() and (name := p.relative_to(pending.partial).as_posix()) not in files)
+        for name in unclaimed:
+            files[name] = _hash_and_sync(pending.partial / name)
+        hashed_by_rank["0"] = sorted([*hashed_by_rank.get("0", []), *unclaimed])
+        sizes = {name: (pending.partial / name).stat().st_size for name in files}
+        manifest = {"format": MANIFEST_FORMAT, "step": pending.step,
+                    "world_size": dist.get_world_size(), "files": dict(sorted(files.items())),
+                    "sizes": dict(sorted(sizes.items())), "hashed_by_rank": hashed_by_rank}
+        _write_durably(pending.partial / MANIFEST, json.dumps(manifest, indent=1))
+        for directory in [*(p for p in pending.partial.rglob("*") if p.is_dir()),
+                          pending.partial]:
+            _fsync_dir(directory)  # the directory entries of every file, before the rename
+        _publish(pending.partial, pending.final)
+        reason = verify_checkpoint(pending.final, check_digests=False)
+        if reason is not None:  # never expected: keep every older checkpoint as a fallback
+            logger.error("checkpoint %s does not verify after sealing (%s): older checkpoints "
+                         "kept", pending.final, reason)
+            return
+        logger.info("checkpoint saved: %s", pending.final)
+        prune_checkpoints(self.root, self.keep, protected=[pending.final])
 
     # -- load ---------------------------------------------------------------------------
     def load_latest(
@@ -234,7 +299,7 @@ class CheckpointManager:
         dcp.load(state, checkpoint_id=str(path))
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
-        rng_file = path / f"rng-rank{self.rank}.pt"
+        rng_file = path / _rng_name(self.rank)
         if rng_file.is_file():  # absent when the world size changed: keep the fresh seed
             torch.set_rng_state(torch.load(rng_file, weights_only=True))
         if self.rank == 0:
@@ -248,6 +313,66 @@ class CheckpointManager:
                 return str(path)
             logger.warning("skipping checkpoint %s: %s", path, reason)
         return None
+
+
+def prune_checkpoints(root: Path, keep: int, *, protected: Collection[Path] = (),
+                      dry_run: bool = False) -> retention.PruneResult:
+    """Keep the `keep` newest checkpoints (by step) under `root`, plus `protected`.
+
+    The training loop protects the checkpoint it has just sealed: if a newer step from an
+    abandoned attempt is still on disk (resume skipped it as corrupt), the fresh one must not
+    be the one pruned. Half-written `.partial` directories are not checkpoints and are left
+    to the next run's start (a live run may be writing one). Safe for `shipyard gc`."""
+    entries = retention.scan([p for _, p in list_checkpoints(root)],
+                             newness=lambda p: float(int(p.name.split("-")[1])))
+    return retention.prune_keep_newest(entries, keep, protected=protected, dry_run=dry_run)
+
+
+def _rng_name(rank: int) -> str:
+    return f"rng-rank{rank}.pt"
+
+
+def _merge_manifests(per_rank: list[dict[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """One {file: sha256} from each rank's; two ranks claiming one file is a bug, not a merge."""
+    files: dict[str, str] = {}
+    hashed_by_rank: dict[str, list[str]] = {}
+    for rank, digests in enumerate(per_rank):
+        if clash := sorted(set(files) & set(digests)):
+            raise RuntimeError(f"checkpoint files claimed by two ranks (rank {rank}): {clash}")
+        files.update(digests)
+        hashed_by_rank[str(rank)] = sorted(digests)
+    return files, hashed_by_rank
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Rename `partial` to `final`, durably; a same-step `final` from an earlier attempt is
+    moved aside first and removed only once the new one is in place."""
+    aside = final.with_name(f".{final.name}.replaced")
+    if final.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(final, aside)
+    os.replace(partial, final)
+    _fsync_dir(final.parent)  # the rename itself must reach the disk before any pruning
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _clean_leftovers(root: Path) -> None:
+    """Remove half-written checkpoints; restore one moved aside by a crash mid-`_publish`."""
+    for leftover in root.glob(".step-*.partial"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for aside in root.glob(".step-*.replaced"):
+        final = root / aside.name[1 : -len(".replaced")]
+        if final.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, final)
+
+
+def _hash_and_sync(path: Path) -> str:
+    """sha256 of `path`, after fsyncing it: the digest describes bytes that are on disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+    return sha256_file(path)
 
 
 def _write_durably(path: Path, text: str) -> None:
