@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from common.config import build_config, load_preset
 from registry import mlflow_registry as reg
 from registry.cli import main
+from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from registry.mlflow_registry import client_for
 from registry.policy import (
@@ -323,3 +325,10 @@ def test_no_evidence_gate_is_refused_by_required_eval_gate_pass(
                 dataclasses.replace(_pinned(store), required_eval_gate="PASS"))
     assert _check_of(failure) == "policy_eval_gate"
     assert (failure.value.expected, failure.value.found) == ("PASS", "NO_EVIDENCE")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("preset", ["gpu-1x", "gpu-8x"])
+def test_cluster_presets_never_generate_a_signing_key(preset: str) -> None:
+    config = build_config(RegisterConfig, "register", load_preset(preset).get("register", {}))
+    assert config.allow_key_generation is False
