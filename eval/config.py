@@ -55,6 +55,10 @@ class EvalConfig:
     # Root of the lm-eval response cache and the judge-call cache (one sub-directory per
     # model digest). None: <SHIPYARD_HOME>/eval-cache.
     cache_dir: str | None = None
+    # Bytes the whole eval cache may hold after a run; least recently used entries (a model
+    # digest's responses, a judge call) go first, the models just evaluated never. None: no
+    # bound.
+    cache_max_bytes: int | None = 10 * 1024**3
 
     # ---- gate ----------------------------------------------------------------------------
     # MLflow registered model whose `champion_alias` version is the baseline. None: never
@@ -178,6 +182,8 @@ class EvalConfig:
             raise self._bad("judge_min_kappa", "must be in [-1, 1] (Cohen's kappa).")
         if not 0 <= self.judge_non_inferiority_margin < 0.5:
             raise self._bad("judge_non_inferiority_margin", "must be in [0, 0.5).")
+        if self.cache_max_bytes is not None and self.cache_max_bytes < 0:
+            raise self._bad("cache_max_bytes", "must be >= 0, or None for no bound.")
         if self.limit_per_task is not None and self.limit_per_task <= 0:
             raise self._bad("limit_per_task", "must be > 0, or None for every document.")
         for name in ("batch_size", "num_concurrent", "max_gen_tokens", "bootstrap_resamples",

@@ -9,6 +9,7 @@ them when the measuring is done (eval/engines.py), and logs to MLflow (eval/trac
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from common.digests import model_root_digest, sha256_file
 from common.settings import Settings
 from common.signals import signals_raise_stage_interrupted
+from eval.cache import prune_eval_cache
 from eval.champion import load_champion
 from eval.config import EvalConfig
 from eval.engines import CANDIDATE_NAME, CHAMPION_NAME, judge_endpoint, model_source
@@ -33,12 +35,42 @@ def evaluate_model(*, model_dir: Path, model_digest: str, training_run_id: str,
 
     `eval_split_digest`: the sha256 validate_data recorded for `eval_split` (a mismatch is
     EVAL_DATASET_DIGEST_MISMATCH). A gate FAIL is returned, not raised: the report is written
-    and logged either way (`EvalSummary.require_pass` raises it)."""
-    with signals_raise_stage_interrupted():  # SIGTERM: the engines below stop too
-        return _evaluate(model_dir=model_dir, model_digest=model_digest,
-                         training_run_id=training_run_id, eval_split=eval_split,
-                         eval_split_digest=eval_split_digest, config=config, settings=settings,
-                         work_dir=work_dir, judge_api_key=judge_api_key)
+    and logged either way (`EvalSummary.require_pass` raises it).
+
+    `work_dir` is scratch space this function owns: on return it holds only the report
+    (`EvalSummary.report_path`, which the caller publishes and Flyte uploads after the task
+    body); on any failure it is removed entirely. Task suites, lm-eval outputs and samples
+    would otherwise pile up in the temp directory on every evaluation."""
+    try:
+        with signals_raise_stage_interrupted():  # SIGTERM: the engines below stop too
+            summary = _evaluate(model_dir=model_dir, model_digest=model_digest,
+                                training_run_id=training_run_id, eval_split=eval_split,
+                                eval_split_digest=eval_split_digest, config=config,
+                                settings=settings, work_dir=work_dir,
+                                judge_api_key=judge_api_key)
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    remove_all_but(work_dir, keep=[summary.report_path])
+    return summary
+
+
+def remove_all_but(directory: Path, *, keep: list[Path]) -> None:
+    """Delete everything under `directory` except the files in `keep` (and their parents)."""
+    kept = {p.resolve() for p in keep}
+    kept_parents = {parent for p in kept for parent in p.parents}
+    if not directory.is_dir():
+        return
+    for child in directory.iterdir():
+        resolved = child.resolve()
+        if resolved in kept:
+            continue
+        if resolved in kept_parents:
+            remove_all_but(child, keep=keep)
+        elif child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _evaluate(*, model_dir: Path, model_digest: str, training_run_id: str, eval_split: Path,
@@ -74,4 +106,7 @@ def _evaluate(*, model_dir: Path, model_digest: str, training_run_id: str, eval_
                            judge_endpoint=judge_endpoint(config, engines, judge_api_key),
                            eval_split=eval_split, cache_dir=cache_dir)
     run_id = log_to_mlflow(outcome, settings.mlflow_tracking_uri, training_run_id)
+    if config.cache_max_bytes is not None:
+        in_use = [model_digest] + ([champion.digest] if champion is not None else [])
+        prune_eval_cache(cache_dir, config.cache_max_bytes, in_use_digests=in_use)
     return summarize(outcome, champion, run_id)

@@ -3,11 +3,13 @@
 The key is sha256 over (judge model, prompt id, input, outputs, decoding settings). A hit
 makes no HTTP call, so re-running an evaluation, or judging the same champion answers again,
 costs nothing. Files are written to a temp name and renamed: a crash never leaves a torn
-entry that would parse as a verdict.
+entry that would parse as a verdict. A hit touches its file: eval/cache.py bounds the cache by
+evicting the least recently used entries (by mtime) first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,7 +38,10 @@ class JudgeCache:
     def get(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            value: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            with contextlib.suppress(OSError):  # pruned meanwhile: the verdict still stands
+                os.utime(path)  # recently used: evicted last
+            return value
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
