@@ -71,6 +71,9 @@ class DeployConfig:
     namespace: str = "shipyard"
     # Kustomize overlay applied by the Kubernetes backend (relative to the project root).
     kustomize_overlay: str = "infra/k8s/overlays/gpu"
+    # Verified model copies kept under <SHIPYARD_HOME>/deployments/<name>/models after a deploy:
+    # the running stable's and canary's always, plus this many most recent versions.
+    keep_model_copies: int = 2
     # Prometheus HTTP API base URL (kubernetes backend), e.g. http://prometheus:9090.
     prometheus_url: str | None = None
     # Base URL clients reach the HTTPRoute through (kubernetes backend): the endpoint reported
@@ -108,6 +111,10 @@ class DeployConfig:
         for name in ("min_requests", "load_concurrency", "load_max_tokens", "load_max_requests"):
             if getattr(self, name) < 1:
                 raise StageError("CONFIG_INVALID", f"deploy.{name} must be >= 1.")
+        if self.keep_model_copies < 0:
+            raise StageError("CONFIG_INVALID",
+                             "deploy.keep_model_copies must be >= 0 (the running stable and "
+                             "canary copies are kept regardless).")
         for name in ("max_error_rate", "inject_canary_error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise StageError("CONFIG_INVALID", f"deploy.{name} must be in [0, 1].")

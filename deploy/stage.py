@@ -20,15 +20,17 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from common import retention
 from common.errors import StageError
 from common.settings import Settings
 from common.signals import signals_raise_stage_interrupted
@@ -152,6 +154,8 @@ def _deploy_locked(model: ModelToDeploy, config: DeployConfig, settings: Setting
         raise
     record.finish(outcome, action, backend.endpoint, backend.describe())
     path = write_record(work_dir, record.data)
+    prune_model_copies(work_dir, config.keep_model_copies, protected_versions=[
+        v for v in (backend.running_stable_version(), backend.leftover_canary_version()) if v])
     uri = log_to_mlflow(client, model, record.data)
     _print_summary(name, served, record.data, path, backend)
     return DeployOutcome(
@@ -252,6 +256,22 @@ def verify_for_serving(model_uri: str, expected_digest: str, config: DeployConfi
     staging.rename(target)
     model_dir = target / result.model_dir.relative_to(staging)
     return VerifiedModel(model_uri, result.version, result.model_digest, model_dir, served)
+
+
+_MODEL_COPY = re.compile(r"^v(\d+)$")
+
+
+def prune_model_copies(work_dir: Path, keep: int, *, protected_versions: Collection[str] = (),
+                       dry_run: bool = False) -> retention.PruneResult:
+    """Remove verified model copies (`<work_dir>/models/v<N>`) but the `keep` most recent
+    versions and `protected_versions` (what the stable and canary serve: their engines read
+    these files). Run under `deployment_lock`: a deploy verifying a copy must not race it."""
+    models = work_dir / "models"
+    copies = retention.children(models, include=lambda p: p.is_dir() and bool(
+        _MODEL_COPY.match(p.name)))
+    entries = retention.scan(copies, newness=lambda p: float(p.name[1:]))
+    return retention.prune_keep_newest(
+        entries, keep, protected=[models / f"v{v}" for v in protected_versions], dry_run=dry_run)
 
 
 def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
