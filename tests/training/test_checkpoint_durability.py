@@ -30,7 +30,6 @@ from training.checkpoint import (
     verify_checkpoint,
 )
 
-
 # -- in-process: one rank, a linear model -------------------------------------------------------
 
 @pytest.fixture
