@@ -1,23 +1,199 @@
-"""`shipyard` command line: one entry point, one subcommand per concern.
+"""`shipyard`: one command line for a model's way to production traffic.
 
-    shipyard verify models:/NAME@ALIAS [--policy FILE] ...   (registry.cli)
+    shipyard status [NAME] [--watch] [--timeout S]    where a deployment stands
+    shipyard promote|abort|pause|resume [NAME]         act on a canary while it bakes
+    shipyard undo [NAME] [--to-version N]              serve the previous champion again
+    shipyard history [NAME]                            champion changes and their decisions
+    shipyard verify models:/NAME@ALIAS                 check a registered model
+    shipyard serve models:/NAME/V                      verify, then serve as the stable
+    shipyard stop [NAME]                               stop a local deployment's servers
+    shipyard reports [RUN] | gc [--dry-run] | run      reports, clean-up, the pipeline
+
+Exit codes: 0 ok; 1 degraded, failed, refused or not found; 2 bad usage; 3 timed out.
+Every command takes --json for scripts. docs/cli.md is generated from this parser.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
 
+from cli import housekeeping, rollout, status
+from cli.common import FAILED, USAGE, UsageError, error
+from common.errors import StageError
+from common.settings import load_settings
 from registry import cli as registry_cli
 
-USAGE = "usage: shipyard verify models:/NAME@ALIAS [options]   (shipyard verify --help)"
+HELP_WIDTH = 92  # fixed, so docs/cli.md does not depend on the terminal
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, width=HELP_WIDTH)
+
+
+def _raw_formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, width=HELP_WIDTH)
+
+
+def build_parser(home: Path, environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The whole command line. `home` and `environ` only fill in defaults shown by --help."""
+    parser = argparse.ArgumentParser(
+        prog="shipyard", formatter_class=_formatter,
+        description="One command line for a Shipyard model's way to production traffic.",
+        epilog="exit codes: 0 ok; 1 degraded, failed, refused or not found; 2 bad usage; "
+               "3 timed out (status --timeout)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, description: str,
+                raw: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=description,
+                                  formatter_class=_raw_formatter if raw else _formatter)
+        sub.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return sub
+
+    def name_argument(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("name", nargs="?", metavar="NAME",
+                         help="deployment name (default: the only deployment there is)")
+
+    sub = command("status", "where a deployment stands (phase, step, weights, verdict)",
+                  status.__doc__ or "", raw=True)
+    name_argument(sub)
+    sub.add_argument("--watch", action="store_true",
+                     help="keep printing until Healthy (exit 0) or Degraded (exit 1)")
+    sub.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
+                     help="with --watch (implied): exit 3 if still Progressing/Paused then")
+    sub.add_argument("--interval", type=float, metavar="SECONDS", default=2.0,
+                     help="seconds between looks while watching (default: %(default)s)")
+
+    controls = {
+        "promote": "end the current canary step as PASS and go to the next one "
+                   "(--full: straight to 100 % and PASS: promoted, champion moves)",
+        "abort": "end the rollout as FAIL: the canary is rolled back, the champion stays",
+        "pause": "hold the current canary weight; the bake clock stops until resume "
+                 "(an absolute SLO breach still fails the canary)",
+        "resume": "continue a paused canary",
+    }
+    for name, text in controls.items():
+        sub = command(name, text.split(" (")[0].split(":")[0],
+                      f"{text[0].upper()}{text[1:]}. Written as a control file in the "
+                      "deployment directory (0600, with who and when); the running deploy "
+                      "obeys it within one scrape interval and records it in the decision "
+                      "record. Exit 1 if no canary is baking.")
+        name_argument(sub)
+        if name == "promote":
+            sub.add_argument("--full", action="store_true",
+                             help="skip the remaining steps: 100 %% and PASS")
+
+    sub = command("undo", "serve the previous champion again (verified first)",
+                  "Serve the version the champion alias held before it last moved (from the "
+                  "decision records), or --to-version N, as the stable: verify it, start it "
+                  "behind the router, smoke-check it, move the champion alias, write a "
+                  "decision record.")
+    name_argument(sub)
+    sub.add_argument("--to-version", type=int, metavar="N", default=None,
+                     help="the registered version to go back to")
+    _serving_options(sub)
+
+    sub = command("history", "champion changes over time, with their decision records",
+                  "Every deploy of the deployment, oldest first: model, action, outcome, "
+                  "champion before -> after, who acted on the canary, the decision record.")
+    name_argument(sub)
+
+    verify = commands.add_parser(
+        "verify", help="verify a registered model's signature, provenance and policy",
+        description="Download a model version, recompute its digest, check its signature "
+        "and SLSA provenance, and apply the policy. Fail-closed. Exit 1 when a check fails.",
+        formatter_class=_formatter)
+    registry_cli.add_verify_arguments(verify, home=home, environ=environ)
+
+    sub = command("serve", "verify a version, then serve it as the stable (no canary)",
+                  "Verify models:/NAME/VERSION and serve it as the stable with no canary: a "
+                  "first deployment, or a replacement of the running stable (which drains, "
+                  "then stops). The champion alias moves to it. Prints the endpoint.")
+    sub.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME/VERSION")
+    sub.add_argument("--name", default=None,
+                     help="deployment name (default: the registered model name)")
+    sub.add_argument("--engine", choices=("local", "vllm", "auto"), default="auto",
+                     help="serving engine (default: %(default)s: vLLM when it can serve the "
+                          "model here, else the local engine)")
+    _serving_options(sub)
+
+    sub = command("stop", "stop a local deployment's servers (router first)",
+                  "Stop the router, canary and stable a local deployment left running "
+                  "(all deployments without NAME). Exit 1 if a named one had nothing running.")
+    sub.add_argument("name", nargs="?", metavar="NAME", help="deployment name (default: all)")
+
+    sub = command("reports", "list pipeline runs' report directories, or one run's files",
+                  "Without RUN: <SHIPYARD_HOME>/reports/<run-id>/ directories, newest first. "
+                  "With RUN: the paths of that run's report files.")
+    sub.add_argument("run", nargs="?", metavar="RUN", help="a run id from the listing")
+
+    sub = command("gc", "remove unused model copies and stale temp dirs",
+                  "Remove model copies under deployments/<name>/models that no running "
+                  "stable or canary uses (skipping a deployment a deploy is working on), and "
+                  "shipyard-eval-* / shipyard-champion-* temp dirs older than a day. Prints "
+                  "what was freed.")
+    sub.add_argument("--dry-run", action="store_true", help="print what would go; remove nothing")
+    sub.add_argument("--temp-dir", default=None, metavar="DIR",
+                     help="where to look for stale temp dirs (default: the system temp dir)")
+
+    sub = command("run", "run the pipeline with pyflyte, condensed console + full log",
+                  "Run `pyflyte run [--remote] workflows/pipeline.py shipyard_pipeline --preset "
+                  "P --overrides '[...]'`. The console shows pyflyte's lines that name an "
+                  "execution, an error or a [shipyard] report (one per finished stage); the "
+                  "full output goes to <SHIPYARD_HOME>/logs/run-<time>.log, whose path is "
+                  "printed. Exit 1 when pyflyte fails.")
+    sub.add_argument("--preset", default="tiny", help="preset name or YAML path "
+                     "(default: %(default)s)")
+    sub.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                     help="override one config value (repeatable), e.g. train.max_steps=20")
+    sub.add_argument("--remote", action="store_true", help="run on the configured Flyte cluster")
+    sub.add_argument("--verbose", action="store_true", help="print every line, not a summary")
+    return parser
+
+
+def _serving_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--ready-timeout", type=float, default=300.0, metavar="SECONDS",
+                     help="how long an engine may take to become ready (default: %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["verify"]:
-        return registry_cli.main(args)
-    print(USAGE, file=sys.stderr)
-    return 2
+    args_list = sys.argv[1:] if argv is None else argv
+    settings = load_settings()
+    parser = build_parser(settings.home, os.environ)
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse: 0 after --help, 2 for bad usage
+        return int(exc.code or 0)
+    handlers: dict[str, Callable[[], int]] = {
+        "status": partial(status.run_status, args, settings.home),
+        "promote": partial(rollout.run_control, args, settings.home),
+        "abort": partial(rollout.run_control, args, settings.home),
+        "pause": partial(rollout.run_control, args, settings.home),
+        "resume": partial(rollout.run_control, args, settings.home),
+        "undo": partial(rollout.run_undo, args, settings),
+        "history": partial(rollout.run_history, args, settings.home),
+        "verify": partial(registry_cli.run_verify, args),
+        "serve": partial(rollout.run_serve, args, settings),
+        "stop": partial(rollout.run_stop, args, settings.home),
+        "reports": partial(housekeeping.run_reports, args, settings),
+        "gc": partial(housekeeping.run_gc, args, settings),
+        "run": partial(housekeeping.run_pipeline, args, settings),
+    }
+    try:
+        return handlers[args.command]()
+    except UsageError as exc:
+        error(args.command, str(exc))
+        return USAGE
+    except StageError as exc:
+        error(args.command, f"[{exc.code}] {exc.message}")
+        return FAILED
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """`python -m deploy.cli status|stop [NAME]`: see and stop what local deploys left
 running (router, stable, canary), from `<SHIPYARD_HOME>/deployments/<name>/state.json`.
 
+Kept for scripts that call it; `shipyard status|stop` (cli/, docs/cli.md) replaces it with
+phases, weights and verdicts. (deploy/ cannot import cli/, so this stays a small module.)
+
 Exit codes: 0 done; 1 nothing to show or stop for a named deployment; 2 bad usage.
 """
 

@@ -307,7 +307,7 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
                                                  f"{backend.running_stable_version()}"}
     backend.start_canary(verified)
     _inject_faults(backend, config, record)
-    report = _run_with_load(backend, config, verified.served_model_name)
+    report = _run_with_load(backend, config, verified.served_model_name, work_dir)
     record.add_rollout(report)
     if report.outcome == "PASS":
         backend.promote_canary()
@@ -317,8 +317,10 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
     return report.outcome, "rolled_back"
 
 
-def _run_with_load(backend: Backend, config: DeployConfig, served: str) -> RolloutReport:
-    controller = CanaryController(backend, backend.metrics_source(), config)
+def _run_with_load(backend: Backend, config: DeployConfig, served: str,
+                   work_dir: Path) -> RolloutReport:
+    # work_dir: the controller publishes its progress there and obeys `shipyard promote|...`
+    controller = CanaryController(backend, backend.metrics_source(), config, work_dir=work_dir)
     if not backend.needs_load_generator:
         return controller.run()  # a cluster has its own traffic
     per_step = config.bake_seconds + config.max_extra_bake_seconds

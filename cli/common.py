@@ -1,0 +1,63 @@
+"""What every `shipyard` subcommand shares: exit codes, finding the deployment, printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.errors import StageError
+from deploy.state import deployments_dir, state_path
+
+# Exit codes (docs/cli.md): scripts branch on these.
+OK = 0
+FAILED = 1  # degraded, failed, refused, or not found
+USAGE = 2  # bad arguments (argparse uses 2 as well)
+TIMEOUT = 3  # --timeout passed before the rollout finished
+
+
+class UsageError(Exception):
+    """What the user typed cannot be acted on; exit 2."""
+
+
+def known_deployments(home: Path) -> list[str]:
+    """Deployment directories that hold a state file or a decision record."""
+    root = deployments_dir(home)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (
+        (p / "state.json").is_file() or (p / "records").is_dir()))
+
+
+def resolve_name(home: Path, name: str | None) -> str:
+    """`name`, or the only deployment there is; a UsageError when that is ambiguous."""
+    if name:
+        return name
+    names = known_deployments(home)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise StageError("DEPLOY_NOT_FOUND", f"no deployments under {deployments_dir(home)}")
+    raise UsageError(f"several deployments, name one: {', '.join(names)}")
+
+
+def work_dir(home: Path, name: str) -> Path:
+    return state_path(home, name).parent
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str), flush=True)
+
+
+def error(command: str, message: str) -> None:
+    print(f"shipyard {command}: {message}", file=sys.stderr, flush=True)
+
+
+def human_bytes(num_bytes: int) -> str:
+    size = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -1,0 +1,166 @@
+"""`shipyard reports|gc|run`: the files a pipeline leaves, and running the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cli.common import FAILED, OK, UsageError, human_bytes, known_deployments, print_json
+from common.settings import PROJECT_ROOT, Settings
+from deploy.control import deploy_in_progress
+from deploy.state import deployments_dir, load_state
+
+STALE_TEMP_SECONDS = 24 * 3600
+TEMP_PREFIXES = ("shipyard-eval-", "shipyard-champion-")
+
+
+# -- reports -----------------------------------------------------------------------------------
+def run_reports(args: argparse.Namespace, settings: Settings) -> int:
+    root = settings.reports_dir
+    runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime,
+                  reverse=True) if root.is_dir() else []
+    if args.run is None:
+        listing: list[dict[str, Any]] = [
+            {"run": p.name, "path": str(p), "files": sum(1 for f in p.rglob("*") if f.is_file()),
+             "modified": _iso(p.stat().st_mtime)} for p in runs]
+        if args.json:
+            print_json({"reports_dir": str(root), "runs": listing})
+        elif not listing:
+            print(f"no reports under {root}")
+        else:
+            for item in listing:
+                print(f"{item['modified'][:19]}  {item['run']:<40} {item['files']:>3} files  "
+                      f"{item['path']}")
+        return OK
+    folder = root / args.run
+    if not folder.is_dir() or args.run in ("", ".", "..") or "/" in args.run:
+        print(f"shipyard reports: no run {args.run!r} under {root}", file=sys.stderr)
+        return FAILED
+    files = sorted(str(f) for f in folder.rglob("*") if f.is_file())
+    if args.json:
+        print_json({"run": args.run, "path": str(folder), "files": files})
+    else:
+        print("\n".join(files) if files else f"{folder}: empty")
+    return OK
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+# -- gc ----------------------------------------------------------------------------------------
+def garbage(home: Path, temp_dir: Path, now: float) -> list[dict[str, Any]]:
+    """What `gc` may remove: model copies no running track uses (deployments with no deploy
+    in progress), and stale shipyard temp dirs."""
+    found: list[dict[str, Any]] = []
+    for name in known_deployments(home):
+        folder = deployments_dir(home) / name
+        models = folder / "models"
+        if not models.is_dir() or deploy_in_progress(folder):
+            continue  # a deploy may be verifying into models/ right now
+        state = load_state(home, name)
+        in_use = [Path(r.model_dir).resolve() for r in (state.stable, state.canary)
+                  if r is not None and r.model_dir]
+        for copy in sorted(models.iterdir()):
+            resolved = copy.resolve()
+            if any(resolved == used or resolved in used.parents for used in in_use):
+                continue
+            found.append({"path": str(copy), "why": f"model copy of deployment {name} that "
+                          "no running stable or canary uses", "bytes": _size(copy)})
+    for prefix in TEMP_PREFIXES:
+        for path in sorted(temp_dir.glob(f"{prefix}*")):
+            with contextlib.suppress(OSError):
+                age = now - path.stat().st_mtime
+                if path.is_dir() and not path.is_symlink() and age > STALE_TEMP_SECONDS:
+                    found.append({"path": str(path), "why": f"temp dir {age / 3600:.0f} h old",
+                                  "bytes": _size(path)})
+    return found
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for f in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if f.is_file() and not f.is_symlink():
+                total += f.stat().st_size
+    return total
+
+
+def run_gc(args: argparse.Namespace, settings: Settings) -> int:
+    temp_dir = Path(args.temp_dir) if args.temp_dir else Path(tempfile.gettempdir())
+    items = garbage(settings.home, temp_dir, time.time())
+    freed = 0
+    for item in items:
+        if not args.dry_run:
+            path = Path(item["path"])
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        freed += item["bytes"]
+    verb = "would free" if args.dry_run else "freed"
+    if args.json:
+        print_json({"dry_run": args.dry_run, "removed": items, "bytes": freed})
+    else:
+        for item in items:
+            print(f"{'would remove' if args.dry_run else 'removed'} {item['path']} "
+                  f"({human_bytes(item['bytes'])}): {item['why']}")
+        print(f"shipyard gc: {verb} {human_bytes(freed)} in {len(items)} item(s)")
+    return OK
+
+
+# -- run ---------------------------------------------------------------------------------------
+# pyflyte's local runs log each task as it starts; these lines (and ours) make the condensed
+# console. Everything else goes only to the log file.
+_KEEP = re.compile(r"\[shipyard\]|Running Execution|execution|Error|error|Traceback|FAILED|"
+                   r"\[[A-Z_]+\]|https?://")
+
+
+def pyflyte_command(args: argparse.Namespace) -> list[str]:
+    pyflyte = Path(sys.executable).with_name("pyflyte")
+    command = [str(pyflyte) if pyflyte.exists() else "pyflyte", "run"]
+    if args.remote:
+        command.append("--remote")
+    preset = args.preset
+    if Path(preset).suffix in (".yaml", ".yml") and Path(preset).exists():
+        preset = str(Path(preset).resolve())  # pyflyte runs from the project root
+    command += ["workflows/pipeline.py", "shipyard_pipeline", "--preset", preset]
+    for item in args.set or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UsageError(f"--set {item!r}: write SECTION.FIELD=VALUE, e.g. "
+                             "train.max_steps=20")
+    if args.set:
+        command += ["--overrides", json.dumps(args.set)]
+    return command
+
+
+def run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
+    command = pyflyte_command(args)
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.log"
+    print(f"shipyard run: {' '.join(command)}\nshipyard run: full output in {log_path}",
+          flush=True)
+    with log_path.open("w") as log, subprocess.Popen(
+            command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if args.verbose or _KEEP.search(line):
+                print(line.rstrip()[:300], flush=True)
+    status = process.returncode
+    print(f"shipyard run: pyflyte exited {status}; full output in {log_path}", flush=True)
+    return OK if status == 0 else FAILED

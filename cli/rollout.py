@@ -1,0 +1,156 @@
+"""`shipyard promote|abort|pause|resume|undo|history|serve|stop`: acting on a deployment."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cli.common import FAILED, OK, UsageError, print_json, resolve_name, work_dir
+from common.errors import StageError
+from common.settings import Settings
+from deploy.config import DeployConfig
+from deploy.control import ControlAction, deploy_in_progress, write_control
+from deploy.local_backend import LocalBackend
+from deploy.operations import ManualDeploy, decision_records, serve_version, undo
+from deploy.state import load_state
+
+
+# -- promote / abort / pause / resume ----------------------------------------------------------
+def run_control(args: argparse.Namespace, home: Path) -> int:
+    name = resolve_name(home, args.name)
+    folder = work_dir(home, name)
+    action: ControlAction = "promote_full" if getattr(args, "full", False) else args.command
+    state = load_state(home, name)
+    if state.canary is None or not deploy_in_progress(folder):
+        raise StageError("DEPLOY_NO_ROLLOUT",
+                         f"deployment {name!r} has no canary baking (no running deploy holds "
+                         "a canary): nothing to promote, abort, pause or resume. "
+                         "`shipyard status` shows where it stands.")
+    command = write_control(folder, action)
+    result = {"deployment": name, "action": action, "actor": command.actor,
+              "issued_at": command.issued_at, "canary": state.canary.model_uri,
+              "note": "the controller obeys at its next scrape interval"}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"shipyard {args.command}: {action} of {state.canary.model_uri} on {name} "
+              f"requested by {command.actor}; the controller acts within one scrape interval "
+              "(`shipyard status --watch` follows it)")
+    return OK
+
+
+# -- undo / serve ------------------------------------------------------------------------------
+def deploy_config(args: argparse.Namespace, name: str | None) -> DeployConfig:
+    return DeployConfig(engine=getattr(args, "engine", "auto"), deployment_name=name,
+                        engine_ready_timeout_seconds=args.ready_timeout)
+
+
+def run_undo(args: argparse.Namespace, settings: Settings) -> int:
+    name = resolve_name(settings.home, args.name)
+    done = undo(name, deploy_config(args, name), settings,
+                to_version=None if args.to_version is None else str(args.to_version))
+    _report_manual(args, done)
+    return OK
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    registered, version = parse_model_uri(args.model_uri)
+    done = serve_version(registered, version, deploy_config(args, args.name), settings)
+    _report_manual(args, done)
+    return OK
+
+
+def parse_model_uri(uri: str) -> tuple[str, str]:
+    """models:/NAME/VERSION -> (NAME, VERSION)."""
+    body = uri.removeprefix("models:/")
+    if body == uri or "/" not in body:
+        raise UsageError(f"{uri!r}: give models:/NAME/VERSION, e.g. models:/shipyard-tiny/3")
+    name, version = body.rsplit("/", 1)
+    if not name or not version.isdigit():
+        raise UsageError(f"{uri!r}: give models:/NAME/VERSION with a numeric version")
+    return name, version
+
+
+def _report_manual(args: argparse.Namespace, done: ManualDeploy) -> None:
+    result = {"action": done.action, "model_uri": done.model_uri,
+              "model_digest": done.model_digest, "champion_before": done.champion_before,
+              "champion_after": done.champion_after, "endpoint": f"{done.endpoint}/v1",
+              "decision_record": str(done.record_path)}
+    if args.json:
+        print_json(result)
+        return
+    print(f"shipyard {args.command}: {done.model_uri} (sha256:{done.model_digest}) serves as "
+          f"the stable\n  endpoint:  {done.endpoint}/v1\n  champion:  {done.champion_before} "
+          f"-> {done.champion_after}\n  decision:  {done.record_path}")
+
+
+# -- history -----------------------------------------------------------------------------------
+def history_entries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    entries = []
+    for record in records:
+        champion = record.get("champion") or {}
+        controls = [p["control"] for p in record.get("timeline") or [] if "control" in p]
+        entries.append({
+            "finished_at": record.get("finished_at") or record.get("started_at"),
+            "model_uri": record.get("model_uri"),
+            "model_digest": record.get("model_digest"),
+            "outcome": record.get("outcome"),
+            "action": record.get("action"),
+            "champion_before": champion.get("before"),
+            "champion_after": champion.get("after"),
+            "champion_moved": bool(champion.get("moved")),
+            "steps": [{"canary_percent": s.get("canary_percent"), "outcome": s.get("outcome"),
+                       "reasons": s.get("reasons")} for s in record.get("steps") or []],
+            "controls": [{"action": c.get("action"), "actor": c.get("actor"),
+                          "issued_at": c.get("issued_at")} for c in controls],
+            "notes": record.get("notes") or [],
+            "record_path": record.get("record_path"),
+        })
+    return entries
+
+
+def run_history(args: argparse.Namespace, home: Path) -> int:
+    name = resolve_name(home, args.name)
+    entries = history_entries(decision_records(work_dir(home, name)))
+    if args.json:
+        print_json({"deployment": name, "history": entries})
+        return OK if entries else FAILED
+    if not entries:
+        print(f"shipyard history: no decision records for {name!r}")
+        return FAILED
+    print(f"{'FINISHED':<27} {'MODEL':<34} {'ACTION':<17} {'OUTCOME':<13} CHAMPION")
+    for entry in entries:
+        moved = (f"{entry['champion_before']} -> {entry['champion_after']}"
+                 if entry["champion_moved"] else f"{entry['champion_after']} (unchanged)")
+        print(f"{str(entry['finished_at'])[:26]:<27} {entry['model_uri']!s:<34} "
+              f"{entry['action']!s:<17} {entry['outcome']!s:<13} {moved}")
+        for control in entry["controls"]:
+            print(f"{'':<27}   {control['action']} by {control['actor']} at "
+                  f"{control['issued_at']}")
+        print(f"{'':<27}   record: {entry['record_path']}")
+    return OK
+
+
+# -- stop --------------------------------------------------------------------------------------
+def run_stop(args: argparse.Namespace, home: Path) -> int:
+    from cli.common import known_deployments
+
+    names = [args.name] if args.name else known_deployments(home)
+    stopped_all: list[dict[str, Any]] = []
+    status = OK
+    for name in names:
+        stopped = LocalBackend(home, name, engine_kind="local").stop_all()
+        stopped_all += [{"deployment": name, "role": r.role, "pid": r.pid, "port": r.port}
+                        for r in stopped]
+        if args.name and not stopped:
+            status = FAILED
+    if args.json:
+        print_json({"stopped": stopped_all})
+    else:
+        for item in stopped_all:
+            print(f"stopped {item['deployment']} {item['role']} (pid {item['pid']}, "
+                  f"port {item['port']})")
+        if not stopped_all:
+            print(f"{args.name}: nothing running" if args.name else "no local deployments")
+    return status

@@ -1,0 +1,162 @@
+"""Deploy actions a person takes by hand (`shipyard serve`, `shipyard undo`) and the audit trail
+they leave (`shipyard history`), built from the deploy stage's own pieces.
+
+Both actions serve one registered version as the stable, with no canary:
+
+    verify (registry.verify, fail-closed)  ->  start it as the stable behind the router (the
+    old stable drains, then stops)  ->  smoke check  ->  move the champion alias  ->  decision
+    record (on disk and in MLflow)
+
+`undo` picks the version the champion alias pointed at before it last moved (from the
+decision records), or the version given, and refuses one that does not verify.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from common.errors import StageError
+from common.settings import Settings
+from common.signals import signals_raise_stage_interrupted
+from deploy.config import DeployConfig
+from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
+from deploy.model_ref import ModelToDeploy
+from deploy.stage import (
+    _build_backend,
+    _roll_back_leftover_canary,
+    _smoke_check,
+    deployment_lock,
+    verify_for_serving,
+)
+from deploy.state import state_path
+from registry import mlflow_registry as reg
+from registry.aliases import champion_version, move_champion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ManualDeploy:
+    action: str  # "served" or "undo"
+    model_uri: str
+    model_digest: str
+    champion_before: str | None
+    champion_after: str
+    endpoint: str
+    record_path: Path
+
+
+def decision_records(work_dir: Path) -> list[dict[str, Any]]:
+    """Every decision record of the deployment, oldest first (each with its `record_path`)."""
+    records = []
+    for path in sorted((work_dir / "records").glob("*.json")):
+        if path.name == "latest.json":
+            continue
+        try:
+            data = dict(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            logger.warning("skipping unreadable decision record %s: %s", path, exc)
+            continue
+        records.append({**data, "record_path": str(path)})
+    return records
+
+
+def previous_champion(records: list[dict[str, Any]], current: str | None) -> str | None:
+    """The version the champion alias held before it last moved to `current`."""
+    for record in reversed(records):
+        champion = record.get("champion") or {}
+        before, after = champion.get("before"), champion.get("after")
+        if champion.get("moved") and str(after) == str(current) and before is not None \
+                and str(before) != str(current):
+            return str(before)
+    return None
+
+
+def registered_model_of(records: list[dict[str, Any]], name: str) -> str:
+    """The registered model a deployment serves (from its newest record's model URI)."""
+    for record in reversed(records):
+        uri = str(record.get("model_uri", ""))
+        if uri.startswith("models:/") and uri.count("/") >= 2:
+            return uri.removeprefix("models:/").rsplit("/", 1)[0]
+    return name
+
+
+def serve_version(registered_model_name: str, version: str, config: DeployConfig,
+                  settings: Settings, *, action: str = "served",
+                  reason: str | None = None) -> ManualDeploy:
+    """Verify `models:/NAME/VERSION` and serve it as the stable with no canary; move the
+    champion alias to it. One deploy per deployment at a time (DEPLOY_LOCKED)."""
+    name = config.deployment_name or registered_model_name
+    work_dir = state_path(settings.home, name).parent
+    with deployment_lock(work_dir, name), signals_raise_stage_interrupted():
+        return _serve_locked(registered_model_name, str(version), config, settings, name,
+                             work_dir, action, reason)
+
+
+def undo(name: str, config: DeployConfig, settings: Settings, *,
+         to_version: str | None = None) -> ManualDeploy:
+    """Serve the previous champion (or `to_version`) again, verified first."""
+    work_dir = state_path(settings.home, name).parent
+    records = decision_records(work_dir)
+    if not records:
+        raise StageError("DEPLOY_NOT_FOUND",
+                         f"deployment {name!r} has no decision records under {work_dir}: "
+                         "nothing to undo. `shipyard history` lists what was deployed.")
+    registered = registered_model_of(records, name)
+    client = reg.client_for(settings.mlflow_tracking_uri)
+    current = champion_version(client, registered, config.champion_alias)
+    target = str(to_version) if to_version is not None else previous_champion(records, current)
+    if target is None or target == current:
+        raise StageError(
+            "DEPLOY_UNDO_NO_PREVIOUS",
+            f"{registered}: no version to go back to (champion {current}; "
+            f"{'it is the version asked for' if target else 'no earlier champion recorded'}). "
+            "Name one with --to-version N (see `shipyard history`).")
+    why = f"undo: champion {current} -> {target}, requested by hand"
+    return serve_version(registered, target, config, settings, action="undo", reason=why)
+
+
+def _serve_locked(registered: str, version: str, config: DeployConfig, settings: Settings,
+                  name: str, work_dir: Path, action: str, reason: str | None) -> ManualDeploy:
+    client = reg.client_for(settings.mlflow_tracking_uri)
+    try:
+        model_version = client.get_model_version(registered, version)
+    except MlflowException as exc:
+        raise StageError("DEPLOY_NOT_FOUND",
+                         f"models:/{registered}/{version} is not in the registry at "
+                         f"{settings.mlflow_tracking_uri}: {exc}") from exc
+    digest = str(dict(model_version.tags).get(reg.TAG_MODEL_DIGEST, ""))
+    model = ModelToDeploy(registered, version, digest, model_version.run_id)
+    served = config.served_model_name or registered
+    record = DecisionRecord.start(name, model, config)
+    record.note(reason or f"{action}: models:/{registered}/{version} served as the stable "
+                          "by hand, no canary")
+    verified = verify_for_serving(model.model_uri, digest, config, settings, work_dir, served)
+    record.data["verification"] = {"model_uri": verified.model_uri, "passed": True,
+                                   "model_digest": verified.digest}
+    before = champion_version(client, registered, config.champion_alias)
+    record.data["champion"] = {"before": before, "after": before, "moved": False}
+    backend = _build_backend(config, settings, name, verified, record)
+    record.data["engine"] = backend.engine_kind
+    record.data["backend"] = config.backend
+    _roll_back_leftover_canary(backend, record)
+    previous = backend.running_stable_version()
+    if previous is not None:
+        record.data["stable_before"] = {"model_uri": f"models:/{registered}/{previous}"}
+    backend.start_stable(verified)
+    _smoke_check(backend.endpoint, served, config.smoke_requests)
+    move_champion(client, registered, version, config.champion_alias)
+    record.data["champion"].update({"after": version, "moved": True,
+                                    "moved_at": datetime.now(UTC).isoformat()})
+    record.finish("PASS", action, backend.endpoint, backend.describe())
+    path = write_record(work_dir, record.data)
+    log_to_mlflow(client, model, record.data)
+    return ManualDeploy(action, model.model_uri, verified.digest, before, version,
+                        backend.endpoint, path)
