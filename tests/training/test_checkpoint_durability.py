@@ -144,6 +144,29 @@ def test_resaving_a_step_replaces_it_and_a_crash_mid_replace_restores_the_old_on
     assert verify_checkpoint(final) is None
 
 
+@pytest.mark.unit
+def test_an_async_save_is_hashed_by_its_writer_once_the_background_write_ends(
+    one_rank_group: None, tmp_path: Path,
+) -> None:
+    """The CUDA path (dcp.async_save, written in a background thread) seals the same way:
+    the shards its writer recorded are hashed by this rank when the save is finalised."""
+    model, optimizer = _model_and_optimizer()
+    manager = CheckpointManager(tmp_path, keep=1, use_async=True)
+    manager.save(5, model, optimizer, {"step": 5})
+    assert not (tmp_path / step_dir_name(5)).exists()  # in flight until finalize
+    pending = manager._pending
+    assert pending is not None and pending.future is not None
+    pending.future.result()
+    recorded = set(pending.writer.written)  # what the background write reported
+    manager.finalize()
+    path = tmp_path / step_dir_name(5)
+    manifest = json.loads((path / MANIFEST).read_text())
+    shards = {p.name for p in path.glob("*.distcp")}
+    assert shards and recorded == shards
+    assert shards | {"rng-rank0.pt"} <= set(manifest["hashed_by_rank"]["0"])
+    assert verify_checkpoint(path) is None
+
+
 # -- integration: 2 FSDP ranks under torchrun -------------------------------------------------
 
 @pytest.fixture(scope="module")
