@@ -155,6 +155,9 @@ class KubernetesBackend:
         annotations = current["spec"]["template"]["metadata"].get("annotations") or {}
         return annotations.get(ANNOTATION_VERSION) or None
 
+    def repair(self) -> list[str]:
+        return []  # the cluster's controllers restart what crashed
+
     def leftover_canary_version(self) -> str | None:
         """A canary Deployment still scaled up (a deploy killed mid-rollout)."""
         current = self._get("apps/v1", "Deployment", deployment_name("canary"))

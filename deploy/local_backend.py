@@ -116,9 +116,22 @@ class LocalBackend:
         return self.state.stable.model_version if self.state.stable else None
 
     def leftover_canary_version(self) -> str | None:
-        """The canary a previous (killed) deploy recorded, whether or not it still runs."""
-        canary = self.state.canary
-        return None if canary is None else (canary.model_version or "unknown")
+        """The canary a previous (killed) deploy left: a recorded canary that still runs, or a
+        canary the router still sends traffic to (its engine already dead)."""
+        if self.state.canary is not None:
+            return self.state.canary.model_version or "unknown"
+        if self.state.router is not None and "canary" in self._admin_get("state")["backends"]:
+            return "unknown (engine gone)"
+        return None
+
+    def repair(self) -> list[str]:
+        """Bring back what a crash took: a dead router in front of a live stable is
+        restarted (on a new port: the endpoint changes, and the record says so)."""
+        if self.state.stable is not None and self.state.router is None:
+            router = self.ensure_router()
+            return [f"the router was gone: restarted on port {router.port} "
+                    f"(new endpoint {router.base_url})"]
+        return []
 
     def describe(self) -> dict[str, Any]:
         return {r.role: {"pid": r.pid, "port": r.port, "kind": r.kind, "log": r.log_path,
@@ -141,6 +154,7 @@ class LocalBackend:
             self._drain_and_stop(previous)
 
     def start_canary(self, model: VerifiedModel) -> None:
+        self.repair()  # a canary needs the router in front of the stable
         if self.state.canary is not None:
             # Never overwrite a canary's record while it may run: stop it first.
             self.rollback_canary()
@@ -233,11 +247,11 @@ class LocalBackend:
     def rollback_canary(self) -> None:
         """Canary weight to 0 and out of the routing table; it drains, then stops."""
         canary = self.state.canary
+        if self.state.router is not None and self.state.stable is not None:
+            self.route(canary_percent=0)  # also when the canary's engine is already gone
+            self.inject_faults(None)  # a drill's faults end with its canary
         if canary is None:
             return
-        if self.state.router is not None and self.state.stable is not None:
-            self.route(canary_percent=0)
-            self.inject_faults(None)  # a drill's faults end with its canary
         self.state.canary = None
         self.save()
         self._drain_and_stop(canary)
