@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.html import StageFacts, format_count, format_value, key_value_table, table
+
 SEVERITY_ERROR = "critical"  # a failure stops the pipeline (GX's FailureSeverity.CRITICAL)
 SEVERITY_WARNING = "warning"  # a failure is reported and the pipeline goes on
 MAX_EXAMPLE_ROWS = 5
@@ -101,41 +103,55 @@ def failure_message(report: ValidationReport, locations: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-_HTML_STYLE = (
-    "<style>table.gx{border-collapse:collapse;font:13px sans-serif}"
-    "table.gx td,table.gx th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
-    "tr.fail{background:#fdd}tr.warn{background:#ffe9b3}</style>"
-)
 _HTML_COLUMNS = ("split", "rule", "column", "result", "severity", "unexpected", "example rows",
                  "observed", "expectation", "fix")
 
 
 def render_html(report: ValidationReport) -> str:
-    """A self-contained HTML table; every value is escaped (data can contain markup)."""
+    """The report body (styled by common.html's stylesheet); every value is escaped (data can
+    contain markup)."""
     verdict = "PASSED" if report.passed else f"FAILED ({len(report.failures)} blocking)"
-    summary = (
-        f"<p><b>{html.escape(verdict)}</b>; {len(report.warnings)} warning(s); rows: "
-        + html.escape(", ".join(f"{k}={v}" for k, v in report.split_rows.items()))
-        + "; longest example (tokens): "
-        + html.escape(", ".join(f"{k}={v}" for k, v in report.longest_example_tokens.items()))
-        + "</p>"
-    )
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in _HTML_COLUMNS)
-    body = "".join(_html_row(r) for r in report.results)
-    return f"{_HTML_STYLE}{summary}<table class='gx'><tr>{header}</tr>{body}</table>"
+    css = "verdict-pass" if report.passed else "verdict-fail"
+    facts = overview_facts(report)
+    rows = [_html_cells(r) for r in report.results]
+    classes = [_row_class(r) for r in report.results]
+    return (f"<h2 class='{css}'>{html.escape(verdict)}</h2>"
+            f"<p>{html.escape(facts.headline)}</p>"
+            + key_value_table(facts.facts)
+            + "<h3>Expectations</h3>" + table(_HTML_COLUMNS, rows, classes))
 
 
-def _html_row(result: ExpectationResult) -> str:
-    if result.success:
-        css, verdict = "pass", "pass"
-    else:
-        css, verdict = ("fail", "FAIL") if result.blocking else ("warn", "warn")
-    cells = (
+def overview_facts(report: ValidationReport) -> StageFacts:
+    """The headline and key numbers of the run overview: rows validated, rules, failures."""
+    total_rows = sum(report.split_rows.values())
+    verdict = "passed" if report.passed else f"{len(report.failures)} blocking failure(s)"
+    headline = (f"{format_count(total_rows, 'rows')} validated in {len(report.split_rows)} "
+                f"split(s): {verdict} ({len(report.results)} checks, "
+                f"{len(report.warnings)} warning(s))")
+    facts = [(f"rows ({split})", format_count(rows)) for split, rows in report.split_rows.items()]
+    facts += [(f"longest example ({split})", format_count(tokens, "tokens"))
+              for split, tokens in report.longest_example_tokens.items()]
+    if report.great_expectations_version:
+        facts.append(("Great Expectations", report.great_expectations_version))
+    broken = [r for r in report.results if not r.success]
+    rule_table = None
+    if broken:
+        rule_table = (["split", "rule", "severity", "rows breaking it", "fix"],
+                      [[r.split, r.rule, r.severity, format_value(r.unexpected_count), r.fix]
+                       for r in broken])
+    return StageFacts(headline=headline, facts=facts, table=rule_table)
+
+
+def _row_class(result: ExpectationResult) -> str:
+    return "" if result.success else "fail" if result.blocking else "warn"
+
+
+def _html_cells(result: ExpectationResult) -> list[object]:
+    verdict = {"": "pass", "fail": "FAIL", "warn": "warn"}[_row_class(result)]
+    return [
         result.split, f"{result.rule}: {result.description}", result.column or "", verdict,
-        result.severity, "" if result.unexpected_count is None else result.unexpected_count,
+        result.severity, result.unexpected_count,
         ", ".join(str(r) for r in result.example_rows),
-        "" if result.observed_value is None else result.observed_value,
+        "" if result.observed_value is None else str(result.observed_value),
         result.expectation, "" if result.success else result.fix,
-    )
-    return f"<tr class='{css}'>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) \
-        + "</tr>"
+    ]

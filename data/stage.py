@@ -29,6 +29,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from common.digests import sha256_file, sha256_tree
 from common.errors import StageError
+from common.html import page
 from common.template import format_example
 from data.config import SPLITS, DataConfig
 from data.io import (
@@ -257,8 +258,7 @@ def _write_reports(directory: Path, report: ValidationReport) -> tuple[Path, Pat
     html_path = directory / REPORT_HTML_NAME
     json_path.write_text(report.to_json(), encoding="utf-8")
     html_path.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>Data validation</title>"
-        f"</head><body><h1>Data validation</h1>{report.to_html()}</body></html>\n",
+        page("Data validation", report.to_html()),
         encoding="utf-8",
     )
     return json_path, html_path

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from deploy.config import DeployConfig
 from deploy.controller import RolloutReport
 from deploy.model_ref import ModelToDeploy
-from deploy.report import report_html
+from deploy.report import report_page
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,7 @@ def log_to_mlflow(client: Any, model: ModelToDeploy, data: dict[str, Any]) -> st
             folder.mkdir()
             (folder / "decision_record.json").write_text(
                 json.dumps(data, indent=2, default=str))
-            (folder / "report.html").write_text(
-                f"<!doctype html><meta charset='utf-8'>{report_html(data)}")
+            (folder / "report.html").write_text(report_page(data))
             client.log_artifacts(run_id, str(folder), "deploy")
         for step in data.get("steps", []):
             canary = step.get("canary") or {}

@@ -14,9 +14,20 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to PNG in memory
 import matplotlib.pyplot as plt
 
+from common.html import (
+    LineChart,
+    Series,
+    StageFacts,
+    format_duration,
+    key_value_table,
+    page,
+    short_digest,
+    table,
+)
+
 
 def timeline_png(record: dict[str, Any]) -> bytes:
-    points = record.get("timeline") or []
+    points = _timeline_points(record)
     fig, (ax_weight, ax_ttft, ax_err) = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
     t = [p["t_seconds"] for p in points]
     ax_weight.step(t, [p["canary_percent"] for p in points], where="post", color="tab:orange")
@@ -39,6 +50,7 @@ def timeline_png(record: dict[str, Any]) -> bytes:
 
 
 def report_html(record: dict[str, Any]) -> str:
+    verdict_css = "verdict-pass" if record.get("outcome") == "PASS" else "verdict-fail"
     summary = [
         ("outcome", f"{record.get('outcome')} — {record.get('action')}"),
         ("model", f"{record.get('model_uri')} (sha256:{record.get('model_digest')})"),
@@ -47,20 +59,51 @@ def report_html(record: dict[str, Any]) -> str:
         ("endpoint", str(record.get("endpoint"))),
         ("champion", json.dumps(record.get("champion"))),
     ]
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(v)}</code></td></tr>"
-                   for k, v in summary)
-    parts = [f"<table>{rows}</table>"]
-    if record.get("timeline"):
+    parts = [f"<h2 class='{verdict_css}'>{html.escape(_verdict(record))}</h2>",
+             key_value_table(summary)]
+    if _timeline_points(record):
         png = base64.b64encode(timeline_png(record)).decode()
         parts.append(f"<img alt='timeline' src='data:image/png;base64,{png}'/>")
     for step in record.get("steps", []):
-        checks = "".join(
-            f"<tr><td>{html.escape(c['name'])}</td><td>{c['status']}</td>"
-            f"<td>{html.escape(c['detail'])}</td></tr>" for c in step["checks"])
+        checks = [[c["name"], c["status"], c["detail"]] for c in step["checks"]]
         parts.append(
-            f"<h3>canary {step['canary_percent']}%: {step['outcome']}</h3>"
+            f"<h3>canary {html.escape(str(step['canary_percent']))}%: "
+            f"{html.escape(str(step['outcome']))}</h3>"
             f"<p>{html.escape('; '.join(step['reasons']))}</p>"
-            f"<table><tr><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
+            + table(["check", "status", "detail"], checks,
+                    ["fail" if c["status"] == "FAIL" else "" for c in step["checks"]]))
     for note in record.get("notes", []):
         parts.append(f"<p>{html.escape(note)}</p>")
     return "".join(parts)
+
+
+def overview_facts(record: dict[str, Any]) -> StageFacts:
+    """The run overview's view: verdict, endpoint, the canary timeline and its steps."""
+    points = _timeline_points(record)
+    champion = record.get("champion") or {}
+    facts = [("model", f"{record.get('model_uri')} ({short_digest(record.get('model_digest'))})"),
+             ("engine", str(record.get("engine"))), ("endpoint", str(record.get("endpoint"))),
+             ("champion", f"{champion.get('before')} -> {champion.get('after')}")]
+    if points:
+        facts.append(("bake time", format_duration(float(points[-1]["t_seconds"]))))
+    chart = LineChart("canary traffic", "seconds since rollout start", "canary %", [
+        Series("canary %", [(float(p["t_seconds"]), float(p["canary_percent"])) for p in points])
+    ], step=True)
+    steps = [[f"{step['canary_percent']}%", str(step["outcome"]), "; ".join(step["reasons"])]
+             for step in record.get("steps", [])]
+    return StageFacts(headline=_verdict(record), facts=facts, chart=chart,
+                      table=(["canary step", "outcome", "why"], steps) if steps else None)
+
+
+def report_page(record: dict[str, Any]) -> str:
+    """The report as a standalone page (the copy logged to MLflow with the decision record)."""
+    return page(f"Canary deployment: {record.get('deployment')}", report_html(record))
+
+
+def _verdict(record: dict[str, Any]) -> str:
+    return f"{record.get('deployment')}: {record.get('outcome')} ({record.get('action')})"
+
+
+def _timeline_points(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Timeline samples (entries without a time, e.g. load-generator totals, are not points)."""
+    return [p for p in record.get("timeline") or [] if isinstance(p, dict) and "t_seconds" in p]

@@ -17,12 +17,16 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from common.html import StageFacts, format_value, short_digest, table
 from eval.gate import GateDecision
 from eval.harness import HarnessResult
 from eval.judge.run import JudgeReport
 from eval.suite.specs import TASK_SPECS, Suite
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SCHEMA_VERSION = 1
 
@@ -130,12 +134,13 @@ def mlflow_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 def render_html(report: dict[str, Any]) -> str:
     gate = report["gate"]
-    colour = "#1a7f37" if report["gate_outcome"] == "PASS" else "#cf222e"
+    css = "verdict-pass" if report["gate_outcome"] == "PASS" else "verdict-fail"
     parts = [
-        f"<h2 style='color:{colour}'>Gate: {html.escape(report['gate_outcome'])} "
+        f"<h2 class='{css}'>Gate: {html.escape(report['gate_outcome'])} "
         f"({html.escape(gate['mode'])})</h2>",
         _list("Reasons", gate["reasons"]),
         _list("Notes", gate["notes"]) if gate["notes"] else "",
+        "<h3>Gate checks</h3>" + table(*gate_table(report)),
         _identity_table(report),
         _metrics_table(report),
         _comparisons_table(report),
@@ -145,24 +150,39 @@ def render_html(report: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def gate_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Every check the gate made: name, pass/FAIL, what was compared."""
+    rows = [[c["name"], "pass" if c["passed"] else "FAIL", c["detail"]]
+            for c in report["gate"]["checks"]]
+    return ["check", "result", "detail"], rows
+
+
+def overview_facts(report: dict[str, Any]) -> StageFacts:
+    """The run overview's view: gate outcome, its checks, the headline metrics."""
+    gate = report["gate"]
+    passed = sum(1 for c in gate["checks"] if c["passed"])
+    headline = (f"gate {report['gate_outcome']} ({gate['mode']}): {passed} of "
+                f"{len(gate['checks'])} checks passed")
+    facts = [("candidate", short_digest(report["model"]["digest"])),
+             ("champion", short_digest((report["champion"] or {}).get("digest"))
+              if report["champion"] else "none (absolute bounds only)")]
+    for key, value in (report.get("summary") or {}).items():
+        if key not in ("gate", "mode"):
+            facts.append((key, format_value(value)))
+    return StageFacts(headline=headline, facts=facts, table=gate_table(report))
+
+
 def _list(title: str, items: list[str]) -> str:
     lis = "".join(f"<li>{html.escape(str(i))}</li>" for i in items)
     return f"<h3>{html.escape(title)}</h3><ul>{lis}</ul>"
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    return f"<table border='1' cellpadding='4' cellspacing='0'><tr>{head}</tr>{body}</table>"
+    return table([h for h in headers] if any(headers) else None, rows)
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return format_value(value)
 
 
 def _identity_table(report: dict[str, Any]) -> str:
@@ -177,16 +197,19 @@ def _identity_table(report: dict[str, Any]) -> str:
 
 
 def _metrics_table(report: dict[str, Any]) -> str:
-    champion = report["champion_metrics"] or {}
+    champion = report["champion_metrics"]
     rows = []
     for task, metrics in report["metrics"].items():
         for name, value in metrics.items():
             if name.endswith("_stderr") or name == "num_samples":
                 continue
-            rows.append([task, name, value, metrics.get(f"{name}_stderr"),
-                         (champion.get(task) or {}).get(name), metrics.get("num_samples")])
-    return "<h3>Task metrics</h3>" + _table(
-        ["task", "metric", "candidate", "stderr", "champion", "documents"], rows)
+            row = [task, name, value, metrics.get(f"{name}_stderr")]
+            if champion is not None:  # no empty champion column without a champion
+                row.append((champion.get(task) or {}).get(name))
+            rows.append([*row, metrics.get("num_samples")])
+    headers = ["task", "metric", "candidate", "stderr",
+               *(["champion"] if champion is not None else []), "documents"]
+    return "<h3>Task metrics</h3>" + _table(headers, rows)
 
 
 def _comparisons_table(report: dict[str, Any]) -> str:
@@ -220,15 +243,31 @@ def _judge_tables(judge: dict[str, Any]) -> str:
 
 
 def _plot(report: dict[str, Any]) -> str:
+    figure = metrics_figure(report)
+    if figure is None:
+        return ""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"<h3>Plot</h3><img alt='eval metrics' src='data:image/png;base64,{encoded}'/>"
+
+
+def metrics_figure(report: dict[str, Any]) -> Figure | None:
+    """The primary metric per task and, only when there is a champion, the paired
+    improvements against it; None when there is nothing to draw."""
     # matplotlib's object API with the Agg canvas: no pyplot global state, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     tasks = list(report["metrics"])
+    if not tasks:
+        return None
     champion = report["champion_metrics"] or {}
-    figure = Figure(figsize=(10, 3.6))
+    comparisons = report["gate"]["comparisons"]
+    # Without a champion there is nothing to compare: one chart, no empty "vs champion" axes.
+    figure = Figure(figsize=(10, 3.6) if comparisons else (5.5, 3.6))
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2)
+    axes = figure.subplots(1, 2) if comparisons else [figure.subplots(1, 1)]
     for i, task in enumerate(tasks):
         metric = TASK_SPECS[task].primary_metric
         value = report["metrics"][task].get(metric)
@@ -241,20 +280,23 @@ def _plot(report: dict[str, Any]) -> str:
     axes[0].set_xticks(range(len(tasks)),
                        [f"{t}\n{TASK_SPECS[t].primary_metric}" for t in tasks], fontsize=7)
     axes[0].set_title("primary metric (±1.96 stderr)", fontsize=9)
-    axes[0].legend(fontsize=7)
+    if champion:
+        axes[0].legend(fontsize=7)
+    if comparisons:
+        _plot_comparisons(axes[1], report)
+    figure.tight_layout()
+    return figure
+
+
+def _plot_comparisons(ax: Any, report: dict[str, Any]) -> None:
     comparisons = report["gate"]["comparisons"]
     margins = report["config"].get("non_inferiority_margins", {})
     for j, c in enumerate(comparisons):
         low, high = c["interval_low"], c["interval_high"]
         if low is not None and high is not None:
-            axes[1].plot([low, high], [j, j], color="tab:blue")
-        axes[1].plot([c["improvement"]], [j], "o", color="tab:blue")
-        axes[1].plot([-margins.get(c["task"], 0)] * 2, [j - 0.3, j + 0.3], color="tab:red")
-    axes[1].axvline(0, color="black", linewidth=0.5)
-    axes[1].set_yticks(range(len(comparisons)), [c["task"] for c in comparisons], fontsize=7)
-    axes[1].set_title("improvement vs champion (red: -margin)", fontsize=9)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"<h3>Plot</h3><img alt='eval metrics' src='data:image/png;base64,{encoded}'/>"
+            ax.plot([low, high], [j, j], color="tab:blue")
+        ax.plot([c["improvement"]], [j], "o", color="tab:blue")
+        ax.plot([-margins.get(c["task"], 0)] * 2, [j - 0.3, j + 0.3], color="tab:red")
+    ax.axvline(0, color="black", linewidth=0.5)
+    ax.set_yticks(range(len(comparisons)), [c["task"] for c in comparisons], fontsize=7)
+    ax.set_title("improvement vs champion (red: -margin)", fontsize=9)

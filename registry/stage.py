@@ -3,12 +3,19 @@
 Order matters for "nothing half-written looks valid": the inputs are checked before any
 work; the signature and provenance exist before MLflow sees anything; the new version is
 verified with the same `verify_model` deploy uses before it gets the `challenger` alias, and
-deleted if that fails. Registering a digest that already has a version returns that version.
+deleted if that fails. Registering a digest that already has a version returns that version;
+two registrations of one digest at once cannot both create one: on a local store (sqlite file
+or directory) the look-up and the creation run under a file lock next to the store
+(`registration_lock`). A remote tracking server has no lock we can take: two concurrent
+registrations of one digest on different machines can still create two versions (MLflow has
+no unique constraint on tags); run one registration per model at a time there (Flyte's cache
+and the workflow's single register task do), and verify by digest (`--expected-digest`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,11 +34,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from common.digests import model_root_digest, sha256_file
+from registry import eval_attestation
 from registry import mlflow_registry as reg
 from registry import provenance as prov
 from registry.aliases import aliases_of, set_challenger
 from registry.attest import Attestations, BuildInputs, Signer, write_attestations
 from registry.config import RegisterConfig
+from registry.description import version_description
 from registry.errors import RegistryError
 from registry.policy import Policy, load_policy
 from registry.signing import SigstoreIdentity, ambient_identity_token, ensure_key_pair
@@ -109,6 +118,9 @@ class RegistrationRequest:
     workflow_inputs: Mapping[str, Any] | None = None
     # the base model fine-tuned from (a resolved dependency in the provenance); None: none
     base_model_dir: Path | None = None
+    # Shipyard's claims about the eval gate's checks, signed into the eval attestation
+    # (eval.summary.attestation_claims of `eval_report`); None: only the report's own fields
+    eval_claims: Mapping[str, Any] | None = None
 
 
 def register_model(request: RegistrationRequest) -> RegistrationResult:
@@ -123,11 +135,20 @@ def register_model(request: RegistrationRequest) -> RegistrationResult:
         request.config_digest,
         request.resolved_config_json,
     )
-    config, model_digest = request.config, request.model_digest
-    training_run_id, tracking_uri = request.training_run_id, request.tracking_uri
-    client = reg.client_for(tracking_uri)
-    name = config.registered_model_name
+    _check_eval_report(request.eval_report, request.model_digest)
+    config = request.config
+    client = reg.client_for(request.tracking_uri)
     signer = _signer(config, Path(config.key_dir) if config.key_dir else Path(request.key_dir))
+    with registration_lock(request.tracking_uri, config.registered_model_name):
+        return _register_locked(request, client, signer, stage_started)
+
+
+def _register_locked(
+    request: RegistrationRequest, client: MlflowClient, signer: Signer, stage_started: datetime
+) -> RegistrationResult:
+    config, model_digest, model_dir = request.config, request.model_digest, Path(request.model_dir)
+    training_run_id, tracking_uri = request.training_run_id, request.tracking_uri
+    name = config.registered_model_name
     with _mlflow_errors(tracking_uri):
         existing = reg.find_version_by_digest(client, name, model_digest)
         if existing is not None:
@@ -164,6 +185,7 @@ def register_model(request: RegistrationRequest) -> RegistrationResult:
             project_root=request.project_root,
             workflow_inputs=request.workflow_inputs,
             base_model_dir=request.base_model_dir,
+            eval_claims=request.eval_claims,
         )
         try:
             version = _publish(client, build, signer, run_id)
@@ -201,9 +223,56 @@ def _publish(client: MlflowClient, build: BuildInputs, signer: Signer, run_id: s
     )
     client.set_tag(run_id, reg.TAG_MODEL_DIGEST, build.model_digest)
     tags = _version_tags(build, signer, run_id, names, digests)
-    return reg.create_version(
+    version = reg.create_version(
         client, name=build.config.registered_model_name, run_id=run_id, tags=tags
     )
+    # The text people read first in the MLflow UI: gate, digest, data, how to verify.
+    description = version_description(build, str(version.version), signer.label)
+    return client.update_model_version(version.name, version.version, description=description)
+
+
+@contextmanager
+def registration_lock(tracking_uri: str, name: str) -> Iterator[None]:
+    """Serialize registrations of `name` on one local store (a blocking file lock next to the
+    sqlite file or store directory; the kernel drops it when the holder dies). A tracking
+    server gets no lock: see the module docstring for the race that remains there."""
+    store = _local_store_dir(tracking_uri)
+    if store is None:
+        yield
+        return
+    lock_dir = store / ".shipyard-locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(name.encode()).hexdigest()[:16]
+    with (lock_dir / f"register-{key}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _local_store_dir(tracking_uri: str) -> Path | None:
+    """The directory holding a local store (sqlite file or file store); None for a server."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme == "sqlite":
+        path = tracking_uri.removeprefix("sqlite:///")
+        return None if path in ("", ":memory:") else Path("/" + path.lstrip("/")).parent
+    if parts.scheme in ("", "file"):
+        return Path(parts.path if parts.scheme else tracking_uri).expanduser()
+    return None
+
+
+def _check_eval_report(report: Mapping[str, Any] | None, model_digest: str) -> None:
+    """An eval report about another model is refused before any work (fail closed)."""
+    found = eval_attestation.report_model_digest(report) if report is not None else None
+    if found is not None and found != model_digest:
+        raise RegistryError(
+            "EVAL_REPORT_MISMATCH",
+            f"the eval report is about model sha256:{found}, not the model being registered: "
+            "refusing to attest it. Evaluate this model and register it with its own report.",
+            expected=f"sha256:{model_digest}",
+            found=f"sha256:{found}",
+        )
 
 
 def _check_inputs(
@@ -292,6 +361,8 @@ def _version_tags(
         reg.TAG_SBOM_URI: location(names.sbom),
         reg.TAG_SBOM_SHA256: digests[names.sbom],
     }
+    if names.eval_attestation is not None:  # for readers: the verifier finds it by file name
+        tags["eval_attestation_uri"] = location(names.eval_attestation)
     for split, digest in build.dataset_digests.items():
         tags[f"{reg.TAG_DATASET_DIGEST_PREFIX}{split}"] = digest
     if build.training_run_id is not None:

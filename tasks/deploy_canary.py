@@ -7,17 +7,19 @@ detached; `python -m deploy.cli status|stop` shows and stops them.
 
 from __future__ import annotations
 
+import time
+
 from flytekit import Resources, task
 
 from common.errors import StageError
 from common.settings import load_settings
 from deploy.config import DeployConfig
 from deploy.model_ref import ModelToDeploy
-from deploy.report import report_html
+from deploy.report import overview_facts, report_html
 from deploy.stage import deploy_canary as run_deploy
 from tasks import timeouts
 from tasks.contracts import DeploymentResult, RegisteredModel
-from tasks.flyte_adapter import error_html, publish_report
+from tasks.flyte_adapter import error_html, publish_report, quiet_console
 
 _STAGE = "deploy_canary"
 _TITLE = "Canary deployment"
@@ -33,14 +35,18 @@ _TITLE = "Canary deployment"
     limits=Resources(cpu="2", mem="12Gi"),
 )
 def deploy_canary(model: RegisteredModel, config: DeployConfig) -> DeploymentResult:
+    started = time.time()
+    quiet_console()
     request = ModelToDeploy(model.registered_model_name, model.version, model.model_digest,
                             model.mlflow_run_id or None)
     try:
         outcome = run_deploy(request, config, load_settings())
     except StageError as error:
-        publish_report(_STAGE, _TITLE, error_html(error))
+        publish_report(_STAGE, _TITLE, error_html(error), started=started, error=error)
         raise
-    publish_report(_STAGE, _TITLE, report_html(outcome.record))
+    publish_report(_STAGE, _TITLE, report_html(outcome.record), started=started,
+                   status="succeeded" if outcome.outcome == "PASS" else "failed",
+                   facts=overview_facts(outcome.record))
     return DeploymentResult(
         deployment_name=outcome.deployment_name,
         model_uri=outcome.model_uri,

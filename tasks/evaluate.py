@@ -3,8 +3,10 @@ shell over `eval.run.evaluate_model`; README: "Stage: evaluate")."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from flytekit import Resources, task
@@ -14,11 +16,14 @@ from common.errors import StageError
 from common.settings import load_settings
 from eval.config import EvalConfig
 from eval.errors import EvalError
+from eval.report import overview_facts
 from eval.run import evaluate_model
 from eval.summary import EvalSummary
 from tasks import timeouts
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import publish_report
+from tasks.flyte_adapter import error_html, publish_report, quiet_console
+
+_STAGE = "evaluate"
 
 
 @task(
@@ -31,6 +36,8 @@ from tasks.flyte_adapter import publish_report
     enable_deck=True,
 )
 def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig) -> EvalReport:
+    started = time.time()
+    quiet_console()
     try:
         summary = evaluate_model(
             model_dir=Path(model.model_dir.download()), model_digest=model.model_digest,
@@ -40,8 +47,15 @@ def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig)
             settings=load_settings(), work_dir=Path(tempfile.mkdtemp(prefix="shipyard-eval-")),
             # A Flyte secret is mounted as this environment variable; read here, at the edge.
             judge_api_key=os.environ.get(config.judge_api_key_env) or None)
-        publish_report("evaluate", f"Evaluation: {summary.outcome}", summary.report_html,
-                       json_path=summary.report_path)
+    except EvalError as exc:
+        publish_report(_STAGE, "Evaluation: error", error_html(exc), started=started, error=exc)
+        raise StageError(exc.code, exc.message, details=exc.details) from exc
+    report = json.loads(summary.report_path.read_text())
+    publish_report(_STAGE, f"Evaluation: {summary.outcome}", summary.report_html,
+                   json_path=summary.report_path, started=started,
+                   status="succeeded" if summary.outcome == "PASS" else "failed",
+                   facts=overview_facts(report))
+    try:
         summary.require_pass()
     except EvalError as exc:
         raise StageError(exc.code, exc.message, details=exc.details) from exc

@@ -7,6 +7,7 @@ sensible local value outside a Flyte execution, so stage functions stay testable
 from __future__ import annotations
 
 import html as html_lib
+import json
 import logging
 import os
 import re
@@ -18,13 +19,26 @@ from pathlib import Path
 
 import flytekit
 
+from common.html import page, style_tag
+from common.logging_setup import setup_quiet_console
 from common.settings import load_settings
+from tasks.overview import (
+    OVERVIEW_NAME,
+    StageFacts,
+    StageSummary,
+    Status,
+    iso_utc,
+    summary_path,
+    utc_now,
+    write_overview,
+)
 
 logger = logging.getLogger(__name__)
 
 
 # "<run id> <pid>": the local run id and the process that made it (see `_local_run_id`).
 LOCAL_RUN_ENV = "SHIPYARD_LOCAL_RUN"
+PIPELINE_LOG_NAME = "pipeline.log"
 
 
 def execution_id() -> str:
@@ -77,26 +91,60 @@ def run_reports_dir() -> Path:
     return load_settings().run_reports_dir(run_id())
 
 
+def quiet_console() -> Path:
+    """Call first in every task body: third-party warnings, logs and progress bars go to this
+    run's ``pipeline.log``; the console keeps Shipyard's own lines. Returns the log's path."""
+    return setup_quiet_console(run_reports_dir() / PIPELINE_LOG_NAME)
+
+
 def publish_report(stage: str, title: str, body_html: str,
-                   json_path: Path | None = None) -> Path:
+                   json_path: Path | None = None, *, status: Status = "succeeded",
+                   started: float | None = None, facts: StageFacts | None = None,
+                   error: BaseException | None = None) -> Path:
     """Show `body_html` as a Flyte Deck and also write it as a standalone HTML file in this
     run's report directory, with the stage's JSON report (`json_path`) copied beside it.
 
-    The file lets a user without a Flyte cluster open the same report the Flyte UI shows;
-    its path is logged and returned.
+    Beside them goes ``<stage>.summary.json`` (`status`, the stage's start time `started` in
+    epoch seconds, its key numbers `facts`, the `error`), and the run overview ``index.html``
+    is rebuilt from every summary of the run. The file lets a user without a Flyte cluster
+    open the same report the Flyte UI shows; its path is printed and returned.
     """
-    flytekit.Deck(title, body_html)
-    path = run_reports_dir() / f"{stage}.html"
+    flytekit.Deck(title, style_tag() + body_html)
+    run_dir = run_reports_dir()
+    path = run_dir / f"{stage}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, lambda tmp: tmp.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html_lib.escape(title)}"
-        f"</title></head><body><h1>{html_lib.escape(title)}</h1>{body_html}</body></html>"
-    ))
+    _write_atomically(path, lambda tmp: tmp.write_text(page(title, body_html)))
     if json_path is not None:
         _write_atomically(path.with_suffix(".json"), lambda tmp: shutil.copyfile(json_path, tmp))
-    logger.warning("shipyard: %s report written to %s", stage, path)
+    logger.info("%s report written to %s", stage, path)
     print(f"[shipyard] {stage} report: {path}", flush=True)
+    summary = StageSummary(
+        stage=stage, title=title, status="failed" if error is not None else status,
+        started_at=None if started is None else iso_utc(started), finished_at=utc_now(),
+        report=path.name, facts=facts or StageFacts(),
+        error=None if error is None else _error_text(error))
+    _refresh_overview(run_dir, summary)
     return path
+
+
+def _refresh_overview(run_dir: Path, summary: StageSummary) -> None:
+    # The overview is a convenience: a failure to write it is logged, never raised.
+    try:
+        _write_atomically(summary_path(run_dir, summary.stage), lambda tmp: tmp.write_text(
+            json.dumps(summary.to_dict(), indent=1, ensure_ascii=False) + "\n"))
+        is_new = not (run_dir / OVERVIEW_NAME).exists()
+        overview = write_overview(run_dir, run_id())
+    except (OSError, ValueError) as exc:
+        logger.warning("could not update the run overview in %s: %s", run_dir, exc)
+        return
+    if is_new:
+        print(f"[shipyard] run overview: {overview}", flush=True)
+
+
+def _error_text(error: BaseException) -> str:
+    code = getattr(error, "code", None)
+    message = getattr(error, "message", None) or str(error)
+    return f"{code}: {message}" if code else f"{type(error).__name__}: {message}"
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
@@ -112,4 +160,5 @@ _local_run_id()
 
 def error_html(error: BaseException) -> str:
     """A stage error as the body of its report, for stages with nothing richer to show."""
-    return f"<pre>{html_lib.escape(str(error))}</pre>"
+    return (f"<h2 class='verdict-fail'>Failed</h2>"
+            f"<pre>{html_lib.escape(_error_text(error))}</pre>")

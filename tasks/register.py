@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
-import html
 import json
+import time
 from pathlib import Path
 
 from flytekit import Resources, task
 
+from common.html import StageFacts, key_value_table, short_digest
 from common.settings import PROJECT_ROOT, load_settings
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from registry.stage import RegistrationRequest, RegistrationResult, register_model
 from tasks import timeouts
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import error_html, execution_id, publish_report
+from tasks.flyte_adapter import error_html, execution_id, publish_report, quiet_console
 
 _STAGE = "register"
 _REPORT_TITLE = "Model registration"
@@ -37,6 +38,8 @@ def register(
 ) -> RegisteredModel:
     """`evaluation` is the eval stage's report (its gate outcome goes into the tags, the
     provenance byproducts and the verifier's `required_eval_gate` policy check)."""
+    started = time.time()
+    quiet_console()
     settings = load_settings()
     model_dir = Path(model.model_dir.download())
     data_dir = Path(dataset.files.download())
@@ -65,9 +68,10 @@ def register(
         )
         result = register_model(request)
     except RegistryError as error:
-        publish_report(_STAGE, _REPORT_TITLE, error_html(error))
+        publish_report(_STAGE, _REPORT_TITLE, error_html(error), started=started, error=error)
         raise
-    publish_report(_STAGE, _REPORT_TITLE, _report_html(result))
+    publish_report(_STAGE, _REPORT_TITLE, _report_html(result), started=started,
+                   facts=_overview_facts(result, evaluation))
     return RegisteredModel(
         registered_model_name=result.registered_model_name,
         version=result.version,
@@ -118,8 +122,8 @@ def _base_model_dir(resolved_config_json: str) -> Path | None:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def _report_html(result: RegistrationResult) -> str:
-    rows = [
+def _report_rows(result: RegistrationResult) -> list[tuple[str, str]]:
+    return [
         ("model", f"{result.model_uri} (aliases: {', '.join(result.aliases) or 'none'})"),
         ("new version", "yes" if result.created else "no: this digest was already registered"),
         ("model digest", f"sha256:{result.model_digest}"),
@@ -130,10 +134,24 @@ def _report_html(result: RegistrationResult) -> str:
         ("builder", result.builder_id),
         ("source", f"{result.source_repository} @ {result.source_commit}"),
         ("MLflow run", result.mlflow_run_id),
-        ("verify", f"shipyard verify {result.model_uri}"),
+        ("verify", _verify_command(result)),
     ]
-    body = "".join(
-        f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(v)}</code></td></tr>"
-        for k, v in rows
-    )
-    return f"<table>{body}</table>"
+
+
+def _verify_command(result: RegistrationResult) -> str:
+    return f"shipyard verify {result.model_uri} --expected-digest sha256:{result.model_digest}"
+
+
+def _report_html(result: RegistrationResult) -> str:
+    return key_value_table(_report_rows(result))
+
+
+def _overview_facts(result: RegistrationResult, evaluation: EvalReport | None) -> StageFacts:
+    new = "new version" if result.created else "already registered"
+    headline = f"{result.model_uri} ({new}), {short_digest(result.model_digest)}"
+    facts = [("version", result.model_uri), ("digest", f"sha256:{result.model_digest}"),
+             ("aliases", ", ".join(result.aliases) or "none"),
+             ("eval gate", evaluation.gate_outcome if evaluation else "not evaluated"),
+             ("signed by", f"{result.signing_mode}, {result.signer}"),
+             ("verify", _verify_command(result))]
+    return StageFacts(headline=headline, facts=facts)

@@ -19,6 +19,7 @@ from deploy.config import DeployConfig
 from eval.config import EvalConfig
 from registry.config import RegisterConfig
 from tasks import timeouts
+from tasks.flyte_adapter import quiet_console
 from training.config import TrainConfig
 
 KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy")
@@ -72,4 +73,5 @@ def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:
 
 @task(cache=False, retries=0, timeout=timeouts.RESOLVE)
 def resolve_config(preset: str, overrides: list[str]) -> ResolvedConfig:
+    quiet_console()  # the first task of a run: quiet from here on
     return resolve(preset, overrides)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
+import time
 from pathlib import Path
 
 from flytekit import Cache, Resources, task
@@ -17,14 +19,15 @@ from flytekitplugins.kfpytorch import Elastic
 
 from common.digests import sha256_file
 from common.errors import StageError
+from common.html import format_bytes
 from common.settings import load_settings
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import publish_report
+from tasks.flyte_adapter import error_html, publish_report, quiet_console
 from training.config import TrainConfig
 from training.loop import TrainPaths, TrainResult, run_training
-from training.report import training_report_html
+from training.report import directory_bytes, overview_facts, training_report_html
 
 # Local default: 2 worker processes (the tiny preset's global batch splits evenly over 2).
 LOCAL_ELASTIC = Elastic(nnodes=1, nproc_per_node=2, max_restarts=0, monitor_interval=1,
@@ -67,6 +70,11 @@ def to_trained_model(result: TrainResult, config: TrainConfig,
     )
 
 
+def _is_rank_zero() -> bool:
+    # torchrun sets RANK in each worker; a plain call (no launcher) is rank 0.
+    return os.environ.get("RANK", "0") == "0"
+
+
 @task(
     timeout=timeouts.TRAIN,
     task_config=LOCAL_ELASTIC,
@@ -79,25 +87,38 @@ def to_trained_model(result: TrainResult, config: TrainConfig,
     shared_memory=True,
 )
 def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
-    dataset_dir = Path(dataset.files.download())
-    verify_dataset_files(dataset_dir, dataset)
+    started = time.time()
+    quiet_console()
     settings = load_settings()
     checkpoint_dir = Path(config.checkpoint_dir or
                           settings.checkpoints_dir / checkpoint_run_key(config, dataset))
     output_dir = Path(tempfile.mkdtemp(prefix="shipyard-model-")) / "model"
-    result = run_training(config, TrainPaths(
-        dataset_dir=dataset_dir, output_dir=output_dir, checkpoint_dir=checkpoint_dir,
-        mlflow_tracking_uri=settings.mlflow_tracking_uri,
-        mlflow_artifact_root=settings.mlflow_artifact_root,
-    ))
+    try:
+        dataset_dir = Path(dataset.files.download())
+        verify_dataset_files(dataset_dir, dataset)
+        result = run_training(config, TrainPaths(
+            dataset_dir=dataset_dir, output_dir=output_dir, checkpoint_dir=checkpoint_dir,
+            mlflow_tracking_uri=settings.mlflow_tracking_uri,
+            mlflow_artifact_root=settings.mlflow_artifact_root,
+        ))
+    except StageError as error:
+        if _is_rank_zero():
+            publish_report("train", "Training", error_html(error), started=started, error=error)
+        raise
     if result.rank == 0:  # only rank 0's return value is kept by Elastic
-        publish_report("train", "Training", training_report_html(
-            result.metrics, result.loss_curve, result.val_losses, {
-                "model digest": result.model_digest, "model dir": str(result.model_dir),
-                "MLflow run": result.mlflow_run_id, "MLflow store": settings.mlflow_tracking_uri,
-                "checkpoints": str(checkpoint_dir),
-                "resumed from step": str(result.resumed_from_step),
-            }))
+        facts = {
+            "model digest": f"sha256:{result.model_digest}",
+            "model size": format_bytes(directory_bytes(result.model_dir)),
+            "model dir": str(result.model_dir),
+            "MLflow run": result.mlflow_run_id, "MLflow store": settings.mlflow_tracking_uri,
+            "checkpoints": str(checkpoint_dir),
+            "resumed from step": str(result.resumed_from_step),
+        }
+        publish_report(
+            "train", "Training",
+            training_report_html(result.metrics, result.loss_curve, result.val_losses, facts),
+            started=started,
+            facts=overview_facts(result.metrics, result.loss_curve, result.val_losses, facts))
         print(f"[shipyard] model: {result.model_dir} (digest {result.model_digest})\n"
               f"[shipyard] MLflow run {result.mlflow_run_id} in {settings.mlflow_tracking_uri}",
               flush=True)

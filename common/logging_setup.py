@@ -1,0 +1,147 @@
+"""A quiet console: third-party warnings, logs and progress bars go to a log file; the console
+keeps Shipyard's own lines (our loggers at WARNING and above, the ``[shipyard]`` prints) and
+anyone's errors.
+
+Called at the task edges (`tasks.flyte_adapter.quiet_console`), never at import time. Safe to
+call again: the second call with the same file changes nothing, a call with another file moves
+the file handler there.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Top-level packages of this project: their loggers are "ours" (logging.getLogger(__name__)).
+OUR_PACKAGES = ("shipyard", "workflows", "tasks", "cli", "testing", "deploy", "eval", "serving",
+                "registry", "training", "data", "common", "bench")
+
+# Libraries known to attach their own console handler (and often propagate=False): their
+# records are sent up to the root logger, where the file handler is.
+THIRD_PARTY_LOGGERS = ("mlflow", "flytekit", "lm-eval", "lm_eval", "transformers", "datasets",
+                       "great_expectations", "huggingface_hub", "torch", "urllib3", "httpx",
+                       "alembic", "sqlalchemy", "py.warnings", "evaluate", "accelerate", "vllm")
+
+# Environment for the processes started from here on (torch-elastic workers, engines):
+# no progress bars, no MLflow artifact bars, no lm-eval/transformers advisory chatter.
+QUIET_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+_FILE_HANDLER_NAME = "shipyard-pipeline-log"
+_CONSOLE_HANDLER_NAME = "shipyard-console"
+
+
+def is_ours(logger_name: str) -> bool:
+    return logger_name.partition(".")[0] in OUR_PACKAGES
+
+
+class _ConsoleFilter(logging.Filter):
+    """Our records at WARNING+, anyone's at ERROR+."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        return record.levelno >= logging.WARNING and is_ours(record.name)
+
+
+def setup_quiet_console(log_file: Path) -> Path:
+    """Route warnings and third-party logs to `log_file` (appended; INFO and above), keep ours on
+    stderr, and turn third-party progress bars off. Returns `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    _install_file_handler(root, log_file)
+    if not any(h.get_name() == _CONSOLE_HANDLER_NAME for h in root.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.set_name(_CONSOLE_HANDLER_NAME)
+        console.addFilter(_ConsoleFilter())
+        console.setFormatter(logging.Formatter("[shipyard] %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(console)
+    # Drop console handlers a library attached before (stderr/stdout StreamHandlers only).
+    for stream_owner in (root, *_third_party_loggers()):
+        for handler in list(stream_owner.handlers):
+            if _is_foreign_console_handler(handler):
+                stream_owner.removeHandler(handler)
+        if stream_owner is not root:
+            stream_owner.propagate = True
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    _quiet_libraries()
+    return log_file
+
+
+def _install_file_handler(root: logging.Logger, log_file: Path) -> None:
+    for handler in list(root.handlers):
+        if handler.get_name() == _FILE_HANDLER_NAME:
+            if Path(getattr(handler, "baseFilename", "")) == log_file.resolve():
+                return
+            root.removeHandler(handler)
+            handler.close()
+    file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    file_handler.set_name(_FILE_HANDLER_NAME)
+    file_handler.setLevel(logging.INFO)
+    file_handler.setFormatter(logging.Formatter(
+        "%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(file_handler)
+
+
+def _third_party_loggers() -> list[logging.Logger]:
+    names = set(THIRD_PARTY_LOGGERS)
+    names.update(n for n in logging.root.manager.loggerDict if not is_ours(n))
+    loggers = [logging.getLogger(n) for n in sorted(names)]
+    return [lg for lg in loggers if isinstance(lg, logging.Logger)]
+
+
+def _is_foreign_console_handler(handler: logging.Handler) -> bool:
+    if handler.get_name() in (_FILE_HANDLER_NAME, _CONSOLE_HANDLER_NAME):
+        return False
+    if isinstance(handler, logging.FileHandler) or not isinstance(handler, logging.StreamHandler):
+        return False
+    return getattr(handler, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__,
+                                                sys.__stdout__)
+
+
+def _quiet_libraries() -> None:
+    """Library switches for what their loggers do not cover (progress bars, own handlers)."""
+    _disable_tqdm_by_default()
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        pass
+    else:
+        hf_logging.disable_progress_bar()
+        hf_logging.disable_default_handler()
+        hf_logging.enable_propagation()
+    try:
+        from datasets.utils import logging as ds_logging
+    except ImportError:
+        pass
+    else:
+        ds_logging.disable_progress_bar()
+        ds_logging.get_logger().propagate = True
+
+
+def _disable_tqdm_by_default() -> None:
+    """tqdm reads TQDM_DISABLE once, when it is first imported (usually before any task runs);
+    make `disable=True` its default in this process too. A caller that passes `disable=`
+    explicitly still decides for itself."""
+    try:
+        from tqdm import std
+    except ImportError:
+        return
+    init = std.tqdm.__init__
+    if getattr(std.tqdm, "_shipyard_quiet", False):
+        return
+    std.tqdm.__init__ = functools.partialmethod(init, disable=True)
+    std.tqdm._shipyard_quiet = True
