@@ -18,7 +18,7 @@ export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install pipeline test test-fast lint typecheck bench package lock clean checkov checkov-lock
+.PHONY: install pipeline test test-fast lint typecheck bench package lock clean checkov checkov-lock browser
 
 install: $(STAMP)
 
@@ -49,13 +49,25 @@ pipeline: install
 	$(BIN)/pyflyte run workflows/pipeline.py shipyard_pipeline --preset tiny $(ARGS)
 
 # The test suite CI runs: every tier but `gpu` (which skips without a CUDA device anyway).
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory checkov
 	$(BIN)/mkdocs build --strict --site-dir site
 	$(BIN)/pytest -m "not gpu" $(ARGS)
+
+# Headless chromium for tests/reports/test_browser.py (renders every report page). Installed
+# with apt-get only when missing and only as root; otherwise says how (the test then skips).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "shipyard: installing chromium (apt-get) for the report browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+	  echo "shipyard: chromium not found; the report browser test will skip. Install it with" \
+	       "'sudo apt-get install chromium' (Debian/Ubuntu)."; \
+	fi
 
 test-fast: install
 	$(BIN)/pytest -m "unit" $(ARGS)
