@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +50,24 @@ def deploy_config(args: argparse.Namespace, name: str | None) -> DeployConfig:
 
 def run_undo(args: argparse.Namespace, settings: Settings) -> int:
     name = resolve_name(settings.home, args.name)
-    done = undo(name, deploy_config(args, name), settings,
-                to_version=None if args.to_version is None else str(args.to_version))
+    with _progress_to_stderr(args.json):
+        done = undo(name, deploy_config(args, name), settings,
+                    to_version=None if args.to_version is None else str(args.to_version))
     _report_manual(args, done)
     return OK
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     registered, version = parse_model_uri(args.model_uri)
-    done = serve_version(registered, version, deploy_config(args, args.name), settings)
+    with _progress_to_stderr(args.json):
+        done = serve_version(registered, version, deploy_config(args, args.name), settings)
     _report_manual(args, done)
     return OK
+
+
+def _progress_to_stderr(json_output: bool) -> contextlib.AbstractContextManager[Any]:
+    """With --json, stdout carries only the JSON document: progress lines go to stderr."""
+    return contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext()
 
 
 def parse_model_uri(uri: str) -> tuple[str, str]:

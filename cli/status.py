@@ -16,6 +16,7 @@ from `state.json`, the last verdict from the status file or the newest decision 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +207,10 @@ def run_status(args: argparse.Namespace, home: Path, *,
                view["actual_weight"], len(view["controls"]))
         if key != shown:
             shown = key
-            print_json(view) if args.json else print(render(view) + "\n", flush=True)
+            if args.json:  # one JSON document per line and per change
+                print(json.dumps(view, default=str), flush=True)
+            else:
+                print(render(view) + "\n", flush=True)
         if view["phase"] in TERMINAL_PHASES:
             return exit_code(view["phase"])
         if deadline is not None and clock() >= deadline:
