@@ -79,13 +79,14 @@ def verify_checkpoint(path: Path, *, check_digests: bool = True) -> str | None:
         return f"files missing: {missing}"
     if extra := sorted(present - set(expected)):
         return f"files not in the manifest: {extra}"
-    for name, size in sorted(sizes.items()):
-        if not check_digests and (path / name).stat().st_size != size:
-            return f"size mismatch in {name}"
-    if check_digests:
-        for name, digest in expected.items():
-            if sha256_file(path / name) != digest:
-                return f"sha256 mismatch in {name}"
+    if not check_digests:
+        for name, size in sorted(sizes.items()):
+            if (path / name).stat().st_size != size:
+                return f"size mismatch in {name}"
+        return None
+    for name, digest in expected.items():
+        if sha256_file(path / name) != digest:
+            return f"sha256 mismatch in {name}"
     return None
 
 
