@@ -26,13 +26,11 @@ THIRD_PARTY_LOGGERS = ("mlflow", "flytekit", "lm-eval", "lm_eval", "transformers
                        "alembic", "sqlalchemy", "py.warnings", "evaluate", "accelerate", "vllm")
 
 # Environment for the processes started from here on (torch-elastic workers, engines):
-# no progress bars, no MLflow artifact bars, no lm-eval/transformers advisory chatter.
+# no progress bars (tqdm, Hugging Face, MLflow artifact downloads).
 QUIET_ENV = {
     "TQDM_DISABLE": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
@@ -106,10 +104,9 @@ def _third_party_loggers() -> list[logging.Logger]:
 def _is_foreign_console_handler(handler: logging.Handler) -> bool:
     if handler.get_name() in (_FILE_HANDLER_NAME, _CONSOLE_HANDLER_NAME):
         return False
-    if isinstance(handler, logging.FileHandler) or not isinstance(handler, logging.StreamHandler):
-        return False
-    return getattr(handler, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__,
-                                                sys.__stdout__)
+    # Any stream but a file is a console here (MLflow wraps stderr in its own stream class).
+    return isinstance(handler, logging.StreamHandler) and not isinstance(
+        handler, logging.FileHandler)
 
 
 def _quiet_libraries() -> None:

@@ -1,0 +1,59 @@
+"""Quiet console (#11 §3): third-party warnings, logs and progress bars go to the run's
+pipeline.log; the console keeps Shipyard's own lines. Run in a child process, as a task edge
+would, so this test's logging setup is not the one checked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from common.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.unit
+
+SCRIPT = textwrap.dedent("""
+    import logging, sys, warnings
+    from pathlib import Path
+    class WrappedStderr:                                    # as MLflow's MlflowLoggingStream
+        def write(self, text): sys.stderr.write(text)
+        def flush(self): sys.stderr.flush()
+    noisy = logging.getLogger("mlflow.tracking")            # a library with its own handler
+    noisy.addHandler(logging.StreamHandler(WrappedStderr())); noisy.propagate = False
+    from common.logging_setup import setup_quiet_console
+    log = setup_quiet_console(Path(sys.argv[1]))
+    setup_quiet_console(Path(sys.argv[1]))                  # idempotent: no second handler
+    warnings.warn("third-party deprecation chatter", UserWarning)
+    noisy.warning("mlflow advisory line")
+    logging.getLogger("transformers.modeling_utils").warning("weights not initialized")
+    logging.getLogger("great_expectations").info("gx progress")
+    logging.getLogger("urllib3").error("connection refused by the judge")
+    logging.getLogger("registry.stage").warning("our own warning")
+    logging.getLogger("registry.stage").info("our own detail")
+    from tqdm import tqdm
+    for _ in tqdm(range(3), desc="lm-eval requests"):
+        pass
+    print("[shipyard] validate_data report: /x/validate_data.html", flush=True)
+""")
+
+
+def test_third_party_noise_goes_to_the_log_and_ours_stays_on_the_console(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "reports" / "run" / "pipeline.log"
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(log)], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120, check=True)
+    console = sorted((result.stdout + result.stderr).splitlines())
+    assert console == [
+        "[shipyard] ERROR urllib3: connection refused by the judge",  # errors are never hidden
+        "[shipyard] WARNING registry.stage: our own warning",
+        "[shipyard] validate_data report: /x/validate_data.html",
+    ], console
+    logged = log.read_text()
+    for line in ("third-party deprecation chatter", "mlflow advisory line",
+                 "weights not initialized", "gx progress", "our own warning", "our own detail"):
+        assert logged.count(line) == 1, (line, logged)
+    assert "lm-eval requests" not in result.stderr  # the progress bar is off
