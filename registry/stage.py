@@ -451,11 +451,15 @@ def _result(client: MlflowClient, version: ModelVersion, *, created: bool) -> Re
 @contextmanager
 def _mlflow_errors(tracking_uri: str) -> Iterator[None]:
     """Turn MLflow and I/O failures into RegistryError, the package's one error type."""
+    from sqlalchemy.exc import SQLAlchemyError  # a locked or broken sqlite store
+
     try:
         yield
-    except (MlflowException, OSError) as exc:
+    except (MlflowException, OSError, SQLAlchemyError) as exc:
         raise RegistryError(
-            "MLFLOW_ERROR", f"MLflow at {_redact(tracking_uri)} failed: {exc}"
+            "MLFLOW_ERROR", f"MLflow at {_redact(tracking_uri)} failed: {exc}. If the store "
+            "is locked by another writer, retry when it is done: registration is idempotent "
+            "by digest."
         ) from exc
 
 
