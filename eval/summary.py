@@ -3,6 +3,7 @@ without digging through the JSON report (which keeps every number and sample).""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +11,7 @@ from typing import Any, Literal
 from eval.champion import Champion
 from eval.errors import EvalError
 from eval.stage import EvalOutcome
+from eval.suite.specs import TASK_SPECS
 
 GateOutcome = Literal["PASS", "FAIL", "NO_EVIDENCE"]
 GateMode = Literal["champion", "absolute"]
@@ -102,3 +104,60 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     """Numeric, finite entries only (NaN/None/text stay in the JSON report)."""
     return {k: float(v) for k, v in values.items()
             if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")}
+
+
+def attestation_claims(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Shipyard's claims about the gate for the signed eval attestation, from the JSON report
+    (the artifact of record register receives): per check the metric, comparator, threshold,
+    value, interval and sample size; the champion compared with; the judge's kappa and
+    whether it gated. The gate outcome and mode are added by the registry from the report."""
+    config = report.get("config") or {}
+    judge = report.get("judge") or {}
+    champion = report.get("champion") or {}
+    gate = report.get("gate") or {}
+    checks = [_check_claim(check, report, config, gate, judge)
+              for check in gate.get("checks") or []]
+    return {
+        "champion_digest": champion.get("digest"),
+        "judge_kappa": (judge.get("calibration") or {}).get("kappa"),
+        "judge_gating": bool(judge.get("gating")),
+        "confidence": config.get("confidence"),
+        "checks": checks,
+    }
+
+
+def _check_claim(check: Mapping[str, Any], report: Mapping[str, Any],
+                 config: Mapping[str, Any], gate: Mapping[str, Any],
+                 judge: Mapping[str, Any]) -> dict[str, Any]:
+    name = str(check.get("name"))
+    kind, _, task = name.partition(":")
+    claim: dict[str, Any] = {"name": name, "passed": bool(check.get("passed"))}
+    if kind in ("floor", "ceiling") and task in TASK_SPECS:
+        metric = TASK_SPECS[task].primary_metric
+        values = (report.get("metrics") or {}).get(task) or {}
+        bounds = config.get("hard_floors" if kind == "floor" else "hard_ceilings") or {}
+        samples = ((report.get("samples") or {}).get("candidate") or {}).get(task)
+        claim.update(metric=metric, comparator=">=" if kind == "floor" else "<=",
+                     threshold=bounds.get(task), value=values.get(metric),
+                     stderr=values.get(f"{metric}_stderr"), confidence_interval=None,
+                     sample_size=len(samples) if samples is not None else None)
+    elif kind == "non_inferiority":
+        comparison: Mapping[str, Any] = next(
+            (c for c in gate.get("comparisons") or [] if c.get("task") == task), {})
+        margin = (config.get("non_inferiority_margins") or {}).get(task)
+        claim.update(metric=f"{comparison.get('metric')} improvement over the champion",
+                     comparator=">", threshold=None if margin is None else -margin,
+                     value=comparison.get("improvement"),
+                     confidence_interval=[comparison.get("interval_low"),
+                                          comparison.get("interval_high")],
+                     sample_size=comparison.get("num_pairs"))
+    elif name == "judge_win_rate":
+        pairwise = judge.get("pairwise") or {}
+        margin = config.get("judge_non_inferiority_margin")
+        claim.update(metric="judge pairwise win rate", comparator=">",
+                     threshold=None if margin is None else 0.5 - margin,
+                     value=pairwise.get("win_rate"),
+                     confidence_interval=[pairwise.get("win_rate_interval_low"),
+                                          pairwise.get("win_rate_interval_high")],
+                     sample_size=pairwise.get("num_valid_pairs"))
+    return claim

@@ -1,4 +1,5 @@
-"""Write a model's attestations: signature, SBOM, eval report and signed SLSA provenance.
+"""Write a model's attestations: signature, SBOM, eval report, signed eval attestation
+(registry/eval_attestation.py) and signed SLSA provenance.
 
 All of them go into one directory outside the model directory, which the register stage
 logs to MLflow as `attestations/` next to `model/`.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.digests import model_root_digest, sha256_file
+from registry import eval_attestation
 from registry import provenance as prov
 from registry.config import RegisterConfig
 from registry.dsse import sign_statement
@@ -69,6 +71,9 @@ class BuildInputs:
     project_root: Path | None
     workflow_inputs: Mapping[str, Any] | None
     base_model_dir: Path | None
+    # Shipyard's claims for the eval attestation (eval.summary.attestation_claims); None:
+    # the attestation carries only what the eval report itself says.
+    eval_claims: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,12 @@ class Attestations:
     signature: str
     provenance: str
     sbom: str
+    # the signed eval attestation; None when the model was not evaluated
+    eval_attestation: str | None = None
 
     def digests(self, directory: Path) -> dict[str, str]:
-        names = (self.signature, self.provenance, self.sbom)
-        return {name: sha256_file(directory / name) for name in names}
+        names = (self.signature, self.provenance, self.sbom, self.eval_attestation)
+        return {name: sha256_file(directory / name) for name in names if name is not None}
 
 
 def write_attestations(
@@ -99,8 +106,13 @@ def write_attestations(
             found=signed,
         )
     byproducts = [_write_sbom(out_dir)]
+    eval_file = None
     if build.eval_report is not None:
-        byproducts.insert(0, _write_eval_report(out_dir, build.eval_report))
+        eval_file = eval_attestation.file_name(signer.mode)
+        byproducts[:0] = [
+            _write_eval_report(out_dir, build.eval_report),
+            _write_eval_attestation(out_dir / eval_file, build, signer),
+        ]
     if signer.key_pair is not None:
         # A convenience copy for people browsing MLflow; verifiers must bring their own.
         (out_dir / PUBLIC_KEY_FILE).write_bytes(signer.key_pair.public_key_path.read_bytes())
@@ -112,7 +124,10 @@ def write_attestations(
         key_pair=signer.key_pair,
         sigstore=signer.sigstore,
     )
-    return Attestations(signature=SIGNATURE_FILE, provenance=provenance_file, sbom=SBOM_FILE)
+    return Attestations(
+        signature=SIGNATURE_FILE, provenance=provenance_file, sbom=SBOM_FILE,
+        eval_attestation=eval_file,
+    )
 
 
 def build_record(
@@ -204,6 +219,25 @@ def _write_eval_report(out_dir: Path, report: Mapping[str, Any]) -> prov.Resourc
         media_type="application/json",
         # Signed here, the gate outcome is what a deploy policy can rely on (tags can change).
         annotations={"gate_outcome": str(gate)} if gate is not None else {},
+    )
+
+
+def _write_eval_attestation(
+    path: Path, build: BuildInputs, signer: Signer
+) -> prov.ResourceDescriptor:
+    """Sign the eval result about the model with the provenance's signer; the provenance
+    lists the envelope as a byproduct, so the two are bound to each other as well."""
+    assert build.eval_report is not None
+    statement = eval_attestation.build_statement(
+        build.config.registered_model_name, build.model_digest, build.eval_report,
+        build.eval_claims,
+    )
+    sign_statement(statement, path, key_pair=signer.key_pair, sigstore=signer.sigstore)
+    return prov.ResourceDescriptor(
+        name=path.name,
+        digest={"sha256": sha256_file(path)},
+        media_type="application/vnd.in-toto+json",
+        annotations={"predicateType": eval_attestation.TEST_RESULT_PREDICATE},
     )
 
 

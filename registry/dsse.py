@@ -60,35 +60,54 @@ def verify_statement(
     *,
     public_key_path: Path | None = None,
     sigstore: SigstoreIdentity | None = None,
+    check: str = CHECK_PROVENANCE_SIGNATURE,
 ) -> dict[str, Any]:
-    """Check the envelope's signature; returns the signed statement. Fail-closed."""
+    """Check the envelope's signature; returns the signed statement. Fail-closed. A failure
+    names `check` (the provenance's by default; the eval attestation passes its own)."""
     if public_key_path is not None:
-        payload = _verify_key_envelope(envelope_path, public_key_path)
+        try:
+            raw = json.loads(Path(envelope_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise _failure(f"{envelope_path} is not a DSSE envelope: {exc}", check) from exc
+        payload = verify_envelope(raw, public_key_path, PAYLOAD_TYPE, check=check)
     elif sigstore is not None:
-        payload = _sigstore_verify(envelope_path, sigstore)
+        payload = _sigstore_verify(envelope_path, sigstore, check)
     else:
         raise RegistryError(
             "TRUST_ROOT_REQUIRED",
-            "verifying the provenance needs a public key or a Sigstore identity.",
-            check=CHECK_PROVENANCE_SIGNATURE,
+            "verifying a signed statement needs a public key or a Sigstore identity.",
+            check=check,
         )
     try:
         statement = json.loads(payload)
     except ValueError as exc:
-        raise _failure(f"the signed payload is not JSON: {exc}") from exc
+        raise _failure(f"the signed payload is not JSON: {exc}", check) from exc
     if not isinstance(statement, dict):
-        raise _failure("the signed payload is not a JSON object")
+        raise _failure("the signed payload is not a JSON object", check)
     return statement
 
 
-def _verify_key_envelope(envelope_path: Path, public_key_path: Path) -> bytes:
+def sign_envelope(payload: bytes, payload_type: str, key_pair: KeyPair) -> dict[str, Any]:
+    """A DSSE envelope (as a dict) over `payload`, signed with the key pair (key mode only);
+    for records that are not files of their own, e.g. one line of the deployment history."""
+    envelope = Envelope(payload=payload, payload_type=payload_type, signatures={})
+    envelope.sign(CryptoSigner(load_private_key(key_pair.private_key_path)))
+    return dict(envelope.to_dict())
+
+
+def verify_envelope(
+    raw: Any, public_key_path: Path, payload_type: str, *, check: str
+) -> bytes:
+    """The payload of DSSE envelope `raw` (a dict) if the key at `public_key_path` signed it
+    with `payload_type`; RegistryError VERIFICATION_FAILED naming `check` otherwise."""
     try:
-        envelope = Envelope.from_dict(json.loads(Path(envelope_path).read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise _failure(f"{envelope_path} is not a DSSE envelope: {exc}") from exc
-    if envelope.payload_type != PAYLOAD_TYPE:
+        envelope = Envelope.from_dict(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _failure(f"not a DSSE envelope: {exc}", check) from exc
+    if envelope.payload_type != payload_type:
         raise _failure(
-            "unexpected DSSE payload type", expected=PAYLOAD_TYPE, found=envelope.payload_type
+            "unexpected DSSE payload type", check, expected=payload_type,
+            found=envelope.payload_type,
         )
     trusted = _sslib_key(public_key_path)
     try:
@@ -98,17 +117,19 @@ def _verify_key_envelope(envelope_path: Path, public_key_path: Path) -> bytes:
         if trusted.keyid in found:
             # Right key id, bad signature: the payload (or signature) was changed after signing.
             raise _failure(
-                "the DSSE signature does not match the payload: the provenance was modified "
-                "after it was signed",
+                "the DSSE signature does not match the payload: it was modified after it was "
+                "signed",
+                check,
                 expected=f"a valid signature by keyid {trusted.keyid}",
                 found="an invalid signature",
             ) from exc
         raise _failure(
-            f"the provenance was not signed by the trusted public key {public_key_path}",
+            f"not signed by the trusted public key {public_key_path}",
+            check,
             expected=f"keyid {trusted.keyid}",
             found=f"keyid {', '.join(found) or 'none'}",
         ) from exc
-    return envelope.payload
+    return bytes(envelope.payload)
 
 
 def _sslib_key(public_key_path: Path) -> SSlibKey:
@@ -117,12 +138,16 @@ def _sslib_key(public_key_path: Path) -> SSlibKey:
 
 
 def _failure(
-    message: str, *, expected: str | None = None, found: str | None = None
+    message: str,
+    check: str = CHECK_PROVENANCE_SIGNATURE,
+    *,
+    expected: str | None = None,
+    found: str | None = None,
 ) -> RegistryError:
     return RegistryError(
         "VERIFICATION_FAILED",
         message,
-        check=CHECK_PROVENANCE_SIGNATURE,
+        check=check,
         expected=expected,
         found=found,
     )
@@ -143,7 +168,7 @@ def _sigstore_sign(payload: bytes, sigstore: SigstoreIdentity) -> str:
     return bundle.to_json()
 
 
-def _sigstore_verify(bundle_path: Path, sigstore: SigstoreIdentity) -> bytes:
+def _sigstore_verify(bundle_path: Path, sigstore: SigstoreIdentity, check: str) -> bytes:
     from sigstore.models import Bundle
     from sigstore.verify import Verifier, policy
 
@@ -156,8 +181,11 @@ def _sigstore_verify(bundle_path: Path, sigstore: SigstoreIdentity) -> bytes:
     except Exception as exc:  # sigstore raises VerificationError, InvalidBundle, ...
         raise _failure(
             f"the Sigstore bundle does not verify: {exc}",
+            check,
             expected=f"signer {sigstore.identity} from {sigstore.oidc_issuer}",
         ) from exc
     if payload_type != PAYLOAD_TYPE:
-        raise _failure("unexpected DSSE payload type", expected=PAYLOAD_TYPE, found=payload_type)
+        raise _failure(
+            "unexpected DSSE payload type", check, expected=PAYLOAD_TYPE, found=payload_type
+        )
     return payload

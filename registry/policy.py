@@ -9,6 +9,8 @@ key the policy pins by fingerprint or the Sigstore identity it names.
     allowed_builder_ids: [urn:shipyard:builder:flyte-local]   # required, non-empty
     expected_source_repository: https://github.com/ORG/REPO   # or null
     required_eval_gate: PASS                                  # or null
+    required_gate_modes: [champion]                           # champion, absolute; or null
+    required_eval_checks: [floor:shipyard_mc]                 # gate checks that must pass
     allowed_signing_modes: [key]                              # key, sigstore or both
     trusted_key_fingerprints: [sha256:<64 hex>]               # key mode: the pinned keys
     sigstore_identity: https://github.com/ORG/REPO/.github/workflows/main.yml@refs/heads/main
@@ -38,6 +40,7 @@ DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
 # Written by `ensure_key_pair` next to the key pair it pins (registry.signing).
 LOCAL_TRUST_POLICY_NAME = "trust-policy.yaml"
 EVAL_GATE_OUTCOMES = ("PASS",)
+GATE_MODES = ("champion", "absolute")
 SIGNING_MODES = ("key", "sigstore")
 DEFAULT_MAX_MODEL_BYTES = 50 * 1024**3  # 50 GiB: larger than any model this pipeline trains
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
@@ -49,8 +52,14 @@ class Policy:
     allowed_builder_ids: tuple[str, ...]
     # Repository the source dependency must come from; None: not enforced.
     expected_source_repository: str | None = None
-    # Eval gate outcome the provenance must record; None: not enforced.
+    # Eval gate outcome the signed eval attestation must record; None: not enforced.
     required_eval_gate: str | None = None
+    # Gate modes accepted ("champion": compared with the champion, "absolute": bounds only),
+    # read from the signed eval attestation; None: not enforced.
+    required_gate_modes: tuple[str, ...] | None = None
+    # Gate checks (e.g. "floor:shipyard_mc", "non_inferiority:shipyard_mc",
+    # "judge_win_rate") that the signed eval attestation must list as passed; None: none.
+    required_eval_checks: tuple[str, ...] | None = None
     # Keyless signatures must come from this OIDC identity and issuer (sigstore mode).
     sigstore_identity: str | None = None
     sigstore_oidc_issuer: str | None = None
@@ -90,6 +99,7 @@ class Policy:
                 f"policy {self.source}: required_eval_gate={self.required_eval_gate!r}: "
                 f"use one of {list(EVAL_GATE_OUTCOMES)} or null.",
             )
+        self._check_eval_requirements()
         self._check_trust_keys()
         if (self.sigstore_identity is None) != (self.sigstore_oidc_issuer is None):
             raise RegistryError(
@@ -97,6 +107,39 @@ class Policy:
                 f"policy {self.source}: set both sigstore_identity and sigstore_oidc_issuer, "
                 "or neither.",
             )
+
+    def _check_eval_requirements(self) -> None:
+        modes = self.required_gate_modes
+        if modes is not None and (
+            not isinstance(modes, tuple) or not modes or not set(modes) <= set(GATE_MODES)
+        ):
+            raise RegistryError(
+                "POLICY_INVALID",
+                f"policy {self.source}: required_gate_modes={modes!r}: list one or both of "
+                f"{list(GATE_MODES)}, or leave it out.",
+            )
+        checks = self.required_eval_checks
+        if checks is not None and (
+            not isinstance(checks, tuple)
+            or not checks
+            or not all(isinstance(c, str) and c for c in checks)
+        ):
+            raise RegistryError(
+                "POLICY_INVALID",
+                f"policy {self.source}: required_eval_checks={checks!r}: list gate check names "
+                "(e.g. floor:shipyard_mc, non_inferiority:shipyard_mc, judge_win_rate), or "
+                "leave it out.",
+            )
+
+    @property
+    def requires_eval(self) -> bool:
+        """Whether any requirement reads the signed eval attestation."""
+        return any(
+            value is not None
+            for value in (
+                self.required_eval_gate, self.required_gate_modes, self.required_eval_checks
+            )
+        )
 
     def _check_trust_keys(self) -> None:
         modes = self.allowed_signing_modes
@@ -196,7 +239,9 @@ def policy_from_dict(raw: dict[str, Any], *, source: str = "<inline>") -> Policy
     if isinstance(builders, str):
         builders = [builders]
     values = {**raw, "allowed_builder_ids": tuple(builders)}
-    for key in ("allowed_signing_modes", "trusted_key_fingerprints"):
+    list_keys = ("allowed_signing_modes", "trusted_key_fingerprints", "required_gate_modes",
+                 "required_eval_checks")
+    for key in list_keys:
         if isinstance(values.get(key), str):
             values[key] = (values[key],)
         if isinstance(values.get(key), list):

@@ -25,10 +25,21 @@ the signatures vouch for.
   provenance_format        it is a SLSA v1 provenance with Shipyard's buildType
   provenance_subject       its subject digest equals the recomputed digest
   provenance_model_name    its subject name is the registered model name in the URI
-  byproduct_digest         the SBOM / eval report logged next to it match its byproducts
+  eval_attestation         the signed eval attestation exists (refused when missing only if
+                           the policy has an eval requirement)
+  eval_attestation_signature  it verifies with the trusted signer (same as the provenance)
+  eval_attestation_format  it is an in-toto test-result statement with Shipyard's claims
+  eval_attestation_subject its subject digest equals the recomputed digest
+  byproduct_digest         the SBOM / eval report / eval attestation logged next to the
+                           provenance match its byproducts
   policy_builder           builder.id is in the policy's allowed_builder_ids
   policy_source_repository the source dependency is the policy's repository (if set)
-  policy_eval_gate         the eval gate outcome is the policy's required one (if set)
+  policy_eval_gate         the attested gate outcome is the policy's required one (if set)
+  policy_gate_mode         the attested gate mode is in required_gate_modes (if set)
+  policy_eval_checks       every check in required_eval_checks is attested as passed (if set)
+
+The eval requirements read the signed eval attestation only: never an MLflow tag or the
+unsigned eval_report.json (registry/eval_attestation.py).
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from common.digests import model_root_digest, sha256_file
+from registry import eval_attestation as eval_att
 from registry import mlflow_registry as reg
 from registry import provenance as prov
 from registry.dsse import verify_statement
@@ -186,8 +198,12 @@ def _verify(
         "MLflow tag model_digest",
     )
     checks.append(CheckOutcome("mlflow_tag", "passed", f"model_digest = sha256:{digest}"))
+    evidence = _check_eval_attestation(
+        attest_dir / eval_att.file_name(mode), digest, key_path, sigstore, policy, checks
+    )
     checks.append(_check_byproducts(statement, attest_dir))
     checks.extend(_check_policy(statement, policy))
+    checks.extend(_check_eval_policy(evidence, policy))
 
     result = VerificationResult(
         model_uri=request.model_uri,
@@ -436,6 +452,95 @@ def _download(client: MlflowClient, uri: str, work_dir: Path, version: ModelVers
         ) from exc
 
 
+def _check_eval_attestation(
+    path: Path,
+    digest: str,
+    key_path: Path | None,
+    sigstore: SigstoreIdentity | None,
+    policy: Policy,
+    checks: list[CheckOutcome],
+) -> eval_att.EvalEvidence | None:
+    """The verified eval evidence, or None (no attestation, and the policy needs none)."""
+    if not path.is_file():
+        if policy.requires_eval:
+            raise RegistryError(
+                "VERIFICATION_FAILED",
+                f"the version has no signed eval attestation ({path.name}), and policy "
+                f"{policy.source} has eval requirements: an unevaluated model (or one whose "
+                "attestation was removed) cannot show its gate passed. Evaluate the model and "
+                "register it with its eval report.",
+                check=eval_att.CHECK_PRESENT,
+                expected=path.name,
+                found="missing",
+            )
+        checks.append(CheckOutcome(eval_att.CHECK_PRESENT, "skipped", "not evaluated"))
+        return None
+    statement = verify_statement(
+        path, public_key_path=key_path, sigstore=sigstore, check=eval_att.CHECK_SIGNATURE
+    )
+    checks.append(CheckOutcome(eval_att.CHECK_SIGNATURE, "passed", path.name))
+    evidence = eval_att.read_evidence(statement, digest)
+    checks.append(CheckOutcome(eval_att.CHECK_FORMAT, "passed", eval_att.TEST_RESULT_PREDICATE))
+    checks.append(CheckOutcome(eval_att.CHECK_SUBJECT, "passed", f"sha256:{digest}"))
+    return evidence
+
+
+def _check_eval_policy(
+    evidence: eval_att.EvalEvidence | None, policy: Policy
+) -> list[CheckOutcome]:
+    outcome = evidence.gate_outcome if evidence else None
+    outcomes = []
+    if policy.required_eval_gate is None:
+        outcomes.append(CheckOutcome("policy_eval_gate", "skipped", f"not required ({outcome})"))
+    else:
+        _require(
+            "policy_eval_gate",
+            outcome == policy.required_eval_gate,
+            policy.required_eval_gate,
+            outcome,
+            "eval gate outcome (signed eval attestation)",
+        )
+        outcomes.append(CheckOutcome("policy_eval_gate", "passed", str(outcome)))
+    mode = evidence.gate_mode if evidence else None
+    if policy.required_gate_modes is None:
+        outcomes.append(CheckOutcome("policy_gate_mode", "skipped", f"not required ({mode})"))
+    elif mode not in policy.required_gate_modes:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"the eval gate ran in {mode!r} mode, which policy {policy.source} does not accept "
+            "(`absolute`: no champion was compared). Evaluate against the champion, or add "
+            "the mode to required_gate_modes if bounds alone are enough.",
+            check="policy_gate_mode",
+            expected=f"one of {list(policy.required_gate_modes)}",
+            found=str(mode),
+        )
+    else:
+        outcomes.append(CheckOutcome("policy_gate_mode", "passed", str(mode)))
+    outcomes.append(_check_required_eval_checks(evidence, policy))
+    return outcomes
+
+
+def _check_required_eval_checks(
+    evidence: eval_att.EvalEvidence | None, policy: Policy
+) -> CheckOutcome:
+    required = policy.required_eval_checks
+    if required is None:
+        return CheckOutcome("policy_eval_checks", "skipped", "not required")
+    passed = evidence.passed_tests if evidence else ()
+    missing = [name for name in required if name not in passed]
+    if missing:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"the eval attestation does not show the gate checks {missing} passed (policy "
+            f"{policy.source}, required_eval_checks): they failed or were not run. Configure "
+            "the eval gate to run them (floors, margins, a gating judge) and re-evaluate.",
+            check="policy_eval_checks",
+            expected=f"passed: {list(required)}",
+            found=f"passed: {list(passed)}",
+        )
+    return CheckOutcome("policy_eval_checks", "passed", ", ".join(required))
+
+
 def _check_byproducts(statement: dict[str, Any], attest_dir: Path) -> CheckOutcome:
     checked = []
     for item in prov.byproducts(statement):
@@ -474,19 +579,6 @@ def _check_policy(statement: dict[str, Any], policy: Policy) -> list[CheckOutcom
             "source repository",
         )
         outcomes.append(CheckOutcome("policy_source_repository", "passed", str(repository)))
-
-    outcome = prov.eval_gate_outcome(statement)
-    if policy.required_eval_gate is None:
-        outcomes.append(CheckOutcome("policy_eval_gate", "skipped", f"not required ({outcome})"))
-    else:
-        _require(
-            "policy_eval_gate",
-            outcome == policy.required_eval_gate,
-            policy.required_eval_gate,
-            outcome,
-            "eval gate outcome",
-        )
-        outcomes.append(CheckOutcome("policy_eval_gate", "passed", str(outcome)))
     return outcomes
 
 
