@@ -71,6 +71,26 @@ def deployment_name(track: str) -> str:
     return f"vllm-{track}"
 
 
+_AUTOSCALER_KINDS = ("ScaledObject", "HorizontalPodAutoscaler")
+
+
+def autoscaled_deployments(objects: list[dict[str, Any]]) -> set[str]:
+    """Names of the Deployments a rendered autoscaler (KEDA ScaledObject, HPA) scales."""
+    return {o["spec"]["scaleTargetRef"]["name"] for o in objects
+            if o["kind"] in _AUTOSCALER_KINDS
+            and o["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"}
+
+
+def check_autoscaling_split(objects: list[dict[str, Any]]) -> None:
+    """The canary's replicas belong to the deploy stage: an overlay whose autoscaler targets
+    the canary would fight it (and undo every rollback), so it is refused."""
+    if deployment_name("canary") in autoscaled_deployments(objects):
+        raise StageError("DEPLOY_MANIFEST_INVALID",
+                         f"an autoscaler in the overlay targets {deployment_name('canary')}: "
+                         "autoscale only the stable track (infra/k8s/components/"
+                         "autoscaling-keda); the deploy stage scales the canary.")
+
+
 def with_model(objects: list[dict[str, Any]], track: str,
                model: VerifiedModel) -> dict[str, Any]:
     """The track's Deployment from the rendered objects, set to serve `model`."""
@@ -82,7 +102,11 @@ def with_model(objects: list[dict[str, Any]], track: str,
         raise StageError("DEPLOY_MANIFEST_INVALID",
                          f"the rendered overlay has no Deployment {name}") from exc
     deployment = copy.deepcopy(source)
-    deployment["spec"]["replicas"] = max(int(deployment["spec"].get("replicas") or 0), 1)
+    if name in autoscaled_deployments(objects):
+        # the autoscaler owns spec.replicas: an applied value would reset it on every deploy
+        deployment["spec"].pop("replicas", None)
+    else:
+        deployment["spec"]["replicas"] = max(int(deployment["spec"].get("replicas") or 0), 1)
     pod = deployment["spec"]["template"]
     pod["metadata"].setdefault("annotations", {}).update({
         ANNOTATION_URI: model.model_uri, ANNOTATION_VERSION: model.version,
@@ -103,6 +127,7 @@ class KubernetesBackend:
                  endpoint: str, prometheus_url: str, rollout_timeout_seconds: float = 900.0,
                  poll_seconds: float = 5.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        check_autoscaling_split(objects)
         self.client = client
         self.objects = objects
         self.namespace = namespace

@@ -315,6 +315,7 @@ CONFIG_PAGES = {
     ("eval/config.py", "EvalConfig"): "stages/evaluate.md",
     ("registry/config.py", "RegisterConfig"): "stages/register.md",
     ("deploy/config.py", "DeployConfig"): "stages/deploy_canary.md",
+    ("common/cost.py", "CostConfig"): "cost.md",  # prices of every stage
 }
 
 
