@@ -111,10 +111,14 @@ def with_model(objects: list[dict[str, Any]], track: str,
     pod["metadata"].setdefault("annotations", {}).update({
         ANNOTATION_URI: model.model_uri, ANNOTATION_VERSION: model.version,
         ANNOTATION_DIGEST: model.digest})
+    # The verifier refuses any model but the digest deploy decided on (--expected-digest), so
+    # a pod restart, or an alias moved after this apply, can only ever serve these bytes.
+    values = {"SHIPYARD_MODEL_URI": model.model_uri,
+              "SHIPYARD_EXPECTED_DIGEST": f"sha256:{model.digest}"}
     for container in pod["spec"].get("initContainers", []):
         for env in container.get("env", []):
-            if env["name"] == "SHIPYARD_MODEL_URI":
-                env["value"] = model.model_uri
+            if env["name"] in values:
+                env["value"] = values[env["name"]]
     for container in pod["spec"]["containers"]:
         container["args"] = [f"--served-model-name={model.served_model_name}"
                              if a.startswith("--served-model-name") else a
