@@ -11,6 +11,7 @@ import time
 
 from flytekit import Resources, task
 
+from common.cost import stage_cost, throughput_from_load
 from common.errors import StageError
 from common.settings import load_settings
 from deploy.config import DeployConfig
@@ -19,7 +20,7 @@ from deploy.report import overview_facts, report_html
 from deploy.stage import deploy_canary as run_deploy
 from tasks import timeouts
 from tasks.contracts import DeploymentResult, RegisteredModel
-from tasks.flyte_adapter import error_html, publish_report, quiet_console
+from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
 
 _STAGE = "deploy_canary"
 _TITLE = "Canary deployment"
@@ -35,30 +36,35 @@ _TITLE = "Canary deployment"
     limits=Resources(cpu="2", mem="12Gi"),
 )
 def deploy_canary(model: RegisteredModel, config: DeployConfig) -> DeploymentResult:
-    started = time.time()
-    quiet_console()
-    request = ModelToDeploy(model.registered_model_name, model.version, model.model_digest,
-                            model.mlflow_run_id or None)
-    try:
-        outcome = run_deploy(request, config, load_settings())
-    except StageError as error:
-        publish_report(_STAGE, _TITLE, error_html(error), started=started, error=error)
-        raise
-    publish_report(_STAGE, _TITLE, report_html(outcome.record), started=started,
-                   status="succeeded" if outcome.outcome == "PASS" else "failed",
-                   facts=overview_facts(outcome.record))
-    return DeploymentResult(
-        deployment_name=outcome.deployment_name,
-        model_uri=outcome.model_uri,
-        model_digest=outcome.model_digest,
-        outcome=outcome.outcome,
-        action=outcome.action,
-        engine=outcome.engine,
-        backend=outcome.backend,
-        endpoint=outcome.endpoint,
-        served_model_name=outcome.served_model_name,
-        champion_version=outcome.champion_version,
-        decision_record_path=str(outcome.record_path),
-        decision_record_uri=outcome.record_uri,
-        stop_command=outcome.stop_command,
-    )
+    with stage_cost(_STAGE, run_reports_dir()) as cost:
+        started = time.time()
+        quiet_console()
+        request = ModelToDeploy(model.registered_model_name, model.version, model.model_digest,
+                                model.mlflow_run_id or None)
+        try:
+            outcome = run_deploy(request, config, load_settings())
+        except StageError as error:
+            publish_report(_STAGE, _TITLE, error_html(error), started=started, error=error)
+            raise
+        # $ per 1M generated tokens, from the throughput the rollout's load measured
+        cost.serving_tokens_per_second = throughput_from_load(outcome.record.get("load"))
+        cost.mlflow_run_id = model.mlflow_run_id or None
+        cost.mlflow_tracking_uri = load_settings().mlflow_tracking_uri
+        publish_report(_STAGE, _TITLE, report_html(outcome.record), started=started,
+                       status="succeeded" if outcome.outcome == "PASS" else "failed",
+                       facts=overview_facts(outcome.record))
+        return DeploymentResult(
+            deployment_name=outcome.deployment_name,
+            model_uri=outcome.model_uri,
+            model_digest=outcome.model_digest,
+            outcome=outcome.outcome,
+            action=outcome.action,
+            engine=outcome.engine,
+            backend=outcome.backend,
+            endpoint=outcome.endpoint,
+            served_model_name=outcome.served_model_name,
+            champion_version=outcome.champion_version,
+            decision_record_path=str(outcome.record_path),
+            decision_record_uri=outcome.record_uri,
+            stop_command=outcome.stop_command,
+        )

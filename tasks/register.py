@@ -9,14 +9,22 @@ from pathlib import Path
 
 from flytekit import Resources, task
 
+from common.cost import stage_cost
 from common.html import StageFacts, key_value_table, short_digest
 from common.settings import PROJECT_ROOT, load_settings
+from eval.summary import attestation_claims
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from registry.stage import RegistrationRequest, RegistrationResult, register_model
 from tasks import timeouts
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import error_html, execution_id, publish_report, quiet_console
+from tasks.flyte_adapter import (
+    error_html,
+    execution_id,
+    publish_report,
+    quiet_console,
+    run_reports_dir,
+)
 
 _STAGE = "register"
 _REPORT_TITLE = "Model registration"
@@ -36,62 +44,67 @@ def register(
     model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig,
     evaluation: EvalReport | None = None,
 ) -> RegisteredModel:
-    """`evaluation` is the eval stage's report (its gate outcome goes into the tags, the
-    provenance byproducts and the verifier's `required_eval_gate` policy check)."""
-    started = time.time()
-    quiet_console()
-    settings = load_settings()
-    model_dir = Path(model.model_dir.download())
-    data_dir = Path(dataset.files.download())
-    splits = sorted(model.dataset_digests)
-    remote = dataset.files.remote_source
-    try:
-        request = RegistrationRequest(
-            model_dir=model_dir,
-            model_digest=model.model_digest,
-            dataset_digests=model.dataset_digests,
-            dataset_files={split: data_dir / f"{split}.jsonl" for split in splits},
-            dataset_uris={s: f"{str(remote).rstrip('/')}/{s}.jsonl" for s in splits}
-            if remote
-            else None,
-            config_digest=model.config_digest,
-            resolved_config_json=model.resolved_config_json,
-            training_run_id=model.mlflow_run_id or None,
-            eval_report=_eval_report(evaluation, model.model_digest),
-            config=config,
-            tracking_uri=settings.mlflow_tracking_uri,
-            artifact_root=settings.mlflow_artifact_root,
-            key_dir=settings.keys_dir,
-            execution_id=execution_id(),
-            project_root=PROJECT_ROOT,
-            base_model_dir=_base_model_dir(model.resolved_config_json),
+    """`evaluation` is the eval stage's report: it becomes the signed eval attestation (an
+    in-toto test-result about the model digest) that the verifier's eval policy reads."""
+    with stage_cost(_STAGE, run_reports_dir()) as cost:
+        started = time.time()
+        quiet_console()
+        settings = load_settings()
+        model_dir = Path(model.model_dir.download())
+        data_dir = Path(dataset.files.download())
+        splits = sorted(model.dataset_digests)
+        remote = dataset.files.remote_source
+        try:
+            eval_report = _eval_report(evaluation, model.model_digest)
+            request = RegistrationRequest(
+                model_dir=model_dir,
+                model_digest=model.model_digest,
+                dataset_digests=model.dataset_digests,
+                dataset_files={split: data_dir / f"{split}.jsonl" for split in splits},
+                dataset_uris={s: f"{str(remote).rstrip('/')}/{s}.jsonl" for s in splits}
+                if remote
+                else None,
+                config_digest=model.config_digest,
+                resolved_config_json=model.resolved_config_json,
+                training_run_id=model.mlflow_run_id or None,
+                eval_report=eval_report,
+                eval_claims=attestation_claims(eval_report) if eval_report is not None else None,
+                config=config,
+                tracking_uri=settings.mlflow_tracking_uri,
+                artifact_root=settings.mlflow_artifact_root,
+                key_dir=settings.keys_dir,
+                execution_id=execution_id(),
+                project_root=PROJECT_ROOT,
+                base_model_dir=_base_model_dir(model.resolved_config_json),
+            )
+            result = register_model(request)
+            cost.mlflow_run_id = result.mlflow_run_id or None
+            cost.mlflow_tracking_uri = settings.mlflow_tracking_uri
+        except RegistryError as error:
+            publish_report(_STAGE, _REPORT_TITLE, error_html(error), started=started, error=error)
+            raise
+        publish_report(_STAGE, _REPORT_TITLE, _report_html(result), started=started,
+                       facts=_overview_facts(result, evaluation))
+        return RegisteredModel(
+            registered_model_name=result.registered_model_name,
+            version=result.version,
+            model_uri=result.model_uri,
+            model_digest=result.model_digest,
+            created=result.created,
+            aliases=list(result.aliases),
+            signing_mode=result.signing_mode,
+            signer=result.signer,
+            signature_uri=result.signature_uri,
+            signature_digest=result.signature_sha256,
+            provenance_uri=result.provenance_uri,
+            provenance_digest=result.provenance_sha256,
+            sbom_uri=result.sbom_uri,
+            sbom_digest=result.sbom_sha256,
+            builder_id=result.builder_id,
+            source_repository=result.source_repository,
+            source_commit=result.source_commit,
+            mlflow_run_id=result.mlflow_run_id,
         )
-        result = register_model(request)
-    except RegistryError as error:
-        publish_report(_STAGE, _REPORT_TITLE, error_html(error), started=started, error=error)
-        raise
-    publish_report(_STAGE, _REPORT_TITLE, _report_html(result), started=started,
-                   facts=_overview_facts(result, evaluation))
-    return RegisteredModel(
-        registered_model_name=result.registered_model_name,
-        version=result.version,
-        model_uri=result.model_uri,
-        model_digest=result.model_digest,
-        created=result.created,
-        aliases=list(result.aliases),
-        signing_mode=result.signing_mode,
-        signer=result.signer,
-        signature_uri=result.signature_uri,
-        signature_digest=result.signature_sha256,
-        provenance_uri=result.provenance_uri,
-        provenance_digest=result.provenance_sha256,
-        sbom_uri=result.sbom_uri,
-        sbom_digest=result.sbom_sha256,
-        builder_id=result.builder_id,
-        source_repository=result.source_repository,
-        source_commit=result.source_commit,
-        mlflow_run_id=result.mlflow_run_id,
-    )
 
 
 def _eval_report(evaluation: EvalReport | None, model_digest: str) -> dict | None:

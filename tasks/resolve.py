@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from flytekit import task
 
 from common.config import build_config, load_preset
+from common.cost import CostConfig, save_prices
 from common.errors import StageError
 from data.config import DataConfig
 from data.io import check_split_location, sha256_location
@@ -19,10 +20,10 @@ from deploy.config import DeployConfig
 from eval.config import EvalConfig
 from registry.config import RegisterConfig
 from tasks import timeouts
-from tasks.flyte_adapter import quiet_console
+from tasks.flyte_adapter import quiet_console, run_reports_dir
 from training.config import TrainConfig
 
-KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy")
+KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy", "cost")
 # Settings several stages read, each declared once in one section and handed by `resolve` to
 # the other stages' configs: setting one in another section is an error, so the stages can
 # never disagree (evaluate compares against the alias deploy moves).
@@ -35,6 +36,8 @@ class ResolvedConfig(NamedTuple):
     eval: EvalConfig
     register: RegisterConfig
     deploy: DeployConfig
+    # prices that turn each stage's resource use into USD (common/cost.py)
+    cost: CostConfig
     # sha256 of each input split file, read now: it is part of validate_data's cache key, so
     # a file edited in place at the same path or URI is validated again, never served stale.
     source_digests: dict[str, str]
@@ -56,8 +59,9 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
     shared = {"champion_alias": register.champion_alias}
     evaluation = build_config(EvalConfig, "eval", {**raw.get("eval", {}), **shared})
     deploy = build_config(DeployConfig, "deploy", {**raw.get("deploy", {}), **shared})
+    cost = build_config(CostConfig, "cost", raw.get("cost", {}))
     return ResolvedConfig(data=data, train=train, eval=evaluation, register=register,
-                          deploy=deploy, source_digests=digests)
+                          deploy=deploy, cost=cost, source_digests=digests)
 
 
 def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:
@@ -74,4 +78,7 @@ def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:
 @task(cache=False, retries=0, timeout=timeouts.RESOLVE)
 def resolve_config(preset: str, overrides: list[str]) -> ResolvedConfig:
     quiet_console()  # the first task of a run: quiet from here on
-    return resolve(preset, overrides)
+    resolved = resolve(preset, overrides)
+    # every stage of this run prices its resource use with these (common/cost.py)
+    save_prices(run_reports_dir(), resolved.cost)
+    return resolved

@@ -17,6 +17,7 @@ from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 from flytekitplugins.kfpytorch import Elastic
 
+from common.cost import stage_cost
 from common.digests import sha256_file
 from common.errors import StageError
 from common.html import format_bytes
@@ -24,7 +25,7 @@ from common.settings import load_settings
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import error_html, publish_report, quiet_console
+from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
 from training.config import TrainConfig
 from training.loop import TrainPaths, TrainResult, run_training
 from training.report import directory_bytes, overview_facts, training_report_html
@@ -87,39 +88,42 @@ def _is_rank_zero() -> bool:
     shared_memory=True,
 )
 def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
-    started = time.time()
-    quiet_console()
-    settings = load_settings()
-    checkpoint_dir = Path(config.checkpoint_dir or
-                          settings.checkpoints_dir / checkpoint_run_key(config, dataset))
-    output_dir = Path(tempfile.mkdtemp(prefix="shipyard-model-")) / "model"
-    try:
-        dataset_dir = Path(dataset.files.download())
-        verify_dataset_files(dataset_dir, dataset)
-        result = run_training(config, TrainPaths(
-            dataset_dir=dataset_dir, output_dir=output_dir, checkpoint_dir=checkpoint_dir,
-            mlflow_tracking_uri=settings.mlflow_tracking_uri,
-            mlflow_artifact_root=settings.mlflow_artifact_root,
-        ))
-    except StageError as error:
-        if _is_rank_zero():
-            publish_report("train", "Training", error_html(error), started=started, error=error)
-        raise
-    if result.rank == 0:  # only rank 0's return value is kept by Elastic
-        facts = {
-            "model digest": f"sha256:{result.model_digest}",
-            "model size": format_bytes(directory_bytes(result.model_dir)),
-            "model dir": str(result.model_dir),
-            "MLflow run": result.mlflow_run_id, "MLflow store": settings.mlflow_tracking_uri,
-            "checkpoints": str(checkpoint_dir),
-            "resumed from step": str(result.resumed_from_step),
-        }
-        publish_report(
-            "train", "Training",
-            training_report_html(result.metrics, result.loss_curve, result.val_losses, facts),
-            started=started,
-            facts=overview_facts(result.metrics, result.loss_curve, result.val_losses, facts))
-        print(f"[shipyard] model: {result.model_dir} (digest {result.model_digest})\n"
-              f"[shipyard] MLflow run {result.mlflow_run_id} in {settings.mlflow_tracking_uri}",
-              flush=True)
-    return to_trained_model(result, config, dataset)
+    with stage_cost("train", run_reports_dir(), record=_is_rank_zero()) as cost:
+        started = time.time()
+        quiet_console()
+        settings = load_settings()
+        checkpoint_dir = Path(config.checkpoint_dir or
+                              settings.checkpoints_dir / checkpoint_run_key(config, dataset))
+        output_dir = Path(tempfile.mkdtemp(prefix="shipyard-model-")) / "model"
+        try:
+            dataset_dir = Path(dataset.files.download())
+            verify_dataset_files(dataset_dir, dataset)
+            result = run_training(config, TrainPaths(
+                dataset_dir=dataset_dir, output_dir=output_dir, checkpoint_dir=checkpoint_dir,
+                mlflow_tracking_uri=settings.mlflow_tracking_uri,
+                mlflow_artifact_root=settings.mlflow_artifact_root,
+            ))
+        except StageError as error:
+            if _is_rank_zero():
+                publish_report("train", "Training", error_html(error), started=started, error=error)
+            raise
+        cost.mlflow_run_id = result.mlflow_run_id
+        cost.mlflow_tracking_uri = settings.mlflow_tracking_uri
+        if result.rank == 0:  # only rank 0's return value is kept by Elastic
+            facts = {
+                "model digest": f"sha256:{result.model_digest}",
+                "model size": format_bytes(directory_bytes(result.model_dir)),
+                "model dir": str(result.model_dir),
+                "MLflow run": result.mlflow_run_id, "MLflow store": settings.mlflow_tracking_uri,
+                "checkpoints": str(checkpoint_dir),
+                "resumed from step": str(result.resumed_from_step),
+            }
+            publish_report(
+                "train", "Training",
+                training_report_html(result.metrics, result.loss_curve, result.val_losses, facts),
+                started=started,
+                facts=overview_facts(result.metrics, result.loss_curve, result.val_losses, facts))
+            print(f"[shipyard] model: {result.model_dir} (digest {result.model_digest})\n"
+                  f"[shipyard] MLflow run {result.mlflow_run_id} in {settings.mlflow_tracking_uri}",
+                  flush=True)
+        return to_trained_model(result, config, dataset)

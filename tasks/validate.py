@@ -11,6 +11,7 @@ import flytekit
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
+from common.cost import stage_cost
 from common.errors import StageError
 from data.config import DataConfig
 from data.report import overview_facts
@@ -18,7 +19,7 @@ from data.stage import REPORT_JSON_NAME, validate_dataset
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import ValidatedDataset
-from tasks.flyte_adapter import error_html, publish_report, quiet_console
+from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
 
 _STAGE = "validate_data"
 _REPORT_TITLE = "Data validation"
@@ -50,28 +51,30 @@ def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str,
 def validate_data(config: DataConfig, source_digests: dict[str, str]) -> ValidatedDataset:
     """`source_digests` (from resolve_config) makes file contents part of the cache key; the
     stage re-hashes what it reads and refuses files that changed since."""
-    started = time.time()
-    quiet_console()
-    parent = Path(flytekit.current_context().working_directory)
-    output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=parent)) / "dataset"
-    try:
-        outcome = validate_dataset(config, output_dir)
-    except StageError as error:
-        report = error.details.get("report")
-        body = report.to_html() if report is not None else error_html(error)
-        json_path = error.details.get("report_json")
-        publish_report(_STAGE, _REPORT_TITLE, body,
-                       json_path=Path(json_path) if json_path else None, started=started,
-                       error=error, facts=overview_facts(report) if report is not None else None)
-        raise
-    publish_report(_STAGE, _REPORT_TITLE, outcome.report_html,
-                   json_path=outcome.output_dir / REPORT_JSON_NAME, started=started,
-                   facts=overview_facts(outcome.report))
-    _check_sources_unchanged(source_digests, outcome.report.inputs)
-    return ValidatedDataset(
-        files=FlyteDirectory(path=str(outcome.output_dir)),
-        split_digests=outcome.split_digests,
-        split_rows=outcome.split_rows,
-        tokenizer_digest=outcome.tokenizer_digest,
-        report_digest=outcome.report_digest,
-    )
+    with stage_cost(_STAGE, run_reports_dir()):
+        started = time.time()
+        quiet_console()
+        parent = Path(flytekit.current_context().working_directory)
+        output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=parent)) / "dataset"
+        try:
+            outcome = validate_dataset(config, output_dir)
+        except StageError as error:
+            report = error.details.get("report")
+            body = report.to_html() if report is not None else error_html(error)
+            json_path = error.details.get("report_json")
+            publish_report(_STAGE, _REPORT_TITLE, body,
+                           json_path=Path(json_path) if json_path else None, started=started,
+                           error=error,
+                           facts=overview_facts(report) if report is not None else None)
+            raise
+        publish_report(_STAGE, _REPORT_TITLE, outcome.report_html,
+                       json_path=outcome.output_dir / REPORT_JSON_NAME, started=started,
+                       facts=overview_facts(outcome.report))
+        _check_sources_unchanged(source_digests, outcome.report.inputs)
+        return ValidatedDataset(
+            files=FlyteDirectory(path=str(outcome.output_dir)),
+            split_digests=outcome.split_digests,
+            split_rows=outcome.split_rows,
+            tokenizer_digest=outcome.tokenizer_digest,
+            report_digest=outcome.report_digest,
+        )
