@@ -17,11 +17,13 @@ Then, by what the registry and the deployment already have:
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import urllib.request
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -31,9 +33,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from common import retention
+from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import Settings
 from common.signals import signals_raise_stage_interrupted
+from deploy import history
 from deploy.config import DeployConfig
 from deploy.controller import CanaryController, RolloutReport
 from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
@@ -47,7 +51,7 @@ from registry import mlflow_registry as reg
 from registry.aliases import champion_version, move_champion
 from registry.errors import RegistryError
 from registry.policy import load_policy
-from registry.signing import PUBLIC_KEY_NAME
+from registry.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, KeyPair
 from registry.verify import verify_model
 from serving.engine_choice import resolve_engine
 from serving.router import FaultSpec
@@ -138,6 +142,7 @@ def _deploy_locked(model: ModelToDeploy, config: DeployConfig, settings: Setting
                                    "model_digest": verified.digest}
     champion = champion_version(client, model.registered_model_name, config.champion_alias)
     record.data["champion"] = {"before": champion, "after": champion, "moved": False}
+    _check_champion_in_history(champion, work_dir, settings, config.champion_alias)
 
     if backend is None:
         backend = _build_backend(config, settings, name, verified, record)
@@ -155,6 +160,7 @@ def _deploy_locked(model: ModelToDeploy, config: DeployConfig, settings: Setting
         raise
     record.finish(outcome, action, backend.endpoint, backend.describe())
     path = write_record(work_dir, record.data)
+    _append_history(work_dir, settings, action, model.version, verified.digest, path)
     prune_model_copies(work_dir, config.keep_model_copies, protected_versions=[
         v for v in (backend.running_stable_version(), backend.leftover_canary_version()) if v])
     uri = log_to_mlflow(client, model, record.data)
@@ -376,9 +382,52 @@ def _digest_of(client: Any, model: ModelToDeploy, version: str) -> str:
 
 def _move_champion(client: Any, model: ModelToDeploy, champion_alias: str,
                    record: DecisionRecord) -> None:
-    move_champion(client, model.registered_model_name, model.version, champion_alias)
+    # Compare-and-set against the value read when this deploy started (CHAMPION_MOVED).
+    move_champion(client, model.registered_model_name, model.version, champion_alias,
+                  expected_current=record.data["champion"]["before"])
     record.data["champion"].update({"after": model.version, "moved": True,
                                     "moved_at": datetime.now(UTC).isoformat()})
+
+
+def _history_keys(settings: Settings) -> tuple[KeyPair | None, Path | None]:
+    """The registry's key pair signs the history when this machine has it (key mode)."""
+    keys = settings.keys_dir
+    private, public = keys / PRIVATE_KEY_NAME, keys / PUBLIC_KEY_NAME
+    if private.is_file() and public.is_file():
+        return KeyPair(private, public), public
+    return None, public if public.is_file() else None
+
+
+def _check_champion_in_history(champion: str | None, work_dir: Path, settings: Settings,
+                               alias: str) -> None:
+    """Once a history exists, the alias must name a version the history made champion: an
+    alias set (or removed) behind Shipyard's back is refused, never taken as a first
+    deployment or as already serving."""
+    entries = history.read_history(work_dir, public_key_path=_history_keys(settings)[1])
+    made_champion = history.champion_versions(entries)
+    if made_champion and champion not in made_champion:
+        raise StageError(
+            "DEPLOY_CHAMPION_UNKNOWN",
+            f"the {alias!r} alias names version {champion}, which the deployment history "
+            f"{history.history_path(work_dir)} never made champion (last recorded champion: "
+            f"{history.current_champion(entries)}): it was moved or removed outside Shipyard. "
+            "Point the alias back at the recorded champion (or record the change with "
+            "`shipyard undo`), then deploy again.",
+            details={"alias_version": champion, "history_versions": sorted(made_champion)},
+        )
+
+
+def _append_history(work_dir: Path, settings: Settings, action: str, version: str,
+                    digest: str, record_path: Path) -> None:
+    if action not in ("promoted", "rolled_back", "first_deployment"):
+        return  # already_serving: nothing moved, nothing was decided about traffic
+    key_pair, public_key = _history_keys(settings)
+    history.append_entry(
+        work_dir, action=action,  # type: ignore[arg-type]  # checked just above
+        version=version, digest=digest,
+        decision_record_sha256=sha256_file(record_path),
+        actor=f"{getpass.getuser()}@{socket.gethostname()}",
+        key_pair=key_pair, public_key_path=public_key)
 
 
 def _safe_rollback(backend: Backend) -> None:

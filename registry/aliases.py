@@ -88,14 +88,41 @@ def set_challenger(
     return True
 
 
+class _Unchecked:
+    """The default of `move_champion(expected_current=...)` for callers not yet passing it."""
+
+
+UNCHECKED = _Unchecked()
+
+
 def move_champion(
     client: MlflowClient,
     name: str,
     version: str,
     champion_alias: str = DEFAULT_CHAMPION_ALIAS,
+    *,
+    expected_current: str | _Unchecked | None = UNCHECKED,
 ) -> None:
-    """Point the champion alias at `version`. Only deploy calls this, after a passed canary
-    (or a smoke-checked first deployment)."""
+    """Point the champion alias at `version`, by compare-and-set: only if it still points at
+    `expected_current` (None: no champion yet), the value the caller read when it decided.
+    Only deploy calls this, after a passed canary (or a smoke-checked first deployment).
+
+    MLflow has no conditional alias update: the read and the write are two calls. Deploys of
+    one deployment are serialized by their lock, so what remains is a writer outside Shipyard
+    (MLflow UI, API) moving the alias in the milliseconds between them."""
+    if not isinstance(expected_current, _Unchecked):
+        current = champion_version(client, name, champion_alias)
+        expected = None if expected_current is None else str(expected_current)
+        if current != expected:
+            raise RegistryError(
+                "CHAMPION_MOVED",
+                f"the {champion_alias!r} alias of {name!r} moved while this deploy ran (it read "
+                f"version {expected}, the alias now names {current}): refusing to overwrite "
+                f"it with version {version}. Find who moved it (`shipyard history`, the MLflow "
+                "audit log), then deploy again.",
+                expected=str(expected),
+                found=str(current),
+            )
     client.set_registered_model_alias(name, champion_alias, str(version))
 
 

@@ -1,0 +1,134 @@
+"""The deployment history: append-only, hash-chained, signed; a broken chain and an alias the
+history never set are refused (DEPLOY_HISTORY_BROKEN, DEPLOY_CHAMPION_UNKNOWN)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from common.errors import StageError
+from common.settings import Settings
+from deploy import history
+from deploy.stage import _check_champion_in_history
+from registry.signing import KeyPair, ensure_key_pair
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> KeyPair:
+    return ensure_key_pair(tmp_path / "home" / "keys")
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Path:
+    return tmp_path / "home" / "deployments" / "shipyard-tiny"
+
+
+def _append(work_dir: Path, keys: KeyPair | None, action: history.HistoryAction,
+            version: str) -> history.HistoryEntry:
+    return history.append_entry(
+        work_dir, action=action, version=version, digest=f"{version}" * 64,
+        decision_record_sha256="r" * 64, actor="alice@host", key_pair=keys,
+        public_key_path=keys.public_key_path if keys else None)
+
+
+def _three(work_dir: Path, keys: KeyPair | None) -> list[history.HistoryEntry]:
+    return [_append(work_dir, keys, "first_deployment", "1"),
+            _append(work_dir, keys, "rolled_back", "2"),
+            _append(work_dir, keys, "promoted", "3")]
+
+
+def _lines(work_dir: Path) -> list[str]:
+    return history.history_path(work_dir).read_text().splitlines()
+
+
+def _broken(work_dir: Path, keys: KeyPair) -> StageError:
+    with pytest.raises(StageError) as failure:
+        history.read_history(work_dir, public_key_path=keys.public_key_path)
+    assert failure.value.code == "DEPLOY_HISTORY_BROKEN"
+    return failure.value
+
+
+def test_entries_are_chained_signed_and_read_back(work_dir: Path, keys: KeyPair) -> None:
+    written = _three(work_dir, keys)
+    read = history.read_history(work_dir, public_key_path=keys.public_key_path)
+    assert read == written
+    assert read[0].previous_sha256 is None
+    assert [e.previous_sha256 for e in read[1:]] == [e.sha256 for e in read[:-1]]
+    assert [(e.action, e.version, e.actor) for e in read] == [
+        ("first_deployment", "1", "alice@host"), ("rolled_back", "2", "alice@host"),
+        ("promoted", "3", "alice@host")]
+    assert history.current_champion(read) == "3"
+    assert history.champion_versions(read) == {"1", "3"}  # a rolled-back version never was
+    assert all(json.loads(line)["signature"] for line in _lines(work_dir))
+    assert history.read_history(work_dir.parent / "other") == []
+
+
+def test_an_edited_entry_breaks_the_chain(work_dir: Path, keys: KeyPair) -> None:
+    _three(work_dir, keys)
+    lines = _lines(work_dir)
+    raw = json.loads(lines[1])
+    raw["entry"]["action"] = "promoted"  # rewrite history: version 2 "was" promoted
+    lines[1] = json.dumps(raw)
+    history.history_path(work_dir).write_text("\n".join(lines) + "\n")
+    assert _broken(work_dir, keys).details["line"] == 2
+
+
+def test_an_edited_entry_with_a_recomputed_digest_fails_its_signature(
+    work_dir: Path, keys: KeyPair
+) -> None:
+    _three(work_dir, keys)
+    lines = _lines(work_dir)
+    raw = json.loads(lines[2])
+    entry = history.HistoryEntry(**{**raw["entry"], "actor": "mallory@host"})
+    raw.update(entry=entry.__dict__, entry_sha256=entry.sha256)
+    lines[2] = json.dumps(raw)
+    history.history_path(work_dir).write_text("\n".join(lines) + "\n")
+    assert "signature" in _broken(work_dir, keys).message
+
+
+@pytest.mark.parametrize("edit", ["remove", "reorder", "strip_signature"])
+def test_removed_reordered_or_unsigned_lines_break_the_chain(
+    work_dir: Path, keys: KeyPair, edit: str
+) -> None:
+    _three(work_dir, keys)
+    lines = _lines(work_dir)
+    if edit == "remove":
+        del lines[1]
+    elif edit == "reorder":
+        lines[1], lines[2] = lines[2], lines[1]
+    else:
+        raw = json.loads(lines[2])
+        raw["signature"] = None
+        lines[2] = json.dumps(raw)
+    history.history_path(work_dir).write_text("\n".join(lines) + "\n")
+    _broken(work_dir, keys)
+
+
+def test_appending_to_a_broken_history_is_refused(work_dir: Path, keys: KeyPair) -> None:
+    _three(work_dir, keys)
+    lines = _lines(work_dir)
+    history.history_path(work_dir).write_text("\n".join(lines[1:]) + "\n")
+    with pytest.raises(StageError) as failure:
+        _append(work_dir, keys, "promoted", "4")
+    assert failure.value.code == "DEPLOY_HISTORY_BROKEN"
+
+
+def test_an_alias_the_history_never_set_is_refused(
+    work_dir: Path, keys: KeyPair, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", mlflow_tracking_uri="sqlite:///x.db",
+                        mlflow_artifact_root=tmp_path / "a")
+    # No history yet: any alias (or none) is accepted, this is how a deployment starts.
+    _check_champion_in_history(None, work_dir, settings, "champion")
+    _three(work_dir, keys)
+    _check_champion_in_history("3", work_dir, settings, "champion")
+    _check_champion_in_history("1", work_dir, settings, "champion")  # e.g. after an undo
+    for tampered in ("2", "7", None):  # rolled back, never deployed, alias removed
+        with pytest.raises(StageError) as failure:
+            _check_champion_in_history(tampered, work_dir, settings, "champion")
+        assert failure.value.code == "DEPLOY_CHAMPION_UNKNOWN"
+        assert failure.value.details["alias_version"] == tampered
