@@ -36,9 +36,9 @@ from serving.process import (
     stop_process_group,
     wait_until_healthy,
 )
-from serving.router import (
+from serving.router import FaultSpec
+from serving.router_admin import (
     AdminClient,
-    FaultSpec,
     read_admin_token,
     write_admin_token,
     write_allowed_backends,

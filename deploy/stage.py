@@ -48,7 +48,7 @@ from deploy.model_ref import ModelToDeploy, VerifiedModel
 from deploy.outcomes import DeployAction, Outcome
 from deploy.state import state_path
 from registry import mlflow_registry as reg
-from registry.aliases import champion_version, move_champion
+from registry.aliases import champion_version, check_champion_unmoved, move_champion
 from registry.errors import RegistryError
 from registry.policy import load_policy
 from registry.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, KeyPair
@@ -319,6 +319,10 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
     report = _run_with_load(backend, config, verified.served_model_name, work_dir)
     record.add_rollout(report)
     if report.outcome == "PASS":
+        # Before the canary takes all traffic: a champion moved behind this deploy's back
+        # refuses the promotion (and the canary is rolled back), not just the alias write.
+        check_champion_unmoved(client, model.registered_model_name, config.champion_alias,
+                               champion, model.version)
         backend.promote_canary()
         _move_champion(client, model, config.champion_alias, record)
         return "PASS", "promoted"

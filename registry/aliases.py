@@ -111,19 +111,26 @@ def move_champion(
     one deployment are serialized by their lock, so what remains is a writer outside Shipyard
     (MLflow UI, API) moving the alias in the milliseconds between them."""
     if not isinstance(expected_current, _Unchecked):
-        current = champion_version(client, name, champion_alias)
-        expected = None if expected_current is None else str(expected_current)
-        if current != expected:
-            raise RegistryError(
-                "CHAMPION_MOVED",
-                f"the {champion_alias!r} alias of {name!r} moved while this deploy ran (it read "
-                f"version {expected}, the alias now names {current}): refusing to overwrite "
-                f"it with version {version}. Find who moved it (`shipyard history`, the MLflow "
-                "audit log), then deploy again.",
-                expected=str(expected),
-                found=str(current),
-            )
+        check_champion_unmoved(client, name, champion_alias, expected_current, version)
     client.set_registered_model_alias(name, champion_alias, str(version))
+
+
+def check_champion_unmoved(client: MlflowClient, name: str, champion_alias: str,
+                           expected: str | None, incoming: str) -> None:
+    """CHAMPION_MOVED unless the alias still names `expected` (None: no champion). Deploy
+    calls it before the canary takes all traffic, and `move_champion` again before writing."""
+    current = champion_version(client, name, champion_alias)
+    expected = None if expected is None else str(expected)
+    if current != expected:
+        raise RegistryError(
+            "CHAMPION_MOVED",
+            f"the {champion_alias!r} alias of {name!r} moved while this deploy ran (it read "
+            f"version {expected}, the alias now names {current}): refusing to overwrite it "
+            f"with version {incoming}. Find who moved it (`shipyard history`, the MLflow audit "
+            "log), then deploy again.",
+            expected=str(expected),
+            found=str(current),
+        )
 
 
 def aliases_of(client: MlflowClient, name: str, version: str) -> list[str]:

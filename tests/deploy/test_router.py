@@ -27,12 +27,8 @@ from serving.process import (
     stop_process_group,
     wait_until_healthy,
 )
-from serving.router import (
-    BACKEND_HEADER,
-    AdminClient,
-    write_admin_token,
-    write_allowed_backends,
-)
+from serving.router import BACKEND_HEADER
+from serving.router_admin import AdminClient, write_admin_token, write_allowed_backends
 from serving.vllm_engine import local_environment
 from tests.deploy.conftest import SHARED_SERVER_PIDS, assert_servers_gone
 from tests.deploy.http import Reply, request

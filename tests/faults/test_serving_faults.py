@@ -98,3 +98,35 @@ def kill_and_wait(pid: int) -> None:
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(pid)
+
+
+def test_champion_moved_during_the_bake_refuses_the_promotion(
+        registry: Registry, model_dirs: dict[str, Path], stable: ModelToDeploy) -> None:
+    """Someone moves the alias (MLflow UI, API) while the canary bakes: the canary never takes
+    all traffic, it is rolled back, and the alias keeps what the other writer set."""
+    from registry.aliases import move_champion
+    from registry.errors import RegistryError
+    from registry.mlflow_registry import client_for
+
+    v2 = registry.register(model_dirs["canary"], MODEL)
+    v3 = registry.register(model_dirs["slow"], MODEL)
+    client = client_for(registry.settings.mlflow_tracking_uri)
+
+    def move_alias_once_the_canary_serves() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if load_state(registry.settings.home, NAME).canary is not None:
+                move_champion(client, MODEL, v3.version)  # behind the deploy's back
+                return
+            time.sleep(0.1)
+
+    mover = threading.Thread(target=move_alias_once_the_canary_serves, daemon=True)
+    mover.start()
+    with pytest.raises(RegistryError) as info:
+        deploy(v2, fast_config("local", steps=[50, 100]), registry.settings)
+    mover.join(timeout=10)
+    assert info.value.code == "CHAMPION_MOVED"
+    state = load_state(registry.settings.home, NAME)
+    assert state.canary is None and state.stable is not None
+    assert state.stable.model_version == stable.version  # the canary never took over
+    assert champion(registry.settings, MODEL) == v3.version

@@ -124,8 +124,8 @@ def test_stage_costs_go_into_their_summaries_and_sum_into_cost_json(tmp_path: Pa
 
 
 def test_without_prices_use_is_recorded_at_zero_cost(tmp_path: Path) -> None:
-    fields = record_stage_cost(tmp_path, StageCost("validate_data",
-                                                   ResourceUse(cpu_seconds=5)), load_prices(tmp_path))
+    use = StageCost("validate_data", ResourceUse(cpu_seconds=5))
+    fields = record_stage_cost(tmp_path, use, load_prices(tmp_path))
     assert fields["cpu_seconds"] == 5 and fields["total_usd"] == 0
 
 
