@@ -35,9 +35,9 @@ from registry.signing import KeyPair
 
 HISTORY_FILE = "history.jsonl"
 PAYLOAD_TYPE = "application/vnd.shipyard.deployment-history+json"
-HistoryAction = Literal["promoted", "rolled_back", "first_deployment", "undo"]
+HistoryAction = Literal["promoted", "rolled_back", "first_deployment", "undo", "served"]
 # Actions after which the champion alias names the entry's version.
-CHAMPION_ACTIONS = ("promoted", "first_deployment", "undo")
+CHAMPION_ACTIONS = ("promoted", "first_deployment", "undo", "served")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from deploy.config import DeployConfig
 from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
 from deploy.model_ref import ModelToDeploy
 from deploy.stage import (
+    _append_history,
     _build_backend,
     _roll_back_leftover_canary,
     _smoke_check,
@@ -152,11 +153,14 @@ def _serve_locked(registered: str, version: str, config: DeployConfig, settings:
         record.data["stable_before"] = {"model_uri": f"models:/{registered}/{previous}"}
     backend.start_stable(verified)
     _smoke_check(backend.endpoint, served, config.smoke_requests)
-    move_champion(client, registered, version, config.champion_alias)
+    # compare-and-set against what this action read; recorded in the signed history
+    move_champion(client, registered, version, config.champion_alias, expected_current=before)
     record.data["champion"].update({"after": version, "moved": True,
                                     "moved_at": datetime.now(UTC).isoformat()})
     record.finish("PASS", action, backend.endpoint, backend.describe())
     path = write_record(work_dir, record.data)
+    _append_history(work_dir, settings, "undo" if action == "undo" else "served", version,
+                    verified.digest, path)
     log_to_mlflow(client, model, record.data)
     return ManualDeploy(action, model.model_uri, verified.digest, before, version,
                         backend.endpoint, path)

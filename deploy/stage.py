@@ -423,7 +423,7 @@ def _check_champion_in_history(champion: str | None, work_dir: Path, settings: S
 
 def _append_history(work_dir: Path, settings: Settings, action: str, version: str,
                     digest: str, record_path: Path) -> None:
-    if action not in ("promoted", "rolled_back", "first_deployment"):
+    if action not in ("promoted", "rolled_back", "first_deployment", "undo", "served"):
         return  # already_serving: nothing moved, nothing was decided about traffic
     key_pair, public_key = _history_keys(settings)
     history.append_entry(

@@ -116,7 +116,8 @@ def test_champion_moved_during_the_bake_refuses_the_promotion(
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             if load_state(registry.settings.home, NAME).canary is not None:
-                move_champion(client, MODEL, v3.version)  # behind the deploy's back
+                move_champion(client, MODEL, v3.version,  # behind the deploy's back
+                              expected_current=stable.version)
                 return
             time.sleep(0.1)
 
