@@ -67,6 +67,19 @@ def report_model_digest(report: Mapping[str, Any]) -> str | None:
     return str(digest).removeprefix("sha256:") if digest else None
 
 
+def check_report_is_about(report: Mapping[str, Any] | None, model_digest: str) -> None:
+    """EVAL_REPORT_MISMATCH when the eval report names another model (fail closed)."""
+    found = report_model_digest(report) if report is not None else None
+    if found is not None and found != model_digest:
+        raise RegistryError(
+            "EVAL_REPORT_MISMATCH",
+            f"the eval report is about model sha256:{found}, not the model being registered: "
+            "refusing to attest it. Evaluate this model and register it with its own report.",
+            expected=f"sha256:{model_digest}",
+            found=f"sha256:{found}",
+        )
+
+
 def build_statement(
     model_name: str,
     model_digest: str,
@@ -76,15 +89,7 @@ def build_statement(
     """The statement for the eval `report` (the evaluate stage's JSON) about the model.
     `claims` are the per-check numbers (eval.summary.attestation_claims); the gate outcome and
     mode are taken from the report itself so the two can never disagree."""
-    found = report_model_digest(report)
-    if found is not None and found != model_digest:
-        raise RegistryError(
-            "EVAL_REPORT_MISMATCH",
-            f"the eval report is about model sha256:{found}, not the model being registered: "
-            "refusing to attest it. Evaluate this model and register it with its own report.",
-            expected=f"sha256:{model_digest}",
-            found=f"sha256:{found}",
-        )
+    check_report_is_about(report, model_digest)
     outcome = str(report.get("gate_outcome"))
     gate = _mapping(report.get("gate"))
     checks = [c for c in gate.get("checks") or [] if isinstance(c, Mapping) and c.get("name")]

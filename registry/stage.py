@@ -135,7 +135,8 @@ def register_model(request: RegistrationRequest) -> RegistrationResult:
         request.config_digest,
         request.resolved_config_json,
     )
-    _check_eval_report(request.eval_report, request.model_digest)
+    # an eval report about another model is refused before any work
+    eval_attestation.check_report_is_about(request.eval_report, request.model_digest)
     config = request.config
     client = reg.client_for(request.tracking_uri)
     signer = _signer(config, Path(config.key_dir) if config.key_dir else Path(request.key_dir))
@@ -260,19 +261,6 @@ def _local_store_dir(tracking_uri: str) -> Path | None:
     if parts.scheme in ("", "file"):
         return Path(parts.path if parts.scheme else tracking_uri).expanduser()
     return None
-
-
-def _check_eval_report(report: Mapping[str, Any] | None, model_digest: str) -> None:
-    """An eval report about another model is refused before any work (fail closed)."""
-    found = eval_attestation.report_model_digest(report) if report is not None else None
-    if found is not None and found != model_digest:
-        raise RegistryError(
-            "EVAL_REPORT_MISMATCH",
-            f"the eval report is about model sha256:{found}, not the model being registered: "
-            "refusing to attest it. Evaluate this model and register it with its own report.",
-            expected=f"sha256:{model_digest}",
-            found=f"sha256:{found}",
-        )
 
 
 def _check_inputs(

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,6 @@ from tests.deploy.scenarios import (
     champion,
     deploy,
     fast_config,
-    stop_everything,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -79,14 +77,6 @@ def _gone(pid: int, seconds: float = 30) -> bool:
             return True
         time.sleep(0.1)
     return False
-
-
-@pytest.fixture
-def stable(registry: Registry, model_dirs: dict[str, Path]) -> Iterator[ModelToDeploy]:
-    v1 = registry.register(model_dirs["stable"], MODEL)
-    deploy(v1, fast_config("local"), registry.settings)
-    yield v1
-    stop_everything(registry.settings, NAME)
 
 
 def test_sigterm_mid_bake_rolls_the_canary_back_and_stops_it(

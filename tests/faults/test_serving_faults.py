@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,11 @@ from tests.deploy.scenarios import (
     champion,
     deploy,
     fast_config,
-    stop_everything,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 MODEL = "shipyard-serving-faults"
 NAME = "shipyard-test"
-
-
-@pytest.fixture
-def stable(registry: Registry, model_dirs: dict[str, Path]) -> Iterator[ModelToDeploy]:
-    v1 = registry.register(model_dirs["stable"], MODEL)
-    deploy(v1, fast_config("local"), registry.settings)
-    yield v1
-    stop_everything(registry.settings, NAME)
 
 
 def test_canary_engine_crashing_mid_bake_fails_and_rolls_back(
