@@ -11,7 +11,9 @@ from tasks.resolve import resolve
 pytestmark = pytest.mark.unit
 
 # A protocol no fsspec implementation knows: fails at once, offline, with no credentials.
-UNREACHABLE = "nosuchproto://bucket/shipyard/train.jsonl"
+# An allowed object-store scheme that cannot be opened: Azure without an account configured
+# (adlfs refuses before any network call).
+UNREACHABLE = "abfs://bucket/shipyard/train.jsonl"
 
 
 def test_unreachable_uri_is_reported_before_any_work() -> None:
@@ -20,7 +22,7 @@ def test_unreachable_uri_is_reported_before_any_work() -> None:
         resolve("tiny", [f"data.train_path={UNREACHABLE}"])
     assert info.value.code == "DATA_FILE_UNREACHABLE"
     assert "data.train_path" in info.value.message
-    assert "nosuchproto" in info.value.message
+    assert "abfs://bucket" in info.value.message
 
 
 def test_unreachable_uri_through_the_reader() -> None:
