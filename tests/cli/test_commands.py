@@ -17,6 +17,7 @@ from cli.main import build_parser, main
 from common.settings import load_settings
 from deploy.operations import decision_records, previous_champion
 from deploy.state import DeploymentState, ServerRecord
+from testing.clock import FakeClock as Clock
 
 pytestmark = pytest.mark.unit
 
@@ -177,17 +178,6 @@ def write_like(action: str, outcome: str = "PASS") -> dict[str, Any]:
 def watch_args(**overrides: Any) -> argparse.Namespace:
     return argparse.Namespace(**{"name": "demo", "watch": True, "timeout": 10.0,
                                  "interval": 2.0, "json": True, **overrides})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_watch_times_out_with_exit_3_while_progressing(

@@ -13,6 +13,7 @@ from deploy.analysis import Thresholds, WindowStats, analyze_step
 from deploy.config import DeployConfig
 from deploy.controller import CanaryController
 from deploy.metric_sources import Histogram, TrackSnapshot, parse_prometheus_text
+from testing.clock import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -100,17 +101,6 @@ def test_prometheus_text_parsing_keeps_labels() -> None:
             'vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 2\n')
     samples = parse_prometheus_text(text)
     assert sum(v for _, v in samples["vllm:request_success_total"]) == 5
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class ScriptedSource:
