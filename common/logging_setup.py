@@ -1,6 +1,7 @@
 """A quiet console: third-party warnings, logs and progress bars go to a log file; the console
 keeps Shipyard's own lines (our loggers at WARNING and above, the ``[shipyard]`` prints) and
-anyone's errors.
+anyone's errors. Both handlers redact credentials inside URIs (`common.redact`) from every
+record, ours and third-party ones alike.
 
 Called at the task edges (`tasks.flyte_adapter.quiet_console`), never at import time. Safe to
 call again: the second call with the same file changes nothing, a call with another file moves
@@ -14,6 +15,8 @@ import logging
 import os
 import sys
 from pathlib import Path
+
+from common.redact import RedactingFilter
 
 # Top-level packages of this project: their loggers are "ours" (logging.getLogger(__name__)).
 OUR_PACKAGES = ("shipyard", "workflows", "tasks", "cli", "testing", "deploy", "eval", "serving",
@@ -61,6 +64,7 @@ def setup_quiet_console(log_file: Path) -> Path:
         console = logging.StreamHandler(sys.stderr)
         console.set_name(_CONSOLE_HANDLER_NAME)
         console.addFilter(_ConsoleFilter())
+        console.addFilter(RedactingFilter())
         console.setFormatter(logging.Formatter("[shipyard] %(levelname)s %(name)s: %(message)s"))
         root.addHandler(console)
     # Drop console handlers a library attached before (stderr/stdout StreamHandlers only).
@@ -89,6 +93,7 @@ def _install_file_handler(root: logging.Logger, log_file: Path) -> None:
     file_handler = logging.FileHandler(log_file, encoding="utf-8")
     file_handler.set_name(_FILE_HANDLER_NAME)
     file_handler.setLevel(logging.INFO)
+    file_handler.addFilter(RedactingFilter())  # credentials in URIs never reach the file
     file_handler.setFormatter(logging.Formatter(
         "%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s"))
     root.addHandler(file_handler)

@@ -20,6 +20,7 @@ from typing import Any
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
+from common.redact import redact
 from deploy.config import DeployConfig
 from deploy.controller import RolloutReport
 from deploy.model_ref import ModelToDeploy
@@ -74,6 +75,8 @@ class DecisionRecord:
 
 
 def write_record(work_dir: Path, data: dict[str, Any]) -> Path:
+    """Write the record (redacted: no credential from a URI in the config or the notes)."""
+    data = redact(data)
     records = work_dir / "records"
     records.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -88,6 +91,7 @@ def write_record(work_dir: Path, data: dict[str, Any]) -> Path:
 
 def log_to_mlflow(client: Any, model: ModelToDeploy, data: dict[str, Any]) -> str | None:
     """A run in the registration run's experiment; returns runs:/ID/deploy/... or None."""
+    data = redact(data)
     try:
         if model.mlflow_run_id:
             experiment_id = client.get_run(model.mlflow_run_id).info.experiment_id
@@ -100,6 +104,7 @@ def log_to_mlflow(client: Any, model: ModelToDeploy, data: dict[str, Any]) -> st
             tags={"shipyard.stage": "deploy", "shipyard.deploy.outcome": str(data["outcome"]),
                   "shipyard.deploy.action": str(data["action"]),
                   "model_uri": model.model_uri, "model_digest": model.model_digest})
+        # (tags: a deployment name, outcomes, models:/ URI and digest; no URI with credentials)
         run_id = run.info.run_id
         with tempfile.TemporaryDirectory(prefix="shipyard-deploy-") as tmp:
             folder = Path(tmp) / "deploy"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.errors import StageError
+from common.redact import redact_text
 from registry.dsse import sign_envelope, verify_envelope
 from registry.errors import RegistryError
 from registry.signing import KeyPair
@@ -84,7 +85,7 @@ def append_entry(
     entry = HistoryEntry(
         action=action, version=str(version), digest=digest,
         decision_record_sha256=decision_record_sha256,
-        time=datetime.now(UTC).isoformat(), actor=actor,
+        time=datetime.now(UTC).isoformat(), actor=redact_text(actor),
         previous_sha256=entries[-1].sha256 if entries else None,
     )
     signature = (sign_envelope(entry.canonical(), PAYLOAD_TYPE, key_pair)

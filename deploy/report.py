@@ -24,6 +24,7 @@ from common.html import (
     short_digest,
     table,
 )
+from common.redact import redact
 
 
 def timeline_png(record: dict[str, Any]) -> bytes:
@@ -50,6 +51,7 @@ def timeline_png(record: dict[str, Any]) -> bytes:
 
 
 def report_html(record: dict[str, Any]) -> str:
+    record = redact(record)  # the endpoint, config and notes may hold URIs with credentials
     verdict_css = "verdict-pass" if record.get("outcome") == "PASS" else "verdict-fail"
     summary = [
         ("outcome", f"{record.get('outcome')} — {record.get('action')}"),
@@ -79,6 +81,7 @@ def report_html(record: dict[str, Any]) -> str:
 
 def overview_facts(record: dict[str, Any]) -> StageFacts:
     """The run overview's view: verdict, endpoint, the canary timeline and its steps."""
+    record = redact(record)
     points = _timeline_points(record)
     champion = record.get("champion") or {}
     facts = [("model", f"{record.get('model_uri')} ({short_digest(record.get('model_digest'))})"),

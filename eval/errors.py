@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.redact import redact_text
+
 
 class EvalError(Exception):
-    """The eval stage refused its input or could not finish."""
+    """The eval stage refused its input or could not finish. Credentials inside URIs (a judge
+    URL) are redacted from `message`."""
 
     def __init__(self, code: str, message: str, *, details: dict[str, Any] | None = None) -> None:
+        message = redact_text(message)
         super().__init__(f"[{code}] {message}")
         self.code = code
         self.message = message

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.html import StageFacts, format_value, short_digest, table
+from common.redact import redact
 from eval.gate import GateDecision
 from eval.harness import HarnessResult
 from eval.judge.run import JudgeReport
@@ -34,7 +35,9 @@ SCHEMA_VERSION = 1
 def build_report(*, decision: GateDecision, candidate: HarnessResult,
                  champion: HarnessResult | None, judge: JudgeReport, suite: Suite,
                  config: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
-    return jsonable({
+    # Redacted: the config and the judge carry URLs that may hold credentials (judge and
+    # completions base URLs); the report is what MLflow, registration and the deck get.
+    return redact(jsonable({
         "schema_version": SCHEMA_VERSION,
         "gate_outcome": decision.outcome,
         "summary": summary(decision, candidate, judge),
@@ -53,7 +56,7 @@ def build_report(*, decision: GateDecision, candidate: HarnessResult,
                     "champion": None if champion is None else _samples(champion)},
         "config": config,
         "timings_seconds": timings,
-    })
+    }))
 
 
 def summary(decision: GateDecision, candidate: HarnessResult, judge: JudgeReport

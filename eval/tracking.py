@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from common.redact import redact_text
 from eval.report import mlflow_metrics
 from eval.stage import EvalOutcome
 
@@ -33,7 +34,8 @@ def log_to_mlflow(outcome: EvalOutcome, tracking_uri: str, training_run_id: str)
         RunTag("eval_gate", outcome.decision.outcome),
         RunTag("eval_report_sha256", outcome.report_sha256)])
     html_path = outcome.report_path.with_suffix(".html")
-    html_path.write_text(outcome.html, encoding="utf-8")
+    # The JSON report is redacted where it is built (eval.report.build_report).
+    html_path.write_text(redact_text(outcome.html), encoding="utf-8")
     client.log_artifact(run_id, str(outcome.report_path), "eval")
     client.log_artifact(run_id, str(html_path), "eval")
     return str(run_id)

@@ -8,6 +8,8 @@ builder the policy does not allow without reading a stack trace.
 
 from __future__ import annotations
 
+from common.redact import redact_text
+
 
 class RegistryError(Exception):
     """Registration refused its input, or a verification check failed (fail-closed)."""
@@ -22,10 +24,11 @@ class RegistryError(Exception):
         found: str | None = None,
     ) -> None:
         self.code = code
-        self.message = message
+        # credentials inside URIs (a tracking URI) never reach a message
+        self.message = redact_text(message)
         self.check = check
-        self.expected = expected
-        self.found = found
+        self.expected = None if expected is None else redact_text(expected)
+        self.found = None if found is None else redact_text(found)
         super().__init__(self._render())
 
     def _render(self) -> str:

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from common.redact import redact
 from registry import provenance as prov
 from registry.errors import RegistryError
 
@@ -96,7 +97,8 @@ def build_statement(
     summary = _mapping(report.get("summary"))
     mode = gate.get("mode") or summary.get("mode")
     shipyard_claims = {**dict(claims or {}), "gate_outcome": outcome, "gate_mode": mode}
-    return {
+    # redacted like the provenance: a claim or suite annotation may name a judge URL
+    return redact({
         "_type": prov.STATEMENT_TYPE,
         "subject": [{"name": model_name, "digest": {"sha256": model_digest}}],
         "predicateType": TEST_RESULT_PREDICATE,
@@ -108,7 +110,7 @@ def build_statement(
             "failedTests": [str(c["name"]) for c in checks if c.get("passed") is not True],
             CLAIMS_KEY: shipyard_claims,
         },
-    }
+    })
 
 
 def _configuration(report: Mapping[str, Any]) -> list[dict[str, Any]]:

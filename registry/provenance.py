@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from common.redact import redact
 from registry.errors import RegistryError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -92,10 +93,12 @@ def source_dependency(repository: str, commit: str, dirty: bool | None) -> Resou
 
 
 def build_statement(record: BuildRecord) -> dict[str, Any]:
+    """The statement, redacted (`common.redact`): parameters and dependency URIs (the train
+    config's data and checkpoint URIs, dataset URIs, the source remote) lose any credential."""
     builder: dict[str, Any] = {"id": record.builder_id}
     if record.builder_version:
         builder["version"] = dict(record.builder_version)
-    return {
+    return redact({
         "_type": STATEMENT_TYPE,
         "subject": [{"name": record.subject_name, "digest": {"sha256": record.model_digest}}],
         "predicateType": PREDICATE_TYPE,
@@ -116,7 +119,7 @@ def build_statement(record: BuildRecord) -> dict[str, Any]:
                 "byproducts": [b.to_json() for b in record.byproducts],
             },
         },
-    }
+    })
 
 
 # Readers for the verifier. They index a statement that passed `check_format`.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
@@ -34,6 +34,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from common.digests import model_root_digest, sha256_file
+from common.redact import redact, redact_text
 from registry import eval_attestation
 from registry import mlflow_registry as reg
 from registry import provenance as prov
@@ -178,7 +179,8 @@ def _register_locked(
             config_digest=request.config_digest,
             resolved_config_json=request.resolved_config_json,
             training_run_id=training_run_id,
-            eval_report=request.eval_report,
+            # redacted: the report is logged as a byproduct and summarised in tags
+            eval_report=redact(request.eval_report),
             execution_id=request.execution_id,
             builder_id=config.builder_id or prov.default_builder_id(request.execution_id),
             started_on=request.started_on or _run_start(client, training_run_id, stage_started),
@@ -228,7 +230,7 @@ def _publish(client: MlflowClient, build: BuildInputs, signer: Signer, run_id: s
         client, name=build.config.registered_model_name, run_id=run_id, tags=tags
     )
     # The text people read first in the MLflow UI: gate, digest, data, how to verify.
-    description = version_description(build, str(version.version), signer.label)
+    description = redact_text(version_description(build, str(version.version), signer.label))
     return client.update_model_version(version.name, version.version, description=description)
 
 
@@ -360,7 +362,7 @@ def _version_tags(
         tags[reg.TAG_EVAL_SUMMARY] = reg.truncate_tag(json.dumps(summary, sort_keys=True))
         if build.eval_report.get("gate_outcome") is not None:
             tags[reg.TAG_EVAL_GATE] = str(build.eval_report["gate_outcome"])
-    return tags
+    return redact(tags)
 
 
 def _self_check(
@@ -445,9 +447,9 @@ def _mlflow_errors(tracking_uri: str) -> Iterator[None]:
         yield
     except (MlflowException, OSError, SQLAlchemyError) as exc:
         raise RegistryError(
-            "MLFLOW_ERROR", f"MLflow at {_redact(tracking_uri)} failed: {exc}. If the store "
-            "is locked by another writer, retry when it is done: registration is idempotent "
-            "by digest."
+            "MLFLOW_ERROR", redact_text(
+                f"MLflow at {tracking_uri} failed: {exc}. If the store is locked by another "
+                "writer, retry when it is done: registration is idempotent by digest.")
         ) from exc
 
 
@@ -456,7 +458,7 @@ def _dataset_uris(
 ) -> dict[str, str]:
     uris = {split: Path(path).resolve().as_uri() for split, path in dataset_files.items()}
     uris.update(dataset_uris or {})
-    return uris
+    return redact(uris)  # recorded in MLflow and the provenance: no credential in a URI
 
 
 def _run_start(client: MlflowClient, training_run_id: str | None, fallback: datetime) -> datetime:
@@ -475,11 +477,3 @@ def _artifact_location(tracking_uri: str, artifact_root: Path | str | None) -> s
     root = str(artifact_root)
     return root if "://" in root else Path(root).expanduser().resolve().as_uri()
 
-
-def _redact(uri: str) -> str:
-    """A tracking URI fit for messages: user and password removed."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    netloc = f"***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

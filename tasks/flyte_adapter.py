@@ -12,15 +12,16 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import flytekit
 
 from common.html import page, style_tag
 from common.logging_setup import setup_quiet_console
+from common.redact import redact, redact_text
 from common.settings import load_settings
 from tasks.overview import (
     OVERVIEW_NAME,
@@ -108,20 +109,26 @@ def publish_report(stage: str, title: str, body_html: str,
     epoch seconds, its key numbers `facts`, the `error`), and the run overview ``index.html``
     is rebuilt from every summary of the run. The file lets a user without a Flyte cluster
     open the same report the Flyte UI shows; its path is printed and returned.
+
+    Everything published is redacted first (`common.redact`): no deck, page, JSON copy or
+    summary carries a credential from a URI (a tracking URI, a judge URL, a data URI).
     """
+    title, body_html = redact_text(title), redact_text(body_html)
     flytekit.Deck(title, style_tag() + body_html)
     run_dir = run_reports_dir()
     path = run_dir / f"{stage}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, lambda tmp: tmp.write_text(page(title, body_html)))
     if json_path is not None:
-        _write_atomically(path.with_suffix(".json"), lambda tmp: shutil.copyfile(json_path, tmp))
+        report_json = redact_text(json_path.read_text(encoding="utf-8"))
+        _write_atomically(path.with_suffix(".json"),
+                          lambda tmp: tmp.write_text(report_json, encoding="utf-8"))
     logger.info("%s report written to %s", stage, path)
     print(f"[shipyard] {stage} report: {path}", flush=True)
     summary = StageSummary(
         stage=stage, title=title, status="failed" if error is not None else status,
         started_at=None if started is None else iso_utc(started), finished_at=utc_now(),
-        report=path.name, facts=facts or StageFacts(),
+        report=path.name, facts=_redacted_facts(facts or StageFacts()),
         error=None if error is None else _error_text(error))
     _refresh_overview(run_dir, summary)
     return path
@@ -141,9 +148,14 @@ def _refresh_overview(run_dir: Path, summary: StageSummary) -> None:
         print(f"[shipyard] run overview: {overview}", flush=True)
 
 
+def _redacted_facts(facts: StageFacts) -> StageFacts:
+    return replace(facts, headline=redact_text(facts.headline), facts=redact(facts.facts),
+                   table=redact(facts.table))
+
+
 def _error_text(error: BaseException) -> str:
     code = getattr(error, "code", None)
-    message = getattr(error, "message", None) or str(error)
+    message = redact_text(getattr(error, "message", None) or str(error))
     return f"{code}: {message}" if code else f"{type(error).__name__}: {message}"
 
 

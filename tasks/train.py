@@ -21,6 +21,7 @@ from common.cost import stage_cost
 from common.digests import sha256_file
 from common.errors import StageError
 from common.html import format_bytes
+from common.redact import redact_text
 from common.settings import load_settings
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
@@ -124,6 +125,7 @@ def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
                 started=started,
                 facts=overview_facts(result.metrics, result.loss_curve, result.val_losses, facts))
             print(f"[shipyard] model: {result.model_dir} (digest {result.model_digest})\n"
-                  f"[shipyard] MLflow run {result.mlflow_run_id} in {settings.mlflow_tracking_uri}",
+                  f"[shipyard] MLflow run {result.mlflow_run_id} in "
+                  f"{redact_text(settings.mlflow_tracking_uri)}",
                   flush=True)
         return to_trained_model(result, config, dataset)

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from common.redact import redact, redact_text
+
 # Dense bf16 peak FLOP/s per device (vendor data sheets, no sparsity). MFU is reported only
 # for devices listed here; on CPU it is not reported at all.
 PEAK_BF16_FLOPS: dict[str, float] = {
@@ -69,7 +71,8 @@ class MlflowLogger:
         self.run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id,
                                     run_name=None if run_id else "train")
         if run_id is None:
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            # redacted before truncation: data and checkpoint URIs may carry credentials
+            mlflow.log_params({k: redact_text(str(v))[:500] for k, v in params.items()})
         self._client = mlflow.MlflowClient(tracking_uri)
         self._pending: list[Any] = []
 
@@ -96,10 +99,10 @@ class MlflowLogger:
             self._pending = []
 
     def set_tag(self, key: str, value: str) -> None:
-        self._mlflow.set_tag(key, value)
+        self._mlflow.set_tag(key, redact_text(value))
 
     def log_json(self, payload: Any, name: str) -> None:
-        self._mlflow.log_text(json.dumps(payload, indent=1, sort_keys=True), name)
+        self._mlflow.log_text(json.dumps(redact(payload), indent=1, sort_keys=True), name)
 
     def log_figure(self, figure: Any, name: str) -> None:
         self._mlflow.log_figure(figure, name)
