@@ -32,9 +32,10 @@ _USAGE_ERRORS = frozenset({"MODEL_URI_INVALID", "POLICY_INVALID", "EXPECTED_DIGE
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "verify":
-        parser.print_help(sys.stderr)
-        return 2
+    if args.command == "ci-subjects":
+        return run_ci_subjects(args)
+    if args.command == "ci-verify":
+        return run_ci_verify(args)
     return run_verify(args)
 
 
@@ -50,6 +51,32 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "and SLSA provenance, and apply the policy. Fail-closed.",
     )
     add_verify_arguments(verify, home=home, environ=env)
+    subjects = commands.add_parser(
+        "ci-subjects",
+        help="CI: verify a version, then write the digests the isolated signing job signs",
+        description="Run the full verification of a registered version, then write the "
+        "subjects file (model name, version, root digest; sha256 of its signed provenance and "
+        "eval attestation) that the keyless signing job turns into a statement.",
+    )
+    add_verify_arguments(subjects, home=home, environ=env)
+    subjects.add_argument("--out", type=Path, required=True, help="subjects JSON to write")
+    ci_verify = commands.add_parser(
+        "ci-verify",
+        help="CI: check the keyless Sigstore bundle the signing job made",
+        description="Verify a Sigstore bundle (cosign attest-blob --statement) against the "
+        "workflow identity, then check its statement binds the subjects file.",
+    )
+    ci_verify.add_argument("--bundle", type=Path, required=True)
+    ci_verify.add_argument("--subjects", type=Path, required=True)
+    ci_verify.add_argument("--identity", required=True,
+                           help="certificate identity, e.g. https://github.com/ORG/REPO/"
+                           ".github/workflows/ci.yml@refs/heads/main")
+    ci_verify.add_argument("--issuer", default="https://token.actions.githubusercontent.com")
+    ci_verify.add_argument("--repository", default=None,
+                           help="expected source repository URL in the statement")
+    ci_verify.add_argument("--commit", default=None, help="expected source commit")
+    ci_verify.add_argument("--staging", action="store_true",
+                           help="Sigstore's staging instance (test signatures)")
     return parser
 
 
@@ -93,6 +120,75 @@ def add_verify_arguments(
     )
 
 
+def run_ci_subjects(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from registry import attest
+    from registry import eval_attestation as eval_att
+    from registry.ci_provenance import ci_subjects
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory(prefix="shipyard-ci-subjects-") as tmp:
+        try:
+            policy = load_policy(args.policy, keys_dir=args.keys_dir)
+            result = verify_model(args.model_uri, tracking_uri=args.tracking_uri,
+                                  policy=policy, public_key=args.public_key,
+                                  download_dir=Path(tmp),
+                                  expected_digest=args.expected_digest)
+            attestations = Path(tmp) / "attestations"
+            provenance = (attestations / attest.KEY_PROVENANCE_FILE
+                          if result.signing_mode == "key"
+                          else attestations / attest.SIGSTORE_PROVENANCE_FILE)
+            evaluation = attestations / eval_att.file_name(result.signing_mode)
+            subjects = ci_subjects(
+                model_name=result.registered_model_name, model_version=result.version,
+                model_digest=result.model_digest, provenance_file=provenance,
+                eval_attestation_file=evaluation if evaluation.is_file() else None,
+            )
+        except RegistryError as exc:
+            return _report_failure(f"shipyard ci-subjects: FAILED {args.model_uri}", exc)
+    args.out.write_text(json.dumps(subjects, indent=2, sort_keys=True) + "\n")
+    print(f"shipyard ci-subjects: {result.registered_model_name} version {result.version} "
+          f"sha256:{result.model_digest} -> {args.out}")
+    return 0
+
+
+def run_ci_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from registry.ci_provenance import check_ci_statement
+    from registry.dsse import verify_statement
+    from registry.signing import SigstoreIdentity
+
+    try:
+        subjects = json.loads(args.subjects.read_text())
+        statement = verify_statement(
+            args.bundle, sigstore=SigstoreIdentity(args.identity, args.issuer, args.staging),
+            check="ci_provenance_signature")
+        check_ci_statement(statement, subjects, repository=args.repository, commit=args.commit)
+    except (OSError, ValueError) as exc:
+        print(f"shipyard ci-verify: cannot read {args.subjects}: {exc}", file=sys.stderr)
+        return 2
+    except RegistryError as exc:
+        return _report_failure(f"shipyard ci-verify: FAILED {args.bundle}", exc)
+    print(f"shipyard ci-verify: OK {subjects['model_name']} version {subjects['model_version']} "
+          f"sha256:{subjects['model_digest']} signed by {args.identity}")
+    return 0
+
+
+def _report_failure(headline: str, exc: RegistryError) -> int:
+    print(headline, file=sys.stderr)
+    if exc.check:
+        print(f"  check:    {exc.check}", file=sys.stderr)
+    print(f"  reason:   {exc.message}", file=sys.stderr)
+    if exc.expected is not None or exc.found is not None:
+        print(f"  expected: {exc.expected}", file=sys.stderr)
+        print(f"  found:    {exc.found}", file=sys.stderr)
+    print(f"  code:     {exc.code}", file=sys.stderr)
+    return 2 if exc.code in _USAGE_ERRORS else 1
+
+
 def run_verify(args: argparse.Namespace) -> int:
     # MLflow draws download progress bars on stderr, where the verdict goes: keep it readable.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -107,15 +203,7 @@ def run_verify(args: argparse.Namespace) -> int:
             expected_digest=args.expected_digest,
         )
     except RegistryError as exc:
-        print(f"shipyard verify: FAILED {args.model_uri}", file=sys.stderr)
-        if exc.check:
-            print(f"  check:    {exc.check}", file=sys.stderr)
-        print(f"  reason:   {exc.message}", file=sys.stderr)
-        if exc.expected is not None or exc.found is not None:
-            print(f"  expected: {exc.expected}", file=sys.stderr)
-            print(f"  found:    {exc.found}", file=sys.stderr)
-        print(f"  code:     {exc.code}", file=sys.stderr)
-        return 2 if exc.code in _USAGE_ERRORS else 1
+        return _report_failure(f"shipyard verify: FAILED {args.model_uri}", exc)
     print(
         f"shipyard verify: OK {result.model_uri} -> {result.registered_model_name} "
         f"version {result.version}\n  model digest: sha256:{result.model_digest}\n"
