@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 
 from common.digests import model_root_digest, sha256_file
 from common.redact import redact, redact_text
+from common.signals import signals_raise_stage_interrupted
 from registry import eval_attestation
 from registry import mlflow_registry as reg
 from registry import provenance as prov
@@ -141,7 +142,11 @@ def register_model(request: RegistrationRequest) -> RegistrationResult:
     config = request.config
     client = reg.client_for(request.tracking_uri)
     signer = _signer(config, Path(config.key_dir) if config.key_dir else Path(request.key_dir))
-    with registration_lock(request.tracking_uri, config.registered_model_name):
+    # SIGTERM (Flyte stopping the pod) raises StageInterrupted: the registration run is
+    # marked FAILED instead of staying RUNNING; a version already created is complete (its
+    # tags are written with it) and the re-run checks it before it becomes the challenger.
+    with signals_raise_stage_interrupted(), \
+            registration_lock(request.tracking_uri, config.registered_model_name):
         return _register_locked(request, client, signer, stage_started)
 
 

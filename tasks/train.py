@@ -1,7 +1,16 @@
 """`train` stage: a Flyte Elastic task (torchrun semantics) over `run_training`.
 
-Locally `nproc_per_node` CPU processes on gloo; on a cluster the PyTorch operator runs the
-same task on GPU nodes with NCCL (see workflows/pipeline.py for the GPU overrides).
+Locally `nproc_per_node` CPU processes on gloo; on a cluster the same function runs on GPU
+nodes with NCCL, one task per topology (workflows/pipeline.py picks one and sets resources):
+
+- `train`: 2 CPU processes (the tiny preset, local runs);
+- `train_1_gpu`, `train_8_gpus`: one node, a plain pod (Elastic with nnodes=1);
+- `train_2_nodes_8_gpus`: a PyTorchJob of 2 workers x 8 processes, run by the Kubeflow training
+  operator (Elastic with nnodes=2 is serialized as a PyTorchJob with an elastic policy).
+
+Each topology is its own task because the Elastic config is fixed on the task object: a node
+override (`with_overrides(task_config=...)`) would mutate the one shared `train` task for every
+workflow, and the container resolves the task by name, so it would not see the override at all.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
@@ -30,10 +40,36 @@ from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_r
 from training.config import TrainConfig
 from training.loop import TrainPaths, TrainResult, run_training
 from training.report import directory_bytes, overview_facts, training_report_html
+from training.storage import is_object_store_uri
 
 # Local default: 2 worker processes (the tiny preset's global batch splits evenly over 2).
 LOCAL_ELASTIC = Elastic(nnodes=1, nproc_per_node=2, max_restarts=0, monitor_interval=1,
                         increase_shared_mem=False)  # /dev/shm: `shared_memory=True` below
+
+
+def elastic_for(config: TrainConfig) -> Elastic:
+    """The launcher settings a TrainConfig asks for (nodes, processes, rendezvous timeouts).
+
+    A task's Elastic is fixed when the workflow is registered, while the preset is read when
+    it runs: the GPU tasks below spell theirs out, a test checks that each equals
+    `elastic_for(<its preset>)`, and every worker checks train.nnodes/nproc_per_node against
+    what it was started with (training.distributed.check_topology)."""
+    return Elastic(nnodes=config.nnodes, nproc_per_node=config.nproc_per_node or 1,
+                   max_restarts=0, rdzv_configs=config.rdzv_configs(),
+                   increase_shared_mem=False)
+
+
+# configs/gpu-1x.yaml, configs/gpu-8x.yaml, configs/gpu-2x8.yaml (checked by
+# tests/training/test_multinode_package.py). max_restarts=0: a failed node fails the attempt;
+# Flyte's retries start a new one, which resumes from the checkpoint on shared storage.
+_RDZV_ONE_NODE = {"join_timeout": 600, "last_call_timeout": 30, "close_timeout": 30}
+ONE_GPU = Elastic(nnodes=1, nproc_per_node=1, max_restarts=0, rdzv_configs=_RDZV_ONE_NODE,
+                  increase_shared_mem=False)
+EIGHT_GPUS = Elastic(nnodes=1, nproc_per_node=8, max_restarts=0, rdzv_configs=_RDZV_ONE_NODE,
+                     increase_shared_mem=False)
+TWO_NODES_EIGHT_GPUS = Elastic(
+    nnodes=2, nproc_per_node=8, max_restarts=0, increase_shared_mem=False,
+    rdzv_configs={"join_timeout": 900, "last_call_timeout": 60, "close_timeout": 60})
 
 
 def checkpoint_run_key(config: TrainConfig, dataset: ValidatedDataset) -> str:
@@ -77,24 +113,37 @@ def _is_rank_zero() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-@task(
-    timeout=timeouts.TRAIN,
-    task_config=LOCAL_ELASTIC,
-    cache=Cache(version=code_version(*COMMON, "tasks/train.py", "training",
-                                     packages=("torch", "transformers", "safetensors"))),
-    retries=2,
-    interruptible=True,
-    requests=Resources(cpu="2", mem="8Gi"),
-    enable_deck=True,
-    shared_memory=True,
-)
+def _train_task(elastic: Elastic) -> Any:
+    """The @task decorator of every train task; only the launcher topology differs (the GPU
+    resources are node overrides in workflows/pipeline.py)."""
+    return task(
+        timeout=timeouts.TRAIN,
+        task_config=elastic,
+        cache=Cache(version=code_version(*COMMON, "tasks/train.py", "training",
+                                         packages=("torch", "transformers", "safetensors"))),
+        retries=2,
+        interruptible=True,
+        requests=Resources(cpu="2", mem="8Gi"),
+        enable_deck=True,
+        shared_memory=True,
+    )
+
+
+def _checkpoint_location(config: TrainConfig, dataset: ValidatedDataset,
+                         checkpoints_home: Path) -> Path | str:
+    """An object-store URI as given (s3://...), else a local directory."""
+    if is_object_store_uri(config.checkpoint_dir):
+        return str(config.checkpoint_dir)
+    return Path(config.checkpoint_dir or checkpoints_home / checkpoint_run_key(config, dataset))
+
+
+@_train_task(LOCAL_ELASTIC)
 def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
     with stage_cost("train", run_reports_dir(), record=_is_rank_zero()) as cost:
         started = time.time()
         quiet_console()
         settings = load_settings()
-        checkpoint_dir = Path(config.checkpoint_dir or
-                              settings.checkpoints_dir / checkpoint_run_key(config, dataset))
+        checkpoint_dir = _checkpoint_location(config, dataset, settings.checkpoints_dir)
         output_dir = Path(tempfile.mkdtemp(prefix="shipyard-model-")) / "model"
         try:
             dataset_dir = Path(dataset.files.download())
@@ -129,3 +178,21 @@ def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
                   f"{redact_text(settings.mlflow_tracking_uri)}",
                   flush=True)
         return to_trained_model(result, config, dataset)
+
+
+@_train_task(ONE_GPU)
+def train_1_gpu(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
+    """`train` on one GPU (gpu-1x preset)."""
+    return train.task_function(dataset, config)
+
+
+@_train_task(EIGHT_GPUS)
+def train_8_gpus(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
+    """`train` on eight GPUs of one node (gpu-8x preset)."""
+    return train.task_function(dataset, config)
+
+
+@_train_task(TWO_NODES_EIGHT_GPUS)
+def train_2_nodes_8_gpus(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
+    """`train` as a PyTorchJob: 2 nodes x 8 GPUs (gpu-2x8 preset, HSDP)."""
+    return train.task_function(dataset, config)

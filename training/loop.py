@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 class TrainPaths:
     dataset_dir: Path  # holds train.jsonl, validation.jsonl, tokenizer/
     output_dir: Path  # the HF model directory to create (must not exist yet)
-    checkpoint_dir: Path
+    checkpoint_dir: Path | str  # a local directory or an object-store URI (s3://...)
     mlflow_tracking_uri: str
     mlflow_artifact_root: Path
 
@@ -103,7 +103,7 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
 def run_training(config: TrainConfig, paths: TrainPaths) -> TrainResult:
     """Train (or resume) and write the HF model directory; returns the same result on all
     ranks, with `model_digest` computed by rank 0 and broadcast."""
-    info = distributed.setup(config.collective_timeout_seconds)
+    info = distributed.setup(config.collective_timeout_seconds, config.nccl_environment())
     try:
         return _run(config, paths, info)
     finally:
@@ -112,6 +112,7 @@ def run_training(config: TrainConfig, paths: TrainPaths) -> TrainResult:
 
 def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> TrainResult:
     _check_device_options(config, info.device)
+    distributed.check_topology(config, info)
     job = _setup(config, paths, info)
     try:
         timings = _train(job)
@@ -181,7 +182,7 @@ def _setup(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> _J
     data = _load_data(config, paths.dataset_dir)
     hf_model = build_model(config, data.tokenizer)
     num_parameters = count_parameters(hf_model)
-    model = distributed.wrap_model(hf_model, config.parallelism, info)
+    model = distributed.wrap_model(hf_model, config.parallelism, info, config.nnodes)
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     if config.compile:
