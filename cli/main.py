@@ -22,11 +22,13 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
+# Only light modules here: `shipyard --help` must not import MLflow, torch or flytekit
+# (tests/cli/test_import_cost.py). The deploy stack and `registry.cli` (MLflow, model-signing)
+# are imported inside the commands that use them.
 from cli import housekeeping, rollout, status
 from cli.common import FAILED, USAGE, UsageError, error
 from common.errors import StageError
 from common.settings import load_settings
-from registry import cli as registry_cli
 
 HELP_WIDTH = 92  # fixed, so docs/cli.md does not depend on the terminal
 
@@ -39,8 +41,14 @@ def _raw_formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, width=HELP_WIDTH)
 
 
-def build_parser(home: Path, environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    """The whole command line. `home` and `environ` only fill in defaults shown by --help."""
+def build_parser(home: Path, environ: Mapping[str, str], *,
+                 verify_arguments: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. `home` and `environ` only fill in defaults shown by --help.
+
+    `verify_arguments=False` leaves out `verify`'s own arguments, whose definition lives in
+    `registry.cli` (importing it loads MLflow and model-signing: seconds); `main` asks for them
+    only when the command is `verify`.
+    """
     parser = argparse.ArgumentParser(
         prog="shipyard", formatter_class=_formatter,
         description="One command line for a Shipyard model's way to production traffic.",
@@ -108,7 +116,10 @@ def build_parser(home: Path, environ: Mapping[str, str]) -> argparse.ArgumentPar
         description="Download a model version, recompute its digest, check its signature "
         "and SLSA provenance, and apply the policy. Fail-closed. Exit 1 when a check fails.",
         formatter_class=_formatter)
-    registry_cli.add_verify_arguments(verify, home=home, environ=environ)
+    if verify_arguments:
+        from registry import cli as registry_cli
+
+        registry_cli.add_verify_arguments(verify, home=home, environ=environ)
 
     sub = command("serve", "verify a version, then serve it as the stable (no canary)",
                   "Verify models:/NAME/VERSION and serve it as the stable with no canary: a "
@@ -161,10 +172,23 @@ def _serving_options(sub: argparse.ArgumentParser) -> None:
                      help="how long an engine may take to become ready (default: %(default)s)")
 
 
+def _command_word(args_list: list[str]) -> str | None:
+    """The subcommand typed: the first word that is not an option (the top-level parser has
+    no option that takes a value)."""
+    return next((word for word in args_list if not word.startswith("-")), None)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from registry import cli as registry_cli
+
+    return registry_cli.run_verify(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     settings = load_settings()
-    parser = build_parser(settings.home, os.environ)
+    parser = build_parser(settings.home, os.environ,
+                          verify_arguments=_command_word(args_list) == "verify")
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse: 0 after --help, 2 for bad usage
@@ -177,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "resume": partial(rollout.run_control, args, settings.home),
         "undo": partial(rollout.run_undo, args, settings),
         "history": partial(rollout.run_history, args, settings.home),
-        "verify": partial(registry_cli.run_verify, args),
+        "verify": partial(_run_verify, args),
         "serve": partial(rollout.run_serve, args, settings),
         "stop": partial(rollout.run_stop, args, settings.home),
         "reports": partial(housekeeping.run_reports, args, settings),

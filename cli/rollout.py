@@ -1,4 +1,8 @@
-"""`shipyard promote|abort|pause|resume|undo|history|serve|stop`: acting on a deployment."""
+"""`shipyard promote|abort|pause|resume|undo|history|serve|stop`: acting on a deployment.
+
+The deploy stack (MLflow, the engines) is imported inside the commands that use it, so that
+importing this module (every `shipyard --help`) stays cheap: tests/cli/test_import_cost.py.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,17 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.common import FAILED, OK, UsageError, print_json, resolve_name, work_dir
 from common.errors import StageError
 from common.settings import Settings
-from deploy.config import DeployConfig
 from deploy.control import ControlAction, deploy_in_progress, write_control
-from deploy.local_backend import LocalBackend
-from deploy.operations import ManualDeploy, decision_records, serve_version, undo
 from deploy.state import load_state
+
+if TYPE_CHECKING:
+    from deploy.config import DeployConfig
+    from deploy.operations import ManualDeploy
 
 
 # -- promote / abort / pause / resume ----------------------------------------------------------
@@ -44,11 +49,15 @@ def run_control(args: argparse.Namespace, home: Path) -> int:
 
 # -- undo / serve ------------------------------------------------------------------------------
 def deploy_config(args: argparse.Namespace, name: str | None) -> DeployConfig:
+    from deploy.config import DeployConfig
+
     return DeployConfig(engine=getattr(args, "engine", "auto"), deployment_name=name,
                         engine_ready_timeout_seconds=args.ready_timeout)
 
 
 def run_undo(args: argparse.Namespace, settings: Settings) -> int:
+    from deploy.operations import undo
+
     name = resolve_name(settings.home, args.name)
     with _progress_to_stderr(args.json):
         done = undo(name, deploy_config(args, name), settings,
@@ -58,6 +67,8 @@ def run_undo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from deploy.operations import serve_version
+
     registered, version = parse_model_uri(args.model_uri)
     with _progress_to_stderr(args.json):
         done = serve_version(registered, version, deploy_config(args, args.name), settings)
@@ -120,6 +131,8 @@ def history_entries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_history(args: argparse.Namespace, home: Path) -> int:
+    from deploy.operations import decision_records
+
     name = resolve_name(home, args.name)
     entries = history_entries(decision_records(work_dir(home, name)))
     if args.json:
@@ -144,6 +157,7 @@ def run_history(args: argparse.Namespace, home: Path) -> int:
 # -- stop --------------------------------------------------------------------------------------
 def run_stop(args: argparse.Namespace, home: Path) -> int:
     from cli.common import known_deployments
+    from deploy.local_backend import LocalBackend
 
     names = [args.name] if args.name else known_deployments(home)
     stopped_all: list[dict[str, Any]] = []

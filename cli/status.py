@@ -20,14 +20,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.common import FAILED, OK, TIMEOUT, print_json, resolve_name, work_dir
 from common.errors import StageError
 from deploy.control import deploy_in_progress, read_status
-from deploy.local_backend import LocalBackend
-from deploy.operations import decision_records
-from deploy.state import DeploymentState, ServerRecord, load_state
+from deploy.state import load_state
+
+if TYPE_CHECKING:
+    from deploy.state import DeploymentState, ServerRecord
 
 TERMINAL_PHASES = ("Healthy", "Degraded")
 
@@ -121,6 +122,11 @@ def _verdict_from_record(record: dict[str, Any] | None) -> dict[str, Any] | None
 
 
 def observe(home: Path, name: str) -> Observed:
+    # Imported here, not at the top: deploy.operations pulls in MLflow (seconds), which
+    # `shipyard --help` must not pay for (tests/cli/test_import_cost.py).
+    from deploy.local_backend import LocalBackend
+    from deploy.operations import decision_records
+
     folder = work_dir(home, name)
     state = load_state(home, name)
     records = decision_records(folder)
