@@ -17,10 +17,17 @@ resume takes the newest checkpoint that verifies and warns about each one it ski
 checkpoint whose provenance differs from the run's is refused outright (not skipped): its
 weights were trained from another config or other data, and a model finished from it would
 carry a config digest that does not describe how it was made.
+
+On an object store (``checkpoint_dir: s3://bucket/prefix``, required for multi-node jobs) the
+same checkpoint is written through DCP's fsspec writer, in place under ``step-00000050/``:
+there is no rename and no fsync, so the manifest, written last by rank 0 once every rank's
+digests are in, is what publishes it (see training/storage.py). Verification, resume and
+pruning read the same manifest the same way.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -35,11 +42,13 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from common import retention
 from common.digests import sha256_file
 from common.errors import StageError
+from training.storage import ObjectStore, is_object_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +64,18 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def verify_checkpoint(path: Path, *, check_digests: bool = True) -> str | None:
+# A checkpoint location: a local directory, or an object-store URI (a str, s3://...).
+Location = Path | str
+
+
+def verify_checkpoint(path: Location, *, check_digests: bool = True) -> str | None:
     """None if `path` is a complete checkpoint matching its manifest, else the reason.
 
     `check_digests=False` checks only names and sizes (no file is read): what the writer
     uses right after sealing a checkpoint whose files it has just hashed."""
+    if isinstance(path, str) and is_object_store_uri(path):
+        return _verify_remote(ObjectStore(path), check_digests=check_digests)
+    path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         return "no manifest.json (incomplete write)"
@@ -90,11 +106,50 @@ def verify_checkpoint(path: Path, *, check_digests: bool = True) -> str | None:
     return None
 
 
-def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every finished-looking checkpoint directory, newest first."""
+def _verify_remote(store: ObjectStore, *, check_digests: bool) -> str | None:
+    """`verify_checkpoint` for a checkpoint prefix on an object store."""
+    present = store.files()
+    if MANIFEST not in present:
+        return "no manifest.json (incomplete write)"
+    try:
+        manifest = json.loads(store.read_bytes(MANIFEST))
+        expected: dict[str, str] = manifest["files"]
+        sizes: dict[str, int] = manifest.get("sizes", {})
+        version = int(manifest.get("format", 1))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"unreadable manifest.json ({exc})"
+    if version > MANIFEST_FORMAT:
+        return (f"manifest.json format {version} is newer than this version of shipyard reads "
+                f"(<= {MANIFEST_FORMAT}); resume it with the version that wrote it")
+    present.pop(MANIFEST)
+    if missing := sorted(set(expected) - set(present)):
+        return f"files missing: {missing}"
+    if extra := sorted(set(present) - set(expected)):
+        return f"files not in the manifest: {extra}"
+    for name, size in sorted(sizes.items()):
+        if present[name] != size:
+            return f"size mismatch in {name}"
+    if check_digests:
+        for name, digest in expected.items():
+            if store.sha256(name) != digest:
+                return f"sha256 mismatch in {name}"
+    return None
+
+
+def list_checkpoints(root: Location) -> list[tuple[int, Location]]:
+    """(step, path) of every finished-looking checkpoint directory, newest first (URIs for
+    an object-store root)."""
+    if isinstance(root, str) and is_object_store_uri(root):
+        store = ObjectStore(root)
+        remote: list[tuple[int, Location]] = [
+            (int(m.group(1)), store.url(name)) for name in store.children()
+            if (m := _STEP_DIR.match(name))]
+        return sorted(remote, reverse=True)
+    root = Path(root)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
+    found: list[tuple[int, Location]] = [
+        (int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
     return sorted(found, reverse=True)
 
 
@@ -111,13 +166,13 @@ class Provenance:
                 "dataset_digests": self.dataset_digests}
 
 
-def check_provenance(path: Path, train_state: dict[str, Any], expected: Provenance) -> None:
+def check_provenance(path: Location, train_state: dict[str, Any], expected: Provenance) -> None:
     """Refuse to resume from `path` unless it was written under `expected`'s config and data."""
     _check_config(path, train_state, expected)
     _check_dataset(path, train_state, expected)
 
 
-def _check_config(path: Path, train_state: dict[str, Any], expected: Provenance) -> None:
+def _check_config(path: Location, train_state: dict[str, Any], expected: Provenance) -> None:
     recorded = train_state.get("config_digest")
     if recorded == expected.config_digest:
         return
@@ -136,7 +191,7 @@ def _check_config(path: Path, train_state: dict[str, Any], expected: Provenance)
     )
 
 
-def _check_dataset(path: Path, train_state: dict[str, Any], expected: Provenance) -> None:
+def _check_dataset(path: Location, train_state: dict[str, Any], expected: Provenance) -> None:
     # A checkpoint that recorded no dataset digests cannot be verified: refused, not trusted.
     found: dict[str, str] = train_state.get("dataset_digests") or {}
     differing = sorted(k for k in set(found) | set(expected.dataset_digests)
@@ -172,27 +227,46 @@ class _RecordingWriter(FileSystemWriter):
         return future
 
 
+class _RecordingFsspecWriter(FsspecWriter):
+    """The same for DCP's fsspec writer (object stores: nothing to fsync)."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri, sync_files=False)
+        self.written: set[str] = set()
+
+    def write_data(self, plan: Any, planner: Any) -> Any:
+        future = super().write_data(plan, planner)
+        for result in future.wait():
+            self.written.add(result.storage_data.relative_path)
+        return future
+
+
 @dataclass
 class _Pending:
     step: int
-    partial: Path
-    final: Path
-    writer: _RecordingWriter
+    partial: Path  # local: the directory written; object store: unused (== final's URI)
+    final: Location
+    writer: _RecordingWriter | _RecordingFsspecWriter
     future: Any  # concurrent Future from dcp.async_save, or None when saved synchronously
 
 
 class CheckpointManager:
     """Saves and restores the full training state; call the same methods on every rank."""
 
-    def __init__(self, root: Path, *, keep: int, use_async: bool) -> None:
-        self.root = root
+    def __init__(self, root: Location, *, keep: int, use_async: bool) -> None:
+        self.store = ObjectStore(root) if isinstance(root, str) and is_object_store_uri(root) \
+            else None
+        self.root = Path(root) if self.store is None else root
         self.keep = keep
         self.use_async = use_async
         self.rank = dist.get_rank()
         self._pending: _Pending | None = None
         if self.rank == 0:
-            root.mkdir(parents=True, exist_ok=True)
-            _clean_leftovers(root)
+            if self.store is not None:
+                _clean_remote_leftovers(self.store)
+            else:
+                Path(root).mkdir(parents=True, exist_ok=True)
+                _clean_leftovers(Path(root))
         dist.barrier()
 
     # -- save ---------------------------------------------------------------------------
@@ -204,6 +278,10 @@ class CheckpointManager:
         train_state: dict[str, Any],
     ) -> None:
         self.finalize()  # at most one checkpoint in flight
+        if self.store is not None:
+            self._save_remote(step, model, optimizer, train_state, self.store)
+            return
+        assert isinstance(self.root, Path)
         final = self.root / step_dir_name(step)
         partial = self.root / f".{step_dir_name(step)}.partial"
         if self.rank == 0:
@@ -224,6 +302,31 @@ class CheckpointManager:
         if not self.use_async:
             self.finalize()
 
+    def _save_remote(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     train_state: dict[str, Any], store: ObjectStore) -> None:
+        """`save` onto an object store: written in place, published by the manifest."""
+        name = step_dir_name(step)
+        if self.rank == 0:
+            # A same-step prefix is from an abandoned attempt (resume chose an older step):
+            # unpublish it (manifest first) before writing over it.
+            store.remove_tree(name, first=MANIFEST)
+            store.write_bytes(json.dumps(train_state, sort_keys=True).encode(), name, TRAIN_STATE)
+        dist.barrier()
+        rng = io.BytesIO()
+        torch.save(torch.get_rng_state(), rng)
+        store.write_bytes(rng.getvalue(), name, _rng_name(self.rank))
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        writer = _RecordingFsspecWriter(store.url(name))
+        future = None
+        if self.use_async:
+            future = dcp.async_save(state, storage_writer=writer)
+        else:
+            dcp.save(state, storage_writer=writer)
+        self._pending = _Pending(step, Path(name), store.url(name), writer, future)
+        if not self.use_async:
+            self.finalize()
+
     def finalize(self) -> None:
         """Wait for the in-flight checkpoint, then seal it with a manifest and rename it.
 
@@ -240,14 +343,46 @@ class CheckpointManager:
             pending.future.result()
         # Each rank hashes (and fsyncs) only what it wrote: its shards and RNG state.
         own = sorted(pending.writer.written | {_rng_name(self.rank)})
-        mine = {name: _hash_and_sync(pending.partial / name) for name in own}
+        if self.store is not None:
+            store = self.store
+            mine = {name: store.sha256(pending.partial.name, name) for name in own}
+        else:
+            mine = {name: _hash_and_sync(pending.partial / name) for name in own}
         gathered: list[dict[str, str] | None] | None = (
             [None] * dist.get_world_size() if self.rank == 0 else None)
         dist.gather_object(mine, gathered, dst=0)  # also waits for every rank's writes
         if self.rank == 0:
             assert gathered is not None
-            self._seal(pending, [g or {} for g in gathered])
+            if self.store is not None:
+                self._seal_remote(pending, [g or {} for g in gathered], self.store)
+            else:
+                self._seal(pending, [g or {} for g in gathered])
         dist.barrier()
+
+    def _seal_remote(self, pending: _Pending, per_rank: list[dict[str, str]],
+                     store: ObjectStore) -> None:
+        """Rank 0, object store: the manifest (written last) publishes; then prune."""
+        name = pending.partial.name
+        files, hashed_by_rank = _merge_manifests(per_rank)
+        listing = store.files(name)
+        unclaimed = sorted(n for n in listing if n not in files)
+        for other in unclaimed:
+            files[other] = store.sha256(name, other)
+        hashed_by_rank["0"] = sorted([*hashed_by_rank.get("0", []), *unclaimed])
+        if missing := sorted(set(files) - set(listing)):
+            raise RuntimeError(f"checkpoint {pending.final}: hashed files not listed: {missing}")
+        manifest = {"format": MANIFEST_FORMAT, "step": pending.step,
+                    "world_size": dist.get_world_size(), "files": dict(sorted(files.items())),
+                    "sizes": {n: listing[n] for n in sorted(files)},
+                    "hashed_by_rank": hashed_by_rank}
+        store.write_bytes(json.dumps(manifest, indent=1).encode(), name, MANIFEST)
+        reason = verify_checkpoint(pending.final, check_digests=False)
+        if reason is not None:  # never expected: keep every older checkpoint as a fallback
+            logger.error("checkpoint %s does not verify after sealing (%s): older checkpoints "
+                         "kept", pending.final, reason)
+            return
+        logger.info("checkpoint saved: %s", pending.final)
+        prune_checkpoints(self.root, self.keep, protected=[pending.final])
 
     def _seal(self, pending: _Pending, per_rank: list[dict[str, str]]) -> None:
         """Rank 0: merge the per-rank digests into the manifest, publish, then prune."""
@@ -268,6 +403,7 @@ class CheckpointManager:
         for directory in [*(p for p in pending.partial.rglob("*") if p.is_dir()),
                           pending.partial]:
             _fsync_dir(directory)  # the directory entries of every file, before the rename
+        assert isinstance(pending.final, Path)
         _publish(pending.partial, pending.final)
         reason = verify_checkpoint(pending.final, check_digests=False)
         if reason is not None:  # never expected: keep every older checkpoint as a fallback
@@ -292,20 +428,39 @@ class CheckpointManager:
         dist.broadcast_object_list(choice, src=0)
         if choice[0] is None:
             return None
-        path = Path(choice[0])
-        train_state: dict[str, Any] = json.loads((path / TRAIN_STATE).read_text())
+        path: Location = choice[0] if self.store is not None else Path(choice[0])
+        if isinstance(path, str):
+            store = ObjectStore(path)
+            train_state: dict[str, Any] = json.loads(store.read_bytes(TRAIN_STATE))
+        else:
+            train_state = json.loads((path / TRAIN_STATE).read_text())
         check_provenance(path, train_state, provenance)
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=str(path))
+        if isinstance(path, str):
+            dcp.load(state, storage_reader=FsspecReader(path))
+        else:
+            dcp.load(state, checkpoint_id=str(path))
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
-        rng_file = path / _rng_name(self.rank)
-        if rng_file.is_file():  # absent when the world size changed: keep the fresh seed
-            torch.set_rng_state(torch.load(rng_file, weights_only=True))
+        rng_state = self._read_rng(path)
+        if rng_state is not None:  # absent when the world size changed: keep the fresh seed
+            torch.set_rng_state(rng_state)
         if self.rank == 0:
             logger.warning("resumed from checkpoint %s (step %d)", path, train_state["step"])
         return train_state
+
+    def _read_rng(self, path: Location) -> torch.Tensor | None:
+        if isinstance(path, str):
+            store = ObjectStore(path)
+            if not store.exists(_rng_name(self.rank)):
+                return None
+            return torch.load(io.BytesIO(store.read_bytes(_rng_name(self.rank))),
+                              weights_only=True)
+        rng_file = path / _rng_name(self.rank)
+        if not rng_file.is_file():
+            return None
+        return torch.load(rng_file, weights_only=True)
 
     def _newest_valid(self) -> str | None:
         for _, path in list_checkpoints(self.root):
@@ -316,17 +471,40 @@ class CheckpointManager:
         return None
 
 
-def prune_checkpoints(root: Path, keep: int, *, protected: Collection[Path] = (),
+def prune_checkpoints(root: Location, keep: int, *, protected: Collection[Location] = (),
                       dry_run: bool = False) -> retention.PruneResult:
     """Keep the `keep` newest checkpoints (by step) under `root`, plus `protected`.
 
     The training loop protects the checkpoint it has just sealed: if a newer step from an
     abandoned attempt is still on disk (resume skipped it as corrupt), the fresh one must not
     be the one pruned. Half-written `.partial` directories are not checkpoints and are left
-    to the next run's start (a live run may be writing one). Safe for `shipyard gc`."""
-    entries = retention.scan([p for _, p in list_checkpoints(root)],
+    to the next run's start (a live run may be writing one). Safe for `shipyard gc`.
+
+    On an object store the result lists nothing in `removed`/`kept` (they are not local
+    paths); the same checkpoints are removed, manifest first."""
+    if isinstance(root, str) and is_object_store_uri(root):
+        _prune_remote(ObjectStore(root), keep, {str(p) for p in protected}, dry_run)
+        return retention.PruneResult()
+    root = Path(root)
+    entries = retention.scan([Path(p) for _, p in list_checkpoints(root)],
                              newness=lambda p: float(int(p.name.split("-")[1])))
-    return retention.prune_keep_newest(entries, keep, protected=protected, dry_run=dry_run)
+    return retention.prune_keep_newest(entries, keep, protected=[Path(p) for p in protected],
+                                       dry_run=dry_run)
+
+
+def _prune_remote(store: ObjectStore, keep: int, protected: set[str], dry_run: bool) -> None:
+    steps = list_checkpoints(store.uri)
+    for _, uri in steps[keep:]:
+        if str(uri) not in protected and not dry_run:
+            store.remove_tree(str(uri).rsplit("/", 1)[-1], first=MANIFEST)
+            logger.info("pruned checkpoint %s", uri)
+
+
+def _clean_remote_leftovers(store: ObjectStore) -> None:
+    """Remove step prefixes an interrupted save left without a manifest (never loaded)."""
+    for name in store.children():
+        if _STEP_DIR.match(name) and not store.exists(name, MANIFEST):
+            store.remove_tree(name)
 
 
 def _rng_name(rank: int) -> str:

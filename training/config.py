@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.errors import StageError
+from training.storage import is_object_store_uri
 
-PARALLELISMS = ("ddp", "fsdp")
+PARALLELISMS = ("ddp", "fsdp", "hsdp")
+NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -56,16 +59,26 @@ class TrainConfig:
     adam_beta2: float = 0.95
     grad_clip_norm: float = 1.0
     seed: int = 1234
-    # "ddp" replicates the model; "fsdp" shards it with FSDP2 (`fully_shard`).
+    # "ddp" replicates the model; "fsdp" shards it with FSDP2 (`fully_shard`) over all ranks;
+    # "hsdp" shards it within a node and replicates it across nodes (a 2-D DeviceMesh
+    # (nnodes, world_size / nnodes) handed to `fully_shard(mesh=...)`).
     parallelism: str = "ddp"
+    # Nodes the job runs on (torchrun --nnodes; the PyTorchJob's worker replicas). Checked
+    # against the launcher at start-up. > 1 needs checkpoint_dir on shared object storage.
+    nnodes: int = 1
+    # Worker processes per node (one per GPU); None: whatever the launcher started. When set,
+    # the launcher's world size must equal nnodes x nproc_per_node.
+    nproc_per_node: int | None = None
     # "bf16" autocast needs a CUDA device; CPU runs use "fp32".
     mixed_precision: str = "fp32"
     # torch.compile the model (GPU only; on CPU it costs more than it saves at this size).
     compile: bool = False
     # Save a checkpoint every this many steps (and at the end).
     checkpoint_every_steps: int = 50
-    # Where checkpoints go; None -> <SHIPYARD_HOME>/checkpoints/<run key>, so a retried task
-    # with the same inputs resumes. On a cluster point it at a shared volume.
+    # Where checkpoints go: a local path, or an fsspec object-store URI (s3://bucket/prefix,
+    # gs://..., az://...) that every node reads and writes. None -> <SHIPYARD_HOME>/checkpoints/
+    # <run key>, so a retried task with the same inputs resumes. Required, as a URI, when
+    # nnodes > 1: a retried multi-node job may land on other nodes and must find it.
     checkpoint_dir: str | None = None
     # Newest verified checkpoints kept on disk.
     keep_checkpoints: int = 2
@@ -74,6 +87,27 @@ class TrainConfig:
     eval_batches: int = 4
     # A rank that does not answer a collective within this many seconds fails the job.
     collective_timeout_seconds: int = 300
+    # Rendezvous (torch elastic, c10d backend): how long the nodes wait for each other to
+    # join, how long a rendezvous stays open for late nodes once the minimum has joined, and
+    # how long it waits for all to leave. Read by the launcher, not by the training code: the
+    # Flyte task's Elastic(rdzv_configs=...) (fixed when the workflow is registered, see
+    # tasks/train.py) and torchrun --rdzv-conf (see `rdzv_configs`).
+    rdzv_join_timeout_seconds: int = 600
+    rdzv_last_call_timeout_seconds: int = 30
+    rdzv_close_timeout_seconds: int = 30
+    # NCCL settings, exported to the environment before the process group starts (None
+    # leaves whatever the node's environment has). NCCL_SOCKET_IFNAME: the network interface
+    # NCCL's bootstrap and socket transport use (e.g. "eth0", "^lo,docker").
+    nccl_socket_ifname: str | None = None
+    # NCCL_IB_DISABLE: true forces TCP sockets instead of InfiniBand/RoCE.
+    nccl_ib_disable: bool | None = None
+    # NCCL_DEBUG: one of VERSION, WARN, INFO, TRACE.
+    nccl_debug: str | None = None
+    # TORCH_NCCL_ASYNC_ERROR_HANDLING: 0 off, 1 abort the communicator and tear down the
+    # process on a timed-out or failed collective, 2 only clean up, 3 tear down without
+    # clean-up (torch's default). With 1 or 3 a dead peer fails the job after
+    # collective_timeout_seconds instead of hanging it.
+    nccl_async_error_handling: int | None = None
     # MLflow experiment that receives the training run.
     mlflow_experiment: str = "shipyard"
     # generation_config.max_new_tokens written with the model (capped to the context).
@@ -93,9 +127,12 @@ class TrainConfig:
             raise bad("mixed_precision", f"must be one of {list(PRECISIONS)}.")
         for name in ("max_steps", "global_batch_size", "micro_batch_size", "seq_len",
                      "checkpoint_every_steps", "keep_checkpoints", "eval_every_steps",
-                     "eval_batches", "collective_timeout_seconds", "max_new_tokens"):
+                     "eval_batches", "collective_timeout_seconds", "max_new_tokens", "nnodes",
+                     "rdzv_join_timeout_seconds", "rdzv_last_call_timeout_seconds",
+                     "rdzv_close_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise bad(name, "must be > 0.")
+        self._check_topology(bad)
         if self.warmup_steps < 0:
             raise bad("warmup_steps", "must be >= 0.")
         if not 0 < self.min_learning_rate <= self.learning_rate:
@@ -107,6 +144,45 @@ class TrainConfig:
         if self.base_model_dir is None and shape and self.seq_len > shape.max_position_embeddings:
             raise bad("seq_len", f"exceeds the {self.model_preset} context "
                                  f"({shape.max_position_embeddings} tokens).")
+
+    def _check_topology(self, bad: Callable[[str, str], StageError]) -> None:
+        if self.nproc_per_node is not None:
+            if self.nproc_per_node <= 0:
+                raise bad("nproc_per_node", "must be > 0 (or unset).")
+            self.accumulation_steps(self.nnodes * self.nproc_per_node)
+        if self.nnodes > 1 and not is_object_store_uri(self.checkpoint_dir):
+            raise bad("checkpoint_dir", f"must be an object-store URI (s3://bucket/prefix, "
+                      f"gs://..., az://...) when train.nnodes={self.nnodes} > 1: every node "
+                      "writes its shards there and a retried job, maybe on other nodes, resumes "
+                      "from it. A node-local path would leave each node a torn checkpoint. Set "
+                      "train.checkpoint_dir to a bucket prefix all nodes can write.")
+        if self.rdzv_last_call_timeout_seconds > self.rdzv_join_timeout_seconds:
+            raise bad("rdzv_last_call_timeout_seconds",
+                      f"must be <= rdzv_join_timeout_seconds={self.rdzv_join_timeout_seconds}.")
+        if self.nccl_debug is not None and self.nccl_debug not in NCCL_DEBUG_LEVELS:
+            raise bad("nccl_debug", f"must be one of {list(NCCL_DEBUG_LEVELS)} (or unset).")
+        if self.nccl_async_error_handling not in (None, 0, 1, 2, 3):
+            raise bad("nccl_async_error_handling", "must be 0, 1, 2 or 3 (or unset).")
+        if self.nccl_socket_ifname is not None and not self.nccl_socket_ifname.strip():
+            raise bad("nccl_socket_ifname", "must name an interface (e.g. eth0), or be unset.")
+
+    def rdzv_configs(self) -> dict[str, int]:
+        """torch elastic's rendezvous settings (Elastic(rdzv_configs=...), torchrun --rdzv-conf)."""
+        return {"join_timeout": self.rdzv_join_timeout_seconds,
+                "last_call_timeout": self.rdzv_last_call_timeout_seconds,
+                "close_timeout": self.rdzv_close_timeout_seconds}
+
+    def nccl_environment(self) -> dict[str, str]:
+        """The NCCL variables this config sets (the unset ones are left to the node)."""
+        values = {
+            "NCCL_SOCKET_IFNAME": self.nccl_socket_ifname,
+            "NCCL_IB_DISABLE": None if self.nccl_ib_disable is None
+            else str(int(self.nccl_ib_disable)),
+            "NCCL_DEBUG": self.nccl_debug,
+            "TORCH_NCCL_ASYNC_ERROR_HANDLING": None if self.nccl_async_error_handling is None
+            else str(self.nccl_async_error_handling),
+        }
+        return {k: v for k, v in values.items() if v is not None}
 
     def accumulation_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank; the global batch stays fixed."""

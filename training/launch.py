@@ -15,6 +15,7 @@ from common.errors import StageError
 from common.settings import load_settings
 from training.config import TrainConfig
 from training.loop import TrainPaths, run_training
+from training.storage import is_object_store_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,15 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-json", default="{}", help="TrainConfig fields as JSON")
     parser.add_argument("--dataset-dir", type=Path, required=True)
     parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--checkpoint-dir", type=Path, required=True)
+    parser.add_argument("--checkpoint-dir",
+                        help="local directory or object-store URI (s3://bucket/prefix); "
+                             "default: train.checkpoint_dir from --config-json")
     parser.add_argument("--result-json", type=Path, help="rank 0 writes the result here")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(**json.loads(args.config_json))
     except TypeError as exc:
         raise SystemExit(f"--config-json: {exc}") from exc
+    except StageError as exc:
+        print(exc, flush=True)
+        return 2
+    location = args.checkpoint_dir or config.checkpoint_dir
+    if location is None:
+        raise SystemExit("--checkpoint-dir: required when train.checkpoint_dir is unset")
     settings = load_settings()
-    paths = TrainPaths(args.dataset_dir, args.output_dir, args.checkpoint_dir,
+    paths = TrainPaths(args.dataset_dir, args.output_dir,
+                       location if is_object_store_uri(location) else Path(location),
                        settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
     try:
         result = run_training(config, paths)

@@ -13,39 +13,39 @@ from __future__ import annotations
 from typing import Any
 
 from flytekit import LaunchPlan, Resources, workflow
+from flytekit.core.base_task import PythonTask
 from flytekit.core.promise import Promise
 from flytekit.extras.accelerators import H100
-from flytekitplugins.kfpytorch import Elastic
 
 from tasks.contracts import DeploymentResult
 from tasks.deploy_canary import deploy_canary
 from tasks.evaluate import evaluate
 from tasks.register import register
 from tasks.resolve import resolve_config
-from tasks.train import train
+from tasks.train import train, train_1_gpu, train_2_nodes_8_gpus, train_8_gpus
 from tasks.validate import validate_data
 
 
 def _on_gpus(count: int) -> dict[str, Any]:
-    """Node overrides that put `train` on `count` H100s of one node, one worker per GPU."""
+    """Node overrides that give each train worker pod `count` H100s (one process per GPU:
+    the task's Elastic nproc_per_node). For a PyTorchJob they apply to every worker."""
     return {
-        "task_config": Elastic(nnodes=1, nproc_per_node=count, max_restarts=0,
-                               increase_shared_mem=False),
         "requests": Resources(cpu=str(8 * count), mem=f"{64 * count}Gi", gpu=str(count)),
         "limits": Resources(gpu=str(count)),
         "accelerator": H100,
     }
 
 
-def _wire_stages(preset: str, overrides: list[str],
+def _wire_stages(preset: str, overrides: list[str], train_task: PythonTask = train,
                  train_overrides: dict[str, Any] | None = None) -> Promise:
     """The five stages, output to input: the one place a stage is added or rewired.
 
     Called inside each @workflow body, so it runs when Flyte compiles the workflow and
-    builds its nodes; `train_overrides` are node overrides for `train` (its resources)."""
+    builds its nodes; `train_task` is the train task of the topology (tasks/train.py),
+    `train_overrides` are node overrides for it (its resources)."""
     cfg = resolve_config(preset=preset, overrides=overrides)
     dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    model = train(dataset=dataset, config=cfg.train)
+    model = train_task(dataset=dataset, config=cfg.train)
     if train_overrides is not None:
         model = model.with_overrides(**train_overrides)
     report = evaluate(model=model, dataset=dataset, config=cfg.eval)
@@ -63,7 +63,7 @@ def shipyard_pipeline_gpu(
     preset: str = "gpu-1x", overrides: list[str] = []  # noqa: B006
 ) -> DeploymentResult:
     """One H100 (gpu-1x preset): Elastic with one NCCL worker."""
-    return _wire_stages(preset, overrides, train_overrides=_on_gpus(1))
+    return _wire_stages(preset, overrides, train_1_gpu, train_overrides=_on_gpus(1))
 
 
 @workflow
@@ -71,7 +71,17 @@ def shipyard_pipeline_gpu_8x(
     preset: str = "gpu-8x", overrides: list[str] = []  # noqa: B006
 ) -> DeploymentResult:
     """Eight H100s on one node (gpu-8x preset): Elastic with eight workers, FSDP2."""
-    return _wire_stages(preset, overrides, train_overrides=_on_gpus(8))
+    return _wire_stages(preset, overrides, train_8_gpus, train_overrides=_on_gpus(8))
+
+
+@workflow
+def shipyard_pipeline_gpu_multinode(
+    preset: str = "gpu-2x8", overrides: list[str] = []  # noqa: B006
+) -> DeploymentResult:
+    """Two nodes x eight H100s (gpu-2x8 preset): a PyTorchJob of 2 workers run by the Kubeflow
+    training operator, HSDP (shard within a node, replicate across nodes), checkpoints on
+    object storage (train.checkpoint_dir: s3://...)."""
+    return _wire_stages(preset, overrides, train_2_nodes_8_gpus, train_overrides=_on_gpus(8))
 
 
 # Launch plan CI triggers on main after registering (see .github/workflows).
