@@ -138,7 +138,10 @@ class LocalBackend:
                          "model_uri": r.model_uri} for r in self.state.servers()}
 
     def stop_command(self) -> str:
-        return f"python -m deploy.cli stop {self.name}"
+        """`shipyard stop NAME`, naming the console script beside the interpreter that runs
+        the deploy (`.venv/bin/shipyard`), so the printed line works without an activated venv."""
+        script = Path(sys.executable).with_name("shipyard")
+        return f"{script if script.exists() else 'shipyard'} stop {self.name}"
 
     # -- starting ----------------------------------------------------------------------------
     def start_stable(self, model: VerifiedModel) -> None:

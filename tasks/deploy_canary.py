@@ -2,7 +2,7 @@
 over `deploy.stage.deploy_canary`).
 
 Run locally, the promoted servers (router + stable engine) stay up after the task returns,
-detached; `python -m deploy.cli status|stop` shows and stops them.
+detached; `shipyard status|stop` shows and stops them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ typed RegisteredModel + DeployConfig in, DeploymentResult out, servers left runn
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,17 @@ def test_task_serves_the_first_version_and_returns_its_endpoint(
         assert isinstance(out, DeploymentResult)
         assert (out.outcome, out.action, out.engine) == ("PASS", "first_deployment", "local")
         assert out.champion_version == result.version
-        assert out.stop_command == "python -m deploy.cli stop shipyard-test"
+        program, *words = out.stop_command.split()
+        assert Path(program).name == "shipyard" and words == ["stop", "shipyard-test"]
         assert Path(out.decision_record_path).is_file() and out.decision_record_uri
         reply = request(f"{out.endpoint}/v1/models")  # still serving after the task returned
         assert reply.status == 200 and reply.json()["data"][0]["id"] == "shipyard-task"
         assert load_state(registry.settings.home, "shipyard-test").stable is not None
+        # the stop command the pipeline prints works as printed (from any directory)
+        stopped = subprocess.run(out.stop_command.split(), capture_output=True, text=True,
+                                 timeout=120, cwd=registry.settings.home)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped shipyard-test stable" in stopped.stdout
+        assert load_state(registry.settings.home, "shipyard-test").servers() == []
     finally:
         stop_everything(registry.settings, "shipyard-test")
