@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+
 from eval.config import EvalConfig
 from eval.errors import EvalError
 from registry.aliases import champion_version
 from registry.errors import RegistryError
-from registry.mlflow_registry import client_for
+from registry.mlflow_registry import TAG_MODEL_DIGEST, client_for
 from registry.policy import load_policy
 from registry.signing import PUBLIC_KEY_NAME
 from registry.verify import verify_model
@@ -29,6 +31,53 @@ class Champion:
     digest: str
     # The verified files: evaluate these bytes, not a second download nothing checked.
     model_dir: Path
+
+
+# `champion_reference` of a registered model without a champion (or with no model name).
+NO_CHAMPION = "none"
+
+
+def champion_reference(config: EvalConfig, tracking_uri: str) -> str:
+    """Which champion an evaluation would compare against, read from MLflow without
+    downloading or verifying anything: ``models:/NAME/VERSION sha256:<digest>`` (the digest is
+    the version's `model_digest` tag), or NO_CHAMPION.
+
+    The pipeline reads it just before evaluate and hands it in as an input, so evaluate's cache
+    key names its baseline: a re-run with the same candidate, data, config and champion is a
+    cache hit, and a moved champion alias re-runs the comparison. `check_compared_against`
+    makes sure evaluate measured against this very version. Raises EvalError
+    EVAL_CHAMPION_LOOKUP_FAILED when MLflow cannot be read."""
+    name = config.registered_model_name
+    if name is None:
+        return NO_CHAMPION
+    client = client_for(tracking_uri)
+    try:
+        version = champion_version(client, name, config.champion_alias)
+        if version is None:
+            return NO_CHAMPION
+        digest = client.get_model_version(name, version).tags.get(TAG_MODEL_DIGEST, "")
+    except (RegistryError, MlflowException) as exc:
+        raise EvalError("EVAL_CHAMPION_LOOKUP_FAILED",
+                        f"MLflow {tracking_uri}: cannot read alias {config.champion_alias!r} "
+                        f"of {name!r} or its version: {getattr(exc, 'message', exc)}") from exc
+    return f"models:/{name}/{version} sha256:{digest}"
+
+
+def check_compared_against(reference: str, name: str | None, version: str | None,
+                           digest: str | None) -> None:
+    """EvalError EVAL_CHAMPION_MOVED unless the champion an evaluation used (`version` and
+    verified `digest` of `name`; all None without one) is the one `reference` names: a result
+    measured against another baseline must not be stored under this reference's cache key."""
+    used = (NO_CHAMPION if version is None
+            else f"models:/{name}/{version} sha256:{digest}")
+    if used != reference:
+        raise EvalError(
+            "EVAL_CHAMPION_MOVED",
+            f"the champion changed while evaluate ran: the pipeline looked up {reference!r} "
+            f"before the stage, the evaluation compared against {used!r}. Another deploy or "
+            "`shipyard undo`/`serve` moved the champion alias meanwhile; run the pipeline "
+            "again to compare against the champion that serves now.",
+            details={"looked_up": reference, "compared_against": used})
 
 
 def load_champion(config: EvalConfig, tracking_uri: str, keys_dir: Path,

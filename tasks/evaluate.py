@@ -1,5 +1,10 @@
-"""Flyte task `evaluate`: TrainedModel + ValidatedDataset + EvalConfig -> EvalReport (a thin
-shell over `eval.run.evaluate_model`; README: "Stage: evaluate")."""
+"""Flyte tasks `champion_reference` (EvalConfig -> which champion to compare against) and
+`evaluate`: TrainedModel + ValidatedDataset + EvalConfig + that reference -> EvalReport (a thin
+shell over `eval.run.evaluate_model`; README: "Stage: evaluate").
+
+The evaluation stack (lm-eval, torch, transformers, model-signing) is imported inside the task
+bodies: a re-run whose evaluate is a cache hit does not pay for importing it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flytekit import Resources, task
+from flytekit import Cache, Resources, task
 from flytekit.types.file import FlyteFile
 
 from common.cost import stage_cost
@@ -17,26 +23,52 @@ from common.errors import StageError
 from common.settings import load_settings
 from eval.config import EvalConfig
 from eval.errors import EvalError
-from eval.report import overview_facts
-from eval.run import evaluate_model
-from eval.summary import EvalSummary
 from tasks import timeouts
+from tasks.caching import COMMON, code_version
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
+
+if TYPE_CHECKING:
+    from eval.summary import EvalSummary
 
 _STAGE = "evaluate"
 
 
+# Never cached: it reads the live champion alias. Run just before evaluate (after train), so
+# the alias has the least time to move before evaluate compares against it.
+@task(cache=False, retries=2, timeout=timeouts.RESOLVE)
+def champion_reference(config: EvalConfig) -> str:
+    """``models:/NAME/VERSION sha256:<digest>`` of the champion, or ``none``
+    (`eval.champion.champion_reference`)."""
+    from eval.champion import champion_reference as read_reference
+
+    quiet_console()
+    try:
+        return read_reference(config, load_settings().mlflow_tracking_uri)
+    except EvalError as exc:
+        raise StageError(exc.code, exc.message, details=exc.details) from exc
+
+
 @task(
     timeout=timeouts.EVALUATE,
-    # Not cached by Flyte: the champion alias can move between two runs with equal inputs.
-    # Re-runs are cheap anyway: lm-eval responses and judge calls are cached per model digest.
-    cache=False,
+    # Cached: the key is (candidate, data, config, champion reference, this code). `champion`
+    # names the baseline, so a moved champion alias re-runs the comparison, and an unchanged
+    # re-run is served from the cache. A result measured against another champion than the
+    # reference is refused (EVAL_CHAMPION_MOVED), never cached.
+    cache=Cache(version=code_version(*COMMON, "tasks/evaluate.py", "eval", "serving",
+                                     "registry",
+                                     packages=("lm-eval", "torch", "transformers"))),
     retries=1,
     requests=Resources(cpu="2", mem="8Gi"),
     enable_deck=True,
 )
-def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig) -> EvalReport:
+def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
+             champion: str) -> EvalReport:
+    """`champion`: `champion_reference`'s answer, read just before this stage."""
+    from eval.champion import check_compared_against
+    from eval.report import overview_facts
+    from eval.run import evaluate_model
+
     with stage_cost(_STAGE, run_reports_dir()) as cost:
         started = time.time()
         quiet_console()
@@ -49,6 +81,8 @@ def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig)
                 settings=load_settings(), work_dir=Path(tempfile.mkdtemp(prefix="shipyard-eval-")),
                 # A Flyte secret is mounted as this environment variable; read here, at the edge.
                 judge_api_key=os.environ.get(config.judge_api_key_env) or None)
+            check_compared_against(champion, config.registered_model_name,
+                                   summary.champion_version, summary.champion_digest)
         except EvalError as exc:
             publish_report(_STAGE, "Evaluation: error", error_html(exc), started=started, error=exc)
             raise StageError(exc.code, exc.message, details=exc.details) from exc

@@ -139,7 +139,7 @@ def render_overview(run_id: str, summaries: dict[str, StageSummary]) -> str:
                else f"{len(summaries)} of {len(known)} stages reported, none failed")
     body = (
         f"<p class='subtitle'>{html.escape(verdict)}. Stages without a report in this run were "
-        "not reached, or were a cache hit (validate_data and train are cached).</p>"
+        "not reached, or were a cache hit (validate_data, train and evaluate are cached).</p>"
         "<table><tr><th>stage</th><th>status</th><th>started (UTC)</th><th>duration</th>"
         f"<th>key numbers</th><th>report</th></tr>{''.join(rows)}</table>"
         + "".join(sections)

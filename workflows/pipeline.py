@@ -19,7 +19,7 @@ from flytekit.extras.accelerators import H100
 
 from tasks.contracts import DeploymentResult
 from tasks.deploy_canary import deploy_canary
-from tasks.evaluate import evaluate
+from tasks.evaluate import champion_reference, evaluate
 from tasks.register import register
 from tasks.resolve import resolve_config
 from tasks.train import train, train_1_gpu, train_2_nodes_8_gpus, train_8_gpus
@@ -48,7 +48,9 @@ def _wire_stages(preset: str, overrides: list[str], train_task: PythonTask = tra
     model = train_task(dataset=dataset, config=cfg.train)
     if train_overrides is not None:
         model = model.with_overrides(**train_overrides)
-    report = evaluate(model=model, dataset=dataset, config=cfg.eval)
+    champion = champion_reference(config=cfg.eval)  # part of evaluate's cache key
+    model >> champion  # read after training, just before evaluate compares against it
+    report = evaluate(model=model, dataset=dataset, config=cfg.eval, champion=champion)
     registered = register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
     return deploy_canary(model=registered, config=cfg.deploy)
 

@@ -20,7 +20,7 @@ from eval.harness import ModelSource
 from eval.judge.client import JudgeEndpoint
 from eval.stage import run_eval
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
-from tasks.evaluate import evaluate
+from tasks.evaluate import champion_reference, evaluate
 from testing.scripted_server import ScriptedServer
 from tests.eval.champions import register_champion, tamper_with_weights
 from tests.eval.conftest import TinyModel
@@ -80,7 +80,9 @@ def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
     trained, dataset = _flyte_inputs(tiny_model, tiny_dataset_dir)
     config = EvalConfig(**FAST, registered_model_name="shipyard-eval-test")  # type: ignore[arg-type]
 
-    report = evaluate(model=trained, dataset=dataset, config=config)
+    champion = champion_reference(config=config)
+    assert champion == f"models:/shipyard-eval-test/1 sha256:{tiny_model.digest}"
+    report = evaluate(model=trained, dataset=dataset, config=config, champion=champion)
 
     assert isinstance(report, EvalReport)
     assert report.gate_outcome == "PASS" and report.gate_mode == "champion"
@@ -99,7 +101,7 @@ def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
     failing = EvalConfig(**FAST, registered_model_name="shipyard-eval-test",  # type: ignore[arg-type]
                          hard_floors={"shipyard_mc": 0.99})
     with pytest.raises(StageError) as caught:
-        evaluate(model=trained, dataset=dataset, config=failing)
+        evaluate(model=trained, dataset=dataset, config=failing, champion=champion)
     assert caught.value.code == "EVAL_GATE_FAILED"
     assert "shipyard_mc acc" in caught.value.message and "< floor 0.99" in caught.value.message
     failed_report = json.loads(Path(caught.value.details["report_path"]).read_text())
@@ -116,7 +118,8 @@ def test_evaluate_task_refuses_a_tampered_champion_before_measuring_anything(
     config = EvalConfig(**FAST, registered_model_name="shipyard-eval-tampered")  # type: ignore[arg-type]
 
     with pytest.raises(StageError) as caught:
-        evaluate(model=trained, dataset=dataset, config=config)
+        evaluate(model=trained, dataset=dataset, config=config,
+                 champion=champion_reference(config=config))
 
     assert caught.value.code == "EVAL_CHAMPION_REJECTED"
     assert caught.value.details["check"] == "model_signature"
