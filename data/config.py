@@ -35,6 +35,11 @@ class DataConfig:
     # in bounded time and memory): the file's size and one row's size in bytes.
     max_file_bytes: int = 1 << 30
     max_row_bytes: int = 64 << 10
+    # The stage streams each split in chunks of at most this many rows (and about
+    # `chunk_bytes` bytes of input): memory is bounded by a chunk, not by the split. Results
+    # do not depend on it; only speed (fewer, larger chunks) and peak memory do.
+    chunk_rows: int = 50_000
+    chunk_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         if self.pii_action not in PII_ACTIONS:
@@ -43,7 +48,7 @@ class DataConfig:
                 f"data.pii_action={self.pii_action!r}: must be one of {list(PII_ACTIONS)}.",
             )
         for name in ("max_example_tokens", "min_rows_per_split", "tokenizer_vocab_size",
-                     "max_file_bytes", "max_row_bytes"):
+                     "max_file_bytes", "max_row_bytes", "chunk_rows", "chunk_bytes"):
             if getattr(self, name) <= 0:
                 raise StageError(
                     "CONFIG_INVALID", f"data.{name}={getattr(self, name)}: must be > 0."

@@ -12,6 +12,9 @@ multi-gigabyte) row costs one bounded read; integers longer than 100 digits, non
 numbers, nested values and deeply nested JSON are refused by the parser's hooks; a column
 whose values change type (text in one row, a number in another) is refused at the first row
 that breaks it. URIs must use a scheme from `ALLOWED_URI_SCHEMES`.
+
+A split is read in chunks (`SplitReader`): consecutive DataFrames of bounded rows and bytes,
+indexed by row number in the file, so a split larger than memory costs one chunk of it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import IO, Any
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from common.digests import sha256_file
 from common.errors import StageError
@@ -106,18 +111,82 @@ def _exists(split: str, location: str, resolved: str) -> bool:
         ) from exc
 
 
+DEFAULT_CHUNK_ROWS = 50_000
+DEFAULT_CHUNK_BYTES = 64 << 20
+
+
+class SplitReader:
+    """A split read as consecutive DataFrames of at most `chunk_rows` rows (and, for JSONL,
+    about `chunk_bytes` bytes of input), indexed by row number in the file: chunk k holds rows
+    ``offset .. offset+len-1``. Each iteration reads the file again from the start.
+
+    Every hostile-input bound of `read_split` holds per row, so memory stays bounded by one
+    chunk whatever the file's size. After an iteration `columns` lists every column seen, in
+    order of first appearance, and `rows` the rows read."""
+
+    def __init__(self, split: str, location: str, limits: ReadLimits | None = None,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        self.split, self.location = split, location
+        self.limits = limits or ReadLimits()
+        self.chunk_rows, self.chunk_bytes = chunk_rows, chunk_bytes
+        self.columns: list[str] = []
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        resolved = check_split_location(self.split, self.location)
+        _check_file_size(self.split, resolved, self.limits)
+        self.columns, self.rows = [], 0
+        with fsspec.open(resolved, "rb") as handle:
+            if PurePosixPath(resolved).suffix.lower() == ".jsonl":
+                yield from self._jsonl_chunks(resolved, handle)
+            else:
+                yield from self._parquet_chunks(resolved, handle)
+
+    def _jsonl_chunks(self, resolved: str, handle: IO[bytes]) -> Iterator[pd.DataFrame]:
+        seen: dict[str, None] = {}  # an ordered set of column names
+        records: list[dict[str, Any]] = []
+        chunk_bytes = 0
+        for record, size in _jsonl_records(self.split, resolved, handle, self.limits):
+            records.append(record)
+            seen.update(dict.fromkeys(record))
+            chunk_bytes += size
+            if len(records) >= self.chunk_rows or chunk_bytes >= self.chunk_bytes:
+                yield self._frame(pd.DataFrame.from_records(records), list(seen))
+                records, chunk_bytes = [], 0
+        if records:
+            yield self._frame(pd.DataFrame.from_records(records), list(seen))
+        self.columns = list(seen)
+
+    def _parquet_chunks(self, resolved: str, handle: IO[bytes]) -> Iterator[pd.DataFrame]:
+        parquet = _open_parquet(self.split, resolved, handle)
+        try:
+            for batch in parquet.iter_batches(batch_size=self.chunk_rows):
+                # Through a Table so pandas metadata applies; a saved index is dropped, since
+                # reports count rows by position.
+                frame = pa.Table.from_batches([batch]).to_pandas().reset_index(drop=True)
+                if len(frame):
+                    frame.index = pd.RangeIndex(self.rows, self.rows + len(frame))
+                    _check_parquet_rows(self.split, resolved, frame, self.limits)
+                    yield self._frame(frame, list(frame.columns))
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise _unreadable_parquet(self.split, resolved, exc) from exc
+        self.columns = _parquet_columns(parquet)
+
+    def _frame(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        frame.index = pd.RangeIndex(self.rows, self.rows + len(frame))
+        self.rows += len(frame)
+        self.columns = columns
+        return frame
+
+
 def read_split(split: str, location: str, limits: ReadLimits | None = None) -> pd.DataFrame:
-    """The split as a DataFrame indexed 0..n-1 (row n = n-th record of the file)."""
-    limits = limits or ReadLimits()
-    resolved = check_split_location(split, location)
-    _check_file_size(split, resolved, limits)
-    suffix = PurePosixPath(resolved).suffix.lower()
-    with fsspec.open(resolved, "rb") as handle:
-        if suffix == ".jsonl":
-            return _read_jsonl(split, resolved, handle, limits)
-        frame = _read_parquet(split, resolved, handle)
-    _check_parquet_rows(split, resolved, frame, limits)
-    return frame
+    """The whole split as one DataFrame indexed 0..n-1 (row n = n-th record of the file); for
+    small files: the stage itself streams through `SplitReader`."""
+    reader = SplitReader(split, location, limits)
+    chunks = list(reader)
+    if not chunks:
+        return pd.DataFrame(columns=reader.columns)
+    return pd.concat(chunks)[reader.columns] if len(chunks) > 1 else chunks[0]
 
 
 def _check_file_size(split: str, resolved: str, limits: ReadLimits) -> None:
@@ -132,14 +201,9 @@ def _check_file_size(split: str, resolved: str, limits: ReadLimits) -> None:
         )
 
 
-def _read_jsonl(split: str, resolved: str, handle: IO[bytes],
-                limits: ReadLimits) -> pd.DataFrame:
-    records = list(_jsonl_records(split, resolved, handle, limits))
-    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
-
-
 def _jsonl_records(split: str, resolved: str, handle: IO[bytes],
-                   limits: ReadLimits) -> Iterator[dict]:
+                   limits: ReadLimits) -> Iterator[tuple[dict, int]]:
+    """(record, size of its line in bytes) for each non-blank line."""
     column_types: dict[str, str] = {}
     line_number = 0
     while raw := handle.readline(limits.max_row_bytes + 1):
@@ -162,7 +226,7 @@ def _jsonl_records(split: str, resolved: str, handle: IO[bytes],
             continue  # blank lines (a trailing newline, say) carry no record
         record = _parse_record(where, line)
         _check_column_types(where, record, column_types)
-        yield record
+        yield record, len(raw)
 
 
 def _parse_int(text: str) -> int:
@@ -256,17 +320,26 @@ def _check_parquet_rows(split: str, resolved: str, frame: pd.DataFrame,
             )
 
 
-def _read_parquet(split: str, resolved: str, handle: IO[bytes]) -> pd.DataFrame:
+def _open_parquet(split: str, resolved: str, handle: IO[bytes]) -> pq.ParquetFile:
     try:
-        frame = pd.read_parquet(handle)
-    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise StageError(
-            "DATA_UNPARSEABLE",
-            f"data.{split}_path: {resolved} is not a readable Parquet file "
-            f"({type(exc).__name__}: {exc}). Rewrite it with pandas/pyarrow `to_parquet`.",
-        ) from exc
-    # A frame saved with its index keeps it; reports count rows by position, so drop it.
-    return frame.reset_index(drop=True)
+        return pq.ParquetFile(handle)
+    except (ValueError, OSError) as exc:
+        raise _unreadable_parquet(split, resolved, exc) from exc
+
+
+def _parquet_columns(parquet: pq.ParquetFile) -> list[str]:
+    """The data columns in file order, without a pandas index saved as a column."""
+    metadata = parquet.schema_arrow.pandas_metadata or {}
+    index_columns = {c for c in metadata.get("index_columns", []) if isinstance(c, str)}
+    return [name for name in parquet.schema_arrow.names if name not in index_columns]
+
+
+def _unreadable_parquet(split: str, resolved: str, exc: Exception) -> StageError:
+    return StageError(
+        "DATA_UNPARSEABLE",
+        f"data.{split}_path: {resolved} is not a readable Parquet file "
+        f"({type(exc).__name__}: {exc}). Rewrite it with pandas/pyarrow `to_parquet`.",
+    )
 
 
 def sha256_location(location: str) -> str:

@@ -1,12 +1,19 @@
 """`validate_dataset`: the Flyte-free data stage.
 
-Reads the three splits, builds the tokenizer, runs the Great Expectations suite and, only if
-every blocking rule passes, publishes one directory:
+Streams the three splits in chunks (`data.chunk_rows`): one pass over train builds the
+tokenizer, then one pass per split runs the Great Expectations suite chunk by chunk while the
+normalized split and its packed token stream are written out incrementally. Only if every
+blocking rule passes is one directory published:
 
     output_dir/
       train.jsonl, validation.jsonl, eval.jsonl   columns exactly: id, prompt, response
+      train.tokens.bin/.json,                     the training token stream of train and
+      validation.tokens.bin/.json                 validation (common.token_file), memory-mapped
+                                                  by train
       tokenizer/                                  HF format (save_pretrained)
       validation_report.json, validation_report.html
+
+Memory is bounded by a chunk plus 24 bytes per row for the split-wide rules (duplicates).
 
 The directory is assembled in a hidden sibling and renamed into place at the end, so a crash
 or a rejection never leaves something at `output_dir` that looks like a valid dataset. When
@@ -15,15 +22,19 @@ the data is rejected the reports go to ``<output_dir>.rejected/`` and the error 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+import numpy as np
 import pandas as pd
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -31,12 +42,13 @@ from common.digests import sha256_file, sha256_tree
 from common.errors import StageError
 from common.html import page
 from common.template import format_example
+from common.token_file import TokenFileWriter, example_token_stream
 from data.config import SPLITS, DataConfig
 from data.io import (
     ReadLimits,
+    SplitReader,
     check_split_location,
     is_uri,
-    read_split,
     resolve_location,
     sha256_location,
 )
@@ -48,7 +60,7 @@ from data.tokenizer import (
     save_tokenizer,
     train_bpe_tokenizer,
 )
-from data.validation import ID_FIELD, run_validation
+from data.validation import ID_FIELD, Validation, with_columns
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +68,8 @@ TOKENIZER_DIRNAME = "tokenizer"
 REPORT_JSON_NAME = "validation_report.json"
 REPORT_HTML_NAME = "validation_report.html"
 REJECTED_SUFFIX = ".rejected"
+# The splits train reads, packed into token files.
+TOKENIZED_SPLITS = ("train", "validation")
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ class ValidationOutcome:
     report_digest: str
     report_html: str
     report: ValidationReport
+    # sha256 of each token file and its header, by file name (train.tokens.bin, ...)
+    token_file_digests: dict[str, str]
 
 
 def validate_dataset(config: DataConfig, output_dir: Path) -> ValidationOutcome:
@@ -83,20 +99,126 @@ def validate_dataset(config: DataConfig, output_dir: Path) -> ValidationOutcome:
     output_dir = Path(output_dir).resolve()
     locations = check_config(config, output_dir)
     limits = ReadLimits(max_file_bytes=config.max_file_bytes, max_row_bytes=config.max_row_bytes)
-    frames = {split: read_split(split, locations[split], limits) for split in SPLITS}
+    readers = {split: SplitReader(split, locations[split], limits, config.chunk_rows,
+                                  config.chunk_bytes) for split in SPLITS}
     inputs = {
         split: {"location": locations[split], "sha256": sha256_location(locations[split])}
         for split in SPLITS
     }
-    tokenizer = build_tokenizer(config, frames["train"])
-    report = run_validation(frames, tokenizer, config, inputs)
-    if not report.passed:
-        raise _reject(report, output_dir, locations)
-    for warning in report.warnings:
-        logger.warning("data validation warning: %s", describe_result(warning))
-    outcome = _publish(config, output_dir, frames, tokenizer, report)
+    tokenizer = build_tokenizer(config, readers["train"])
+    staging = _new_staging_dir(output_dir)
+    try:
+        tokenizer_dir = staging / TOKENIZER_DIRNAME
+        save_tokenizer(tokenizer, tokenizer_dir)
+        # The token stream is encoded by the tokenizer as train will load it from disk.
+        saved_tokenizer = _verify_tokenizer(tokenizer_dir)
+        published = _stream_splits(config, readers, tokenizer, saved_tokenizer, staging,
+                                   sha256_tree(tokenizer_dir), inputs)
+        if not published.report.passed:
+            raise _reject(published.report, output_dir, locations)
+        for warning in published.report.warnings:
+            logger.warning("data validation warning: %s", describe_result(warning))
+        json_path, _ = _write_reports(staging, published.report)
+        outcome = ValidationOutcome(
+            output_dir=output_dir,
+            split_digests=published.split_digests,
+            split_rows=dict(published.report.split_rows),
+            tokenizer_digest=sha256_tree(tokenizer_dir),
+            report_digest=sha256_file(json_path),
+            report_html=published.report.to_html(),
+            report=published.report,
+            token_file_digests=published.token_file_digests,
+        )
+        _replace_dir(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    # A stale rejection report next to a valid dataset would only confuse.
+    shutil.rmtree(output_dir.with_name(output_dir.name + REJECTED_SUFFIX), ignore_errors=True)
     logger.info("validate_dataset: %s in %.1f s", output_dir, time.monotonic() - started)
     return outcome
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    report: ValidationReport
+    split_digests: dict[str, str]
+    token_file_digests: dict[str, str]
+
+
+def _stream_splits(
+    config: DataConfig, readers: dict[str, SplitReader], tokenizer: PreTrainedTokenizerBase,
+    saved_tokenizer: PreTrainedTokenizerBase, staging: Path, tokenizer_digest: str,
+    inputs: dict[str, dict[str, str]],
+) -> _Streamed:
+    """One pass per split, train first (its prompts are the leakage set of the others)."""
+    validation = Validation(tokenizer, config)
+    results = []
+    split_digests: dict[str, str] = {}
+    token_digests: dict[str, str] = {}
+    longest: dict[str, int] = {}
+    train_prompts: np.ndarray | None = None
+    for split in SPLITS:
+        reader = readers[split]
+        checker = validation.split(split, None if split == "train" else train_prompts)
+        writer = _SplitWriter(staging, split, config, saved_tokenizer, tokenizer_digest)
+        with writer:
+            for chunk in reader:
+                chunk = with_columns(chunk, (config.prompt_field, config.response_field,
+                                             ID_FIELD))
+                checker.add_chunk(chunk)
+                writer.add_chunk(chunk)
+            split_digests[split], digests = writer.close()
+        token_digests.update(digests)
+        results += checker.finish(reader.columns, reader.rows)
+        if checker.longest is not None:
+            longest[split] = checker.longest
+        if split == "train" and config.prompt_field in reader.columns:
+            train_prompts = checker.prompt_digests()
+    report = validation.report(results, {split: readers[split].rows for split in SPLITS},
+                               longest, inputs)
+    return _Streamed(report, split_digests, token_digests)
+
+
+class _SplitWriter:
+    """Writes the normalized split and, for train and validation, its token stream, chunk by
+    chunk. A chunk with a row that is not text (which the rules reject) stops the token
+    stream: a rejected split is never published, so nothing is lost."""
+
+    def __init__(self, staging: Path, split: str, config: DataConfig,
+                 tokenizer: PreTrainedTokenizerBase, tokenizer_digest: str):
+        self.split, self.config, self.tokenizer = split, config, tokenizer
+        self.path = staging / f"{split}.jsonl"
+        self._handle: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 (closed in close)
+        self._sha = hashlib.sha256()
+        self.tokens = (TokenFileWriter(staging, split, len(tokenizer), tokenizer_digest)
+                       if split in TOKENIZED_SPLITS else None)
+        self.tokenizable = True
+
+    def add_chunk(self, chunk: pd.DataFrame) -> None:
+        records = normalized_records(chunk, self.split, self.config)
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        self._handle.write(data)
+        self._sha.update(data)
+        if self.tokens is None or not self.tokenizable:
+            return
+        examples = [(r["prompt"], r["response"]) for r in records]
+        if not all(isinstance(p, str) and isinstance(r, str) for p, r in examples):
+            self.tokenizable = False
+            return
+        self.tokens.append(example_token_stream(self.tokenizer, examples), len(examples))
+
+    def close(self) -> tuple[str, dict[str, str]]:
+        """(sha256 of the normalized split, digests of the token files by name)."""
+        self._handle.close()
+        return self._sha.hexdigest(), self.tokens.close() if self.tokens is not None else {}
+
+    def __enter__(self) -> _SplitWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._handle.close()
+        if self.tokens is not None:
+            self.tokens.__exit__(None, None, None)
 
 
 def check_config(config: DataConfig, output_dir: Path) -> dict[str, str]:
@@ -146,8 +268,9 @@ def _check_output_dir(output_dir: Path, config: DataConfig, locations: dict[str,
             )
 
 
-def build_tokenizer(config: DataConfig, train: pd.DataFrame) -> PreTrainedTokenizerBase:
-    """The base model's tokenizer when configured, else a BPE trained on the train split."""
+def build_tokenizer(config: DataConfig, train: SplitReader) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer when configured, else a BPE trained on the train split,
+    streamed through once."""
     if config.base_model_dir is not None:
         return load_base_tokenizer(_base_model_path(config))
     tokenizer = train_bpe_tokenizer(_training_texts(config, train), config.tokenizer_vocab_size)
@@ -161,15 +284,14 @@ def build_tokenizer(config: DataConfig, train: pd.DataFrame) -> PreTrainedTokeni
     return tokenizer
 
 
-def _training_texts(config: DataConfig, train: pd.DataFrame) -> list[str]:
+def _training_texts(config: DataConfig, train: SplitReader) -> Iterator[str]:
     prompt, response = config.prompt_field, config.response_field
-    if prompt not in train.columns or response not in train.columns:
-        return []  # the schema rule reports the missing column; nothing to learn from
-    return [
-        format_example(p, r, EOS_TOKEN)
-        for p, r in zip(train[prompt], train[response], strict=True)
-        if isinstance(p, str) and isinstance(r, str)
-    ]
+    for chunk in train:
+        if prompt not in chunk.columns or response not in chunk.columns:
+            continue  # the schema rule reports a missing column; nothing to learn from here
+        yield from (format_example(p, r, EOS_TOKEN)
+                    for p, r in zip(chunk[prompt], chunk[response], strict=True)
+                    if isinstance(p, str) and isinstance(r, str))
 
 
 def _reject(
@@ -197,60 +319,22 @@ def _reject(
     )
 
 
-def _publish(
-    config: DataConfig,
-    output_dir: Path,
-    frames: dict[str, pd.DataFrame],
-    tokenizer: PreTrainedTokenizerBase,
-    report: ValidationReport,
-) -> ValidationOutcome:
-    staging = _new_staging_dir(output_dir)
-    try:
-        split_digests = {
-            split: _write_normalized(staging / f"{split}.jsonl", frames[split], split, config)
-            for split in SPLITS
-        }
-        tokenizer_dir = staging / TOKENIZER_DIRNAME
-        save_tokenizer(tokenizer, tokenizer_dir)
-        _verify_tokenizer(tokenizer_dir)
-        json_path, _ = _write_reports(staging, report)
-        tokenizer_digest = sha256_tree(tokenizer_dir)
-        report_digest = sha256_file(json_path)
-        _replace_dir(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    # A stale rejection report next to a valid dataset would only confuse.
-    shutil.rmtree(output_dir.with_name(output_dir.name + REJECTED_SUFFIX), ignore_errors=True)
-    return ValidationOutcome(
-        output_dir=output_dir,
-        split_digests=split_digests,
-        split_rows=dict(report.split_rows),
-        tokenizer_digest=tokenizer_digest,
-        report_digest=report_digest,
-        report_html=report.to_html(),
-        report=report,
-    )
-
-
 def normalized_records(frame: pd.DataFrame, split: str, config: DataConfig) -> list[dict]:
-    """Rows as {"id", "prompt", "response"}; ids "<split>-<row>" when the input has none."""
-    if ID_FIELD in frame.columns:
-        ids = [str(value) for value in frame[ID_FIELD]]
-    else:
-        ids = [f"{split}-{row}" for row in range(len(frame))]
+    """Rows as {"id", "prompt", "response"}; a row without an id gets "<split>-<row>", its
+    row number in the file (the frame's index)."""
+    ids = frame[ID_FIELD] if ID_FIELD in frame.columns else [None] * len(frame)
     return [
-        {"id": row_id, "prompt": prompt, "response": response}
-        for row_id, prompt, response in zip(
-            ids, frame[config.prompt_field], frame[config.response_field], strict=True
+        {"id": f"{split}-{row}" if _is_null(row_id) else str(row_id), "prompt": prompt,
+         "response": response}
+        for row, row_id, prompt, response in zip(
+            frame.index, ids, frame[config.prompt_field], frame[config.response_field],
+            strict=True,
         )
     ]
 
 
-def _write_normalized(path: Path, frame: pd.DataFrame, split: str, config: DataConfig) -> str:
-    lines = [json.dumps(r, ensure_ascii=False) + "\n"
-             for r in normalized_records(frame, split, config)]
-    path.write_bytes("".join(lines).encode("utf-8"))
-    return sha256_file(path)
+def _is_null(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # NaN
 
 
 def _write_reports(directory: Path, report: ValidationReport) -> tuple[Path, Path]:
@@ -264,7 +348,7 @@ def _write_reports(directory: Path, report: ValidationReport) -> tuple[Path, Pat
     return json_path, html_path
 
 
-def _verify_tokenizer(directory: Path) -> None:
+def _verify_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     # What training will do next: load it from disk. Fail here, not three stages later.
     reloaded = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     if reloaded.eos_token is None or not reloaded("ok")["input_ids"]:
@@ -273,6 +357,7 @@ def _verify_tokenizer(directory: Path) -> None:
             f"the tokenizer saved to {directory} does not reload with an eos_token; this is a "
             "bug in the data stage, please report it with the config used.",
         )
+    return reloaded
 
 
 def _new_staging_dir(output_dir: Path) -> Path:

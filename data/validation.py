@@ -1,23 +1,38 @@
-"""The Great Expectations suite every split must pass before anything trains on it.
+"""The Great Expectations suite every split must pass before anything trains on it, run chunk
+by chunk so a split never has to fit in memory.
 
-One suite and one `batch.validate` call per split: GX then plans a single metric graph for
-all of a split's expectations and computes shared metrics (null counts, row count) once.
+Each split's rules come in two kinds:
+
+- row rules (type, null, blank, PII, token budget, train leakage): one GX suite validated on
+  each chunk's DataFrame through the batch API, the chunk indexed by row number in the file.
+  GX plans one metric graph per chunk for all of them. Their unexpected counts are summed over
+  the chunks and the example rows are the first rows found, so they are exact.
+- split rules (row count, column present, unique prompt, unique id): a chunk cannot decide
+  them, so they are computed here over the whole split with the semantics of the GX
+  expectation they replace (a value repeated anywhere marks every row holding it; nulls are
+  never duplicates). Uniqueness keeps a 128-bit digest and the row number per value (24 bytes
+  a row) and sorts them once at the end.
+
 Checks that GX cannot express on the raw columns (token length, train/eval leakage) become
-derived columns of the batch, checked by plain GX expectations, so every rule lands in the
-same report with the same row evidence.
+derived columns of each chunk, checked by plain GX expectations, so every rule lands in the
+same report with the same row evidence. Leakage asks whether a prompt's digest is among the
+train split's prompt digests, collected while train was validated.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
-from data.config import SPLITS, DataConfig
+from data.config import DataConfig
 from data.report import (
     MAX_EXAMPLE_ROWS,
     SEVERITY_ERROR,
@@ -40,6 +55,10 @@ PHONE_REGEX = (
     r"|(?:\(\d{2,4}\)\s?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{4})(?!\w)"
 )
 BLANK_REGEX = r"^\s*$"
+# Rules decided over the whole split (see the module docstring), by GX expectation class.
+SPLIT_RULE_CLASSES = frozenset({"ExpectTableRowCountToBeBetween", "ExpectColumnToExist",
+                                "ExpectColumnValuesToBeUnique"})
+_DIGEST_DTYPE = "S16"
 
 
 @dataclass(frozen=True)
@@ -54,36 +73,229 @@ class _Check:
     column: str | None = None  # the user's column, when it differs from the GX column
     severity: str = SEVERITY_ERROR
 
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.rule, self.kwargs.get("column")
 
-def run_validation(
-    frames: dict[str, pd.DataFrame],
-    tokenizer: PreTrainedTokenizerBase,
-    config: DataConfig,
-    inputs: dict[str, dict[str, str]] | None = None,
-) -> ValidationReport:
-    """Validate every split; never raises for bad data (the caller decides from the report)."""
-    gx = _import_gx()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = _no_progress_bars()
-    source = context.data_sources.add_pandas("shipyard_splits")
-    train_prompts = _string_values(frames["train"], config.prompt_field)
-    results: list[ExpectationResult] = []
-    longest: dict[str, int] = {}
-    for split in SPLITS:
-        batch_frame = _with_derived_columns(frames[split], split, tokenizer, config, train_prompts)
-        checks = build_checks(split, list(frames[split].columns), config,
-                              check_leakage=split != "train" and train_prompts is not None)
-        results += _validate_split(gx, source, split, batch_frame, checks)
-        if NUM_TOKENS_COLUMN in batch_frame and batch_frame[NUM_TOKENS_COLUMN].notna().any():
-            longest[split] = int(batch_frame[NUM_TOKENS_COLUMN].max())
-    return ValidationReport(
-        results=results,
-        split_rows={split: len(frames[split]) for split in SPLITS},
-        longest_example_tokens=longest,
-        inputs=inputs or {},
-        config=asdict(config),
-        great_expectations_version=gx.__version__,
-    )
+
+class Validation:
+    """One ephemeral GX context for all splits; `split(...)` validates one split."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: DataConfig):
+        self.gx = _import_gx()
+        context = self.gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = _no_progress_bars()
+        self.source = context.data_sources.add_pandas("shipyard_splits")
+        self.tokenizer, self.config = tokenizer, config
+
+    def split(self, split: str, train_prompts: np.ndarray | None) -> SplitValidation:
+        """`train_prompts`: sorted prompt digests of the train split (None for train itself,
+        or when train has no prompt column: then there is no leakage rule)."""
+        return SplitValidation(self, split, train_prompts)
+
+    def report(self, results: list[ExpectationResult], split_rows: dict[str, int],
+               longest: dict[str, int], inputs: dict[str, dict[str, str]] | None = None
+               ) -> ValidationReport:
+        return ValidationReport(
+            results=results,
+            split_rows=split_rows,
+            longest_example_tokens=longest,
+            inputs=inputs or {},
+            config=asdict(self.config),
+            great_expectations_version=self.gx.__version__,
+        )
+
+
+@dataclass
+class _RowRuleTotal:
+    """A row rule's outcome summed over the chunks seen so far."""
+
+    success: bool = True
+    unexpected_count: int = 0
+    # GX decides "values are strings" from the column's dtype when it is not object: then it
+    # reports the dtype (observed) instead of counting rows; the first one seen is kept.
+    observed: int | str | None = None
+    rows: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+class SplitValidation:
+    """Feed a split's chunks in file order to `add_chunk`, then call `finish`."""
+
+    def __init__(self, validation: Validation, split: str, train_prompts: np.ndarray | None):
+        self.validation, self.split = validation, split
+        self.train_prompts = train_prompts
+        config = validation.config
+        self.fields = (config.prompt_field, config.response_field, ID_FIELD)
+        # Every rule a chunk could need; `finish` keeps those the split's columns call for.
+        self.row_checks = [c for c in build_checks(split, self.fields, config,
+                                                   check_leakage=train_prompts is not None)
+                           if c.gx_class not in SPLIT_RULE_CLASSES]
+        self.suite = _suite(validation.gx, split, self.row_checks)
+        self.batches = validation.source.add_dataframe_asset(split) \
+            .add_batch_definition_whole_dataframe(f"{split}_chunk")
+        self.totals = {check.key: _RowRuleTotal() for check in self.row_checks}
+        self.uniques = {column: _Duplicates() for column in (config.prompt_field, ID_FIELD)}
+        self.longest: int | None = None
+
+    def add_chunk(self, chunk: pd.DataFrame) -> None:
+        """`chunk`: consecutive rows indexed by row number in the file."""
+        chunk = with_columns(chunk, self.fields)
+        frame = _with_derived_columns(chunk, self.validation.tokenizer, self.validation.config,
+                                      self.train_prompts)
+        validation = self.batches.get_batch(batch_parameters={"dataframe": frame}) \
+            .validate(self.suite, result_format="COMPLETE")
+        for gx_result in validation.results:
+            check = self.row_checks[gx_result.expectation_config.meta["order"]]
+            _add_to_total(self.totals[check.key], gx_result)
+        for column, duplicates in self.uniques.items():
+            duplicates.add(chunk[column])
+        tokens = frame.get(NUM_TOKENS_COLUMN)
+        if tokens is not None and tokens.notna().any():
+            self.longest = max(self.longest or 0, int(tokens.max()))
+
+    def finish(self, columns: Sequence[str], num_rows: int) -> list[ExpectationResult]:
+        """The split's results in suite order; `columns`: every column the split has."""
+        checks = build_checks(self.split, columns, self.validation.config,
+                              check_leakage=self.train_prompts is not None)
+        return [self._split_result(check, columns, num_rows) for check in checks]
+
+    def prompt_digests(self) -> np.ndarray:
+        """Sorted unique digests of the split's string prompts (the train leakage set)."""
+        return self.uniques[self.validation.config.prompt_field].unique_string_digests()
+
+    def _split_result(self, check: _Check, columns: Sequence[str], num_rows: int
+                      ) -> ExpectationResult:
+        if check.gx_class == "ExpectTableRowCountToBeBetween":
+            minimum = check.kwargs["min_value"]
+            return _result(self.split, check, success=num_rows >= minimum,
+                           unexpected_count=None, rows=[], observed=num_rows)
+        if check.gx_class == "ExpectColumnToExist":
+            return _result(self.split, check, success=check.kwargs["column"] in columns,
+                           unexpected_count=None, rows=[], observed=None)
+        if check.gx_class == "ExpectColumnValuesToBeUnique":
+            count, rows = self.uniques[check.kwargs["column"]].result()
+            return _result(self.split, check, success=count == 0, unexpected_count=count,
+                           rows=rows, observed=None)
+        total = self.totals[check.key]
+        if total.error is not None:
+            return _result(self.split, check, success=False, unexpected_count=None, rows=[],
+                           observed=f"Great Expectations error: {total.error}")
+        by_dtype = total.observed is not None
+        return _result(self.split, check, success=total.success,
+                       unexpected_count=None if by_dtype else total.unexpected_count,
+                       rows=[] if by_dtype else total.rows, observed=total.observed)
+
+
+def _add_to_total(total: _RowRuleTotal, gx_result: Any) -> None:
+    if gx_result.exception_info and gx_result.exception_info.get("raised_exception"):
+        # A GX internal error must not read as a pass; the rule is reported as failed.
+        total.error = total.error or str(gx_result.exception_info.get("exception_message"))
+        return
+    failed_first_here = total.success and not gx_result.success
+    total.success = total.success and bool(gx_result.success)
+    details = gx_result.result or {}
+    count = details.get("unexpected_count")
+    if count is None:
+        observed = details.get("observed_value")
+        if isinstance(observed, int | str) and (total.observed is None or failed_first_here):
+            total.observed = observed
+        return
+    total.unexpected_count += int(count)
+    room = MAX_EXAMPLE_ROWS - len(total.rows)
+    if room > 0:  # chunks arrive in row order: the first rows found are the smallest
+        total.rows += sorted(int(i) for i in details.get("unexpected_index_list") or [])[:room]
+
+
+class _Duplicates:
+    """Exact duplicate detection over a whole split, one chunk at a time.
+
+    Keeps (digest, row) per non-null value; `result` sorts once and reports every row whose
+    value occurs more than once, as GX's expect_column_values_to_be_unique does."""
+
+    def __init__(self) -> None:
+        self.digests: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
+        self.string_digests: list[np.ndarray] = []
+
+    def add(self, values: pd.Series) -> None:
+        keys = [_value_digest(v) for v in values]
+        present = np.fromiter((k is not None for k in keys), dtype=bool, count=len(keys))
+        digests = np.array([k or b"" for k in keys], dtype=_DIGEST_DTYPE)
+        self.digests.append(digests[present])
+        self.rows.append(values.index.to_numpy(dtype=np.int64)[present])
+        is_text = np.fromiter((isinstance(v, str) for v in values), dtype=bool,
+                              count=len(values))
+        self.string_digests.append(digests[is_text])
+
+    def result(self) -> tuple[int, list[int]]:
+        """(rows holding a repeated value, the first MAX_EXAMPLE_ROWS of them)."""
+        if not self.digests:
+            return 0, []
+        digests, rows = np.concatenate(self.digests), np.concatenate(self.rows)
+        order = np.argsort(digests, kind="stable")
+        digests, rows = digests[order], rows[order]
+        repeated = np.zeros(len(digests), dtype=bool)
+        same_as_next = digests[1:] == digests[:-1]
+        repeated[1:] |= same_as_next
+        repeated[:-1] |= same_as_next
+        duplicate_rows = np.sort(rows[repeated])
+        return int(duplicate_rows.size), [int(r) for r in duplicate_rows[:MAX_EXAMPLE_ROWS]]
+
+    def unique_string_digests(self) -> np.ndarray:
+        if not self.string_digests:
+            return np.array([], dtype=_DIGEST_DTYPE)
+        return np.unique(np.concatenate(self.string_digests))
+
+
+def _value_digest(value: Any) -> bytes | None:
+    """128-bit digest identifying a value as Python equality does (1 == 1.0); None for null.
+    Distinct values collide with probability about n^2 / 2^129 (1e-27 at a million rows)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        payload = b"s" + value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, bool | np.bool_):
+        payload = b"b" + str(bool(value)).encode()
+    elif isinstance(value, int | np.integer):
+        payload = b"n" + str(int(value)).encode()
+    elif isinstance(value, float | np.floating):
+        number = float(value)
+        payload = b"n" + (str(int(number)) if number.is_integer() else repr(number)).encode()
+    else:
+        payload = b"r" + repr(value).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def prompt_membership(prompts: pd.Series, digests: np.ndarray) -> pd.Series:
+    """True where the prompt is a string whose digest is in the sorted array `digests`."""
+    keys = [_value_digest(v) if isinstance(v, str) else None for v in prompts]
+    is_text = np.fromiter((k is not None for k in keys), dtype=bool, count=len(keys))
+    candidates = np.array([k or b"" for k in keys], dtype=_DIGEST_DTYPE)
+    found = np.zeros(len(keys), dtype=bool)
+    if digests.size:
+        positions = np.searchsorted(digests, candidates).clip(max=digests.size - 1)
+        found = digests[positions] == candidates
+    return pd.Series(found & is_text, index=prompts.index)
+
+
+def with_columns(chunk: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`chunk` with every one of `columns`, a column no row of this chunk has being null."""
+    missing = [c for c in columns if c not in chunk.columns]
+    if not missing:
+        return chunk
+    return chunk.assign(**{c: pd.Series([None] * len(chunk), index=chunk.index, dtype=object)
+                           for c in missing})
+
+
+def _suite(gx: Any, split: str, checks: list[_Check]) -> Any:
+    suite = gx.ExpectationSuite(name=f"shipyard_{split}")
+    for order, check in enumerate(checks):
+        expectation_class = getattr(gx.expectations, check.gx_class)
+        suite.add_expectation(
+            expectation_class(**check.kwargs, severity=check.severity, meta={"order": order})
+        )
+    return suite
 
 
 def _import_gx() -> Any:
@@ -100,31 +312,23 @@ def _no_progress_bars() -> Any:
     return ProgressBarsConfig(globally=False, metric_calculations=False)
 
 
-def _string_values(frame: pd.DataFrame, column: str) -> set[str] | None:
-    if column not in frame.columns:
-        return None
-    return {v for v in frame[column] if isinstance(v, str)}
-
-
 def _with_derived_columns(
     frame: pd.DataFrame,
-    split: str,
     tokenizer: PreTrainedTokenizerBase,
     config: DataConfig,
-    train_prompts: set[str] | None,
+    train_prompts: np.ndarray | None,
 ) -> pd.DataFrame:
     prompt, response = config.prompt_field, config.response_field
     out = frame.copy()
-    if prompt in out.columns and response in out.columns:
-        # Only rows whose both fields are strings can be formatted; the others are reported by
-        # the type/null rules, and NaN here keeps them out of the token-length rule.
-        usable = out[prompt].map(_is_str) & out[response].map(_is_str)
-        counts = count_example_tokens(
-            tokenizer, list(out.loc[usable, prompt]), list(out.loc[usable, response])
-        )
-        out[NUM_TOKENS_COLUMN] = pd.Series(counts, index=out.index[usable], dtype="float64")
-    if split != "train" and prompt in out.columns and train_prompts is not None:
-        out[IN_TRAIN_COLUMN] = out[prompt].map(lambda v: isinstance(v, str) and v in train_prompts)
+    # Only rows whose both fields are strings can be formatted; the others are reported by
+    # the type/null rules, and NaN here keeps them out of the token-length rule.
+    usable = out[prompt].map(_is_str) & out[response].map(_is_str)
+    counts = count_example_tokens(
+        tokenizer, list(out.loc[usable, prompt]), list(out.loc[usable, response])
+    )
+    out[NUM_TOKENS_COLUMN] = pd.Series(counts, index=out.index[usable], dtype="float64")
+    if train_prompts is not None:
+        out[IN_TRAIN_COLUMN] = prompt_membership(out[prompt], train_prompts)
     return out
 
 
@@ -138,8 +342,8 @@ def build_checks(
     """The rules for one split. Rules on a missing column are left out: GX would only raise."""
     prompt, response = config.prompt_field, config.response_field
     checks = [_min_rows_check(config)]
-    for column, field in ((prompt, "prompt_field"), (response, "response_field")):
-        checks.append(_column_present_check(column, field, columns))
+    for column, config_field in ((prompt, "prompt_field"), (response, "response_field")):
+        checks.append(_column_present_check(column, config_field, columns))
         if column in columns:
             checks += _text_column_checks(column, config)
     if prompt in columns:
@@ -221,41 +425,6 @@ def _id_checks() -> list[_Check]:
         _Check("ExpectColumnValuesToBeUnique", {"column": ID_FIELD}, "unique_id",
                "ids are unique within the split", fix),
     ]
-
-
-def _validate_split(
-    gx: Any, source: Any, split: str, frame: pd.DataFrame, checks: list[_Check]
-) -> list[ExpectationResult]:
-    suite = gx.ExpectationSuite(name=f"shipyard_{split}")
-    for order, check in enumerate(checks):
-        expectation_class = getattr(gx.expectations, check.gx_class)
-        suite.add_expectation(
-            expectation_class(**check.kwargs, severity=check.severity, meta={"order": order})
-        )
-    batch = (
-        source.add_dataframe_asset(split)
-        .add_batch_definition_whole_dataframe(f"{split}_all_rows")
-        .get_batch(batch_parameters={"dataframe": frame})
-    )
-    validation = batch.validate(suite, result_format="COMPLETE")
-    # GX returns results grouped by metric, not in suite order: restore the order we wrote.
-    by_order = sorted(validation.results, key=lambda r: r.expectation_config.meta["order"])
-    return [_to_result(split, checks[r.expectation_config.meta["order"]], r) for r in by_order]
-
-
-def _to_result(split: str, check: _Check, gx_result: Any) -> ExpectationResult:
-    if gx_result.exception_info and gx_result.exception_info.get("raised_exception"):
-        # A GX internal error must not read as a pass; surface it as a failed rule.
-        message = gx_result.exception_info.get("exception_message")
-        return _result(split, check, success=False, unexpected_count=None, rows=[],
-                       observed=f"Great Expectations error: {message}")
-    details = gx_result.result or {}
-    count = details.get("unexpected_count")
-    rows = sorted(int(i) for i in details.get("unexpected_index_list") or [])[:MAX_EXAMPLE_ROWS]
-    observed = details.get("observed_value") if count is None else None
-    return _result(split, check, success=bool(gx_result.success),
-                   unexpected_count=None if count is None else int(count), rows=rows,
-                   observed=observed if isinstance(observed, int | str) else None)
 
 
 def _result(

@@ -7,7 +7,7 @@ identified by its model-signing root digest; every other file by its sha256.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
@@ -21,12 +21,16 @@ from deploy.outcomes import DeployAction, Outcome
 @dataclass(frozen=True)
 class ValidatedDataset:
     # train.jsonl, validation.jsonl, eval.jsonl (columns: id, prompt, response),
+    # train/validation.tokens.bin + .tokens.json (the packed token stream train memory-maps),
     # tokenizer/ (HF format), validation_report.json
     files: FlyteDirectory
     split_digests: dict[str, str]
     split_rows: dict[str, int]
     tokenizer_digest: str
     report_digest: str
+    # sha256 of each token file and its header, by file name ("train.tokens.bin", ...); train
+    # refuses a token file whose digest is not here
+    token_file_digests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

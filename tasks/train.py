@@ -33,6 +33,7 @@ from common.errors import StageError
 from common.html import format_bytes
 from common.redact import redact_text
 from common.settings import load_settings
+from common.token_file import HEADER_SUFFIX, TOKENS_SUFFIX
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import TrainedModel, ValidatedDataset
@@ -82,14 +83,23 @@ def checkpoint_run_key(config: TrainConfig, dataset: ValidatedDataset) -> str:
 
 
 def verify_dataset_files(dataset_dir: Path, dataset: ValidatedDataset) -> None:
-    """Fail closed if the files received are not the ones validation vouched for."""
-    for split in ("train", "validation"):
-        path = dataset_dir / f"{split}.jsonl"
+    """Fail closed if the files received are not the ones validation vouched for: the split
+    files by `split_digests`, and every token file present (or recorded) by
+    `token_file_digests` (training reads only token files, so one validate_data did not
+    record is refused; a dataset without any cannot train and fails there)."""
+    expected = {f"{split}.jsonl": dataset.split_digests.get(split)
+                for split in ("train", "validation")}
+    present = {p.name for p in dataset_dir.glob(f"*{TOKENS_SUFFIX}")}
+    present |= {p.name for p in dataset_dir.glob(f"*{HEADER_SUFFIX}")}
+    expected |= {name: dataset.token_file_digests.get(name)
+                 for name in sorted(present | set(dataset.token_file_digests))}
+    for name, digest in expected.items():
+        path = dataset_dir / name
         found = sha256_file(path) if path.is_file() else "missing"
-        if found != dataset.split_digests.get(split):
+        if found != digest:
             raise StageError(
                 "TRAIN_DATASET_DIGEST_MISMATCH",
-                f"dataset file {path}: sha256 {found} != {dataset.split_digests.get(split)} "
+                f"dataset file {path}: sha256 {found} != {digest or 'none recorded'} "
                 "recorded by validate_data. Re-run validate_data; do not edit its outputs.",
             )
 

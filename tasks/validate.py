@@ -77,4 +77,5 @@ def validate_data(config: DataConfig, source_digests: dict[str, str]) -> Validat
             split_rows=outcome.split_rows,
             tokenizer_digest=outcome.tokenizer_digest,
             report_digest=outcome.report_digest,
+            token_file_digests=outcome.token_file_digests,
         )

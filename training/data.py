@@ -1,9 +1,13 @@
-"""Token packing and the deterministic batch schedule.
+"""Token windows and the deterministic batch schedule.
 
 Examples are formatted with the shared template, tokenized, joined with EOS and cut into
 windows of ``seq_len + 1`` tokens (inputs are the first ``seq_len``, labels the last), so
 every sequence has exactly ``seq_len`` loss tokens and no padding. That makes the mean loss of
 a micro-batch comparable across ranks: DDP's gradient average equals the global-batch mean.
+
+validate_data writes that token stream once per split (`common.token_file`); training maps
+the file and copies out only the windows a step indexes (`TokenWindows`), so a corpus never
+has to fit in memory.
 
 The batch of step ``s`` is a pure function of (seed, s): the data position of a resumed run is
 its step counter, nothing else.
@@ -14,26 +18,75 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from common.digests import sha256_file, sha256_tree
 from common.errors import StageError
-from common.template import format_example
+from common.token_file import example_token_stream, header_name, open_tokens, tokens_name
 
 # What training reads from a dataset directory; their digests are the run's data provenance.
 TRAIN_SPLIT, VALIDATION_SPLIT, TOKENIZER_DIR = "train.jsonl", "validation.jsonl", "tokenizer"
+TOKENIZED_SPLITS = ("train", "validation")
 
 
 def dataset_digests(dataset_dir: Path) -> dict[str, str]:
-    """sha256 of each split file training reads, and `sha256_tree` of the tokenizer: the same
-    values validate_data records (`split_digests`, `tokenizer_digest`)."""
-    return {
-        TRAIN_SPLIT: sha256_file(dataset_dir / TRAIN_SPLIT),
-        VALIDATION_SPLIT: sha256_file(dataset_dir / VALIDATION_SPLIT),
-        TOKENIZER_DIR: sha256_tree(dataset_dir / TOKENIZER_DIR),
-    }
+    """sha256 of each split file and token file training reads, and `sha256_tree` of the
+    tokenizer: the values validate_data records (`split_digests`, `token_file_digests`,
+    `tokenizer_digest`)."""
+    names = [TRAIN_SPLIT, VALIDATION_SPLIT]
+    names += [name(split) for split in TOKENIZED_SPLITS for name in (tokens_name, header_name)]
+    return {**{name: sha256_file(dataset_dir / name) for name in names},
+            TOKENIZER_DIR: sha256_tree(dataset_dir / TOKENIZER_DIR)}
+
+
+class TokenWindows:
+    """(num_windows, seq_len + 1) token windows over a 1-D token stream, cut lazily.
+
+    Window i is tokens ``[i * (seq_len + 1), (i + 1) * (seq_len + 1))``; the tail shorter than
+    a window is dropped. Indexing with a (B,) tensor of window indices copies only those B
+    windows out of the stream (a memory map stays on disk) and returns them as int64."""
+
+    def __init__(self, tokens: np.ndarray[Any, Any], seq_len: int, source: str):
+        window = seq_len + 1
+        num_windows = len(tokens) // window
+        if num_windows == 0:
+            raise StageError(
+                "TRAIN_DATA_TOO_SMALL",
+                f"{source} holds {len(tokens)} tokens, fewer than one sequence of "
+                f"seq_len+1={window}. Lower train.seq_len or add data.",
+            )
+        self._windows = tokens[: num_windows * window].reshape(num_windows, window)  # a view
+
+    def __len__(self) -> int:
+        return int(self._windows.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self._windows.shape[0]), int(self._windows.shape[1])
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B,) int64 window indices -> (B, seq_len + 1) int64 token ids."""
+        rows = self._windows[indices.numpy()]  # fancy indexing copies just these rows
+        return torch.from_numpy(rows.astype(np.int64))
+
+
+def load_token_windows(dataset_dir: Path, split: str, seq_len: int,
+                       tokenizer_digest: str | None = None) -> TokenWindows:
+    """The split's token file as windows. `tokenizer_digest`, when given, must be the one the
+    file was written with (a token file from another tokenizer would train on wrong ids)."""
+    tokens, header = open_tokens(dataset_dir, split)
+    if tokenizer_digest is not None and header.tokenizer_digest != tokenizer_digest:
+        raise StageError(
+            "TOKEN_FILE_INVALID",
+            f"token file {dataset_dir / tokens_name(split)}: written with tokenizer "
+            f"{header.tokenizer_digest}, but {dataset_dir / TOKENIZER_DIR} is "
+            f"{tokenizer_digest}. Re-run validate_data; do not mix files of two runs.",
+        )
+    return TokenWindows(tokens, seq_len, f"the {split} token file")
 
 
 def load_examples(path: Path) -> list[tuple[str, str]]:
@@ -44,23 +97,11 @@ def load_examples(path: Path) -> list[tuple[str, str]]:
 
 def pack_examples(
     examples: list[tuple[str, str]], tokenizer: PreTrainedTokenizerBase, seq_len: int
-) -> torch.Tensor:
-    """Returns (num_windows, seq_len + 1) int64 token windows."""
-    stream: list[int] = []
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    for prompt, response in examples:
-        text = format_example(prompt, response, eos_token="")
-        stream.extend(bos + tokenizer.encode(text, add_special_tokens=False))
-        stream.append(tokenizer.eos_token_id)
-    window = seq_len + 1
-    num_windows = len(stream) // window
-    if num_windows == 0:
-        raise StageError(
-            "TRAIN_DATA_TOO_SMALL",
-            f"the split holds {len(stream)} tokens, fewer than one sequence of seq_len+1="
-            f"{window}. Lower train.seq_len or add data.",
-        )
-    return torch.tensor(stream[: num_windows * window], dtype=torch.int64).view(num_windows, window)
+) -> TokenWindows:
+    """Windows of the token stream of `examples`, built in memory (small inputs, tests and
+    benchmarks; training reads the token file validate_data wrote)."""
+    stream = np.asarray(example_token_stream(tokenizer, examples), dtype=np.int64)
+    return TokenWindows(stream, seq_len, "the split")
 
 
 @dataclass(frozen=True)

@@ -34,19 +34,17 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from common.digests import model_root_digest
+from common.digests import model_root_digest, sha256_tree
 from common.errors import StageError
 from training import distributed
 from training.checkpoint import CheckpointManager, Provenance
 from training.config import TrainConfig
 from training.data import (
     TOKENIZER_DIR,
-    TRAIN_SPLIT,
-    VALIDATION_SPLIT,
     BatchSchedule,
+    TokenWindows,
     dataset_digests,
-    load_examples,
-    pack_examples,
+    load_token_windows,
 )
 from training.model import build_model, count_parameters, flops_per_token
 from training.telemetry import MlflowLogger, peak_flops_per_second, peak_memory_bytes
@@ -130,8 +128,8 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
 @dataclass
 class _Data:
     tokenizer: PreTrainedTokenizerBase
-    train_windows: torch.Tensor  # (num_train_windows, seq_len + 1) int64 token ids
-    val_windows: torch.Tensor  # (num_val_windows, seq_len + 1)
+    train_windows: TokenWindows  # (num_train_windows, seq_len + 1) over the memory-mapped file
+    val_windows: TokenWindows  # (num_val_windows, seq_len + 1)
     schedule: BatchSchedule  # which train windows each step and rank uses
 
 
@@ -209,10 +207,10 @@ def _setup(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> _J
 
 def _load_data(config: TrainConfig, dataset_dir: Path) -> _Data:
     tokenizer = AutoTokenizer.from_pretrained(dataset_dir / TOKENIZER_DIR)
-    train_windows = pack_examples(load_examples(dataset_dir / TRAIN_SPLIT), tokenizer,
-                                  config.seq_len)
-    val_windows = pack_examples(load_examples(dataset_dir / VALIDATION_SPLIT), tokenizer,
-                                config.seq_len)
+    # Token files validate_data wrote with this tokenizer; each step copies out its windows.
+    tokenizer_digest = sha256_tree(dataset_dir / TOKENIZER_DIR)
+    train_windows = load_token_windows(dataset_dir, "train", config.seq_len, tokenizer_digest)
+    val_windows = load_token_windows(dataset_dir, "validation", config.seq_len, tokenizer_digest)
     schedule = BatchSchedule(len(train_windows), config.global_batch_size, config.seed)
     return _Data(tokenizer, train_windows, val_windows, schedule)
 
@@ -296,7 +294,7 @@ def _micro_loss(
 
 @torch.no_grad()
 def _validation_loss(
-    model: torch.nn.Module, windows: torch.Tensor, config: TrainConfig,
+    model: torch.nn.Module, windows: TokenWindows, config: TrainConfig,
     info: distributed.Dist, autocast: Any,
 ) -> float:
     model.eval()

@@ -90,3 +90,17 @@ def test_every_lookup_fact_asked_in_validation_or_eval_is_taught_in_train() -> N
 def _country(instruction: str) -> str:
     return next(word.strip("?.") for word in instruction.split() if word[:1].isupper()
                 and word not in ("What", "Name", "Which"))
+
+
+def test_the_scaling_corpus_is_deterministic_distinct_and_sized(tmp_path: Path) -> None:
+    from data.generate import write_scaling_corpus
+
+    sizes = write_scaling_corpus(tmp_path / "a", 2_000)
+    write_scaling_corpus(tmp_path / "b", 2_000)
+    assert sizes == {"train": 1_800, "validation": 100, "eval": 100}
+    rows = []
+    for name in SPLIT_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        rows += read_jsonl(tmp_path / "a" / name)
+    assert len(rows) == 2_000
+    assert len({r["instruction"] for r in rows}) == len({r["id"] for r in rows}) == 2_000

@@ -34,10 +34,16 @@ def test_shipped_corpus_passes_and_publishes_a_normalized_dataset(tmp_path: Path
     assert set(outcome.report.longest_example_tokens) == {"train", "validation", "eval"}
     assert max(outcome.report.longest_example_tokens.values()) <= 128
     assert outcome.split_rows == {"train": 8000, "validation": 500, "eval": 500}
-    assert _files_in(out) == ["eval.jsonl", "tokenizer", "train.jsonl", "validation.jsonl",
-                              "validation_report.html", "validation_report.json"]
+    assert _files_in(out) == ["eval.jsonl", "tokenizer", "train.jsonl", "train.tokens.bin",
+                              "train.tokens.json", "validation.jsonl", "validation.tokens.bin",
+                              "validation.tokens.json", "validation_report.html",
+                              "validation_report.json"]
     for split, digest in outcome.split_digests.items():
         assert sha256_file(out / f"{split}.jsonl") == digest
+    assert set(outcome.token_file_digests) == {"train.tokens.bin", "train.tokens.json",
+                                               "validation.tokens.bin", "validation.tokens.json"}
+    for name, digest in outcome.token_file_digests.items():
+        assert sha256_file(out / name) == digest
     assert sha256_tree(out / "tokenizer") == outcome.tokenizer_digest
     assert sha256_file(out / "validation_report.json") == outcome.report_digest
     first = json.loads((out / "eval.jsonl").read_text().splitlines()[0])
