@@ -31,6 +31,7 @@ FORMAT = "shipyard-tokens-v1"
 TOKENS_SUFFIX = ".tokens.bin"
 HEADER_SUFFIX = ".tokens.json"
 _DTYPES = ("uint16", "uint32")
+_ENCODE_BATCH = 4096  # texts per call into the Rust tokenizer
 
 
 def tokens_name(split: str) -> str:
@@ -52,8 +53,10 @@ def example_token_stream(tokenizer: Any, examples: Sequence[tuple[str, str]]) ->
     gives the same ids as ``tokenizer.encode(text, add_special_tokens=False)`` per text."""
     texts = [format_example(prompt, response, eos_token="") for prompt, response in examples]
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        encoded = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    if backend is not None:  # in batches: an Encoding object is about a kilobyte
+        encoded = [e.ids for start in range(0, len(texts), _ENCODE_BATCH)
+                   for e in backend.encode_batch_fast(texts[start:start + _ENCODE_BATCH],
+                                                      add_special_tokens=False)]
     else:
         encoded = [tokenizer.encode(text, add_special_tokens=False) for text in texts]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []

@@ -38,7 +38,7 @@ class DataConfig:
     # The stage streams each split in chunks of at most this many rows (and about
     # `chunk_bytes` bytes of input): memory is bounded by a chunk, not by the split. Results
     # do not depend on it; only speed (fewer, larger chunks) and peak memory do.
-    chunk_rows: int = 50_000
+    chunk_rows: int = 20_000
     chunk_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:

@@ -24,6 +24,8 @@ PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 # Order fixes the ids: unk=0, bos=1, eos=2 as in Llama tokenizers, then pad=3.
 SPECIAL_TOKENS = (UNK_TOKEN, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN)
+# Texts per call into the Rust tokenizer (bounds the Encoding objects alive at once).
+ENCODE_BATCH = 4096
 # A byte-level BPE starts from all 256 bytes; below this there is no room for any merge.
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 
@@ -133,8 +135,12 @@ def count_example_tokens(
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # The Rust tokenizer directly: the Python wrapper converts every encoding to lists and
-        # masks we do not need, which is about half the stage's tokenizing time.
-        return [len(e.ids) for e in backend.encode_batch_fast(texts, add_special_tokens=True)]
+        # masks we do not need, which is about half the stage's tokenizing time. In batches:
+        # an Encoding object is about a kilobyte, so a whole chunk's at once would dominate
+        # the stage's peak memory.
+        return [len(e.ids) for start in range(0, len(texts), ENCODE_BATCH)
+                for e in backend.encode_batch_fast(texts[start:start + ENCODE_BATCH],
+                                                   add_special_tokens=True)]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
 
