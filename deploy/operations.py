@@ -13,6 +13,7 @@ decision records), or the version given, and refuses one that does not verify.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from deploy.stage import (
     deployment_lock,
     verify_for_serving,
 )
-from deploy.state import state_path
+from deploy.state import load_state, state_path
 from registry import mlflow_registry as reg
 from registry.aliases import champion_version, move_champion
 
@@ -121,7 +122,19 @@ def undo(name: str, config: DeployConfig, settings: Settings, *,
             f"{'it is the version asked for' if target else 'no earlier champion recorded'}). "
             "Name one with --to-version N (see `shipyard history`).")
     why = f"undo: champion {current} -> {target}, requested by hand"
-    return serve_version(registered, target, config, settings, action="undo", reason=why)
+    return serve_version(registered, target, _same_engine(config, settings, name), settings,
+                         action="undo", reason=why)
+
+
+def _same_engine(config: DeployConfig, settings: Settings, name: str) -> DeployConfig:
+    """`engine: auto` on an undo means the engine the running stable uses: going back to an
+    earlier version is no time to switch engines (or to build the vLLM venv)."""
+    if config.engine != "auto":
+        return config
+    stable = load_state(settings.home, name).stable
+    if stable is None or stable.kind not in ("vllm", "local"):
+        return config
+    return dataclasses.replace(config, engine=stable.kind)
 
 
 def _serve_locked(registered: str, version: str, config: DeployConfig, settings: Settings,
