@@ -119,12 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("VIRTUAL_ENV", "SHIPYARD_", "MLFLOW_", "UV_", "PIP_"))}
     find_links = machine_find_links()
+    # The interpreter `python3` is on this machine, by absolute path: a pyenv shim finds its
+    # versions through HOME, which is empty here.
+    python = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
     env.update(HOME=str(home), UV_CACHE_DIR=str(root / "uv-cache"),
-               XDG_CACHE_HOME=str(home / ".cache"), PATH=os.defpath + ":" + env.get("PATH", ""))
-    make = ["make", "pipeline"] + ([f"FIND_LINKS={find_links}"] if find_links else [])
+               XDG_CACHE_HOME=str(home / ".cache"))
+    make = ["make", "pipeline", f"PYTHON={python}"] + (
+        [f"FIND_LINKS={find_links}"] if find_links else [])
     result: dict[str, Any] = {
         "benchmark": "pipeline_setup", "commit": commit, "cpu_count": os.cpu_count(),
-        "python": platform.python_version(), "find_links": find_links,
+        "python": platform.python_version(), "find_links": find_links, "make": make,
         "load_average_before": load_average()}
     try:
         began = time.monotonic()
