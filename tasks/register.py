@@ -21,12 +21,21 @@ from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, Validated
 from tasks.flyte_adapter import (
     error_html,
     execution_id,
+    is_remote_execution,
     publish_report,
     quiet_console,
+    run_id,
     run_reports_dir,
 )
 
 _STAGE = "register"
+
+
+def invocation_id() -> str:
+    """What the provenance records as `invocationId`: the Flyte execution on a cluster, and
+    locally `local:local:<run id>`, the run whose reports live in `reports/<run id>/`
+    (flytekit names every local execution just `local`)."""
+    return execution_id() if is_remote_execution() else f"local:local:{run_id()}"
 _REPORT_TITLE = "Model registration"
 
 
@@ -73,7 +82,7 @@ def register(
                 tracking_uri=settings.mlflow_tracking_uri,
                 artifact_root=settings.mlflow_artifact_root,
                 key_dir=settings.keys_dir,
-                execution_id=execution_id(),
+                execution_id=invocation_id(),
                 project_root=PROJECT_ROOT,
                 base_model_dir=_base_model_dir(model.resolved_config_json),
             )
