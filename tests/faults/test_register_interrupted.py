@@ -10,7 +10,8 @@ to) and says so; the test then sends SIGTERM or SIGKILL. The points:
   description and self-check have not run, it has no alias;
 - ``before_challenger``: the version verified and its run finished, the alias not yet set.
 
-After the kill: no process of the group is left, nothing half-written looks like a usable
+SIGKILL lands at every point, SIGTERM mid-commit (``version_created``). After the kill: no
+process of the group is left, nothing half-written looks like a usable
 version (no version, or a complete one that verifies and has no alias yet), the champion
 never moved. The re-run converges: one version of the digest, verified, challenger alias on
 it, champion still the earlier version. SIGTERM also marks the registration run FAILED
