@@ -88,20 +88,13 @@ def set_challenger(
     return True
 
 
-class _Unchecked:
-    """The default of `move_champion(expected_current=...)` for callers not yet passing it."""
-
-
-UNCHECKED = _Unchecked()
-
-
 def move_champion(
     client: MlflowClient,
     name: str,
     version: str,
     champion_alias: str = DEFAULT_CHAMPION_ALIAS,
     *,
-    expected_current: str | _Unchecked | None = UNCHECKED,
+    expected_current: str | None,
 ) -> None:
     """Point the champion alias at `version`, by compare-and-set: only if it still points at
     `expected_current` (None: no champion yet), the value the caller read when it decided.
@@ -109,9 +102,9 @@ def move_champion(
 
     MLflow has no conditional alias update: the read and the write are two calls. Deploys of
     one deployment are serialized by their lock, so what remains is a writer outside Shipyard
-    (MLflow UI, API) moving the alias in the milliseconds between them."""
-    if not isinstance(expected_current, _Unchecked):
-        check_champion_unmoved(client, name, champion_alias, expected_current, version)
+    (MLflow UI, API) moving the alias in the milliseconds between them. There is no
+    unchecked form: every caller says what it read."""
+    check_champion_unmoved(client, name, champion_alias, expected_current, version)
     client.set_registered_model_alias(name, champion_alias, str(version))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.settings import load_settings
-from registry.aliases import move_champion
+from registry.aliases import champion_version, move_champion
 from registry.mlflow_registry import client_for
 from registry.stage import RegistrationResult
 from tests.eval.conftest import TinyModel
@@ -26,7 +26,9 @@ def register_champion(model: TinyModel, dataset_dir: Path, name: str,
     store = settings_store()
     result = register(store, model.model_dir,
                       {split: dataset_dir / f"{split}.jsonl" for split in SPLITS}, name)
-    move_champion(client_for(store.tracking_uri), name, result.version, champion_alias)
+    client = client_for(store.tracking_uri)
+    move_champion(client, name, result.version, champion_alias,
+                  expected_current=champion_version(client, name, champion_alias))
     return result
 
 

@@ -55,9 +55,9 @@ def test_champion_moves_only_through_move_champion(client: MlflowClient, model_n
     assert set_challenger(client, model_name, "1")
     assert champion_version(client, model_name) is None  # challenger is not champion
 
-    move_champion(client, model_name, "1")
+    move_champion(client, model_name, "1", expected_current=None)
     assert champion_version(client, model_name) == "1"  # a string, whatever the store returns
-    move_champion(client, model_name, "2")
+    move_champion(client, model_name, "2", expected_current="1")
     assert champion_version(client, model_name) == "2"
     assert aliases_of(client, model_name, "2") == [DEFAULT_CHAMPION_ALIAS]
     assert alias_versions(client, model_name) == {CHALLENGER_ALIAS: "1",
@@ -66,7 +66,7 @@ def test_champion_moves_only_through_move_champion(client: MlflowClient, model_n
 
 def test_challenger_never_lands_on_the_champion(client: MlflowClient, model_name: str) -> None:
     _versions(client, model_name, 2)
-    move_champion(client, model_name, "1")
+    move_champion(client, model_name, "1", expected_current=None)
     assert not set_challenger(client, model_name, "1")
     assert aliases_of(client, model_name, "1") == ["champion"]
     assert set_challenger(client, model_name, "2")
@@ -76,7 +76,7 @@ def test_challenger_never_lands_on_the_champion(client: MlflowClient, model_name
 def test_a_configured_champion_alias_is_the_one_compared_and_moved(
         client: MlflowClient, model_name: str) -> None:
     _versions(client, model_name, 2)
-    move_champion(client, model_name, "1", "production")
+    move_champion(client, model_name, "1", "production", expected_current=None)
     assert champion_version(client, model_name, "production") == "1"
     assert champion_version(client, model_name) is None  # `champion` was never set
     # `challenger` is refused on the version `production` names, not on a `champion`.
