@@ -56,11 +56,57 @@ class LoadResult:
     lost: int = 0
     first_errors: list[str] = field(default_factory=list)
     latencies_seconds: list[float] = field(default_factory=list)
+    # completion tokens of the successful answers: from the final `usage` chunk the client
+    # asks for (`stream_options.include_usage`), else one per non-empty content delta
+    generated_tokens: int = 0
+    token_counts: Counter[str] = field(default_factory=Counter)  # "usage" / "deltas"
+    # monotonic time of the first request sent and of the last answer received
+    first_sent: float | None = None
+    last_answered: float | None = None
+
+    @property
+    def wall_seconds(self) -> float:
+        if self.first_sent is None or self.last_answered is None:
+            return 0.0
+        return max(self.last_answered - self.first_sent, 0.0)
 
     def to_dict(self) -> dict[str, object]:
-        return {"sent": self.sent, "ok": self.ok, "lost": self.lost,
-                "by_status": dict(self.by_status), "by_backend": dict(self.by_backend),
-                "first_errors": self.first_errors[:5]}
+        out: dict[str, object] = {
+            "sent": self.sent, "ok": self.ok, "lost": self.lost,
+            "by_status": dict(self.by_status), "by_backend": dict(self.by_backend),
+            "first_errors": self.first_errors[:5],
+            "generated_tokens": self.generated_tokens,
+            "token_counts": dict(self.token_counts),
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+        if self.generated_tokens and self.wall_seconds > 0:
+            out["generated_tokens_per_second"] = self.generated_tokens / self.wall_seconds
+        return out
+
+
+def completion_tokens(stream: bytes) -> tuple[int, str]:
+    """Generated tokens in one OpenAI-style SSE stream, and how they were counted: the
+    `usage.completion_tokens` of the final chunk when the server sent one, else the number of
+    chunks carrying non-empty content (one token per delta, as vLLM streams). Unparseable
+    events count nothing."""
+    deltas = 0
+    usage: int | None = None
+    for line in stream.splitlines():
+        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+            continue
+        try:
+            event = json.loads(line[len(b"data: "):])
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        reported = (event.get("usage") or {}).get("completion_tokens")
+        if isinstance(reported, int) and not isinstance(reported, bool) and reported >= 0:
+            usage = reported
+        for choice in event.get("choices") or []:
+            if isinstance(choice, dict) and ((choice.get("delta") or {}).get("content")):
+                deltas += 1
+    return (usage, "usage") if usage is not None else (deltas, "deltas")
 
 
 class LoadGenerator:
@@ -127,10 +173,12 @@ class LoadGenerator:
 
     async def _one(self, session: aiohttp.ClientSession, index: int) -> None:
         body = {"model": self.model, "stream": True, "max_tokens": self.spec.max_tokens,
-                "temperature": 0.0,
+                "temperature": 0.0, "stream_options": {"include_usage": True},
                 "messages": [{"role": "user", "content": self.prompts[index % len(self.prompts)]}]}
         self.result.sent += 1
         began = time.monotonic()
+        if self.result.first_sent is None:
+            self.result.first_sent = began
         try:
             async with session.post(f"{self.base_url}/v1/chat/completions", json=body) as resp:
                 payload = await resp.read()
@@ -140,7 +188,11 @@ class LoadGenerator:
                     self._lost(f"stream ended without [DONE] ({len(payload)} bytes)")
                 elif resp.status == 200:
                     self.result.ok += 1
-                    self.result.latencies_seconds.append(time.monotonic() - began)
+                    self.result.last_answered = time.monotonic()
+                    self.result.latencies_seconds.append(self.result.last_answered - began)
+                    tokens, source = completion_tokens(payload)
+                    self.result.generated_tokens += tokens
+                    self.result.token_counts[source] += 1
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._lost(f"{type(exc).__name__}: {exc}")
 

@@ -133,6 +133,12 @@ def test_weight_changes_under_load_lose_no_request(setup: Setup) -> None:
     assert result.lost == 0, result.first_errors
     assert result.ok == result.sent, result.to_dict()
     assert set(result.by_backend) == {"stable", "canary"}
+    # generated tokens, counted from the usage chunk each engine sends through the router
+    assert result.token_counts == {"usage": result.ok}
+    assert 0 < result.generated_tokens <= spec.max_tokens * result.ok
+    summary = result.to_dict()
+    assert summary["generated_tokens_per_second"] == pytest.approx(
+        result.generated_tokens / result.wall_seconds)
 
 
 def test_injected_latency_and_errors_show_in_per_backend_metrics(setup: Setup) -> None:
