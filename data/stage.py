@@ -13,7 +13,8 @@ blocking rule passes is one directory published:
       tokenizer/                                  HF format (save_pretrained)
       validation_report.json, validation_report.html
 
-Memory is bounded by a chunk plus 24 bytes per row for the split-wide rules (duplicates).
+Memory holds one chunk, plus a 16-byte digest and a row number per value for the split-wide
+duplicate rules and the BPE trainer's per-word state (see docs/benchmarks.md, Data scaling).
 
 The directory is assembled in a hidden sibling and renamed into place at the end, so a crash
 or a rejection never leaves something at `output_dir` that looks like a valid dataset. When
