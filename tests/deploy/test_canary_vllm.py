@@ -137,5 +137,9 @@ def test_healthy_canary_is_promoted_and_the_alias_moves(
     record = assert_record(outcome, deployment.settings)
     assert [s["canary_percent"] for s in record["steps"]] == [10, 50, 100]
     assert record["load"]["lost"] == 0
+    # real vLLM sends the usage chunk the load generator asks for: the tokens that serving's
+    # $ per 1M generated tokens is computed from are vLLM's own count
+    assert record["load"]["token_counts"] == {"usage": record["load"]["ok"]}
+    assert record["load"]["generated_tokens_per_second"] > 0
     # the old stable is gone; the new one is now the shared server the module stops
     _refresh_shared(deployment)
