@@ -66,16 +66,18 @@ def machine_find_links() -> str:
 def timed_run(command: list[str], cwd: Path, env: dict[str, str],
               console_path: Path) -> dict[str, Any]:
     """Run `command`, keep its console (stdout + stderr, as a user sees it) with each line's
-    offset in seconds, and note when each MARKS line first appeared."""
+    offset in seconds, and note when each MARKS line first appeared. Lines end at "\n" only:
+    a progress bar redrawn with "\r" is one line on a terminal, and counts as one."""
     began = time.monotonic()
     marks: dict[str, float] = {}
     lines = 0
-    with console_path.open("w") as console, subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1) as process:
+    with console_path.open("w", buffering=1) as console, subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            ) as process:
         assert process.stdout is not None
-        for line in process.stdout:
+        for raw in process.stdout:
             offset = time.monotonic() - began
+            line = raw.decode(errors="replace").rsplit("\r", 1)[-1]  # what the terminal shows
             console.write(f"{offset:8.1f} {line}")
             lines += 1
             for name, pattern in MARKS.items():
