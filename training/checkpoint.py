@@ -210,16 +210,14 @@ def _check_dataset(path: Location, train_state: dict[str, Any], expected: Proven
     )
 
 
-class _RecordingWriter(FileSystemWriter):
-    """DCP's file writer, remembering the shard files this rank wrote, so that this rank,
-    not rank 0, hashes them. `sync_files=True`: DCP fsyncs each shard as it closes it."""
+class _RecordsWrittenFiles:
+    """Mixed into DCP's writers: remembers the shard files this rank wrote, so that this
+    rank, not rank 0, hashes them."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, sync_files=True)
-        self.written: set[str] = set()
+    written: set[str]
 
     def write_data(self, plan: Any, planner: Any) -> Any:
-        future = super().write_data(plan, planner)
+        future = super().write_data(plan, planner)  # type: ignore[misc]
         # Runs where DCP runs the write (the background thread under async_save); the result
         # lists one WriteResult per tensor/blob, naming the file it landed in.
         for result in future.wait():
@@ -227,18 +225,20 @@ class _RecordingWriter(FileSystemWriter):
         return future
 
 
-class _RecordingFsspecWriter(FsspecWriter):
-    """The same for DCP's fsspec writer (object stores: nothing to fsync)."""
+class _RecordingWriter(_RecordsWrittenFiles, FileSystemWriter):
+    """DCP's file writer; `sync_files=True`: DCP fsyncs each shard as it closes it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, sync_files=True)
+        self.written = set()
+
+
+class _RecordingFsspecWriter(_RecordsWrittenFiles, FsspecWriter):
+    """DCP's fsspec writer (object stores: nothing to fsync)."""
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri, sync_files=False)
-        self.written: set[str] = set()
-
-    def write_data(self, plan: Any, planner: Any) -> Any:
-        future = super().write_data(plan, planner)
-        for result in future.wait():
-            self.written.add(result.storage_data.relative_path)
-        return future
+        self.written = set()
 
 
 @dataclass
