@@ -157,24 +157,6 @@ def _register_locked(
     training_run_id, tracking_uri = request.training_run_id, request.tracking_uri
     name = config.registered_model_name
     with _mlflow_errors(tracking_uri):
-        existing = reg.find_version_by_digest(client, name, model_digest)
-        if existing is not None:
-            # A retry may follow a crash between creating the version and checking it: the
-            # existing version gets the same check before it may become the challenger.
-            builder = existing.tags.get(reg.TAG_BUILDER_ID, "")
-            _self_check(client, tracking_uri, existing, config, builder, signer, delete=False)
-            set_challenger(client, name, str(existing.version), config.champion_alias)
-            logger.info("%s sha256:%s is already version %s", name, model_digest, existing.version)
-            return _result(client, existing, created=False)
-
-    with _mlflow_errors(tracking_uri):
-        run_id = reg.start_registration_run(
-            client,
-            training_run_id=training_run_id,
-            experiment_name=config.experiment_name,
-            artifact_root=_artifact_location(tracking_uri, request.artifact_root),
-            run_name=f"register-{model_digest[:12]}",
-        )
         build = BuildInputs(
             config=config,
             model_dir=model_dir,
@@ -194,6 +176,26 @@ def _register_locked(
             workflow_inputs=request.workflow_inputs,
             base_model_dir=request.base_model_dir,
             eval_claims=request.eval_claims,
+        )
+        existing = reg.find_version_by_digest(client, name, model_digest)
+        if existing is not None:
+            # A retry may follow a crash between creating the version and checking it: the
+            # existing version gets the same check before it may become the challenger, and
+            # the description a crash left out is written now.
+            builder = existing.tags.get(reg.TAG_BUILDER_ID, "")
+            _self_check(client, tracking_uri, existing, config, builder, signer, delete=False)
+            if not (existing.description or "").strip():
+                _describe(client, build, existing, signer)
+            set_challenger(client, name, str(existing.version), config.champion_alias)
+            logger.info("%s sha256:%s is already version %s", name, model_digest, existing.version)
+            return _result(client, existing, created=False)
+
+        run_id = reg.start_registration_run(
+            client,
+            training_run_id=training_run_id,
+            experiment_name=config.experiment_name,
+            artifact_root=_artifact_location(tracking_uri, request.artifact_root),
+            run_name=f"register-{model_digest[:12]}",
         )
         try:
             version = _publish(client, build, signer, run_id)
@@ -234,7 +236,12 @@ def _publish(client: MlflowClient, build: BuildInputs, signer: Signer, run_id: s
     version = reg.create_version(
         client, name=build.config.registered_model_name, run_id=run_id, tags=tags
     )
-    # The text people read first in the MLflow UI: gate, digest, data, how to verify.
+    return _describe(client, build, version, signer)
+
+
+def _describe(client: MlflowClient, build: BuildInputs, version: ModelVersion,
+              signer: Signer) -> ModelVersion:
+    """The text people read first in the MLflow UI: gate, digest, data, how to verify."""
     description = redact_text(version_description(build, str(version.version), signer.label))
     return client.update_model_version(version.name, version.version, description=description)
 

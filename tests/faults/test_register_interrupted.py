@@ -201,6 +201,9 @@ def test_killed_register_leaves_nothing_that_looks_valid_and_converges(
     assert _versions_of(client, name, digest) == [again.version]
     if left:
         assert again.version == left[0], "the re-run made a second version of the digest"
+    # the description a kill after create_version left out is written by the re-run
+    described = client.get_model_version(name, again.version).description or ""
+    assert f"sha256:{digest}" in described and "shipyard verify" in described
     aliases = alias_versions(client, name)
     assert aliases.get(CHALLENGER_ALIAS) == again.version
     assert aliases.get("champion") == v1.version
