@@ -19,7 +19,7 @@ from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag
+from mlflow.entities import DatasetInput, InputTag, RunStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
@@ -49,6 +49,8 @@ TAG_PROVENANCE_URI = "provenance_uri"
 TAG_PROVENANCE_SHA256 = "provenance_sha256"
 TAG_SBOM_URI = "sbom_uri"
 TAG_SBOM_SHA256 = "sbom_sha256"
+# on a registration run: the registered model it registers into (finds runs a kill left)
+TAG_RUN_REGISTERED_MODEL = "shipyard.registered_model_name"
 # Tag values end up in a database column; keep free text well under every backend's limit.
 MAX_TAG_VALUE_CHARS = 5000
 # MLflow stores a dataset digest in a 36-character column: the full sha256 goes in a tag.
@@ -95,9 +97,10 @@ def start_registration_run(
     experiment_name: str,
     artifact_root: str | None,
     run_name: str,
+    registered_model_name: str,
 ) -> str:
     """Create the run holding the registered artifacts; nested under the training run."""
-    tags = {"shipyard.stage": "register"}
+    tags = {"shipyard.stage": "register", TAG_RUN_REGISTERED_MODEL: registered_model_name}
     if training_run_id is not None:
         try:
             training_run = client.get_run(training_run_id)
@@ -196,3 +199,22 @@ def _dataset_source(uri: str) -> DatasetSource:
 
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
+
+
+def close_abandoned_registration_runs(client: MlflowClient, name: str, run_name: str) -> list[str]:
+    """Mark KILLED the registration runs of `name` called `run_name` still RUNNING: a
+    register killed with SIGKILL leaves its run so. Call it holding the registration lock of
+    `name` (no live registration of `name` can then be running). Returns their ids."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    runs = client.search_runs(experiments, filter_string=(
+        f"tags.`shipyard.stage` = 'register' and tags.`{TAG_RUN_REGISTERED_MODEL}` = "
+        f"'{name}' and attributes.run_name = '{run_name}' and attributes.status = 'RUNNING'"))
+    closed = []
+    for run in runs:
+        client.set_tag(run.info.run_id, "shipyard.abandoned",
+                       "left RUNNING by a register that was killed; closed by a later one")
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        closed.append(str(run.info.run_id))
+    return closed

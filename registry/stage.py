@@ -177,6 +177,10 @@ def _register_locked(
             base_model_dir=request.base_model_dir,
             eval_claims=request.eval_claims,
         )
+        run_name = f"register-{model_digest[:12]}"
+        for run_id in reg.close_abandoned_registration_runs(client, name, run_name):
+            logger.warning("closed registration run %s, left RUNNING by a killed register",
+                           run_id)
         existing = reg.find_version_by_digest(client, name, model_digest)
         if existing is not None:
             # A retry may follow a crash between creating the version and checking it: the
@@ -195,7 +199,8 @@ def _register_locked(
             training_run_id=training_run_id,
             experiment_name=config.experiment_name,
             artifact_root=_artifact_location(tracking_uri, request.artifact_root),
-            run_name=f"register-{model_digest[:12]}",
+            run_name=run_name,
+            registered_model_name=name,
         )
         try:
             version = _publish(client, build, signer, run_id)

@@ -201,6 +201,11 @@ def test_killed_register_leaves_nothing_that_looks_valid_and_converges(
     assert _versions_of(client, name, digest) == [again.version]
     if left:
         assert again.version == left[0], "the re-run made a second version of the digest"
+    # no registration run of the digest is left RUNNING: the re-run closed the killed one
+    statuses = _registration_runs(client, digest)
+    assert "RUNNING" not in statuses.values(), statuses
+    if expected_status == "RUNNING":
+        assert "KILLED" in statuses.values(), statuses
     # the description a kill after create_version left out is written by the re-run
     described = client.get_model_version(name, again.version).description or ""
     assert f"sha256:{digest}" in described and "shipyard verify" in described
