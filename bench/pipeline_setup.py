@@ -118,9 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     home.mkdir()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, check=True).stdout.strip()
+    # The machine's pip settings from the environment stay (PIP_FIND_LINKS: the CPU torch wheel
+    # the vLLM venv needs too); caches, venvs and Shipyard's own settings do not.
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("VIRTUAL_ENV", "SHIPYARD_", "MLFLOW_", "UV_", "PIP_"))}
+           if not key.startswith(("VIRTUAL_ENV", "SHIPYARD_", "MLFLOW_", "UV_CACHE", "PIP_CACHE"))}
     find_links = machine_find_links()
+    if find_links:
+        env.setdefault("PIP_FIND_LINKS", find_links)
     # The interpreter `python3` is on this machine, by absolute path: a pyenv shim finds its
     # versions through HOME, which is empty here.
     python = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
