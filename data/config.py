@@ -28,6 +28,11 @@ class DataConfig:
     # `base_model_dir` is set, in which case that model's tokenizer is used as it is.
     tokenizer_vocab_size: int = 512
     base_model_dir: str | None = None
+    # The BPE is trained on the first this-many rows of the train split (file order), not on
+    # all of it: training cost and memory grow with the distinct words seen, so a bounded
+    # sample keeps the stage linear in rows. Validation and the token files still cover every
+    # row; any text stays encodable (byte-level). A corpus sorted by topic should be shuffled.
+    tokenizer_train_max_rows: int = 100_000
     # What an email address or phone number in the text does: "fail" stops the pipeline,
     # "warn" reports it and goes on.
     pii_action: str = "fail"
@@ -48,7 +53,7 @@ class DataConfig:
                 f"data.pii_action={self.pii_action!r}: must be one of {list(PII_ACTIONS)}.",
             )
         for name in ("max_example_tokens", "min_rows_per_split", "tokenizer_vocab_size",
-                     "max_file_bytes", "max_row_bytes", "chunk_rows", "chunk_bytes"):
+                     "tokenizer_train_max_rows", "max_file_bytes", "max_row_bytes", "chunk_rows", "chunk_bytes"):
             if getattr(self, name) <= 0:
                 raise StageError(
                     "CONFIG_INVALID", f"data.{name}={getattr(self, name)}: must be > 0."

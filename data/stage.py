@@ -14,7 +14,8 @@ blocking rule passes is one directory published:
       validation_report.json, validation_report.html
 
 Memory holds one chunk, plus a 16-byte digest and a row number per value for the split-wide
-duplicate rules and the BPE trainer's per-word state (see docs/benchmarks.md, Data scaling).
+duplicate rules and the BPE trainer's per-word state over at most
+`data.tokenizer_train_max_rows` train rows (see docs/benchmarks.md, Data scaling).
 
 The directory is assembled in a hidden sibling and renamed into place at the end, so a crash
 or a rejection never leaves something at `output_dir` that looks like a valid dataset. When
@@ -286,13 +287,22 @@ def build_tokenizer(config: DataConfig, train: SplitReader) -> PreTrainedTokeniz
 
 
 def _training_texts(config: DataConfig, train: SplitReader) -> Iterator[str]:
+    """The formatted examples of the first `data.tokenizer_train_max_rows` rows of train, in
+    file order; reading stops there (the validation pass reads every row)."""
     prompt, response = config.prompt_field, config.response_field
+    remaining = config.tokenizer_train_max_rows
     for chunk in train:
-        if prompt not in chunk.columns or response not in chunk.columns:
-            continue  # the schema rule reports a missing column; nothing to learn from here
-        yield from (format_example(p, r, EOS_TOKEN)
-                    for p, r in zip(chunk[prompt], chunk[response], strict=True)
-                    if isinstance(p, str) and isinstance(r, str))
+        chunk = chunk.iloc[:remaining]
+        remaining -= len(chunk)
+        if prompt in chunk.columns and response in chunk.columns:
+            # (else the schema rule reports the missing column; nothing to learn here)
+            yield from (format_example(p, r, EOS_TOKEN)
+                        for p, r in zip(chunk[prompt], chunk[response], strict=True)
+                        if isinstance(p, str) and isinstance(r, str))
+        if remaining <= 0:
+            logger.info("tokenizer: trained on the first %d rows of train "
+                        "(data.tokenizer_train_max_rows)", config.tokenizer_train_max_rows)
+            return
 
 
 def _reject(
