@@ -53,7 +53,8 @@ class DataConfig:
                 f"data.pii_action={self.pii_action!r}: must be one of {list(PII_ACTIONS)}.",
             )
         for name in ("max_example_tokens", "min_rows_per_split", "tokenizer_vocab_size",
-                     "tokenizer_train_max_rows", "max_file_bytes", "max_row_bytes", "chunk_rows", "chunk_bytes"):
+                     "tokenizer_train_max_rows", "max_file_bytes", "max_row_bytes", "chunk_rows",
+                     "chunk_bytes"):
             if getattr(self, name) <= 0:
                 raise StageError(
                     "CONFIG_INVALID", f"data.{name}={getattr(self, name)}: must be > 0."
