@@ -29,7 +29,6 @@ from common.resources import ResourceUse, measure
 logger = logging.getLogger(__name__)
 
 COST_FILE = "cost.json"
-PRICES_FILE = "cost_config.json"
 SUMMARY_SUFFIX = ".summary.json"  # tasks/overview.py writes <stage>.summary.json
 SECONDS_PER_HOUR = 3600.0
 
@@ -120,22 +119,6 @@ class StageCost:
         return out
 
 
-def save_prices(run_dir: Path, prices: CostConfig) -> Path:
-    """Written by resolve_config, the run's first task: every stage of the run prices its use
-    with these (a stage that finds none records its use at price 0)."""
-    path = run_dir / PRICES_FILE
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(path, asdict(prices))
-    return path
-
-
-def load_prices(run_dir: Path) -> CostConfig:
-    try:
-        return CostConfig(**json.loads((run_dir / PRICES_FILE).read_text()))
-    except (OSError, ValueError, TypeError):
-        return CostConfig()
-
-
 def record_stage_cost(run_dir: Path, cost: StageCost, prices: CostConfig) -> dict[str, Any]:
     """Add ``cost`` to ``<stage>.summary.json`` (created if the stage wrote none) and rewrite
     the run's ``cost.json``. Never raises for I/O: cost reporting must not fail a stage."""
@@ -200,8 +183,11 @@ def _log_mlflow(cost: StageCost, fields: dict[str, Any]) -> None:
 
 
 @contextmanager
-def stage_cost(stage: str, run_dir: Path, *, record: bool = True) -> Iterator[StageCost]:
-    """Measure a task body and record what it cost (see the module docstring). The body may
+def stage_cost(stage: str, run_dir: Path, prices: CostConfig, *,
+               record: bool = True) -> Iterator[StageCost]:
+    """Measure a task body and record what it cost at `prices`, the run's `cost:` section
+    (a typed input of every stage task: it reaches a pod that shares nothing else with the
+    run). See the module docstring. The body may
     set `extra_usd`, `mlflow_run_id` / `mlflow_tracking_uri` and
     `serving_tokens_per_second` on the yielded object. `record=False` measures only (the
     train task's ranks other than 0: rank 0 records, so its process is what is counted)."""
@@ -212,7 +198,7 @@ def stage_cost(stage: str, run_dir: Path, *, record: bool = True) -> Iterator[St
             yield cost
     finally:
         if record:
-            fields = record_stage_cost(run_dir, cost, load_prices(run_dir))
+            fields = record_stage_cost(run_dir, cost, prices)
             _log_mlflow(cost, fields)
             logger.info("%s: %.1f CPU-s, %.1f GPU-s, $%.6f", stage, fields["cpu_seconds"],
                         fields["gpu_seconds"], fields["total_usd"])

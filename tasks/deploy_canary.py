@@ -11,7 +11,7 @@ import time
 
 from flytekit import Resources, task
 
-from common.cost import stage_cost, throughput_from_load
+from common.cost import CostConfig, stage_cost, throughput_from_load
 from common.errors import StageError
 from common.settings import load_settings
 from deploy.config import DeployConfig
@@ -35,8 +35,9 @@ _TITLE = "Canary deployment"
     requests=Resources(cpu="1", mem="4Gi"),
     limits=Resources(cpu="2", mem="12Gi"),
 )
-def deploy_canary(model: RegisteredModel, config: DeployConfig) -> DeploymentResult:
-    with stage_cost(_STAGE, run_reports_dir()) as cost:
+def deploy_canary(model: RegisteredModel, config: DeployConfig,
+                  prices: CostConfig) -> DeploymentResult:
+    with stage_cost(_STAGE, run_reports_dir(), prices) as cost:
         started = time.time()
         quiet_console()
         request = ModelToDeploy(model.registered_model_name, model.version, model.model_digest,

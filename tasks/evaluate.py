@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from flytekit import Cache, Resources, task
 from flytekit.types.file import FlyteFile
 
-from common.cost import stage_cost
+from common.cost import CostConfig, stage_cost
 from common.errors import StageError
 from common.settings import load_settings
 from eval.config import EvalConfig
@@ -57,19 +57,20 @@ def champion_reference(config: EvalConfig) -> str:
     # reference is refused (EVAL_CHAMPION_MOVED), never cached.
     cache=Cache(version=code_version(*COMMON, "tasks/evaluate.py", "eval", "serving",
                                      "registry",
-                                     packages=("lm-eval", "torch", "transformers"))),
+                                     packages=("lm-eval", "torch", "transformers")),
+                ignored_inputs=("prices",)),
     retries=1,
     requests=Resources(cpu="2", mem="8Gi"),
     enable_deck=True,
 )
 def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
-             champion: str) -> EvalReport:
+             champion: str, prices: CostConfig) -> EvalReport:
     """`champion`: `champion_reference`'s answer, read just before this stage."""
     from eval.champion import check_compared_against
     from eval.report import overview_facts
     from eval.run import evaluate_model
 
-    with stage_cost(_STAGE, run_reports_dir()) as cost:
+    with stage_cost(_STAGE, run_reports_dir(), prices) as cost:
         started = time.time()
         quiet_console()
         try:

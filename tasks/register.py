@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flytekit import Resources, task
 
-from common.cost import stage_cost
+from common.cost import CostConfig, stage_cost
 from common.html import StageFacts, key_value_table, short_digest
 from common.settings import PROJECT_ROOT, load_settings
 from eval.summary import attestation_claims
@@ -51,11 +51,11 @@ _REPORT_TITLE = "Model registration"
 )
 def register(
     model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig,
-    evaluation: EvalReport | None = None,
+    prices: CostConfig, evaluation: EvalReport | None = None,
 ) -> RegisteredModel:
     """`evaluation` is the eval stage's report: it becomes the signed eval attestation (an
     in-toto test-result about the model digest) that the verifier's eval policy reads."""
-    with stage_cost(_STAGE, run_reports_dir()) as cost:
+    with stage_cost(_STAGE, run_reports_dir(), prices) as cost:
         started = time.time()
         quiet_console()
         settings = load_settings()

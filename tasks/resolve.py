@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from flytekit import task
 
 from common.config import build_config, load_preset
-from common.cost import CostConfig, save_prices
+from common.cost import CostConfig
 from common.errors import StageError
 from data.config import DataConfig
 from data.io import check_split_location, sha256_location
@@ -20,7 +20,7 @@ from deploy.config import DeployConfig
 from eval.config import EvalConfig
 from registry.config import RegisterConfig
 from tasks import timeouts
-from tasks.flyte_adapter import quiet_console, run_reports_dir
+from tasks.flyte_adapter import quiet_console
 from training.config import TrainConfig
 
 KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy", "cost")
@@ -79,6 +79,4 @@ def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:
 def resolve_config(preset: str, overrides: list[str]) -> ResolvedConfig:
     quiet_console()  # the first task of a run: quiet from here on
     resolved = resolve(preset, overrides)
-    # every stage of this run prices its resource use with these (common/cost.py)
-    save_prices(run_reports_dir(), resolved.cost)
     return resolved

@@ -27,7 +27,7 @@ from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 from flytekitplugins.kfpytorch import Elastic
 
-from common.cost import stage_cost
+from common.cost import CostConfig, stage_cost
 from common.digests import sha256_file
 from common.errors import StageError
 from common.html import format_bytes
@@ -130,7 +130,8 @@ def _train_task(elastic: Elastic) -> Any:
         timeout=timeouts.TRAIN,
         task_config=elastic,
         cache=Cache(version=code_version(*COMMON, "tasks/train.py", "training",
-                                         packages=("torch", "transformers", "safetensors"))),
+                                         packages=("torch", "transformers", "safetensors")),
+                    ignored_inputs=("prices",)),
         retries=2,
         interruptible=True,
         requests=Resources(cpu="2", mem="8Gi"),
@@ -148,8 +149,8 @@ def _checkpoint_location(config: TrainConfig, dataset: ValidatedDataset,
 
 
 @_train_task(LOCAL_ELASTIC)
-def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
-    with stage_cost("train", run_reports_dir(), record=_is_rank_zero()) as cost:
+def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig) -> TrainedModel:
+    with stage_cost("train", run_reports_dir(), prices, record=_is_rank_zero()) as cost:
         started = time.time()
         quiet_console()
         settings = load_settings()
@@ -191,18 +192,21 @@ def train(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
 
 
 @_train_task(ONE_GPU)
-def train_1_gpu(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
+def train_1_gpu(dataset: ValidatedDataset, config: TrainConfig,
+                prices: CostConfig) -> TrainedModel:
     """`train` on one GPU (gpu-1x preset)."""
-    return train.task_function(dataset, config)
+    return train.task_function(dataset, config, prices)
 
 
 @_train_task(EIGHT_GPUS)
-def train_8_gpus(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
+def train_8_gpus(dataset: ValidatedDataset, config: TrainConfig,
+                 prices: CostConfig) -> TrainedModel:
     """`train` on eight GPUs of one node (gpu-8x preset)."""
-    return train.task_function(dataset, config)
+    return train.task_function(dataset, config, prices)
 
 
 @_train_task(TWO_NODES_EIGHT_GPUS)
-def train_2_nodes_8_gpus(dataset: ValidatedDataset, config: TrainConfig) -> TrainedModel:
+def train_2_nodes_8_gpus(dataset: ValidatedDataset, config: TrainConfig,
+                         prices: CostConfig) -> TrainedModel:
     """`train` as a PyTorchJob: 2 nodes x 8 GPUs (gpu-2x8 preset, HSDP)."""
-    return train.task_function(dataset, config)
+    return train.task_function(dataset, config, prices)

@@ -11,7 +11,7 @@ import flytekit
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
-from common.cost import stage_cost
+from common.cost import CostConfig, stage_cost
 from common.errors import StageError
 from data.config import DataConfig
 from data.report import overview_facts
@@ -42,16 +42,18 @@ def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str,
 @task(
     timeout=timeouts.VALIDATE,
     cache=Cache(version=code_version(*COMMON, "tasks/validate.py", "data",
-                                 packages=_OUTPUT_SHAPING_PACKAGES)),
+                                 packages=_OUTPUT_SHAPING_PACKAGES),
+                ignored_inputs=("prices",)),
     retries=1,
     enable_deck=True,
     requests=Resources(cpu="1", mem="2Gi"),
     limits=Resources(cpu="2", mem="4Gi"),
 )
-def validate_data(config: DataConfig, source_digests: dict[str, str]) -> ValidatedDataset:
+def validate_data(config: DataConfig, source_digests: dict[str, str],
+                  prices: CostConfig) -> ValidatedDataset:
     """`source_digests` (from resolve_config) makes file contents part of the cache key; the
     stage re-hashes what it reads and refuses files that changed since."""
-    with stage_cost(_STAGE, run_reports_dir()):
+    with stage_cost(_STAGE, run_reports_dir(), prices):
         started = time.time()
         quiet_console()
         parent = Path(flytekit.current_context().working_directory)

@@ -44,15 +44,19 @@ def _wire_stages(preset: str, overrides: list[str], train_task: PythonTask = tra
     builds its nodes; `train_task` is the train task of the topology (tasks/train.py),
     `train_overrides` are node overrides for it (its resources)."""
     cfg = resolve_config(preset=preset, overrides=overrides)
-    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests)
-    model = train_task(dataset=dataset, config=cfg.train)
+    # `cfg.cost` (prices) is a typed input of every stage, so a pod prices its own use; the
+    # cached stages leave it out of their cache key (a price change re-runs nothing)
+    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests, prices=cfg.cost)
+    model = train_task(dataset=dataset, config=cfg.train, prices=cfg.cost)
     if train_overrides is not None:
         model = model.with_overrides(**train_overrides)
     champion = champion_reference(config=cfg.eval)  # part of evaluate's cache key
     model >> champion  # read after training, just before evaluate compares against it
-    report = evaluate(model=model, dataset=dataset, config=cfg.eval, champion=champion)
-    registered = register(model=model, dataset=dataset, config=cfg.register, evaluation=report)
-    return deploy_canary(model=registered, config=cfg.deploy)
+    report = evaluate(model=model, dataset=dataset, config=cfg.eval, champion=champion,
+                      prices=cfg.cost)
+    registered = register(model=model, dataset=dataset, config=cfg.register, prices=cfg.cost,
+                          evaluation=report)
+    return deploy_canary(model=registered, config=cfg.deploy, prices=cfg.cost)
 
 
 @workflow

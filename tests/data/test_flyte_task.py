@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from common.cost import CostConfig
 from common.digests import sha256_file, sha256_tree
 from common.errors import StageError
 from data.config import DataConfig
@@ -38,7 +39,7 @@ def test_task_refuses_a_file_that_changed_since_the_run_started(
     config = write_splits(small_splits)
     digests = {**_digests(config), "train": "0" * 64}
     with pytest.raises(StageError) as caught:
-        validate_data(config=config, source_digests=digests)
+        validate_data(config=config, source_digests=digests, prices=CostConfig())
     assert caught.value.code == "DATA_SOURCE_CHANGED"
     assert f"sha256 {_digests(config)['train']} was read" in str(caught.value)
 
@@ -48,7 +49,7 @@ def test_task_returns_digests_of_the_files_it_hands_on(
     write_splits: Callable[..., DataConfig],
 ) -> None:
     config = write_splits(small_splits)
-    result = validate_data(config=config, source_digests=_digests(config))
+    result = validate_data(config=config, source_digests=_digests(config), prices=CostConfig())
 
     assert isinstance(result, ValidatedDataset)
     files = Path(result.files.download())
@@ -69,7 +70,7 @@ def test_task_publishes_the_report_when_the_data_is_rejected(
     small_splits["train"][3]["response"] = None
     config = write_splits(small_splits)
     with pytest.raises(StageError) as caught:
-        validate_data(config=config, source_digests=_digests(config))
+        validate_data(config=config, source_digests=_digests(config), prices=CostConfig())
     # flytekit re-raises the stage's own error type, code and message intact.
     assert caught.value.code == "DATA_VALIDATION_FAILED"
     assert "rows [3]" in str(caught.value)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from common.cost import CostConfig
 from common.digests import sha256_file
 from tasks.validate import validate_data
 
@@ -27,7 +28,7 @@ def test_validate_data_records_its_cpu_seconds(
     monkeypatch.setenv("FLYTE_LOCAL_CACHE_ENABLED", "false")
     config = write_splits(small_splits)
     digests = {s: sha256_file(Path(p)) for s, p in config.split_paths().items()}
-    validate_data(config=config, source_digests=digests)
+    validate_data(config=config, source_digests=digests, prices=CostConfig())
 
     [summary_file] = (home / ".shipyard" / "reports").glob("*/validate_data.summary.json")
     cost = json.loads(summary_file.read_text())["cost"]

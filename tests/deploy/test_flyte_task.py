@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from common.cost import CostConfig
 from deploy.state import load_state
 from registry.stage import RegistrationRequest, register_model
 from tasks.contracts import DeploymentResult, RegisteredModel
@@ -33,7 +34,7 @@ def test_task_serves_the_first_version_and_returns_its_endpoint(
         source_repository=result.source_repository, source_commit=result.source_commit,
         mlflow_run_id=result.mlflow_run_id)
     try:
-        out = deploy_canary(model=model, config=fast_config("local"))
+        out = deploy_canary(model=model, config=fast_config("local"), prices=CostConfig())
         assert isinstance(out, DeploymentResult)
         assert (out.outcome, out.action, out.engine) == ("PASS", "first_deployment", "local")
         assert out.champion_version == result.version

@@ -129,7 +129,8 @@ def test_bad_override_fails_before_any_stage_runs(isolated_home: Path) -> None:
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode != 0
-    assert "train.parallelism='zero3': must be one of ['ddp', 'fsdp', 'hsdp']" in proc.stdout + proc.stderr
+    assert ("train.parallelism='zero3': must be one of ['ddp', 'fsdp', 'hsdp']"
+            in proc.stdout + proc.stderr)
     assert not (isolated_home / ".shipyard" / "mlflow.db").exists()
 
 

@@ -12,6 +12,7 @@ import pytest
 from flytekit.types.directory import FlyteDirectory
 from mlflow import MlflowClient
 
+from common.cost import CostConfig
 from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import load_settings
@@ -82,7 +83,8 @@ def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
 
     champion = champion_reference(config=config)
     assert champion == f"models:/shipyard-eval-test/1 sha256:{tiny_model.digest}"
-    report = evaluate(model=trained, dataset=dataset, config=config, champion=champion)
+    report = evaluate(model=trained, dataset=dataset, config=config, champion=champion,
+                      prices=CostConfig())
 
     assert isinstance(report, EvalReport)
     assert report.gate_outcome == "PASS" and report.gate_mode == "champion"
@@ -101,7 +103,8 @@ def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
     failing = EvalConfig(**FAST, registered_model_name="shipyard-eval-test",  # type: ignore[arg-type]
                          hard_floors={"shipyard_mc": 0.99})
     with pytest.raises(StageError) as caught:
-        evaluate(model=trained, dataset=dataset, config=failing, champion=champion)
+        evaluate(model=trained, dataset=dataset, config=failing, champion=champion,
+                      prices=CostConfig())
     assert caught.value.code == "EVAL_GATE_FAILED"
     assert "shipyard_mc acc" in caught.value.message and "< floor 0.99" in caught.value.message
     failed_report = json.loads(Path(caught.value.details["report_path"]).read_text())
@@ -119,7 +122,7 @@ def test_evaluate_task_refuses_a_tampered_champion_before_measuring_anything(
 
     with pytest.raises(StageError) as caught:
         evaluate(model=trained, dataset=dataset, config=config,
-                 champion=champion_reference(config=config))
+                 champion=champion_reference(config=config), prices=CostConfig())
 
     assert caught.value.code == "EVAL_CHAMPION_REJECTED"
     assert caught.value.details["check"] == "model_signature"

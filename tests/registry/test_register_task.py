@@ -11,6 +11,7 @@ import pytest
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
+from common.cost import CostConfig
 from common.digests import model_root_digest, sha256_file
 from common.settings import load_settings
 from registry.config import RegisterConfig
@@ -64,6 +65,7 @@ def test_register_task_returns_a_verifiable_registered_model(
     )
 
     result = register(model=trained, dataset=dataset, config=RegisterConfig(),
+                      prices=CostConfig(),
                       evaluation=evaluation)
 
     assert isinstance(result, RegisteredModel)
@@ -112,4 +114,5 @@ def test_register_task_refuses_an_eval_report_about_another_model(
         report_digest=sha256_file(report_path), mlflow_run_id="",
     )
     with pytest.raises(Exception, match="EVAL_REPORT_MISMATCH"):
-        register(model=trained, dataset=dataset, config=RegisterConfig(), evaluation=evaluation)
+        register(model=trained, dataset=dataset, config=RegisterConfig(), prices=CostConfig(),
+                 evaluation=evaluation)

@@ -189,7 +189,8 @@ def test_each_fsdp_rank_hashes_its_own_shards_and_the_manifest_covers_every_file
 ) -> None:
     checkpoints = list_checkpoints(fsdp_run.checkpoint_dir)
     assert [s for s, _ in checkpoints] == [12, 8]  # keep_checkpoints=2 after steps 4, 8, 12
-    for _, path in checkpoints:
+    for _, location in checkpoints:
+        path = Path(location)  # a local checkpoint dir
         manifest = json.loads((path / MANIFEST).read_text())
         on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
         assert set(manifest["files"]) == on_disk - {MANIFEST}
@@ -214,7 +215,7 @@ def test_a_corrupted_shard_of_rank_1_is_detected_and_fsdp_resumes_from_the_step_
     work = tmp_path / "torn"
     work.mkdir()
     shutil.copytree(fsdp_run.checkpoint_dir, work / "checkpoints")
-    newest = dict(list_checkpoints(work / "checkpoints"))[12]
+    newest = Path(dict(list_checkpoints(work / "checkpoints"))[12])
     shard = next(newest.glob("__1_*.distcp"))  # written and hashed by rank 1
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped bit: same size, other bytes

@@ -150,7 +150,7 @@ def test_a_corrupted_checkpoint_is_skipped_with_a_warning_naming_it(
     work = tmp_path / "corrupt"
     first = run_ranks(1, config, tiny_dataset_dir, work, module_home)
     assert first.returncode == 0, first.output[-3000:]
-    newest = dict(list_checkpoints(work / "checkpoints"))[12]
+    newest = Path(dict(list_checkpoints(work / "checkpoints"))[12])  # local: a Path
     shard = next(newest.glob("*.distcp"))
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # a truncated write
     (work / "result.json").unlink()

@@ -16,10 +16,8 @@ from common.cost import (
     CostConfig,
     StageCost,
     compute_usd,
-    load_prices,
     record_stage_cost,
     run_cost,
-    save_prices,
     stage_cost,
     throughput_from_load,
     usd_per_million_tokens,
@@ -101,8 +99,6 @@ def test_throughput_from_the_decision_record_s_load_numbers() -> None:
 
 def test_stage_costs_go_into_their_summaries_and_sum_into_cost_json(tmp_path: Path) -> None:
     prices = CostConfig(gpu_hour=4.0, cpu_hour=0.036)
-    save_prices(tmp_path, prices)
-    assert load_prices(tmp_path) == prices
     (tmp_path / "train.summary.json").write_text(json.dumps({"stage": "train", "headline": "x"}))
     record_stage_cost(tmp_path, StageCost("train", ResourceUse(cpu_seconds=100, gpu_seconds=360,
                                                                 gpu_count=1)), prices)
@@ -125,7 +121,7 @@ def test_stage_costs_go_into_their_summaries_and_sum_into_cost_json(tmp_path: Pa
 
 def test_without_prices_use_is_recorded_at_zero_cost(tmp_path: Path) -> None:
     use = StageCost("validate_data", ResourceUse(cpu_seconds=5))
-    fields = record_stage_cost(tmp_path, use, load_prices(tmp_path))
+    fields = record_stage_cost(tmp_path, use, CostConfig())
     assert fields["cpu_seconds"] == 5 and fields["total_usd"] == 0
 
 
@@ -143,7 +139,7 @@ def test_measure_counts_cpu_of_the_process_and_its_children(tmp_path: Path) -> N
 
 
 def test_stage_cost_records_also_when_the_body_fails(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError), stage_cost("register", tmp_path):
+    with pytest.raises(RuntimeError), stage_cost("register", tmp_path, CostConfig()):
         sum(i * i for i in range(500_000))
         raise RuntimeError("boom")
     summary = json.loads((tmp_path / "register.summary.json").read_text())
@@ -152,6 +148,6 @@ def test_stage_cost_records_also_when_the_body_fails(tmp_path: Path) -> None:
 
 def test_stage_cost_with_record_false_writes_nothing(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    with stage_cost("train", run_dir, record=False):
+    with stage_cost("train", run_dir, CostConfig(), record=False):
         pass
     assert not run_dir.exists()
