@@ -10,11 +10,11 @@ the file handler there.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from common.redact import RedactingFilter
 
@@ -136,8 +136,8 @@ def _quiet_libraries() -> None:
 
 def _disable_tqdm_by_default() -> None:
     """tqdm reads TQDM_DISABLE once, when it is first imported (usually before any task runs);
-    make `disable=True` its default in this process too. A caller that passes `disable=`
-    explicitly still decides for itself."""
+    disable every bar in this process too, even where a library passes `disable=` itself
+    (lm-eval does). Only Shipyard's own bars (the training progress) decide for themselves."""
     try:
         from tqdm import std
     except ImportError:
@@ -145,5 +145,12 @@ def _disable_tqdm_by_default() -> None:
     init = std.tqdm.__init__
     if getattr(std.tqdm, "_shipyard_quiet", False):
         return
-    std.tqdm.__init__ = functools.partialmethod(init, disable=True)
+
+    def quiet_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if not is_ours(str(caller)):
+            kwargs["disable"] = True
+        init(self, *args, **kwargs)
+
+    std.tqdm.__init__ = quiet_init
     std.tqdm._shipyard_quiet = True

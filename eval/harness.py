@@ -127,7 +127,9 @@ def run_harness(source: ModelSource, suite: Suite, options: HarnessOptions) -> H
         # lm-eval bootstraps only non-mean metrics and gives perplexities "N/A" anyway;
         # `_perplexity_stderr` computes those intervals from the samples instead.
         bootstrap_iters=0,
-        verbosity="WARNING",
+        # None: lm-eval adds no console handler of its own; its records propagate to the
+        # root logger, which the quiet console sends to the run's log file
+        verbosity=None,
     )
     if results is None:
         raise EvalError("EVAL_HARNESS_FAILED", "lm-eval returned no results (non-zero rank?).")

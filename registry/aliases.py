@@ -79,7 +79,7 @@ def set_challenger(
 ) -> bool:
     """Point `challenger` at `version`; never touches the champion. False if not moved."""
     if champion_version(client, name, champion_alias) == str(version):
-        logger.warning(
+        logger.info(
             "%s version %s is already the %s: `%s` not moved",
             name, version, champion_alias, CHALLENGER_ALIAS,
         )

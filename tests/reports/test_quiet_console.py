@@ -36,6 +36,10 @@ SCRIPT = textwrap.dedent("""
     from tqdm import tqdm
     for _ in tqdm(range(3), desc="lm-eval requests"):
         pass
+    for _ in tqdm(range(3), desc="explicitly enabled bar", disable=False):   # lm-eval does so
+        pass
+    exec("from tqdm import tqdm\\nfor _ in tqdm(range(2), desc='our training bar', "
+         "disable=False): pass", {"__name__": "training.loop"})   # Shipyard's own bar stays
     print("[shipyard] validate_data report: /x/validate_data.html", flush=True)
 """)
 
@@ -46,7 +50,9 @@ def test_third_party_noise_goes_to_the_log_and_ours_stays_on_the_console(
     log = tmp_path / "reports" / "run" / "pipeline.log"
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(log)], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=120, check=True)
-    console = sorted((result.stdout + result.stderr).splitlines())
+    # (the training bar redraws with \r: its lines and the empty ones between them aside)
+    console = sorted(line for line in (result.stdout + result.stderr).splitlines()
+                     if line.strip() and "our training bar" not in line)
     assert console == [
         "[shipyard] ERROR urllib3: connection refused by the judge",  # errors are never hidden
         "[shipyard] WARNING registry.stage: our own warning",
@@ -57,3 +63,5 @@ def test_third_party_noise_goes_to_the_log_and_ours_stays_on_the_console(
                  "weights not initialized", "gx progress", "our own warning", "our own detail"):
         assert logged.count(line) == 1, (line, logged)
     assert "lm-eval requests" not in result.stderr  # the progress bar is off
+    assert "explicitly enabled bar" not in result.stderr  # even when a library asks for it
+    assert "our training bar" in result.stderr
