@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import re
-
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING
 
 from registry.errors import RegistryError
+
+if TYPE_CHECKING:  # mlflow is imported where it is used: stage configs import this module
+    from mlflow import MlflowClient
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def alias_versions(client: MlflowClient, name: str) -> dict[str, str]:
     """Every alias of registered model `name` -> its version; {} when `name` does not exist.
 
     Read from the registered model: search results do not carry aliases."""
+    from mlflow.exceptions import MlflowException
+
     try:
         aliases = client.get_registered_model(name).aliases
     except MlflowException as exc:

@@ -15,9 +15,6 @@ from common.cost import CostConfig, stage_cost, throughput_from_load
 from common.errors import StageError
 from common.settings import load_settings
 from deploy.config import DeployConfig
-from deploy.model_ref import ModelToDeploy
-from deploy.report import overview_facts, report_html
-from deploy.stage import deploy_canary as run_deploy
 from tasks import timeouts
 from tasks.contracts import DeploymentResult, RegisteredModel
 from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
@@ -37,6 +34,11 @@ _TITLE = "Canary deployment"
 )
 def deploy_canary(model: RegisteredModel, config: DeployConfig,
                   prices: CostConfig) -> DeploymentResult:
+    # the deploy stack (MLflow, scipy, the engines) loads when the task runs, not at import
+    from deploy.model_ref import ModelToDeploy
+    from deploy.report import overview_facts, report_html
+    from deploy.stage import deploy_canary as run_deploy
+
     with stage_cost(_STAGE, run_reports_dir(), prices) as cost:
         started = time.time()
         quiet_console()

@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flytekit import Resources, task
 
 from common.cost import CostConfig, stage_cost
 from common.html import StageFacts, key_value_table, short_digest
 from common.settings import PROJECT_ROOT, load_settings
-from eval.summary import attestation_claims
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
-from registry.stage import RegistrationRequest, RegistrationResult, register_model
 from tasks import timeouts
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import (
@@ -27,6 +26,9 @@ from tasks.flyte_adapter import (
     run_id,
     run_reports_dir,
 )
+
+if TYPE_CHECKING:
+    from registry.stage import RegistrationResult
 
 _STAGE = "register"
 
@@ -55,6 +57,10 @@ def register(
 ) -> RegisteredModel:
     """`evaluation` is the eval stage's report: it becomes the signed eval attestation (an
     in-toto test-result about the model digest) that the verifier's eval policy reads."""
+    # MLflow, model-signing and the eval stack load when the task runs, not at import
+    from eval.summary import attestation_claims
+    from registry.stage import RegistrationRequest, register_model
+
     with stage_cost(_STAGE, run_reports_dir(), prices) as cost:
         started = time.time()
         quiet_console()

@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
@@ -39,9 +39,10 @@ from tasks.caching import COMMON, code_version
 from tasks.contracts import TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
 from training.config import TrainConfig
-from training.loop import TrainPaths, TrainResult, run_training
-from training.report import directory_bytes, overview_facts, training_report_html
 from training.storage import is_object_store_uri
+
+if TYPE_CHECKING:  # torch and transformers load only when a train task runs, not at import
+    from training.loop import TrainResult
 
 # Local default: 2 worker processes (the tiny preset's global batch splits evenly over 2).
 LOCAL_ELASTIC = Elastic(nnodes=1, nproc_per_node=2, max_restarts=0, monitor_interval=1,
@@ -150,6 +151,9 @@ def _checkpoint_location(config: TrainConfig, dataset: ValidatedDataset,
 
 @_train_task(LOCAL_ELASTIC)
 def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig) -> TrainedModel:
+    from training.loop import TrainPaths, run_training
+    from training.report import directory_bytes, overview_facts, training_report_html
+
     with stage_cost("train", run_reports_dir(), prices, record=_is_rank_zero()) as cost:
         started = time.time()
         quiet_console()

@@ -14,8 +14,6 @@ from flytekit.types.directory import FlyteDirectory
 from common.cost import CostConfig, stage_cost
 from common.errors import StageError
 from data.config import DataConfig
-from data.report import overview_facts
-from data.stage import REPORT_JSON_NAME, validate_dataset
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import ValidatedDataset
@@ -53,6 +51,10 @@ def validate_data(config: DataConfig, source_digests: dict[str, str],
                   prices: CostConfig) -> ValidatedDataset:
     """`source_digests` (from resolve_config) makes file contents part of the cache key; the
     stage re-hashes what it reads and refuses files that changed since."""
+    # pandas, Great Expectations and tokenizers load when the task runs, not at import
+    from data.report import overview_facts
+    from data.stage import REPORT_JSON_NAME, validate_dataset
+
     with stage_cost(_STAGE, run_reports_dir(), prices):
         started = time.time()
         quiet_console()
