@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from registry.errors import RegistryError
-from registry.policy import load_policy
-from registry.signing import PUBLIC_KEY_NAME
-from registry.verify import verify_model
+
+# `shipyard verify --help` needs none of MLflow or model-signing: the verifier, the policy
+# loader and the signing code load inside the commands.
+PUBLIC_KEY_NAME = "signing.pub"  # registry.signing.PUBLIC_KEY_NAME (a test keeps them equal)
 
 # Errors in what the user typed, not in the model: exit 2 like argparse does.
 _USAGE_ERRORS = frozenset({"MODEL_URI_INVALID", "POLICY_INVALID", "EXPECTED_DIGEST_INVALID"})
@@ -131,6 +132,9 @@ def run_ci_subjects(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="shipyard-ci-subjects-") as tmp:
         try:
+            from registry.policy import load_policy
+            from registry.verify import verify_model
+
             policy = load_policy(args.policy, keys_dir=args.keys_dir)
             result = verify_model(args.model_uri, tracking_uri=args.tracking_uri,
                                   policy=policy, public_key=args.public_key,
@@ -193,6 +197,9 @@ def run_verify(args: argparse.Namespace) -> int:
     # MLflow draws download progress bars on stderr, where the verdict goes: keep it readable.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
+        from registry.policy import load_policy
+        from registry.verify import verify_model
+
         policy = load_policy(args.policy, keys_dir=args.keys_dir)
         result = verify_model(
             args.model_uri,

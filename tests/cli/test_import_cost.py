@@ -16,14 +16,14 @@ from common.settings import PROJECT_ROOT
 HEAVY = ("mlflow", "torch", "flytekit", "transformers", "lm_eval", "vllm", "model_signing",
          "pandas", "scipy")
 
-# Imports the CLI, prints every command's --help (all but `verify`, whose arguments live in
-# registry.cli), then reports which heavy packages got imported.
+# Imports the CLI, prints every command's --help, then reports which heavy packages got
+# imported.
 PROBE = f"""
 import contextlib, io, json, sys
 import cli.main
 loaded_on_import = sorted(m for m in {HEAVY!r} if m in sys.modules)
 commands = [[], ["status"], ["promote"], ["abort"], ["pause"], ["resume"], ["undo"],
-            ["history"], ["serve"], ["stop"], ["reports"], ["gc"], ["run"]]
+            ["history"], ["serve"], ["stop"], ["reports"], ["gc"], ["run"], ["verify"]]
 codes = []
 for words in commands:
     with contextlib.redirect_stdout(io.StringIO()):
@@ -38,7 +38,7 @@ def test_cli_import_and_help_load_no_heavy_package() -> None:
                           text=True, timeout=120, check=True)
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["on_import"] == [], f"`import cli.main` imported {seen['on_import']}"
-    assert seen["codes"] == [0] * 13, "every --help exits 0"
+    assert seen["codes"] == [0] * 14, "every --help exits 0"
     assert seen["after_help"] == [], f"`shipyard CMD --help` imported {seen['after_help']}"
 
 
@@ -56,3 +56,9 @@ def test_the_workflow_module_loads_no_stage_stack() -> None:
                     "deploy.stage", "registry.stage"}
     assert not loaded & stage_stacks, sorted(loaded & stage_stacks)
     assert {"flytekit", "torch"} <= loaded  # the probe saw the imports it is meant to see
+
+
+def test_the_cli_names_the_public_key_file_the_signer_writes() -> None:
+    from registry import cli, signing
+
+    assert cli.PUBLIC_KEY_NAME == signing.PUBLIC_KEY_NAME
