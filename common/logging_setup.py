@@ -35,6 +35,9 @@ QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow adds its own stderr handler when it is first imported, which may be after this
+    # ran (the stages import it lazily): without it its records propagate to our handlers
+    "MLFLOW_CONFIGURE_LOGGING": "false",
 }
 
 _FILE_HANDLER_NAME = "shipyard-pipeline-log"

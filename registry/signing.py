@@ -333,9 +333,7 @@ def _generate_private_key(key_dir: Path, private_path: Path) -> bool:
             return False  # another registration generated the key first: use theirs
     finally:
         os.unlink(tmp_name)
-    logger.warning(
-        "shipyard: generated a signing key pair; private key %s (mode 0600)", private_path
-    )
+    logger.info("generated a signing key pair; private key %s (mode 0600)", private_path)
     print(
         f"[shipyard] generated signing key pair: private key {private_path} (0600, keep it "
         f"secret), public key {private_path.with_name(PUBLIC_KEY_NAME)} (give it to verifiers)",

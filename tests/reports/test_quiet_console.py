@@ -40,6 +40,8 @@ SCRIPT = textwrap.dedent("""
         pass
     exec("from tqdm import tqdm\\nfor _ in tqdm(range(2), desc='our training bar', "
          "disable=False): pass", {"__name__": "training.loop"})   # Shipyard's own bar stays
+    import mlflow                                           # imported after the set-up,
+    logging.getLogger("mlflow.store.db.utils").info("mlflow creating tables")  # as stages do
     print("[shipyard] validate_data report: /x/validate_data.html", flush=True)
 """)
 
@@ -60,7 +62,8 @@ def test_third_party_noise_goes_to_the_log_and_ours_stays_on_the_console(
     ], console
     logged = log.read_text()
     for line in ("third-party deprecation chatter", "mlflow advisory line",
-                 "weights not initialized", "gx progress", "our own warning", "our own detail"):
+                 "weights not initialized", "gx progress", "our own warning", "our own detail",
+                 "mlflow creating tables"):
         assert logged.count(line) == 1, (line, logged)
     assert "lm-eval requests" not in result.stderr  # the progress bar is off
     assert "explicitly enabled bar" not in result.stderr  # even when a library asks for it
