@@ -79,22 +79,12 @@ def verify_checkpoint(path: Location, *, check_digests: bool = True) -> str | No
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         return "no manifest.json (incomplete write)"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        expected: dict[str, str] = manifest["files"]
-        sizes: dict[str, int] = manifest.get("sizes", {})
-        version = int(manifest.get("format", 1))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return f"unreadable manifest.json ({exc})"
-    if version > MANIFEST_FORMAT:
-        return (f"manifest.json format {version} is newer than this version of shipyard reads "
-                f"(<= {MANIFEST_FORMAT}); resume it with the version that wrote it")
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
     present.discard(MANIFEST)
-    if missing := sorted(set(expected) - present):
-        return f"files missing: {missing}"
-    if extra := sorted(present - set(expected)):
-        return f"files not in the manifest: {extra}"
+    checked = _check_manifest(manifest_path.read_bytes(), present)
+    if isinstance(checked, str):
+        return checked
+    expected, sizes = checked
     if not check_digests:
         for name, size in sorted(sizes.items()):
             if (path / name).stat().st_size != size:
@@ -106,13 +96,13 @@ def verify_checkpoint(path: Location, *, check_digests: bool = True) -> str | No
     return None
 
 
-def _verify_remote(store: ObjectStore, *, check_digests: bool) -> str | None:
-    """`verify_checkpoint` for a checkpoint prefix on an object store."""
-    present = store.files()
-    if MANIFEST not in present:
-        return "no manifest.json (incomplete write)"
+def _check_manifest(raw: bytes, present: set[str]
+                    ) -> tuple[dict[str, str], dict[str, int]] | str:
+    """(sha256 by file, size by file) of a readable manifest whose file list is exactly
+    `present` (the checkpoint's files but the manifest), else why the checkpoint is not
+    usable. Local directories and object stores share it."""
     try:
-        manifest = json.loads(store.read_bytes(MANIFEST))
+        manifest = json.loads(raw)
         expected: dict[str, str] = manifest["files"]
         sizes: dict[str, int] = manifest.get("sizes", {})
         version = int(manifest.get("format", 1))
@@ -121,11 +111,24 @@ def _verify_remote(store: ObjectStore, *, check_digests: bool) -> str | None:
     if version > MANIFEST_FORMAT:
         return (f"manifest.json format {version} is newer than this version of shipyard reads "
                 f"(<= {MANIFEST_FORMAT}); resume it with the version that wrote it")
-    present.pop(MANIFEST)
-    if missing := sorted(set(expected) - set(present)):
+    if missing := sorted(set(expected) - present):
         return f"files missing: {missing}"
-    if extra := sorted(set(present) - set(expected)):
+    if extra := sorted(present - set(expected)):
         return f"files not in the manifest: {extra}"
+    return expected, sizes
+
+
+def _verify_remote(store: ObjectStore, *, check_digests: bool) -> str | None:
+    """`verify_checkpoint` for a checkpoint prefix on an object store."""
+    present = store.files()
+    if MANIFEST not in present:
+        return "no manifest.json (incomplete write)"
+    raw = store.read_bytes(MANIFEST)
+    present.pop(MANIFEST)
+    checked = _check_manifest(raw, set(present))
+    if isinstance(checked, str):
+        return checked
+    expected, sizes = checked
     for name, size in sorted(sizes.items()):
         if present[name] != size:
             return f"size mismatch in {name}"
