@@ -19,7 +19,7 @@ from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Run, RunStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
@@ -90,6 +90,18 @@ def find_version_by_digest(
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
+def get_training_run(client: MlflowClient, training_run_id: str) -> Run:
+    """The training run the model came from; TRAINING_RUN_NOT_FOUND if this store lacks it."""
+    try:
+        return client.get_run(training_run_id)
+    except MlflowException as exc:
+        raise RegistryError(
+            "TRAINING_RUN_NOT_FOUND",
+            f"training run {training_run_id!r} is not in this tracking store; register "
+            "against the MLflow the train stage logged to (MLFLOW_TRACKING_URI).",
+        ) from exc
+
+
 def start_registration_run(
     client: MlflowClient,
     *,
@@ -102,15 +114,7 @@ def start_registration_run(
     """Create the run holding the registered artifacts; nested under the training run."""
     tags = {"shipyard.stage": "register", TAG_RUN_REGISTERED_MODEL: registered_model_name}
     if training_run_id is not None:
-        try:
-            training_run = client.get_run(training_run_id)
-        except MlflowException as exc:
-            raise RegistryError(
-                "TRAINING_RUN_NOT_FOUND",
-                f"training run {training_run_id!r} is not in this tracking store; register "
-                "against the MLflow the train stage logged to (MLFLOW_TRACKING_URI).",
-            ) from exc
-        experiment_id = training_run.info.experiment_id
+        experiment_id = get_training_run(client, training_run_id).info.experiment_id
         tags[MLFLOW_PARENT_RUN_ID] = training_run_id
     else:
         experiment_id = _ensure_experiment(client, experiment_name, artifact_root)

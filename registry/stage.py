@@ -482,7 +482,7 @@ def _run_start(client: MlflowClient, training_run_id: str | None, fallback: date
     # The build started when training did; the training run knows when that was.
     if training_run_id is None:
         return fallback
-    start_ms = client.get_run(training_run_id).info.start_time
+    start_ms = reg.get_training_run(client, training_run_id).info.start_time
     return datetime.fromtimestamp(start_ms / 1000, tz=UTC) if start_ms else fallback
 
 
