@@ -244,6 +244,15 @@ class _RecordingFsspecWriter(_RecordsWrittenFiles, FsspecWriter):
         self.written = set()
 
 
+def _manifest(step: int, files: dict[str, str], sizes: dict[str, int],
+              hashed_by_rank: dict[str, list[str]]) -> str:
+    """manifest.json of a checkpoint: every file's sha256 and size, and who hashed what."""
+    return json.dumps({"format": MANIFEST_FORMAT, "step": step,
+                       "world_size": dist.get_world_size(), "files": dict(sorted(files.items())),
+                       "sizes": dict(sorted(sizes.items())), "hashed_by_rank": hashed_by_rank},
+                      indent=1)
+
+
 @dataclass
 class _Pending:
     step: int
@@ -374,11 +383,12 @@ class CheckpointManager:
         hashed_by_rank["0"] = sorted([*hashed_by_rank.get("0", []), *unclaimed])
         if missing := sorted(set(files) - set(listing)):
             raise RuntimeError(f"checkpoint {pending.final}: hashed files not listed: {missing}")
-        manifest = {"format": MANIFEST_FORMAT, "step": pending.step,
-                    "world_size": dist.get_world_size(), "files": dict(sorted(files.items())),
-                    "sizes": {n: listing[n] for n in sorted(files)},
-                    "hashed_by_rank": hashed_by_rank}
-        store.write_bytes(json.dumps(manifest, indent=1).encode(), name, MANIFEST)
+        manifest = _manifest(pending.step, files, {n: listing[n] for n in files}, hashed_by_rank)
+        store.write_bytes(manifest.encode(), name, MANIFEST)
+        self._verify_then_prune(pending)
+
+    def _verify_then_prune(self, pending: _Pending) -> None:
+        """After publishing: the new checkpoint must verify before older ones are pruned."""
         reason = verify_checkpoint(pending.final, check_digests=False)
         if reason is not None:  # never expected: keep every older checkpoint as a fallback
             logger.error("checkpoint %s does not verify after sealing (%s): older checkpoints "
@@ -399,22 +409,14 @@ class CheckpointManager:
             files[name] = _hash_and_sync(pending.partial / name)
         hashed_by_rank["0"] = sorted([*hashed_by_rank.get("0", []), *unclaimed])
         sizes = {name: (pending.partial / name).stat().st_size for name in files}
-        manifest = {"format": MANIFEST_FORMAT, "step": pending.step,
-                    "world_size": dist.get_world_size(), "files": dict(sorted(files.items())),
-                    "sizes": dict(sorted(sizes.items())), "hashed_by_rank": hashed_by_rank}
-        _write_durably(pending.partial / MANIFEST, json.dumps(manifest, indent=1))
+        _write_durably(pending.partial / MANIFEST,
+                       _manifest(pending.step, files, sizes, hashed_by_rank))
         for directory in [*(p for p in pending.partial.rglob("*") if p.is_dir()),
                           pending.partial]:
             _fsync_dir(directory)  # the directory entries of every file, before the rename
         assert isinstance(pending.final, Path)
         _publish(pending.partial, pending.final)
-        reason = verify_checkpoint(pending.final, check_digests=False)
-        if reason is not None:  # never expected: keep every older checkpoint as a fallback
-            logger.error("checkpoint %s does not verify after sealing (%s): older checkpoints "
-                         "kept", pending.final, reason)
-            return
-        logger.info("checkpoint saved: %s", pending.final)
-        prune_checkpoints(self.root, self.keep, protected=[pending.final])
+        self._verify_then_prune(pending)
 
     # -- load ---------------------------------------------------------------------------
     def load_latest(
