@@ -7,16 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from flytekit.types.directory import FlyteDirectory
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import PROJECT_ROOT
 from common.template import format_example
 from data.tokenizer import EOS_TOKEN, train_bpe_tokenizer
-from tasks.contracts import ValidatedDataset
 from tasks.train import verify_dataset_files
+from tests.training.conftest import validated_dataset
 from training.config import TrainConfig
 from training.data import pack_examples
 from training.model import build_model
@@ -71,21 +69,13 @@ def test_split_smaller_than_one_sequence(tokenizer: PreTrainedTokenizerFast) -> 
     assert pack_examples([("hi", "ok")] * 50, tokenizer, seq_len=8).shape[1] == 9
 
 
-def _validated(dataset_dir: Path) -> ValidatedDataset:
-    return ValidatedDataset(
-        files=FlyteDirectory(str(dataset_dir)),
-        split_digests={split: sha256_file(dataset_dir / f"{split}.jsonl")
-                       for split in ("train", "validation")},
-        split_rows={"train": 1, "validation": 1}, tokenizer_digest="t" * 64,
-        report_digest="r" * 64,
-    )
 
 
 @pytest.mark.parametrize("tamper", ["edit", "delete"])
 def test_train_refuses_dataset_files_it_did_not_validate(tmp_path: Path, tamper: str) -> None:
     for split in ("train", "validation"):
         (tmp_path / f"{split}.jsonl").write_text('{"prompt": "q", "response": "a"}\n')
-    dataset = _validated(tmp_path)
+    dataset = validated_dataset(tmp_path)
     verify_dataset_files(tmp_path, dataset)  # untouched: accepted
     if tamper == "edit":
         (tmp_path / "validation.jsonl").write_text('{"prompt": "q", "response": "b"}\n')

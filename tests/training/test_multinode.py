@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import subprocess_env
-from tests.training.conftest import TEST_TRAIN
+from tests.training.conftest import TEST_TRAIN, moto_s3
 from training.checkpoint import MANIFEST
 from training.config import TrainConfig
 
@@ -48,20 +48,8 @@ FAST_FAILURE = {"rdzv_join_timeout_seconds": 60, "rdzv_last_call_timeout_seconds
 @pytest.fixture(scope="module")
 def s3_env() -> Iterator[dict[str, str]]:
     """A real S3 API on loopback (moto server) with one bucket; env that points s3fs at it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing",
-                 ).create_bucket(Bucket=BUCKET)
-    try:
-        yield env
-    finally:
-        server.stop()
+    with moto_s3(BUCKET) as endpoint:
+        yield {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
 
 
 @pytest.fixture(scope="module")

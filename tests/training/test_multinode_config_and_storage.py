@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from common.errors import StageError
+from tests.training.conftest import moto_s3
 from training import distributed
 from training.checkpoint import (
     MANIFEST,
@@ -111,20 +112,8 @@ def test_hsdp_mesh_replicates_over_nodes_and_shards_within_one(
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing",
-                 ).create_bucket(Bucket=BUCKET)
-    try:
+    with moto_s3(BUCKET) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture

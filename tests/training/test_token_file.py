@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from flytekit.types.directory import FlyteDirectory
 from transformers import AutoTokenizer
 
 from common.digests import sha256_file, sha256_tree
@@ -19,6 +18,7 @@ from common.template import format_example
 from common.token_file import TokenFileWriter, header_name, open_tokens, tokens_name
 from tasks.contracts import ValidatedDataset
 from tasks.train import verify_dataset_files
+from tests.training.conftest import validated_dataset
 from training.data import TokenWindows, load_examples, load_token_windows
 
 DIGEST = "d" * 64
@@ -117,14 +117,7 @@ def test_memory_mapped_windows_equal_the_old_in_memory_packing_on_the_shipped_co
 def _validated(dataset_dir: Path) -> ValidatedDataset:
     names = [name(split) for split in ("train", "validation")
              for name in (tokens_name, header_name)]
-    return ValidatedDataset(
-        files=FlyteDirectory(str(dataset_dir)),
-        split_digests={split: sha256_file(dataset_dir / f"{split}.jsonl")
-                       for split in ("train", "validation")},
-        split_rows={"train": 1, "validation": 1}, tokenizer_digest="t" * 64,
-        report_digest="r" * 64,
-        token_file_digests={name: sha256_file(dataset_dir / name) for name in names},
-    )
+    return validated_dataset(dataset_dir, names)
 
 
 @pytest.mark.unit
