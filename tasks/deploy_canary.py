@@ -17,7 +17,13 @@ from common.settings import load_settings
 from deploy.config import DeployConfig
 from tasks import timeouts
 from tasks.contracts import DeploymentResult, RegisteredModel
-from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
+from tasks.flyte_adapter import (
+    STAGE_DECK_FIELDS,
+    error_html,
+    publish_report,
+    quiet_console,
+    run_reports_dir,
+)
 
 _STAGE = "deploy_canary"
 _TITLE = "Canary deployment"
@@ -29,6 +35,7 @@ _TITLE = "Canary deployment"
     cache=False,
     retries=0,
     enable_deck=True,
+    deck_fields=STAGE_DECK_FIELDS,
     requests=Resources(cpu="1", mem="4Gi"),
     limits=Resources(cpu="2", mem="12Gi"),
 )

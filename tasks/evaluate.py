@@ -26,7 +26,13 @@ from eval.errors import EvalError
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
+from tasks.flyte_adapter import (
+    STAGE_DECK_FIELDS,
+    error_html,
+    publish_report,
+    quiet_console,
+    run_reports_dir,
+)
 
 if TYPE_CHECKING:
     from eval.summary import EvalSummary
@@ -62,6 +68,7 @@ def champion_reference(config: EvalConfig) -> str:
     retries=1,
     requests=Resources(cpu="2", mem="8Gi"),
     enable_deck=True,
+    deck_fields=STAGE_DECK_FIELDS,
 )
 def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
              champion: str, prices: CostConfig) -> EvalReport:

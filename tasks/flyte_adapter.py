@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import flytekit
+from flytekit.deck import DeckField
 
 from common.html import page, style_tag
 from common.logging_setup import setup_quiet_console
@@ -40,6 +41,15 @@ logger = logging.getLogger(__name__)
 # "<run id> <pid>": the local run id and the process that made it (see `_local_run_id`).
 LOCAL_RUN_ENV = "SHIPYARD_LOCAL_RUN"
 PIPELINE_LOG_NAME = "pipeline.log"
+
+# The Flyte decks every stage task renders besides its own report. flytekit's default adds
+# DeckField.DEPENDENCIES, which runs `pip list` and `pip freeze` in a subprocess for every
+# task execution: about 2 s each on 2 cores, in every re-run of the uncached stages, and a
+# "new release of pip" notice on the console. The installed versions are fixed by the hashed
+# lock (requirements/lock-cpu.txt), and the ones that shape a stage's output are in its cache
+# version and the provenance, so the deck would only repeat them.
+STAGE_DECK_FIELDS = (DeckField.SOURCE_CODE, DeckField.TIMELINE, DeckField.INPUT,
+                     DeckField.OUTPUT)
 
 
 def execution_id() -> str:

@@ -18,6 +18,7 @@ from registry.errors import RegistryError
 from tasks import timeouts
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import (
+    STAGE_DECK_FIELDS,
     error_html,
     execution_id,
     is_remote_execution,
@@ -48,6 +49,7 @@ _REPORT_TITLE = "Model registration"
     cache=False,
     retries=2,
     enable_deck=True,
+    deck_fields=STAGE_DECK_FIELDS,
     requests=Resources(cpu="1", mem="2Gi"),
     limits=Resources(cpu="2", mem="4Gi"),
 )

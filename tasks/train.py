@@ -37,7 +37,13 @@ from common.token_file import HEADER_SUFFIX, TOKENS_SUFFIX
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
+from tasks.flyte_adapter import (
+    STAGE_DECK_FIELDS,
+    error_html,
+    publish_report,
+    quiet_console,
+    run_reports_dir,
+)
 from training.config import TrainConfig
 from training.storage import is_object_store_uri
 
@@ -137,6 +143,7 @@ def _train_task(elastic: Elastic) -> Any:
         interruptible=True,
         requests=Resources(cpu="2", mem="8Gi"),
         enable_deck=True,
+        deck_fields=STAGE_DECK_FIELDS,
         shared_memory=True,
     )
 

@@ -17,7 +17,13 @@ from data.config import DataConfig
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import ValidatedDataset
-from tasks.flyte_adapter import error_html, publish_report, quiet_console, run_reports_dir
+from tasks.flyte_adapter import (
+    STAGE_DECK_FIELDS,
+    error_html,
+    publish_report,
+    quiet_console,
+    run_reports_dir,
+)
 
 _STAGE = "validate_data"
 _REPORT_TITLE = "Data validation"
@@ -44,6 +50,7 @@ def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str,
                 ignored_inputs=("prices",)),
     retries=1,
     enable_deck=True,
+    deck_fields=STAGE_DECK_FIELDS,
     requests=Resources(cpu="1", mem="2Gi"),
     limits=Resources(cpu="2", mem="4Gi"),
 )

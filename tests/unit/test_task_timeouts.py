@@ -1,4 +1,5 @@
-"""Nothing waits forever: every Flyte task of the pipeline declares a timeout."""
+"""Nothing waits forever: every Flyte task of the pipeline declares a timeout; no task
+spends its run on a `pip freeze` deck."""
 
 from __future__ import annotations
 
@@ -26,3 +27,21 @@ def test_every_task_declares_a_timeout() -> None:
     for name, task in found.items():
         timeout = task.metadata.timeout
         assert isinstance(timeout, timedelta) and timeout > timedelta(0), name
+
+
+def test_no_task_renders_the_pip_freeze_deck() -> None:
+    """flytekit's default deck fields include DEPENDENCIES, which runs `pip list` and `pip
+    freeze` in subprocesses on every execution of the task (seconds on 2 cores, in every
+    re-run of the uncached stages, plus pip's upgrade notice on the console)."""
+    from flytekit.deck import DeckField
+
+    with_decks = {}
+    for module_info in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{module_info.name}")
+        with_decks.update({f"{module.__name__}.{name}": value for name, value in vars(module).items()
+                           if isinstance(value, PythonTask) and value.enable_deck})
+    assert {"tasks.train.train", "tasks.validate.validate_data", "tasks.evaluate.evaluate",
+            "tasks.register.register", "tasks.deploy_canary.deploy_canary"} <= set(with_decks)
+    for name, task in with_decks.items():
+        assert DeckField.DEPENDENCIES not in task.deck_fields, name
+        assert DeckField.TIMELINE in task.deck_fields, name
