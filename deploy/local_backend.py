@@ -57,13 +57,14 @@ WARM_UP_MAX_SECONDS = 120.0
 class LocalBackend:
     def __init__(self, home: Path, name: str, *, engine_kind: str,
                  ready_timeout_seconds: float = 300.0, max_model_len: int | None = None,
-                 vllm_venv_dir: Path | None = None) -> None:
+                 vllm_venv_dir: Path | None = None, enforce_eager: bool = False) -> None:
         self.home = home
         self.name = name
         self.engine_kind = engine_kind
         self.ready_timeout_seconds = ready_timeout_seconds
         self.max_model_len = max_model_len
         self.vllm_venv_dir = vllm_venv_dir
+        self.enforce_eager = enforce_eager
         self.log_dir = state_path(home, name).parent / "logs"
         self.state = load_state(home, name)
 
@@ -169,7 +170,8 @@ class LocalBackend:
         engine = start_engine(
             self.engine_kind, model_dir, served_model_name, log_dir=self.log_dir,
             ready_timeout_seconds=self.ready_timeout_seconds, max_model_len=self.max_model_len,
-            vllm_venv_dir=self.vllm_venv_dir, outlive_parent=True,
+            vllm_venv_dir=self.vllm_venv_dir, enforce_eager=self.enforce_eager,
+            outlive_parent=True,
         )
         engine.detach()
         try:

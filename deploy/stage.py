@@ -227,10 +227,12 @@ def _build_backend(config: DeployConfig, settings: Settings, name: str,
     venv_dir = Path(config.vllm_venv_dir) if config.vllm_venv_dir else \
         default_vllm_venv_dir(settings.home)
     kind, why = resolve_engine(config.engine, verified.model_dir, venv_dir)
-    record.note(f"engine: {kind} ({why})")
+    eager = config.enforce_eager and kind == "vllm"
+    record.note(f"engine: {kind}{' (--enforce-eager)' if eager else ''} ({why})")
     return LocalBackend(settings.home, name, engine_kind=kind,
                         ready_timeout_seconds=config.engine_ready_timeout_seconds,
-                        max_model_len=config.max_model_len, vllm_venv_dir=venv_dir)
+                        max_model_len=config.max_model_len, vllm_venv_dir=venv_dir,
+                        enforce_eager=config.enforce_eager)
 
 
 def verify_for_serving(model_uri: str, expected_digest: str, config: DeployConfig,

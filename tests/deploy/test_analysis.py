@@ -157,6 +157,9 @@ def test_controller_walks_the_steps_and_stops_at_the_first_failure() -> None:
 @pytest.mark.parametrize("overrides", [
     {"steps": [10, 50]}, {"steps": [50, 10, 100]}, {"engine": "tgi"}, {"backend": "ecs"},
     {"max_error_rate": 2.0}, {"backend": "kubernetes"}, {"min_requests": 0},
+    # the overlay's container args decide on a cluster: a flag that would be ignored is refused
+    {"backend": "kubernetes", "prometheus_url": "http://p:9090", "gateway_url": "http://g",
+     "enforce_eager": True},
 ])
 def test_deploy_config_refuses_bad_values(overrides: dict[str, object]) -> None:
     with pytest.raises(StageError) as caught:

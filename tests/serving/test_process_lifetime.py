@@ -97,3 +97,15 @@ def test_minimal_environment_drops_secret_looking_names_even_under_allowed_prefi
     env = minimal_environment({"HF_TOKEN": "x", "VLLM_API_KEY": "y", "OMP_NUM_THREADS": "2",
                                "LC_ALL": "C", "RANDOM_VAR": "z"})
     assert env == {"OMP_NUM_THREADS": "2", "LC_ALL": "C"}
+
+
+@pytest.mark.unit
+def test_vllm_command_turns_off_torch_compile_only_when_asked(tmp_path: Path) -> None:
+    """deploy.enforce_eager (the tiny preset) reaches the engine as vLLM's own flag, once."""
+    from serving.vllm_engine import vllm_command
+
+    compiled = vllm_command(tmp_path / "python", tmp_path, "m", 8000, 256)
+    eager = vllm_command(tmp_path / "python", tmp_path, "m", 8000, 256, enforce_eager=True)
+    assert "--enforce-eager" not in compiled
+    assert eager.count("--enforce-eager") == 1
+    assert [a for a in eager if a != "--enforce-eager"] == compiled
