@@ -17,6 +17,14 @@ export TRANSFORMERS_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
+# uv, unlike pip, installs no bytecode. With PYTHONDONTWRITEBYTECODE set in the caller's
+# environment (as on this project's machines) nothing would ever write it either, and every
+# process (pyflyte, each torchrun worker, each test subprocess) would compile flytekit, torch
+# and transformers from source again: about 9 s more per `import workflows.pipeline` on
+# 2 cores. Let the first import write it, into the venv and __pycache__ (git-ignored).
+# Compiling all of site-packages at install instead (`uv --compile-bytecode`) costs about
+# 170 CPU-seconds here, more than what the pipeline ever imports.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install pipeline test test-fast lint typecheck bench package lock clean checkov checkov-lock browser
 
