@@ -38,6 +38,9 @@ def fast_config(engine: str, **overrides: object) -> DeployConfig:
         max_extra_bake_seconds=15.0, scrape_interval_seconds=0.5,
         load_requests_per_second=14.0, load_concurrency=4, load_max_tokens=8,
         engine_ready_timeout_seconds=300.0, vllm_venv_dir=str(VLLM_VENV_DIR),
+        # as in the tiny preset: no torch.compile per vLLM engine start (the engine contract
+        # suite keeps starting vLLM compiled, the flag-less default)
+        enforce_eager=True,
         deployment_name="shipyard-test",
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
