@@ -8,6 +8,11 @@ complete closure; its header says why torchvision/torchaudio/torchcodec are not 
 Creation is idempotent and safe to run concurrently: an exclusive file lock serialises
 installers, and a ready marker holding the requirements file's sha256 is written last, so a
 half-installed venv (killed mid-install) is never taken as ready and is rebuilt.
+
+A local pipeline starts the install in the background when it begins
+(`start_background_install`, from the resolve task), so the download overlaps validation,
+training and evaluation; deploy then waits on the lock for it. The background installer dies
+with the pipeline's process and takes its installer children with it.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -74,8 +80,13 @@ def ensure_vllm_venv(
         return venv_python(venv_dir)
     venv_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = venv_dir.parent / f"{venv_dir.name}.install.log"
-    with _exclusive_lock(venv_dir.parent / f"{venv_dir.name}.lock"):
+    waiting_since = time.monotonic()
+    with _exclusive_lock(venv_dir.parent / f"{venv_dir.name}.lock", on_wait=lambda: print(
+            f"[shipyard] waiting for the vLLM CPU venv that another process is creating "
+            f"(log: {log_path})", flush=True)):
         if is_ready(venv_dir, requirements):  # another installer finished while we waited
+            print(f"[shipyard] vLLM CPU venv ready after waiting "
+                  f"{time.monotonic() - waiting_since:.0f} s: {venv_dir}", flush=True)
             return venv_python(venv_dir)
         started = time.monotonic()
         if venv_dir.exists():
@@ -98,6 +109,35 @@ def ensure_vllm_venv(
         elapsed = time.monotonic() - started
         print(f"[shipyard] vLLM CPU venv ready in {elapsed:.0f} s: {venv_dir}", flush=True)
     return venv_python(venv_dir)
+
+
+def background_log_path(venv_dir: Path) -> Path:
+    return venv_dir.parent / f"{venv_dir.name}.background.log"
+
+
+def start_background_install(venv_dir: Path, *, requirements: Path = REQUIREMENTS_FILE,
+                             base_python: str = sys.executable
+                             ) -> subprocess.Popen[bytes] | None:
+    """Start creating the venv at `venv_dir` in a child process and return at once; None when
+    it is ready already. A later `ensure_vllm_venv` waits on the lock for the child and finds
+    the venv ready (or, if the child failed, tries once more itself and names the failure).
+
+    The child dies with this process (PR_SET_PDEATHSIG, from the calling thread: call it from
+    the main thread) and then kills its own process group, so a killed pipeline leaves no
+    installer running; what it left half-made has no ready marker and is rebuilt."""
+    from serving.process import spawn
+
+    venv_dir = Path(venv_dir)
+    if is_ready(venv_dir, requirements):
+        return None
+    log_path = background_log_path(venv_dir)
+    log_path.unlink(missing_ok=True)
+    process = spawn([sys.executable, "-m", "serving.vllm_venv", str(venv_dir),
+                     "--requirements", str(requirements), "--base-python", base_python],
+                    env=os.environ, log_path=log_path, cwd=PROJECT_ROOT)
+    print(f"[shipyard] creating the vLLM CPU venv in the background while the pipeline runs "
+          f"(log: {log_path})", flush=True)
+    return process
 
 
 def install_steps(python: str, requirements: Path) -> list[tuple[str, list[str]]]:
@@ -178,10 +218,42 @@ def _requirements_digest(requirements: Path) -> str:
 
 
 @contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
+def _exclusive_lock(path: Path, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `path`; `on_wait` runs once if another holder makes us wait."""
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """`python -m serving.vllm_venv VENV_DIR`: the background installer's entry point."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m serving.vllm_venv",
+                                     description="Create the vLLM CPU venv (idempotent).")
+    parser.add_argument("venv_dir", type=Path)
+    parser.add_argument("--requirements", type=Path, default=REQUIREMENTS_FILE)
+    parser.add_argument("--base-python", default=sys.executable)
+    args = parser.parse_args(argv)
+    # This process leads its own group (spawned in a new session); its installers are in it.
+    # Stopped (SIGTERM, also what the parent's death sends), it takes all of them along.
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(os.getpgrp(), signal.SIGKILL))
+    try:
+        ensure_vllm_venv(args.venv_dir, requirements=args.requirements,
+                         base_python=args.base_python)
+    except StageError as exc:
+        print(f"[shipyard] {exc.code}: {exc.message}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

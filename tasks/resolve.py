@@ -2,11 +2,14 @@
 
 It runs first and is never cached, so a bad preset or override fails in seconds, before any
 expensive stage starts, and so that the dataset files' digests (part of validate_data's cache
-key) are read fresh on every run.
+key) are read fresh on every run. On a local run that may deploy on real vLLM it also starts
+creating the vLLM CPU venv in the background (`start_vllm_venv_early`), so that download
+overlaps the stages before deploy.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from flytekit import task
@@ -20,7 +23,7 @@ from deploy.config import DeployConfig
 from eval.config import EvalConfig
 from registry.config import RegisterConfig
 from tasks import timeouts
-from tasks.flyte_adapter import quiet_console
+from tasks.flyte_adapter import is_remote_execution, quiet_console
 from training.config import TrainConfig
 
 KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy", "cost")
@@ -75,8 +78,22 @@ def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:
                     "that one value.")
 
 
+def start_vllm_venv_early(deploy: DeployConfig) -> None:
+    """On a local run whose deploy may use real vLLM, create its CPU venv (minutes, once per
+    machine) in the background now, so the download overlaps the stages before deploy."""
+    if is_remote_execution() or deploy.backend != "local" or deploy.engine == "local":
+        return
+    from common.settings import load_settings
+    from serving.vllm_venv import default_vllm_venv_dir, start_background_install
+
+    venv_dir = Path(deploy.vllm_venv_dir) if deploy.vllm_venv_dir else \
+        default_vllm_venv_dir(load_settings().home)
+    start_background_install(venv_dir)
+
+
 @task(cache=False, retries=0, timeout=timeouts.RESOLVE)
 def resolve_config(preset: str, overrides: list[str]) -> ResolvedConfig:
     quiet_console()  # the first task of a run: quiet from here on
     resolved = resolve(preset, overrides)
+    start_vllm_venv_early(resolved.deploy)
     return resolved

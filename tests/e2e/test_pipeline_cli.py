@@ -108,7 +108,9 @@ def test_pyflyte_run_trains_the_tiny_preset_and_a_rerun_is_served_from_cache(
 def test_a_failing_eval_gate_stops_the_pipeline_before_registration(
     isolated_home: Path,
 ) -> None:
-    run = _pyflyte_run(isolated_home, cache=False, overrides=[])
+    # no passing-gate override; the light engine, or the run would start creating the vLLM
+    # venv in the background for a deploy that never comes
+    run = _pyflyte_run(isolated_home, cache=False, overrides=LIGHT_DEPLOY)
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert "EVAL_GATE_FAILED" in out, out[-3000:]
