@@ -6,9 +6,10 @@
     CPU torch wheel lives) are handed over, as the Makefile's FIND_LINKS. The console is
     timestamped line by line; the install / vLLM venv / pipeline split comes from Shipyard's
     own lines ("installing the locked dependencies", "dependencies installed", "creating the
-    vLLM CPU venv", "vLLM CPU venv ready"). Compared with the 801 s measured before uv (issue
-    #11: 300 s pip install, 201 s vLLM venv, ~290 s pipeline) and the 360 s goal: both are
-    stated constants, not measured here.
+    vLLM CPU venv" (in the background, from the run's start), "waiting for the vLLM CPU venv"
+    and "vLLM CPU venv ready" (deploy waiting for the rest of it)). Compared with the 801 s
+    measured before uv (issue #11: 300 s pip install, 201 s vLLM venv, ~290 s pipeline) and
+    the 360 s goal: both are stated constants, not measured here.
 (b) Cached re-run: `make pipeline` twice more in the same clone and HOME. The first re-run
     evaluates again (the champion is now the first run's model); the second is unchanged in
     every input. Each re-run's time is reported as a fraction of the cold pipeline measured in
@@ -47,6 +48,8 @@ MARKS = {
     "install_start": re.compile(r"^shipyard: installing the locked dependencies"),
     "install_end": re.compile(r"^shipyard: dependencies installed"),
     "vllm_venv_start": re.compile(r"\[shipyard\] creating the vLLM CPU venv"),
+    # the venv is created in the background from the run's start; deploy waits for the rest
+    "vllm_venv_wait": re.compile(r"\[shipyard\] waiting for the vLLM CPU venv"),
     "vllm_venv_end": re.compile(r"\[shipyard\] vLLM CPU venv ready"),
     "deployed": re.compile(r"\[shipyard\] deploy \S+: PASS"),
 }
@@ -87,15 +90,30 @@ def timed_run(command: list[str], cwd: Path, env: dict[str, str],
             "console_lines": lines, "marks": marks, "console": str(console_path)}
 
 
-def split_fresh(run: dict[str, Any]) -> dict[str, float | None]:
-    """install / vLLM venv / pipeline seconds from a fresh run's marks."""
+def split_fresh(run: dict[str, Any], home: Path) -> dict[str, float | None]:
+    """install / vLLM venv / pipeline seconds from a fresh run's marks. The venv is created in
+    the background while the first stages run: only the time deploy spent waiting for it
+    (`vllm_venv_waited_seconds`) is taken out of the pipeline's time; how long the install
+    itself took is read from its background log."""
     marks = run["marks"]
     install = marks.get("install_end")
-    venv = (marks["vllm_venv_end"] - marks["vllm_venv_start"]
-            if "vllm_venv_end" in marks and "vllm_venv_start" in marks else None)
-    pipeline = None if install is None else run["seconds"] - install - (venv or 0.0)
-    return {"install_seconds": install, "vllm_venv_seconds": None if venv is None else
-            round(venv, 1), "pipeline_seconds": None if pipeline is None else round(pipeline, 1)}
+    waited = 0.0
+    if "vllm_venv_end" in marks:
+        waited = marks["vllm_venv_end"] - marks.get("vllm_venv_wait",
+                                                    marks.get("vllm_venv_start", 0.0))
+    pipeline = None if install is None else run["seconds"] - install - waited
+    return {"install_seconds": install, "vllm_venv_seconds": background_venv_seconds(home),
+            "vllm_venv_waited_seconds": round(waited, 1),
+            "pipeline_seconds": None if pipeline is None else round(pipeline, 1)}
+
+
+def background_venv_seconds(home: Path) -> float | None:
+    """`ready in N s` from the background installer's log, if the run made the venv."""
+    for log in sorted((home / ".shipyard" / "venvs").glob("*.background.log")):
+        found = re.search(r"vLLM CPU venv ready in (\d+) s", log.read_text(errors="replace"))
+        if found:
+            return float(found.group(1))
+    return None
 
 
 def load_average() -> list[float]:
@@ -143,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         clone_seconds = time.monotonic() - began
         fresh = timed_run(make, clone, env, out / "fresh.console.txt")
         fresh["seconds"] = round(fresh["seconds"] + clone_seconds, 1)
-        fresh.update(split_fresh(fresh), clone_seconds=round(clone_seconds, 1))
+        fresh.update(split_fresh(fresh, home), clone_seconds=round(clone_seconds, 1))
         result["fresh_clone_to_served"] = {
             **fresh, "baseline_before_uv_seconds": BEFORE_UV_SECONDS,
             "goal_seconds": GOAL_FRESH_SECONDS,
