@@ -10,10 +10,15 @@ the file handler there.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from common.redact import RedactingFilter
@@ -118,23 +123,68 @@ def _is_foreign_console_handler(handler: logging.Handler) -> bool:
 
 
 def _quiet_libraries() -> None:
-    """Library switches for what their loggers do not cover (progress bars, own handlers)."""
+    """Library switches for what their loggers do not cover (progress bars, own handlers).
+    Applied to transformers and datasets when they are imported, now or later: importing
+    transformers only to quiet it cost about 1 s of every task that never uses it (a cached
+    re-run uses it nowhere)."""
     _disable_tqdm_by_default()
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        pass
-    else:
-        hf_logging.disable_progress_bar()
-        hf_logging.disable_default_handler()
-        hf_logging.enable_propagation()
-    try:
-        from datasets.utils import logging as ds_logging
-    except ImportError:
-        pass
-    else:
-        ds_logging.disable_progress_bar()
-        ds_logging.get_logger().propagate = True
+    when_imported("transformers.utils.logging", _quiet_transformers)
+    when_imported("datasets.utils.logging", _quiet_datasets)
+
+
+def _quiet_transformers(hf_logging: ModuleType) -> None:
+    hf_logging.disable_progress_bar()
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+
+
+def _quiet_datasets(ds_logging: ModuleType) -> None:
+    ds_logging.disable_progress_bar()
+    ds_logging.get_logger().propagate = True
+
+
+def when_imported(name: str, configure: Callable[[ModuleType], None]) -> None:
+    """Call `configure(module)` now if module `name` is imported, else right after its first
+    import (once). Several calls for one name before that import configure it once."""
+    module = sys.modules.get(name)
+    if module is not None:
+        configure(module)
+        return
+    if not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, configure))
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """One-shot import hook: lets the normal finders find `name`, then wraps its loader so that
+    `configure` runs on the module once it has executed."""
+
+    def __init__(self, name: str, configure: Callable[[ModuleType], None]) -> None:
+        self.name, self.configure = name, configure
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # one shot; also keeps the search below from finding us
+        spec = importlib.util.find_spec(fullname)
+        loader = spec.loader if spec is not None else None
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        configure, real = self.configure, loader
+
+        class _Configuring(importlib.abc.Loader):
+            def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+                return real.create_module(spec)
+
+            def exec_module(self, module: ModuleType) -> None:
+                real.exec_module(module)
+                configure(module)
+
+            def __getattr__(self, attribute: str) -> Any:  # get_source, get_resource_reader...
+                return getattr(real, attribute)
+
+        spec.loader = _Configuring()
+        return spec
 
 
 def _disable_tqdm_by_default() -> None:

@@ -68,3 +68,28 @@ def test_third_party_noise_goes_to_the_log_and_ours_stays_on_the_console(
     assert "lm-eval requests" not in result.stderr  # the progress bar is off
     assert "explicitly enabled bar" not in result.stderr  # even when a library asks for it
     assert "our training bar" in result.stderr
+
+
+LATE_IMPORT = textwrap.dedent("""
+    import logging, sys
+    from pathlib import Path
+    from common.logging_setup import setup_quiet_console
+    setup_quiet_console(Path(sys.argv[1]))
+    setup_quiet_console(Path(sys.argv[1]))         # a second task: still one hook, one set-up
+    print("imported by the set-up:", "transformers" in sys.modules, flush=True)
+    from transformers.utils import logging as hf_logging      # a stage imports it later
+    hf_logging.get_logger("transformers.generation").warning("late library warning")
+    print("progress bars:", hf_logging.is_progress_bar_enabled(), flush=True)
+""")
+
+
+def test_a_library_imported_after_the_set_up_is_quieted_too(tmp_path: Path) -> None:
+    """The set-up does not import transformers (a second of every task that never uses it),
+    yet when a stage imports it afterwards its warnings go to the log and its bars stay off."""
+    log = tmp_path / "pipeline.log"
+    result = subprocess.run([sys.executable, "-c", LATE_IMPORT, str(log)], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.splitlines() == ["imported by the set-up: False",
+                                          "progress bars: False"], result.stdout
+    assert "late library warning" not in result.stderr, result.stderr
+    assert log.read_text().count("late library warning") == 1
