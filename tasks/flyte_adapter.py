@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import flytekit
 from flytekit.deck import DeckField
@@ -36,6 +37,42 @@ from tasks.overview import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def memoize_dataclass_literal_types() -> None:
+    """Compute flytekit's literal type of each dataclass once per process.
+
+    flytekit derives a dataclass's `LiteralType` (with its JSON schema, through mashumaro, which
+    builds a throwaway dataclass for every field default) each time the type appears in a task
+    or workflow interface. The stage configs appear in several interfaces (`resolve_config`'s
+    output, each stage's input, the workflow), so importing the workflow, which every
+    `pyflyte run` does, derived them 74 times for about 15 types: ~1 s on 2 cores. The result
+    depends only on the type, so each is derived once and every caller gets its own copy.
+    """
+    from flytekit.core.type_engine import DataclassTransformer
+    from flytekit.models.types import LiteralType
+
+    derive = DataclassTransformer.get_literal_type
+    if getattr(derive, "shipyard_memoized", False):
+        return
+    derived: dict[Any, LiteralType] = {}
+
+    def get_literal_type(self: DataclassTransformer, t: Any) -> LiteralType:
+        try:
+            found = derived.get(t)
+        except TypeError:  # an unhashable annotation: derive it as flytekit does
+            return derive(self, t)
+        if found is None:
+            found = derived[t] = derive(self, t)
+        return LiteralType.from_flyte_idl(found.to_flyte_idl())  # never share one object
+
+    get_literal_type.shipyard_memoized = True  # type: ignore[attr-defined]
+    get_literal_type.flytekit_original = derive  # type: ignore[attr-defined]
+    DataclassTransformer.get_literal_type = get_literal_type
+
+
+# Before any task module defines its tasks (each imports this module first).
+memoize_dataclass_literal_types()
 
 
 # "<run id> <pid>": the local run id and the process that made it (see `_local_run_id`).
