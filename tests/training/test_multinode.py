@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,15 @@ class Job:
     work: Path
     env: dict[str, str]
     nproc_per_node: int = 1
+    store: Any = None
 
     def agent_command(self, port: int) -> list[str]:
-        rdzv = TrainConfig(**self.config).rdzv_configs()
+        # The rendezvous store lives in this test process, not in whichever agent binds the
+        # port first: an agent hosting it can exit while the other is still in torch
+        # elastic's exit barrier, which then fails with a broken pipe and a non-zero exit
+        # (pytorch/pytorch#69520, seen here once under load). A cluster's agents share one
+        # store too (the PyTorchJob master's); training's own collectives are unaffected.
+        rdzv = {**TrainConfig(**self.config).rdzv_configs(), "is_host": "false"}
         return [
             sys.executable, "-m", "torch.distributed.run",
             f"--nnodes={self.config['nnodes']}", f"--nproc-per-node={self.nproc_per_node}",
@@ -94,8 +101,13 @@ class Job:
         ]
 
     def start(self) -> list[subprocess.Popen[str]]:
+        import torch.distributed as dist
+
         self.work.mkdir(parents=True, exist_ok=True)
         port = _free_port()
+        # kept until the next start: it outlives every agent of this job
+        self.store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
+                                   multi_tenant=True, timeout=timedelta(seconds=120))
         return [subprocess.Popen(self.agent_command(port), env=self.env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  start_new_session=True)
