@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +78,9 @@ class Job:
     work: Path
     env: dict[str, str]
     nproc_per_node: int = 1
-    store: Any = None
 
-    def agent_command(self, port: int, external_store: bool) -> list[str]:
-        # With `external_store` the rendezvous store lives in this test process, not in
-        # whichever agent binds the port first: an agent hosting it can exit while the other
-        # is still in torch elastic's exit barrier, which then fails with a broken pipe and a
-        # non-zero exit (pytorch/pytorch#69520, seen here once under load). Training's own
-        # collectives are unaffected.
-        rdzv = {**TrainConfig(**self.config).rdzv_configs(),
-                **({"is_host": "false"} if external_store else {})}
+    def agent_command(self, port: int) -> list[str]:
+        rdzv = TrainConfig(**self.config).rdzv_configs()
         return [
             sys.executable, "-m", "torch.distributed.run",
             f"--nnodes={self.config['nnodes']}", f"--nproc-per-node={self.nproc_per_node}",
@@ -101,20 +93,10 @@ class Job:
             str(self.work / "model"), "--result-json", str(self.work / "result.json"),
         ]
 
-    def start(self, external_store: bool = True) -> list[subprocess.Popen[str]]:
-        """Start one agent per node. Without `external_store` one of the agents hosts the
-        rendezvous store, as torchrun does by default (the killed-node test: with the store
-        outside, the surviving agent waited past 180 s for its killed peer to rejoin)."""
-        import torch.distributed as dist
-
+    def start(self) -> list[subprocess.Popen[str]]:
         self.work.mkdir(parents=True, exist_ok=True)
         port = _free_port()
-        # kept until the next start: it outlives every agent of this job
-        self.store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
-                                   multi_tenant=True, timeout=timedelta(seconds=120)
-                                   ) if external_store else None
-        return [subprocess.Popen(self.agent_command(port, external_store), env=self.env,
-                                 text=True,
+        return [subprocess.Popen(self.agent_command(port), env=self.env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  start_new_session=True)
                 for _ in range(self.config["nnodes"])]
@@ -208,7 +190,7 @@ def test_a_killed_node_fails_the_job_and_the_rerun_resumes_to_the_same_model(
     checkpoint and finish with the uninterrupted run's model digest."""
     job = _job("killed", tmp_path, module_home, s3_env, tiny_dataset_dir)
     fs = _s3(s3_env)
-    agents = job.start(external_store=False)
+    agents = job.start()
     try:
         deadline = time.monotonic() + 240
         while not any(s >= 4 for s in _published_steps(fs, f"{BUCKET}/killed")):
