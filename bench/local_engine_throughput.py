@@ -76,18 +76,28 @@ def run_level(port: int, concurrency: int, num_requests: int, max_tokens: int) -
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.local_engine_throughput")
+def load_arguments(prog: str, max_tokens: int, argv: list[str] | None) -> argparse.Namespace:
+    """--requests, --max-tokens and --model-dir, shared by the engine benchmarks."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--requests", type=int, default=48)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=max_tokens)
     parser.add_argument("--model-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
-        model_dir = args.model_dir
-        if model_dir is None:
-            from testing.tiny_model import build_tiny_model
+    return parser.parse_args(argv)
 
-            model_dir = build_tiny_model(Path(tmp) / "model")
+
+def model_or_tiny(model_dir: Path | None, tmp: Path) -> Path:
+    """`model_dir`, or a tiny random Llama built in `tmp`."""
+    if model_dir is not None:
+        return model_dir
+    from testing.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp / "model")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = load_arguments("python -m bench.local_engine_throughput", 64, argv)
+    with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
+        model_dir = model_or_tiny(args.model_dir, Path(tmp))
         with start_engine("local", model_dir, NAME, log_dir=Path(tmp)) as engine:
             run_level(engine.port, 2, 8, args.max_tokens)  # warm-up
             levels = [run_level(engine.port, c, args.requests, args.max_tokens) for c in (1, 8)]

@@ -13,7 +13,6 @@ concurrency 1 and the same at concurrency 8 (tokens/s, p50/p99), via the same cl
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.local_engine_throughput import NAME, run_level
+from bench.local_engine_throughput import NAME, load_arguments, model_or_tiny, run_level
 from serving.engine import start_engine
 
 
@@ -38,17 +37,9 @@ def measure(model_dir: Path, log_dir: Path, *, eager: bool, requests: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.vllm_eager")
-    parser.add_argument("--requests", type=int, default=48)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--model-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = load_arguments("python -m bench.vllm_eager", 16, argv)
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
-        model_dir = args.model_dir
-        if model_dir is None:
-            from testing.tiny_model import build_tiny_model
-
-            model_dir = build_tiny_model(Path(tmp) / "model")
+        model_dir = model_or_tiny(args.model_dir, Path(tmp))
         # an empty compile cache for this run only (serving.vllm_engine keeps a caller's value)
         os.environ["VLLM_CACHE_ROOT"] = str(Path(tmp) / "vllm-cache")
         runs = {}
