@@ -13,6 +13,7 @@ gradients reduce-scattered then all-reduced: same bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import subprocess_env
@@ -197,7 +199,13 @@ def test_a_killed_node_fails_the_job_and_the_rerun_resumes_to_the_same_model(
             assert all(a.poll() is None for a in agents), "training ended before the kill"
             assert time.monotonic() < deadline, "no checkpoint at step 4 within 240 s"
             time.sleep(0.2)
-        os.killpg(agents[1].pid, signal.SIGKILL)
+        # a node dies whole: torchrun starts each worker in a session of its own, so the
+        # agent's process group alone would leave the node's worker training on
+        node = [agents[1].pid, *(c.pid for c in psutil.Process(agents[1].pid).children(
+            recursive=True))]
+        for pid in node:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
         killed_at = time.monotonic()
         survivor_output = agents[0].communicate(timeout=180)[0]
         survivor_seconds = time.monotonic() - killed_at
