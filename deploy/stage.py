@@ -55,7 +55,7 @@ from registry.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, KeyPair
 from registry.verify import verify_model
 from serving.engine_choice import resolve_engine
 from serving.router import FaultSpec
-from serving.vllm_venv import default_vllm_venv_dir
+from serving.vllm_venv import vllm_venv_dir
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +224,7 @@ def _build_backend(config: DeployConfig, settings: Settings, name: str,
         return KubernetesBackend.from_kubeconfig(
             Path(config.kustomize_overlay), namespace=config.namespace,
             endpoint=config.gateway_url, prometheus_url=config.prometheus_url)
-    venv_dir = Path(config.vllm_venv_dir) if config.vllm_venv_dir else \
-        default_vllm_venv_dir(settings.home)
+    venv_dir = vllm_venv_dir(config.vllm_venv_dir, settings.home)
     kind, why = resolve_engine(config.engine, verified.model_dir, venv_dir)
     eager = config.enforce_eager and kind == "vllm"
     record.note(f"engine: {kind}{' (--enforce-eager)' if eager else ''} ({why})")

@@ -115,9 +115,10 @@ def start_engine(
     log_dir = Path(log_dir) if log_dir is not None else settings.home / "logs" / "engines"
     log_path = log_dir / f"{kind}-{served_model_name}-{port}.log"
     if kind == "vllm":
-        from serving.vllm_venv import default_vllm_venv_dir, ensure_vllm_venv
+        from serving.vllm_venv import ensure_vllm_venv
+        from serving.vllm_venv import vllm_venv_dir as configured_venv
 
-        venv_dir = Path(vllm_venv_dir or default_vllm_venv_dir(settings.home))
+        venv_dir = configured_venv(vllm_venv_dir, settings.home)
         python = ensure_vllm_venv(venv_dir)
         command = vllm_command(python, model_dir, served_model_name, port, context,
                                enforce_eager=enforce_eager)

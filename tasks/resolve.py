@@ -9,7 +9,6 @@ overlaps the stages before deploy.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from flytekit import task
@@ -84,11 +83,9 @@ def start_vllm_venv_early(deploy: DeployConfig) -> None:
     if is_remote_execution() or deploy.backend != "local" or deploy.engine == "local":
         return
     from common.settings import load_settings
-    from serving.vllm_venv import default_vllm_venv_dir, start_background_install
+    from serving.vllm_venv import start_background_install, vllm_venv_dir
 
-    venv_dir = Path(deploy.vllm_venv_dir) if deploy.vllm_venv_dir else \
-        default_vllm_venv_dir(load_settings().home)
-    start_background_install(venv_dir)
+    start_background_install(vllm_venv_dir(deploy.vllm_venv_dir, load_settings().home))
 
 
 @task(cache=False, retries=0, timeout=timeouts.RESOLVE)

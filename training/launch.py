@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 from common.errors import StageError
@@ -48,14 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as exc:
         print(exc, flush=True)
         return 2
-    # Global rank 0 only, as --help says: with several nodes on one shared file system every
-    # rank sees the model directory, and all of them racing on one temp file made the losers
-    # fail the job after a successful run (FileNotFoundError on the rename).
-    if args.result_json is not None and int(os.environ.get("RANK", "0")) == 0 \
-            and result.model_dir.exists():
+    # Global rank 0 only (`result.rank`), as --help says: with several nodes on one shared
+    # file system every rank sees the model directory, and all of them racing on one temp
+    # file made the losers fail the job after a successful run (FileNotFoundError on rename).
+    if args.result_json is not None and result.rank == 0 and result.model_dir.exists():
         payload = dataclasses.asdict(result)
         payload["model_dir"] = str(result.model_dir)
-        tmp = args.result_json.with_name(f"{args.result_json.name}.{os.getpid()}.tmp")
+        tmp = args.result_json.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=1))
         tmp.replace(args.result_json)
     return 0
