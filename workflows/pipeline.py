@@ -19,6 +19,7 @@ from flytekit.core.base_task import PythonTask
 from flytekit.core.promise import Promise
 from flytekit.extras.accelerators import H100
 
+from tasks.base_model import provision_base
 from tasks.contracts import DeploymentResult
 from tasks.deploy_canary import deploy_canary
 from tasks.evaluate import champion_reference, evaluate
@@ -53,10 +54,13 @@ def _wire_stages(preset: str, overrides: list[str], train_task: PythonTask = tra
     builds its nodes; `train_task` is the train task of the topology (tasks/train.py),
     `train_overrides` are node overrides for it (its resources)."""
     cfg = resolve_config(preset=preset, overrides=overrides)
+    # None unless the preset fine-tunes a pretrained model (base.source)
+    base = provision_base(config=cfg.base, source_digest=cfg.base_source_digest)
     # `cfg.cost` (prices) is a typed input of every stage, so a pod prices its own use; the
     # cached stages leave it out of their cache key (a price change re-runs nothing)
-    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests, prices=cfg.cost)
-    model = train_task(dataset=dataset, config=cfg.train, prices=cfg.cost)
+    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests, prices=cfg.cost,
+                            base=base)
+    model = train_task(dataset=dataset, config=cfg.train, prices=cfg.cost, base=base)
     if train_overrides is not None:
         model = model.with_overrides(**train_overrides)
     champion = champion_reference(config=cfg.eval)  # part of evaluate's cache key
