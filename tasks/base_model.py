@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
+from typing import Any, TypeVar
 
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
@@ -16,9 +18,10 @@ from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel
 from tasks.flyte_adapter import STAGE_DECK_FIELDS, quiet_console
-from training.pretrained import BaseConfig, provision_base_model
+from training.pretrained import BaseConfig, is_provisioned_placeholder, provision_base_model
 
 BASE_MODELS_DIRNAME = "base-models"
+T = TypeVar("T", bound=Any)
 
 
 @task(
@@ -53,6 +56,20 @@ def provision_base(config: BaseConfig, source_digest: str | None) -> BaseModel |
           f"{time.time() - started:.1f} s)")
     return BaseModel(model_dir=FlyteDirectory(str(provisioned.model_dir)),
                      model_digest=identity.model_digest, identity=identity)
+
+
+def with_base_model_dir(config: T, base: BaseModel | None, stage: str) -> T:
+    """`config` (DataConfig or TrainConfig) with base_model_dir set to the verified local copy
+    of `base`; a placeholder left by resolve_config without a base is a wiring error."""
+    if base is not None:
+        return dataclasses.replace(config, base_model_dir=str(base_model_path(base)))
+    if is_provisioned_placeholder(config.base_model_dir):
+        raise StageError(
+            "CONFIG_INVALID",
+            f"{stage}: base_model_dir={config.base_model_dir!r} names a provisioned base, but "
+            "no base model was passed. Wire provision_base's output into this task "
+            "(workflows/pipeline.py does).")
+    return config
 
 
 def base_model_path(base: BaseModel) -> Path:

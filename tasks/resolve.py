@@ -24,7 +24,7 @@ from registry.config import RegisterConfig
 from tasks import timeouts
 from tasks.flyte_adapter import is_remote_execution, quiet_console
 from training.config import TrainConfig
-from training.pretrained import BaseConfig, source_digest
+from training.pretrained import BaseConfig, provisioned_placeholder, source_digest
 
 KNOWN_SECTIONS = ("base", "data", "train", "eval", "register", "deploy", "cost")
 # Settings several stages read, each declared once in one section and handed by `resolve` to
@@ -59,9 +59,9 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
                          f"{list(KNOWN_SECTIONS)}.")
     _refuse_shared_keys(preset, raw)
     base = build_config(BaseConfig, "base", raw.get("base", {}))
+    raw = _with_provisioned_base(preset, raw, base)
     data = build_config(DataConfig, "data", raw.get("data", {}))
     train = build_config(TrainConfig, "train", raw.get("train", {}))
-    _refuse_two_bases(preset, base, data, train)
     digests = {split: sha256_location(check_split_location(split, location))
                for split, location in data.split_paths().items()}
     register = build_config(RegisterConfig, "register", raw.get("register", {}))
@@ -74,19 +74,26 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
                           base_source_digest=source_digest(base))
 
 
-def _refuse_two_bases(preset: str, base: BaseConfig, data: DataConfig,
-                      train: TrainConfig) -> None:
+def _with_provisioned_base(preset: str, raw: dict[str, dict[str, Any]],
+                           base: BaseConfig) -> dict[str, dict[str, Any]]:
     """With base.source the provisioned model is the dataset's tokenizer and train's start
-    point; a path set as well would be a second, unverified base."""
+    point: data/train.base_model_dir are set to a placeholder naming the source (so their
+    checks, e.g. LoRA needs a base, see one), replaced by the verified local directory in the
+    validate_data and train tasks. A path set in the preset too would be a second, unverified
+    base, and is refused."""
     if base.source is None:
-        return
-    for section, value in (("data", data.base_model_dir), ("train", train.base_model_dir)):
+        return raw
+    out = {section: dict(values) for section, values in raw.items()}
+    for section in ("data", "train"):
+        value = out.get(section, {}).get("base_model_dir")
         if value is not None:
             raise StageError(
                 "CONFIG_INVALID",
                 f"preset {preset!r}: {section}.base_model_dir={value!r} and "
                 f"base.source={base.source!r} are both set. With base.source the provisioned "
                 f"model is used by every stage; unset {section}.base_model_dir.")
+        out.setdefault(section, {})["base_model_dir"] = provisioned_placeholder(base.source)
+    return out
 
 
 def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:

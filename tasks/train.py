@@ -15,7 +15,6 @@ workflow, and the container resolves the task by name, so it would not see the o
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -36,7 +35,7 @@ from common.redact import redact_text
 from common.settings import load_settings
 from common.token_file import HEADER_SUFFIX, TOKENS_SUFFIX
 from tasks import timeouts
-from tasks.base_model import base_model_path
+from tasks.base_model import with_base_model_dir
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import (
@@ -177,8 +176,7 @@ def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig,
         checkpoint_dir = _checkpoint_location(config, dataset, settings.checkpoints_dir, base)
         output_dir = Path(tempfile.mkdtemp(prefix="shipyard-model-")) / "model"
         try:
-            if base is not None:
-                config = dataclasses.replace(config, base_model_dir=str(base_model_path(base)))
+            config = with_base_model_dir(config, base, "train")
             dataset_dir = Path(dataset.files.download())
             verify_dataset_files(dataset_dir, dataset)
             result = run_training(config, TrainPaths(

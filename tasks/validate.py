@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from common.cost import CostConfig, stage_cost
 from common.errors import StageError
 from data.config import DataConfig
 from tasks import timeouts
-from tasks.base_model import base_model_path
+from tasks.base_model import with_base_model_dir
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel, ValidatedDataset
 from tasks.flyte_adapter import (
@@ -71,8 +70,7 @@ def validate_data(config: DataConfig, source_digests: dict[str, str],
         parent = Path(flytekit.current_context().working_directory)
         output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=parent)) / "dataset"
         try:
-            if base is not None:
-                config = dataclasses.replace(config, base_model_dir=str(base_model_path(base)))
+            config = with_base_model_dir(config, base, "validate_data")
             outcome = validate_dataset(config, output_dir)
         except StageError as error:
             report = error.details.get("report")

@@ -37,6 +37,9 @@ IDENTITY_FILE = "shipyard_base_model.json"  # beside the converted model, not in
 # Bump when the conversion changes what is written (dtype, files): the cache key includes it.
 CONVERTER_VERSION = "1"
 SOURCE_KINDS = ("package", "gguf", "dir")
+# data/train.base_model_dir of a run whose base is provisioned (tasks/resolve.py): the tasks
+# replace it with the verified local directory of the BaseModel they receive.
+PROVISIONED_PREFIX = "provisioned-by-base:"
 
 
 @dataclass
@@ -129,6 +132,14 @@ def parse_source(source: str) -> tuple[str, str]:
             f"{sorted(PACKAGED_MODELS)}.",
         )
     return kind, value
+
+
+def provisioned_placeholder(source: str) -> str:
+    return f"{PROVISIONED_PREFIX}{source}"
+
+
+def is_provisioned_placeholder(base_model_dir: str | None) -> bool:
+    return base_model_dir is not None and base_model_dir.startswith(PROVISIONED_PREFIX)
 
 
 def source_digest(config: BaseConfig) -> str | None:

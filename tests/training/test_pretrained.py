@@ -14,7 +14,7 @@ from flytekit.types.directory import FlyteDirectory
 
 from common.digests import model_root_digest
 from common.errors import StageError
-from tasks.base_model import base_model_path
+from tasks.base_model import base_model_path, with_base_model_dir
 from tasks.contracts import BaseModel
 from tasks.resolve import resolve
 from testing.tiny_chat_model import build_tiny_chat_model
@@ -170,3 +170,14 @@ def test_the_packaged_model_converts_once_and_records_where_it_came_from(
 
 def _must_not_convert(*_: object) -> None:
     raise AssertionError("converted weights that failed their pin")
+
+
+@pytest.mark.unit
+def test_a_provisioned_base_reaches_data_and_train_only_through_the_tasks() -> None:
+    resolved = resolve("tiny", [f"base.source=package:{SMOL}"])
+    for config, stage in ((resolved.data, "validate_data"), (resolved.train, "train")):
+        assert config.base_model_dir == f"provisioned-by-base:package:{SMOL}"
+        with pytest.raises(StageError) as info:  # a task wired without the base
+            with_base_model_dir(config, None, stage)
+        assert info.value.code == "CONFIG_INVALID" and stage in info.value.message
+    assert with_base_model_dir(resolve("tiny").train, None, "train").base_model_dir is None
