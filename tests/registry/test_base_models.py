@@ -22,8 +22,8 @@ from registry.imports import ImportRequest, ImportResult, import_base_model
 from registry.mlflow_registry import client_for
 from registry.policy import LOCAL_TRUST_POLICY_NAME, Policy, load_policy, policy_from_dict
 from registry.signing import ensure_key_pair
-from registry.verify import VerificationResult, verify_model
 from registry.stage import RegistrationRequest, RegistrationResult, register_model
+from registry.verify import VerificationResult, verify_model
 from tests.registry.conftest import PASSED_EVAL, Store, register, run_artifacts_dir, stage_kwargs
 from training.pretrained import PACKAGED_MODELS, BaseModelIdentity, wheel_pin
 
@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 SMOL = PACKAGED_MODELS["smollm2-135m-instruct"]
 SOURCE = "package:smollm2-135m-instruct"
 LOCAL_BUILDER = "urn:shipyard:builder:flyte-local"
+OTHER_BASE = "sha256:" + "e" * 64
 
 
 @pytest.fixture
@@ -170,7 +171,7 @@ def test_a_policy_pinning_other_bases_refuses_the_fine_tune(
     assert ("policy_base_model", "passed") in {(c.name, c.status) for c in pinned.checks}
 
     with pytest.raises(RegistryError) as failure:
-        _verify(store, result.model_uri, _policy(store, allowed_base_models=("sha256:" + "e" * 64,)))
+        _verify(store, result.model_uri, _policy(store, allowed_base_models=(OTHER_BASE,)))
     assert failure.value.code == "VERIFICATION_FAILED"
     assert failure.value.check == "policy_base_model"
     assert failure.value.found == f"sha256:{identity.model_digest}"
@@ -182,7 +183,7 @@ def test_a_model_without_a_base_fails_a_base_pin_and_passes_without_one(
     result = register(store, model_copy, dataset_files, model_name)
     assert _verify(store, result.model_uri, _policy(store)).base_model is None
     with pytest.raises(RegistryError) as failure:
-        _verify(store, result.model_uri, _policy(store, allowed_base_models=("sha256:" + "e" * 64,)))
+        _verify(store, result.model_uri, _policy(store, allowed_base_models=(OTHER_BASE,)))
     assert failure.value.check == "policy_base_model"
 
 
@@ -255,7 +256,7 @@ def test_verify_refuses_an_imported_model_unless_the_policy_lists_its_source(
         assert "allowed_import_sources" in failure.value.message
     with pytest.raises(RegistryError) as failure:
         _verify(store, result.model_uri, _policy(
-            store, allowed_import_sources=(SOURCE,), allowed_base_models=("sha256:" + "e" * 64,)))
+            store, allowed_import_sources=(SOURCE,), allowed_base_models=(OTHER_BASE,)))
     assert failure.value.check == "policy_base_model"
 
 
