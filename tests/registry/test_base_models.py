@@ -16,6 +16,7 @@ import yaml
 
 from common.digests import model_root_digest
 from registry.base_model import BaseModelRef, parse_base_identity
+from registry.cli import main as cli_main
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from registry.imports import ImportRequest, ImportResult, import_base_model
@@ -203,6 +204,7 @@ def test_a_base_directory_that_is_not_the_identitys_model_is_refused(
 
 def test_import_registers_a_signed_import_provenance_and_sets_the_first_champion(
     store: Store, base_dir: Path, model_name: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     identity = identity_of(base_dir)
     policy_path = _policy_file(store, tmp_path, allowed_import_sources=(SOURCE,))
@@ -235,6 +237,11 @@ def test_import_registers_a_signed_import_provenance_and_sets_the_first_champion
     statuses = {c.name: c.status for c in verified.checks}
     assert statuses["policy_imported_model"] == "passed"
     assert statuses["policy_eval_gate"] == "skipped"
+
+    assert cli_main(["verify", f"models:/{model_name}/1", "--tracking-uri", store.tracking_uri,
+                     "--policy", str(policy_path), "--public-key", str(store.public_key)]) == 0
+    assert (f"base model: imported as published {SOURCE} sha256:{identity.model_digest}"
+            in capsys.readouterr().out)
 
     again = _import(store, base_dir, model_name, identity, policy_path=str(policy_path))
     assert (again.version, again.created, again.champion_moved) == ("1", False, False)
