@@ -19,7 +19,7 @@ from flytekit.core.base_task import PythonTask
 from flytekit.core.promise import Promise
 from flytekit.extras.accelerators import H100
 
-from tasks.base_model import provision_base
+from tasks.base_model import import_base_champion, provision_base
 from tasks.contracts import DeploymentResult
 from tasks.deploy_canary import deploy_canary
 from tasks.evaluate import champion_reference, evaluate
@@ -63,12 +63,17 @@ def _wire_stages(preset: str, overrides: list[str], train_task: PythonTask = tra
     model = train_task(dataset=dataset, config=cfg.train, prices=cfg.cost, base=base)
     if train_overrides is not None:
         model = model.with_overrides(**train_overrides)
+    # the base becomes the first champion (a no-op without a base or once a champion exists),
+    # so the first fine-tune is gated, and canaried, against the model it started from
+    imported = import_base_champion(base=base, register_config=cfg.register,
+                                    deploy_config=cfg.deploy)
     champion = champion_reference(config=cfg.eval)  # part of evaluate's cache key
     model >> champion  # read after training, just before evaluate compares against it
+    imported >> champion
     report = evaluate(model=model, dataset=dataset, config=cfg.eval, champion=champion,
                       prices=cfg.cost)
     registered = register(model=model, dataset=dataset, config=cfg.register, prices=cfg.cost,
-                          evaluation=report)
+                          evaluation=report, base=base)
     return deploy_canary(model=registered, config=cfg.deploy, prices=cfg.cost)
 
 
