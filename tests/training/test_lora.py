@@ -128,6 +128,17 @@ def test_the_same_seed_gives_the_same_adapters_and_only_adapters_train(base_dir:
     assert any(not torch.equal(first[n], other[n]) for n in first if "lora_A" in n)
 
 
+@pytest.mark.unit
+def test_mfu_counts_no_weight_gradient_flops_for_frozen_weights(base_dir: Path) -> None:
+    from training.model import flops_per_token
+
+    config = _load_base(base_dir).config
+    full = flops_per_token(config, 128, 10_000_000)
+    assert flops_per_token(config, 128, 10_000_000, 10_000_000) == full  # 6N as before
+    # 4N (forward + input gradients) + 2N for the weights that train
+    assert full - flops_per_token(config, 128, 10_000_000, 100_000) == 2 * 9_900_000
+
+
 # -- export -----------------------------------------------------------------------------------
 
 @pytest.mark.unit
