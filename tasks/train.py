@@ -142,7 +142,7 @@ def _train_task(elastic: Elastic) -> Any:
         timeout=timeouts.TRAIN,
         task_config=elastic,
         cache=Cache(version=code_version(*COMMON, "tasks/train.py", "training",
-                                         packages=("torch", "transformers", "safetensors")),
+                                         packages=("torch", "transformers", "safetensors", "peft")),
                     ignored_inputs=("prices",)),
         retries=2,
         interruptible=True,
