@@ -84,12 +84,12 @@ def test_an_edited_llmbar_file_is_refused_by_name(tmp_path: Path) -> None:
     records = json.loads(path.read_text())
     records[0]["label"] = 3 - int(records[0]["label"])  # one flipped human label
     path.write_text(json.dumps(records))
-    with pytest.raises(EvalError, match="LLMBar_Natural.json") as info:
+    with pytest.raises(EvalError, match=r"LLMBar_Natural\.json") as info:
         llmbar.load_subset("natural", 5, data_dir=data)
     assert info.value.code == "EVAL_JUDGE_DATA_DIGEST_MISMATCH"
     assert llmbar.load_subset("faireval", 2, data_dir=data)  # the other files still load
     (data / "Processed_FairEval.json").unlink()
-    with pytest.raises(EvalError, match="Processed_FairEval.json") as missing:
+    with pytest.raises(EvalError, match=r"Processed_FairEval\.json") as missing:
         llmbar.load_subset("faireval", 2, data_dir=data)
     assert missing.value.code == "EVAL_JUDGE_DATA_DIGEST_MISMATCH"
 
@@ -252,6 +252,7 @@ def test_kappa_interval_is_seeded_and_brackets_the_estimate() -> None:
 
 
 def test_calibration_settings_are_validated() -> None:
+    bad: dict[str, Any]
     for bad in ({"judge_calibration_subsets": ["natural", "nope"]},
                 {"judge_calibration_subsets": []},
                 {"judge_calibration_subsets": ["natural", "natural"]},
@@ -279,3 +280,18 @@ def harness(exact: list[SampleResult]) -> HarnessResult:
                                           "shipyard_exact": {"exact_match": 0.0}},
                          {"shipyard_scoring_check": scoring, "shipyard_exact": exact},
                          {}, {}, 0.0)
+
+
+def test_the_report_shows_the_calibration_table_beside_the_published_judges(
+        tmp_path: Path) -> None:
+    from eval.report import calibration_table, jsonable
+
+    with ScriptedServer(reference_judge) as server:
+        report = run_judge(config(judge_calibration_limit_per_subset=4,
+                                  judge_calibration_subsets=["natural", "mt_bench"]),
+                           JudgeEndpoint(server.base_url, "scripted-judge"),
+                           *samples(["2"], ["3"]), tmp_path)
+    table = calibration_table(jsonable(report.to_dict()))
+    assert "Judge calibration on human labels (LLMBar)" in table
+    assert "GPT-4 (Vanilla, published)" in table and "mt_bench" in table
+    assert "scripted-judge" in table
