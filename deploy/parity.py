@@ -170,7 +170,7 @@ class ReferenceModel:
                 if token_id in self.eos_token_ids:
                     break
                 out = self.model(input_ids=torch.tensor([[token_id]]),  # (1, 1)
-                                 past_key_values=out.past_key_values, use_cache=True)
+                                 cache=out.cache, use_cache=True)
         text = self.tokenizer.decode([s.token_id for s in steps], skip_special_tokens=True)
         return Reference(prompt.id, prompt_ids, steps, str(text))
 
@@ -216,16 +216,25 @@ def served_greedy(base_url: str, served_model_name: str, prompt_ids: Sequence[in
             "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0,
             "frequency_penalty": 0.0, "presence_penalty": 0.0,
             "logprobs": SERVED_TOP_LOGPROBS, "return_tokens_as_token_ids": True}
-    choice = post_json(f"{base_url}/v1/completions", body)["choices"][0]
-    logprobs = choice.get("logprobs") or {}
-    return Served(
-        token_ids=[_token_id(t) for t in logprobs.get("tokens", [])],
-        logprobs=[float(v) for v in logprobs.get("token_logprobs", [])],
-        top=[{_token_id(k): float(v) for k, v in (entry or {}).items()}
-             for entry in logprobs.get("top_logprobs", [])],
-        text=str(choice.get("text", "")),
-        finish_reason=choice.get("finish_reason"),
-    )
+    url = f"{base_url}/v1/completions"
+    reply = post_json(url, body)
+    try:
+        choice = reply["choices"][0]
+        logprobs = choice.get("logprobs") or {}
+        return Served(
+            token_ids=[_token_id(t) for t in logprobs.get("tokens", [])],
+            logprobs=[float(v) for v in logprobs.get("token_logprobs", [])],
+            top=[{_token_id(k): float(v) for k, v in (entry or {}).items()}
+                 for entry in logprobs.get("top_logprobs", [])],
+            text=str(choice.get("text", "")),
+            finish_reason=choice.get("finish_reason"),
+        )
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise StageError("DEPLOY_PARITY_REQUEST_FAILED",
+                         f"{url} answered the served-model parity check with a reply it cannot "
+                         f"read ({exc}): {json.dumps(reply)[:300]}. It must be vLLM's "
+                         "completions format with logprobs as 'token_id:N' "
+                         "(return_tokens_as_token_ids).") from exc
 
 
 def served_prompt_ids(base_url: str, body: dict[str, Any]) -> list[int]:

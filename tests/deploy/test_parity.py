@@ -21,6 +21,7 @@ from common.errors import StageError
 from deploy.config import DeployConfig
 from deploy.parity import (
     ParityResult,
+    PromptComparison,
     Reference,
     ReferenceStep,
     Served,
@@ -30,8 +31,10 @@ from deploy.parity import (
     compare_text,
     load_prompts,
     mismatch_error,
+    served_greedy,
 )
 from serving.engine import EngineProcess, start_engine
+from serving.process import free_port
 from testing.tiny_chat_model import build_tiny_chat_model, save_base_tokenizer
 from tests.deploy.conftest import SHARED_SERVER_PIDS, assert_servers_gone
 
@@ -49,7 +52,7 @@ def _served(ids: list[int], logprobs: list[float], finish: str = "length") -> Se
     return Served(ids, logprobs, [{} for _ in ids], "", finish)
 
 
-def _compare(reference: Reference, served: Served):  # type: ignore[no-untyped-def]
+def _compare(reference: Reference, served: Served) -> PromptComparison:
     return compare_generation(reference, served, tolerance=1e-3, max_logprob_diff=0.02,
                               eos_token_ids=frozenset({EOS}))
 
@@ -230,3 +233,15 @@ def test_engine_whose_chat_template_differs_is_refused_at_the_prompt(
     result = check(local_chat_engine, chat_models["other_template"])
     assert result.mismatch is not None and result.mismatch["kind"] == "prompt"
     assert "chat template" in result.mismatch["likely_causes"]
+
+
+@pytest.mark.integration
+def test_engine_that_cannot_answer_the_check_fails_it_with_its_own_code(
+        local_chat_engine: EngineProcess) -> None:
+    # a request the engine refuses (unknown served model name: 404), and nothing listening
+    for base_url, name in ((local_chat_engine.base_url, "not-served"),
+                           (f"http://127.0.0.1:{free_port()}", NAME)):
+        with pytest.raises(StageError) as info:
+            served_greedy(base_url, name, [1, 2, 3], max_tokens=2)
+        assert info.value.code == "DEPLOY_PARITY_REQUEST_FAILED"
+        assert base_url in info.value.message

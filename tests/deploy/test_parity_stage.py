@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def _reference_from(monkeypatch: pytest.MonkeyPatch, model_dir: Path) -> None:
                         classmethod(lambda cls, _served_dir: load(model_dir)))
 
 
-def _refusal_record(error: StageError) -> dict:  # type: ignore[type-arg]
+def _refusal_record(error: StageError) -> dict[str, Any]:
     record = json.loads(Path(error.details["decision_record"]).read_text())
     assert (record["outcome"], record["action"]) == ("FAIL", "refused")
     assert record["champion"]["moved"] is False
