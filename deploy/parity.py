@@ -33,7 +33,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ PROMPTS_SHA256 = "4caf128ab8754760dd4674f37f8bdf551a1c760ee200aa6e28731176721f33
 REFERENCE_TOP_K = 5
 SERVED_TOP_LOGPROBS = 2
 REQUEST_TIMEOUT_SECONDS = 120.0
+# The reference decodes one token at a time next to the engines it checks (and whatever else
+# shares the machine): one intra-op thread. With two, OpenMP's spinning threads lost to the
+# engines on 2 busy cores: SmolLM2-135M took 34 s instead of 7 s for 2 prompts.
+REFERENCE_THREADS = 1
 LIKELY_CAUSES = {
     "prompt": "the engine's tokenizer or chat template differs from the verified model's "
               "(a tokenizer/template file overridden by the engine, e.g. --tokenizer or "
@@ -159,7 +164,7 @@ class ReferenceModel:
 
         prompt_ids = render_prompt_ids(self.tokenizer, prompt)
         steps: list[ReferenceStep] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), _torch_threads(REFERENCE_THREADS):
             out = self.model(input_ids=torch.tensor([prompt_ids]), use_cache=True)  # (1, T, V)
             for _ in range(max_tokens):
                 logprobs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,)
@@ -178,6 +183,18 @@ class ReferenceModel:
         if token_id is None:
             return "<end of output>"
         return str(self.tokenizer.decode([token_id], skip_special_tokens=False))
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
