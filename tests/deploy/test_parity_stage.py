@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ import pytest
 
 import deploy.parity as parity
 from common.errors import StageError
+from deploy.kubernetes_backend import KubernetesBackend, render_overlay
+from deploy.model_ref import VerifiedModel
 from deploy.state import load_state
 from tests.deploy.conftest import Registry, live_descendants
+from tests.deploy.fake_kubernetes import FakeDynamicClient
 from tests.deploy.scenarios import assert_serving, champion, deploy, fast_config, stop_everything
 
 pytestmark = pytest.mark.integration
@@ -86,3 +90,20 @@ def test_canary_serving_another_model_is_rolled_back_before_it_takes_traffic(
     record = _refusal_record(caught.value)
     assert record["parity"]["canary"]["matched"] is False
     assert record["steps"] == []  # it never took a share of traffic
+
+
+@pytest.mark.unit
+def test_kubernetes_checks_the_stable_through_the_gateway_and_cannot_reach_the_canary() -> None:
+    """The stage reaches Kubernetes engines only through the gateway (NetworkPolicy, API key):
+    the stable while the canary has no weight, never the canary (the record says skipped)."""
+    backend = KubernetesBackend(FakeDynamicClient(), render_overlay(Path("infra/k8s/overlays/gpu")),
+                                namespace="shipyard", endpoint="http://gateway.example",
+                                prometheus_url="http://prometheus.example:9090",
+                                poll_seconds=0.0, sleep=lambda _: None)
+    model = VerifiedModel("models:/m/1", "1", "ab" * 32, Path("/models/current/model"), "m")
+    backend.start_stable(model)
+    assert backend.track_url("stable") == "http://gateway.example"
+    backend.start_canary(replace(model, version="2"))
+    assert backend.track_url("canary") is None
+    backend.set_canary_weight(10)
+    assert backend.track_url("stable") is None  # the gateway would reach both tracks now
