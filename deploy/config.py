@@ -69,6 +69,23 @@ class DeployConfig:
     # Requests the first deployment (no champion yet) must answer before it counts as serving.
     smoke_requests: int = 3
 
+    # -- served = evaluated (deploy/parity.py), before an engine takes traffic -----------------
+    # Every engine the stage starts (a first stable, a restarted champion, each canary) must
+    # answer the shipped parity prompts (deploy/parity_prompts.jsonl) greedily with the tokens
+    # transformers computes in fp32 from the verified model directory; a mismatch stops it
+    # (DEPLOY_SERVED_MODEL_MISMATCH) and the champion does not move. Off only to debug.
+    parity_check: bool = True
+    # Generated tokens compared per prompt (8 prompts).
+    parity_max_tokens: int = 16
+    # Nats: at the first divergent token, a served token whose reference logprob is at most
+    # this far below the reference's own choice is a near-tie (fp32 summation order may flip
+    # such an argmax) and is accepted; the rest of that prompt is not compared.
+    parity_logprob_tolerance: float = 1e-3
+    # Nats: largest |served - reference| logprob of a token both chose. fp32 vLLM CPU against
+    # transformers differs by about 1e-6 on the tiny model; other weights or a 16-bit dtype
+    # differ by far more, even where the greedy tokens happen to agree.
+    parity_max_logprob_diff: float = 0.02
+
     # -- where ---------------------------------------------------------------------------------
     # "local": engines + weighted router on 127.0.0.1, left running after the stage;
     # "kubernetes": vLLM Deployments + Gateway API HTTPRoute (infra/k8s), Prometheus metrics.
@@ -118,6 +135,15 @@ class DeployConfig:
         for name in ("min_requests", "load_concurrency", "load_max_tokens", "load_max_requests"):
             if getattr(self, name) < 1:
                 raise StageError("CONFIG_INVALID", f"deploy.{name} must be >= 1.")
+        if self.parity_max_tokens < 1:
+            raise StageError("CONFIG_INVALID", "deploy.parity_max_tokens must be >= 1 (tokens "
+                             "compared per parity prompt; deploy.parity_check: false turns the "
+                             "check off).")
+        for name in ("parity_logprob_tolerance", "parity_max_logprob_diff"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise StageError("CONFIG_INVALID",
+                                 f"deploy.{name} must be in [0, 1) nats: larger values accept a "
+                                 "different model as the evaluated one.")
         if self.keep_model_copies < 0:
             raise StageError("CONFIG_INVALID",
                              "deploy.keep_model_copies must be >= 0 (the running stable and "

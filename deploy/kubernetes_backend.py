@@ -177,6 +177,15 @@ class KubernetesBackend:
         return (f"kubectl -n {self.namespace} scale deployment/{deployment_name('stable')} "
                 f"deployment/{deployment_name('canary')} --replicas=0")
 
+    def track_url(self, role: str) -> str | None:
+        """Only the gateway is reachable from the stage: the NetworkPolicy admits the pods'
+        port to the gateway's proxies and Prometheus alone (and /v1 needs the API key). With
+        the canary's weight at 0 the gateway reaches exactly the stable, so the stable is
+        checked there; the canary has no address of its own: None."""
+        if role == "stable" and not self.route_weights().get(deployment_name("canary")):
+            return self._endpoint
+        return None
+
     def running_stable_version(self) -> str | None:
         current = self._get("apps/v1", "Deployment", deployment_name("stable"))
         if current is None or not (current.get("status") or {}).get("availableReplicas"):

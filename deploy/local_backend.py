@@ -113,6 +113,11 @@ class LocalBackend:
     def needs_load_generator(self) -> bool:
         return True  # a loopback router: nobody but the stage sends it requests
 
+    def track_url(self, role: str) -> str | None:
+        """The track's engine itself (127.0.0.1), around the router."""
+        record = {"stable": self.state.stable, "canary": self.state.canary}.get(role)
+        return record.base_url if record is not None else None
+
     def running_stable_version(self) -> str | None:
         return self.state.stable.model_version if self.state.stable else None
 

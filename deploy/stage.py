@@ -37,7 +37,7 @@ from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import Settings
 from common.signals import signals_raise_stage_interrupted
-from deploy import history
+from deploy import history, parity
 from deploy.config import DeployConfig
 from deploy.controller import CanaryController, RolloutReport
 from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
@@ -77,6 +77,12 @@ class Backend(Protocol):
     def needs_load_generator(self) -> bool:
         """True when nothing but the stage sends requests during a rollout (a loopback
         router), so the stage drives load itself; False when real clients are the traffic."""
+        ...
+
+    def track_url(self, role: str) -> str | None:
+        """Base URL that reaches only the engine of track `role` ("stable" or "canary"),
+        around the traffic split, for checks before the track takes traffic; None where the
+        stage cannot reach it (the reason is the backend's to document)."""
         ...
 
     def running_stable_version(self) -> str | None: ...
@@ -292,15 +298,18 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
         record.note("no champion yet: first deployment, served as stable after a smoke check")
         backend.start_stable(verified)
         try:
+            _require_parity(backend, "stable", verified, config, record)
             _smoke_check(backend.endpoint, verified.served_model_name, config.smoke_requests)
-        except StageError:
+        except StageError as exc:
             backend.stop_all()  # an unproven first stable serves nobody
+            _record_refusal(exc, backend, work_dir, record, client, model)
             raise
         _move_champion(client, model, config.champion_alias, record)
         return "PASS", "first_deployment"
     if champion == verified.version:
         if running != verified.version:
             backend.start_stable(verified)
+            _require_stable_parity(backend, verified, config, work_dir, record, client, model)
             _smoke_check(backend.endpoint, verified.served_model_name, config.smoke_requests)
         record.note(f"version {champion} is already the champion: nothing to decide")
         return "PASS", "already_serving"
@@ -310,12 +319,19 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
         stable = verify_for_serving(champion_uri, _digest_of(client, model, champion), config,
                                     settings, work_dir, verified.served_model_name)
         backend.start_stable(stable)
+        _require_stable_parity(backend, stable, config, work_dir, record, client, model)
     elif running != champion:
         record.note(f"the running stable serves version {running}, the champion is {champion}: "
                     "judging against what users get now")
     record.data["stable_before"] = {"model_uri": f"models:/{model.registered_model_name}/"
                                                  f"{backend.running_stable_version()}"}
     backend.start_canary(verified)
+    try:  # at weight 0 still: a canary that serves another model never takes traffic
+        _require_parity(backend, "canary", verified, config, record)
+    except StageError as exc:
+        backend.rollback_canary()
+        _record_refusal(exc, backend, work_dir, record, client, model)
+        raise
     _inject_faults(backend, config, record)
     report = _run_with_load(backend, config, verified.served_model_name, work_dir)
     record.add_rollout(report)
@@ -329,6 +345,71 @@ def _roll_out(backend: Backend, verified: VerifiedModel, champion: str | None,
         return "PASS", "promoted"
     backend.rollback_canary()
     return report.outcome, "rolled_back"
+
+
+def _require_parity(backend: Backend, role: str, model: VerifiedModel, config: DeployConfig,
+                    record: DecisionRecord) -> None:
+    """Served = evaluated (deploy/parity.py) for the engine just started on track `role`,
+    before it takes traffic; DEPLOY_SERVED_MODEL_MISMATCH when it serves another model. The
+    caller stops the engine. Recorded in the decision record under `parity.<role>`."""
+    checks = record.data.setdefault("parity", {
+        "prompts_version": parity.PROMPTS_VERSION, "prompts_sha256": parity.PROMPTS_SHA256,
+        "max_tokens": config.parity_max_tokens, "tolerance": config.parity_logprob_tolerance,
+        "max_logprob_diff_allowed": config.parity_max_logprob_diff})
+    if not config.parity_check:
+        checks[role] = {"skipped": "deploy.parity_check is false"}
+        return
+    url = backend.track_url(role)
+    if url is None:
+        reason = (f"the {role} engine cannot be reached around the traffic split from where "
+                  "the stage runs: not checked (docs/stages/deploy_canary.md, 'What is "
+                  "verified where')")
+        record.note(f"served-model parity: {reason}")
+        logger.warning("served-model parity: %s", reason)
+        checks[role] = {"skipped": reason}
+        return
+    result = parity.check_engine(url, model.served_model_name, model.model_dir,
+                                 max_tokens=config.parity_max_tokens,
+                                 tolerance=config.parity_logprob_tolerance,
+                                 max_logprob_diff=config.parity_max_logprob_diff)
+    checks[role] = {"model_uri": model.model_uri, **result.to_dict()}
+    logger.info("served-model parity of the %s engine (%s): %s, %d tokens compared, max "
+                "logprob diff %.3g, %.1f s", role, model.model_uri,
+                "matched" if result.matched else "MISMATCH", result.num_tokens_compared,
+                result.max_logprob_diff, result.seconds)
+    if not result.matched:
+        consequence = ("The canary was rolled back at weight 0" if role == "canary" else
+                       "The engine was stopped") + "; the champion alias did not move."
+        raise parity.mismatch_error(result, role, model.model_uri, model.digest, consequence)
+
+
+def _require_stable_parity(backend: Backend, stable: VerifiedModel, config: DeployConfig,
+                           work_dir: Path, record: DecisionRecord, client: Any,
+                           model: ModelToDeploy) -> None:
+    """A (re)started champion stable is checked too; one that fails serves nobody."""
+    try:
+        _require_parity(backend, "stable", stable, config, record)
+    except StageError as exc:
+        backend.stop_all()
+        _record_refusal(exc, backend, work_dir, record, client, model)
+        raise
+
+
+def _record_refusal(exc: StageError, backend: Backend, work_dir: Path,
+                    record: DecisionRecord, client: Any, model: ModelToDeploy) -> None:
+    """A served-model mismatch is a decision about what serves: write its decision record
+    (outcome FAIL, action `refused`) before the error propagates, and name it there."""
+    if exc.code != "DEPLOY_SERVED_MODEL_MISMATCH":
+        return
+    record.note(exc.message)
+    try:
+        endpoint = backend.endpoint
+    except StageError:  # the local backend's router was stopped with the refused stable
+        endpoint = ""
+    record.finish("FAIL", "refused", endpoint, backend.describe())
+    path = write_record(work_dir, record.data)
+    exc.details["decision_record"] = str(path)
+    exc.details["decision_record_uri"] = log_to_mlflow(client, model, record.data)
 
 
 def _run_with_load(backend: Backend, config: DeployConfig, served: str,

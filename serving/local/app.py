@@ -80,7 +80,13 @@ def build_app(service: LocalService) -> FastAPI:
     @app.post("/tokenize")
     async def tokenize(request: TokenizeRequest) -> dict[str, Any]:
         service.check_model(request.model)
-        ids = service.model.encode(request.prompt, add_special_tokens=request.add_special_tokens)
+        if request.messages is not None:
+            ids = service.chat_prompt(request.messages,
+                                      add_generation_prompt=request.add_generation_prompt)
+        else:
+            assert request.prompt is not None  # TokenizeRequest: exactly one of the two
+            ids = service.model.encode(request.prompt,
+                                       add_special_tokens=request.add_special_tokens)
         return {"count": len(ids), "max_model_len": service.model.max_model_len, "tokens": ids}
 
     @app.post("/detokenize")
@@ -139,7 +145,7 @@ async def _completions(service: LocalService,
 async def _chat(service: LocalService,
                 request: ChatCompletionRequest) -> dict[str, Any] | StreamingResponse:
     service.check_model(request.model)
-    ids = service.chat_prompt(request)
+    ids = service.chat_prompt(request.messages)
     requested = request.max_completion_tokens or request.max_tokens
     budget = service.resolve_max_tokens(len(ids), requested)
     top_k = (request.top_logprobs or 0) if request.logprobs else None

@@ -82,12 +82,13 @@ class LocalModel:
         """One token as text (vLLM's legacy-completions `tokens` entries)."""
         return self.decode([token_id], skip_special_tokens=False)
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    def render_chat(self, messages: list[dict[str, str]], *,
+                    add_generation_prompt: bool = True) -> list[int]:
         """Chat messages -> prompt ids through the model's own chat template (as vLLM does:
         render to text, then tokenize without adding special tokens again)."""
         with self._tokenizer_lock:
             text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
             )
             return list(self.tokenizer.encode(text, add_special_tokens=False))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # vLLM's limit on requested top logprobs per position (its --max-logprobs default).
 MAX_LOGPROBS = 20
@@ -40,6 +40,9 @@ class CompletionRequest(_Request):
     echo: bool = False
     stop: str | list[str] | None = None
     seed: int | None = None
+    # vLLM's extension: logprob entries name tokens as "token_id:N" instead of their text, so
+    # a client can compare token ids exactly (deploy's served-model parity check does)
+    return_tokens_as_token_ids: bool = False
 
     @field_validator("prompt")
     @classmethod
@@ -94,9 +97,20 @@ class ChatCompletionRequest(_Request):
 
 
 class TokenizeRequest(_Request):
+    """vLLM's two /tokenize forms: a text `prompt`, or chat `messages` rendered through the
+    model's chat template (as /v1/chat/completions renders them)."""
+
     model: str | None = None
-    prompt: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_generation_prompt: bool = True
     add_special_tokens: bool = True
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` and `messages`")
+        return self
 
 
 class DetokenizeRequest(_Request):

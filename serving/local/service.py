@@ -20,6 +20,7 @@ from serving.local.generation import GenerationResult, run_generation
 from serving.local.model import LocalModel, SamplingParams, TokenLogprob
 from serving.local.protocol import (
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
     stop_list,
 )
@@ -201,23 +202,29 @@ class LocalService:
                 entries.extend(result.prompt_logprobs or [None] * len(result.prompt_ids))
             entries.extend(result.logprobs)
             token_ids = (result.prompt_ids if request.echo else []) + result.token_ids
-            logprobs = self._legacy_logprobs(token_ids, entries)
+            logprobs = self._legacy_logprobs(token_ids, entries,
+                                             as_ids=request.return_tokens_as_token_ids)
         return {"index": index, "text": text, "logprobs": logprobs,
                 "finish_reason": result.finish_reason, "stop_reason": None}
 
-    def _legacy_logprobs(self, token_ids: list[int],
-                         entries: list[TokenLogprob | None]) -> dict[str, Any]:
-        tokens = [self.model.token_text(t) for t in token_ids]
+    def _legacy_logprobs(self, token_ids: list[int], entries: list[TokenLogprob | None], *,
+                         as_ids: bool = False) -> dict[str, Any]:
+        texts = [self.model.token_text(t) for t in token_ids]
         offsets, position = [], 0
-        for token in tokens:
+        for text in texts:
             offsets.append(position)
-            position += len(token)
+            position += len(text)
+
+        def name(token_id: int) -> str:  # vLLM's return_tokens_as_token_ids format
+            return f"token_id:{token_id}" if as_ids else self.model.token_text(token_id)
+
         top: list[dict[str, float] | None] = []
         for entry in entries:
             if entry is None:
                 top.append(None)
             else:
-                top.append({self.model.token_text(t): lp for t, lp in entry.top.items()})
+                top.append({name(t): lp for t, lp in entry.top.items()})
+        tokens = [name(t) for t in token_ids]
         return {
             "tokens": tokens,
             "token_logprobs": [None if e is None else e.logprob for e in entries],
@@ -251,10 +258,11 @@ class LocalService:
     def new_id(prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex}"
 
-    def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
+    def chat_prompt(self, chat: Sequence[ChatMessage], *,
+                    add_generation_prompt: bool = True) -> list[int]:
         try:
-            messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-            return self.model.render_chat(messages)
+            messages = [{"role": m.role, "content": m.text()} for m in chat]
+            return self.model.render_chat(messages, add_generation_prompt=add_generation_prompt)
         except Exception as exc:  # the chat template raises for conversations it refuses
             raise ApiError(400, f"cannot apply the chat template: {exc}",
                            param="messages") from exc
