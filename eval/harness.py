@@ -90,6 +90,9 @@ class SampleResult:
     # The generated text of generate_until tasks (after lm-eval's filters).
     output: str | None
     doc: dict[str, Any]
+    # generate_until tasks: the prompt exactly as the model got it (chat template applied or
+    # not). Kept in memory for checks; not written to the report.
+    prompt: str | None = None
 
 
 @dataclass
@@ -276,10 +279,11 @@ def _sample(task: str, raw: dict[str, Any]) -> SampleResult:
                 metrics["num_bytes"] = units
         else:
             metrics[name] = float(value)
-    output = None
+    output = prompt = None
     if TASK_SPECS[task].generates:
         output = str(raw["filtered_resps"][0])
-    return SampleResult(task, int(raw["doc_id"]), doc_hash(doc), metrics, output, doc)
+        prompt = str(raw["arguments"][0][0])
+    return SampleResult(task, int(raw["doc_id"]), doc_hash(doc), metrics, output, doc, prompt)
 
 
 def _task_metrics(lm_eval_result: dict[str, Any], samples: list[SampleResult]

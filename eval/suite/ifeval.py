@@ -6,7 +6,7 @@
 - Scoring: ``lm_eval.tasks.ifeval.utils.process_results`` / ``agg_inst_level_acc`` (and so
   lm-eval's ``instructions_registry``) unchanged. Their module downloads NLTK's punkt_tab at
   import time when NLTK cannot find it; `lm_eval_ifeval` points NLTK at the packaged model
-  first (eval/suite/punkt_data.py), so nothing is ever downloaded.
+  first (eval/suite/punkt_data.py), so nothing is ever downloaded, and seeds langdetect.
 
 The task YAML (templates/ifeval.yaml) reaches these functions through the small module
 templates/ifeval_functions.py, copied beside the rendered YAML.
@@ -47,9 +47,18 @@ def ifeval_data_path() -> Path:
     return path
 
 
+# langdetect (IFEval's language and letter-case checks) samples at random unless seeded, so
+# a short or mixed answer could get a different verdict on every run; a fixed seed makes each
+# verdict a function of the answer alone.
+LANGDETECT_SEED = 0
+
+
 def lm_eval_ifeval() -> ModuleType:
     """lm-eval's ifeval `utils` module, imported only after NLTK can find punkt_tab."""
+    import langdetect
+
     use_packaged_punkt()
+    langdetect.DetectorFactory.seed = LANGDETECT_SEED
     from lm_eval.tasks.ifeval import utils
 
     return utils
