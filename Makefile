@@ -28,7 +28,7 @@ export PYTHONUNBUFFERED := 1
 # 170 CPU-seconds here, more than what the pipeline ever imports.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install pipeline test test-fast lint typecheck bench package lock clean checkov checkov-lock browser
+.PHONY: install pipeline pipeline-tiny test test-fast lint typecheck bench package lock clean checkov checkov-lock browser
 
 install: $(STAMP)
 
@@ -54,10 +54,17 @@ $(STAMP): $(LOCK) $(ASSETS) requirements/bootstrap.txt pyproject.toml
 	@touch $@
 	@echo "shipyard: dependencies installed in $(VENV)"
 
-# The main job: the pipeline on the tiny preset with embedded defaults (local Flyte,
-# sqlite MLflow under ~/.shipyard, local processes). Extra args: make pipeline ARGS='...'.
+# The main job: fine-tune the packaged SmolLM2-135M-Instruct (preset smol) with embedded
+# defaults (local Flyte, sqlite MLflow under ~/.shipyard, local processes), evaluate it against
+# its base, register it and canary it against the base on vLLM. `make pipeline PRESET=tiny`
+# (or `make pipeline-tiny`) runs the 2 M-parameter from-scratch model the tests use.
+# Extra args: make pipeline ARGS='...'.
+PRESET ?= smol
 pipeline: install
-	$(BIN)/pyflyte run workflows/pipeline.py shipyard_pipeline --preset tiny $(ARGS)
+	$(BIN)/pyflyte run workflows/pipeline.py shipyard_pipeline --preset $(PRESET) $(ARGS)
+
+pipeline-tiny:
+	$(MAKE) --no-print-directory pipeline PRESET=tiny
 
 # The test suite CI runs: every tier but `gpu` (which skips without a CUDA device anyway).
 test: install browser

@@ -10,14 +10,22 @@
 A CPU-bound engine on N cores cannot serve more than about N calls at once, whatever the
 client does; the JSON says how many cores this ran on.
 
+3. With --calibrate: the judge's calibration on the human-labelled LLMBar pairs (both answer
+   orders, at the client's concurrency), its seconds and calls, per subset beside the
+   published judges: `--calibration-full` subsets entirely, the others' first
+   `--calibration-slice` pairs.
+
 Prints one JSON object.
 
     python -m bench.judge_throughput --model-dir DIR [--engine local|vllm] [--calls 96]
+    python -m bench.judge_throughput --base-url URL --model NAME [--calibrate]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -28,6 +36,7 @@ from typing import Any
 
 from eval.judge.client import CallPolicy, JudgeClient, JudgeEndpoint, JudgeRequest
 from eval.judge.prompts import load_prompt
+from eval.report import jsonable
 from eval.suite.build import DEFAULT_SOURCE, load_items
 
 GOAL_SPEEDUP = 5.0
@@ -72,38 +81,78 @@ def latency_bound_run(calls: int, latency_ms: float, max_tokens: int) -> dict[st
             "speedup": parallel["calls_per_second"] / serial["calls_per_second"]}
 
 
+def calibration_run(endpoint: JudgeEndpoint, full: list[str], slice_size: int,
+                    max_tokens: int, concurrency: int) -> dict[str, Any]:
+    """Calibration on LLMBar: `full` subsets entirely, every other subset's first pairs."""
+    from eval.judge.human_calibration import Statistics, calibrate_on_human
+    from eval.judge.llmbar import SUBSETS
+
+    client = JudgeClient(endpoint, CallPolicy(concurrency=concurrency, max_tokens=max_tokens,
+                                              timeout_seconds=600))
+    prompt = load_prompt("pairwise", "v1")
+    stats = Statistics(confidence=0.9, resamples=2000, seed=20240601)
+    runs = [(full, None), ([s for s in SUBSETS if s not in full], slice_size)]
+    results = [calibrate_on_human(client, prompt, subsets, limit, stats, min_kappa=0.6,
+                                  min_order_agreement=0.75)
+               for subsets, limit in runs if subsets and (limit is None or limit > 0)]
+    return {"judge": endpoint.identity, "concurrency": concurrency,
+            "seconds": sum(r.seconds for r in results),
+            "calls": sum(r.calls for r in results),
+            "failed_calls": client.stats.failures,
+            "runs": [dataclasses.asdict(r) for r in results]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.judge_throughput")
-    parser.add_argument("--model-dir", type=Path, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model-dir", type=Path, help="start --engine on this model")
+    where.add_argument("--base-url", help="an OpenAI-compatible judge endpoint already up")
+    parser.add_argument("--model", default="judge", help="model name at --base-url")
     parser.add_argument("--engine", default="local", choices=("local", "vllm"))
     parser.add_argument("--calls", type=int, default=96)
     parser.add_argument("--max-tokens", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=100.0,
                         help="server latency of the latency-bound endpoint run")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also calibrate the judge on human labels (LLMBar)")
+    parser.add_argument("--calibration-full", default="natural",
+                        help="comma-separated subsets calibrated entirely")
+    parser.add_argument("--calibration-slice", type=int, default=10,
+                        help="first pairs of each other subset (0: none)")
     args = parser.parse_args(argv)
 
     from serving.engine import start_engine
 
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-judge-") as work, start_engine(
-            args.engine, args.model_dir, "judge", log_dir=Path(work)) as engine:
+    with contextlib.ExitStack() as stack:
+        started = time.perf_counter()
+        if args.model_dir is not None:
+            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-judge-"))
+            engine = stack.enter_context(start_engine(args.engine, args.model_dir, "judge",
+                                                      log_dir=Path(work)))
+            endpoint = JudgeEndpoint(engine.base_url, "judge")
+        else:
+            endpoint = JudgeEndpoint(args.base_url, args.model)
         engine_seconds = time.perf_counter() - started
-        endpoint = JudgeEndpoint(engine.base_url, "judge")
         measure(endpoint, 8, requests(8, 400), args.max_tokens)  # warm-up, distinct prompts
         # Distinct prompts per run: nothing is served from a prefix or response cache twice.
         serial = measure(endpoint, 1, requests(args.calls, 0), args.max_tokens)
         parallel = measure(endpoint, 8, requests(args.calls, args.calls), args.max_tokens)
+        calibration = (calibration_run(endpoint, args.calibration_full.split(","),
+                                       args.calibration_slice, args.max_tokens, 8)
+                       if args.calibrate else None)
     speedup = parallel["calls_per_second"] / serial["calls_per_second"]
     latency_bound = latency_bound_run(args.calls, args.latency_ms, args.max_tokens)
-    print(json.dumps({
+    print(json.dumps(jsonable({
         "benchmark": "judge_throughput",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "engine": args.engine, "engine_start_seconds": engine_seconds,
+        "engine": args.engine if args.model_dir is not None else args.base_url,
+        "engine_start_seconds": engine_seconds if args.model_dir is not None else None,
         "max_tokens": args.max_tokens,
         "concurrency_1": serial, "concurrency_8": parallel,
         "speedup": speedup, "goal_speedup": GOAL_SPEEDUP, "goal_met": speedup >= GOAL_SPEEDUP,
         "latency_bound_endpoint": latency_bound,
-    }, indent=1))
+        "calibration": calibration,
+    }), indent=1))
     return 0
 
 

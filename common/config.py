@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -40,11 +41,32 @@ def preset_path(preset: str) -> Path:
     return path
 
 
+class _Yaml12FloatLoader(yaml.SafeLoader):
+    """PyYAML implements YAML 1.1, whose float rule needs a dot and a signed exponent: `5e-5`
+    and `1e3` load as strings there. YAML 1.2 (and every user typing a learning rate) reads
+    them as numbers; this loader does too. Everything else resolves as in `yaml.safe_load`."""
+
+
+_Yaml12FloatLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """`yaml.safe_load` with YAML 1.2 floats (`5e-5` is a number): presets and overrides."""
+    return yaml.load(text, Loader=_Yaml12FloatLoader)  # a SafeLoader subclass: no tags run code
+
+
 def load_preset(preset: str, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Load a preset and apply ``section.key=value`` overrides (values parsed as YAML)."""
     path = preset_path(preset)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise StageError("CONFIG_INVALID", f"preset {path}: not valid YAML ({exc}). Fix the "
                          "file's syntax (yamllint shows where).") from exc
@@ -63,7 +85,7 @@ def load_preset(preset: str, overrides: list[str] | None = None) -> dict[str, di
                 f"override {override!r}: expected SECTION.FIELD=VALUE, e.g. train.max_steps=20.",
             )
         try:
-            parsed = yaml.safe_load(value)
+            parsed = parse_yaml(value)
         except yaml.YAMLError as exc:
             raise StageError(
                 "CONFIG_OVERRIDE_INVALID",

@@ -15,6 +15,9 @@ line (stripping signatures is tampering too). `read_history` checks all of it an
 StageError DEPLOY_HISTORY_BROKEN naming the first bad line.
 
 Writers hold the deployment lock (deploy/stage.py `deployment_lock`): appends never interleave.
+
+Action `imported`: the base model was imported into the registry and made the first champion
+(`import_base_as_champion`); it has no decision record, since nothing was served or judged.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from common.errors import StageError
 from common.redact import redact_text
@@ -34,11 +37,16 @@ from registry.dsse import sign_envelope, verify_envelope
 from registry.errors import RegistryError
 from registry.signing import KeyPair
 
+if TYPE_CHECKING:  # the import machinery (MLflow, model signing) loads when it is used
+    from common.settings import Settings
+    from registry.imports import ImportRequest, ImportResult
+
 HISTORY_FILE = "history.jsonl"
 PAYLOAD_TYPE = "application/vnd.shipyard.deployment-history+json"
-HistoryAction = Literal["promoted", "rolled_back", "first_deployment", "undo", "served"]
+HistoryAction = Literal["promoted", "rolled_back", "first_deployment", "undo", "served",
+                        "imported"]
 # Actions after which the champion alias names the entry's version.
-CHAMPION_ACTIONS = ("promoted", "first_deployment", "undo", "served")
+CHAMPION_ACTIONS = ("promoted", "first_deployment", "undo", "served", "imported")
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,47 @@ def current_champion(entries: Sequence[HistoryEntry]) -> str | None:
     """The version the last champion-moving entry names; None without one."""
     moves = [e for e in entries if e.action in CHAMPION_ACTIONS]
     return moves[-1].version if moves else None
+
+
+def import_base_as_champion(
+    request: ImportRequest, settings: Settings, deployment_name: str | None = None,
+    *, actor: str | None = None,
+) -> tuple[ImportResult, HistoryEntry | None]:
+    """Import a base model (registry.imports) and record it in the deployment's history when
+    it is the champion and the history does not say so yet: then `deploy` accepts it
+    (`_check_champion_in_history`). Returns the import and the entry written (None: none).
+
+    Under the deployment lock, so no deploy moves the alias meanwhile. A deployment whose
+    history already records a champion keeps it: the import then only registers the version
+    (the alias is never set over a recorded champion, even one whose alias was removed).
+    `deployment_name` is deploy's (`deploy.deployment_name`, else the registered model)."""
+    import dataclasses
+    import getpass
+    import socket
+
+    from deploy.stage import _history_keys, deployment_lock
+    from deploy.state import state_path
+    from registry.imports import import_base_model
+
+    name = deployment_name or request.config.registered_model_name
+    work_dir = state_path(settings.home, name).parent
+    with deployment_lock(work_dir, name):
+        key_pair, public_key = _history_keys(settings)
+        entries = read_history(work_dir, public_key_path=public_key)
+        recorded = current_champion(entries)
+        result = import_base_model(dataclasses.replace(
+            request, make_champion=request.make_champion and recorded is None))
+        # Recorded only into a history without a champion: the alias naming the import then
+        # was set by this call or by an earlier one that died before writing this line. Any
+        # other alias move onto it happened outside Shipyard, and deploy refuses it.
+        if recorded is not None or not result.is_champion:
+            return result, None
+        entry = append_entry(
+            work_dir, action="imported", version=result.version, digest=result.model_digest,
+            decision_record_sha256=None,
+            actor=actor or f"{getpass.getuser()}@{socket.gethostname()}",
+            key_pair=key_pair, public_key_path=public_key)
+    return result, entry
 
 
 def _parse(path: Path, number: int, line: str) -> tuple[HistoryEntry, dict[str, Any] | None]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from eval.errors import EvalError
 from eval.harness import MODEL_PATHS
+from eval.judge.llmbar import SUBSETS as LLMBAR_SUBSETS
 from eval.suite.ifeval import LM_EVAL_IFEVAL_MAX_GEN_TOKENS
 from eval.suite.specs import SCORING_CHECK_TASK, TASK_SPECS
 from registry.aliases import DEFAULT_CHAMPION_ALIAS
@@ -147,8 +148,21 @@ class EvalConfig:
     # its results are reported as non-gating.
     judge_min_kappa: float = 0.6
     judge_max_invalid_output_rate: float = 0.1
-    # Largest tolerated drop of the candidate's pairwise win rate below 0.5.
+    # Largest tolerated drop of the candidate's pairwise win rate below 0.5 (the length-
+    # controlled win rate, see eval/judge/length_control.py).
     judge_non_inferiority_margin: float = 0.05
+    # Human-labelled calibration (LLMBar, eval/judge/data/llmbar): the subsets the judge is
+    # measured on, and the first N pairs of each (None: all 885 pairs, 1770 judge calls;
+    # cached per judge, prompt and data, so it runs once per judge).
+    judge_calibration_subsets: list[str] = field(
+        default_factory=lambda: list(LLMBAR_SUBSETS))
+    judge_calibration_limit_per_subset: int | None = None
+    # The judge may gate only when, on those pairs, both answer orders name the same answer
+    # at least this often (besides judge_min_kappa): below it, it judges positions.
+    judge_min_order_agreement: float = 0.75
+    # Digest of the judge's weights when the judge is a server (a model directory the stage
+    # serves is digested itself): part of the judge's identity in the caches.
+    judge_model_digest: str | None = None
 
     def __post_init__(self) -> None:
         self._check_choices()
@@ -196,7 +210,8 @@ class EvalConfig:
         for name in ("confidence", "power"):
             if not 0.5 < getattr(self, name) < 1:
                 raise self._bad(name, "must be in (0.5, 1), e.g. 0.95 / 0.8.")
-        for name in ("scoring_check_min_accuracy", "judge_max_invalid_output_rate"):
+        for name in ("scoring_check_min_accuracy", "judge_max_invalid_output_rate",
+                     "judge_min_order_agreement"):
             if not 0 <= getattr(self, name) <= 1:
                 raise self._bad(name, "must be in [0, 1].")
         if not -1 <= self.judge_min_kappa <= 1:
@@ -205,6 +220,16 @@ class EvalConfig:
             raise self._bad("judge_non_inferiority_margin", "must be in [0, 0.5).")
         if self.cache_max_bytes is not None and self.cache_max_bytes < 0:
             raise self._bad("cache_max_bytes", "must be >= 0, or None for no bound.")
+        if not self.judge_calibration_subsets or set(self.judge_calibration_subsets) - set(
+                LLMBAR_SUBSETS) or len(set(self.judge_calibration_subsets)) != len(
+                self.judge_calibration_subsets):
+            raise self._bad("judge_calibration_subsets",
+                            f"must be a non-empty list of distinct names from "
+                            f"{list(LLMBAR_SUBSETS)}.")
+        if (self.judge_calibration_limit_per_subset is not None
+                and self.judge_calibration_limit_per_subset <= 0):
+            raise self._bad("judge_calibration_limit_per_subset",
+                            "must be > 0, or None for every pair.")
         for name in ("limit_per_task", "ifeval_limit"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise self._bad(name, "must be > 0, or None for every document.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
+from common.digests import model_root_digest
 from eval.config import EvalConfig
 from eval.harness import ModelSource
 from eval.judge.client import JudgeEndpoint, first_served_model
@@ -29,10 +30,16 @@ def judge_endpoint(config: EvalConfig, engines: ExitStack, api_key: str | None
     judge is configured."""
     if config.judge_base_url is not None:
         model = config.judge_model or first_served_model(config.judge_base_url, api_key)
-        return JudgeEndpoint(config.judge_base_url, model, api_key)
+        return JudgeEndpoint(config.judge_base_url, model, api_key,
+                             model_digest=config.judge_model_digest)
     if config.judge_model_dir is not None:
-        base_url = start_engine(config, Path(config.judge_model_dir), JUDGE_NAME, engines)
-        return JudgeEndpoint(base_url, config.judge_model or JUDGE_NAME, None)
+        model_dir = Path(config.judge_model_dir)
+        # Served as "judge" whatever it is: its digest tells two judge models apart in the
+        # verdict and calibration caches.
+        digest = config.judge_model_digest or model_root_digest(model_dir)
+        base_url = start_engine(config, model_dir, JUDGE_NAME, engines)
+        return JudgeEndpoint(base_url, config.judge_model or JUDGE_NAME, None,
+                             model_digest=digest)
     return None
 
 

@@ -13,7 +13,8 @@ Checks, each recorded whether it passes or not:
    end of the same paired interval must be above 0, a strict win (e.g. on the fine-tuned
    skill), while the other tasks only need non-inferiority (e.g. IFEval within a margin).
 4. Judge (when it is gating, see eval/judge/run.py): the lower end of the bootstrap
-   interval of the candidate's pairwise win rate must be above 0.5 - margin.
+   interval of the candidate's length-controlled pairwise win rate (raw where a report has
+   none) must be above 0.5 - margin.
 
 With no champion only the hard bounds apply. The outcome is FAIL when any check fails, and
 NO_EVIDENCE when there was nothing to check (no champion, no floors or ceilings, no gating
@@ -175,8 +176,19 @@ def _judge_check(config: EvalConfig, judge: JudgeReport) -> GateCheck | list[str
         return [f"judge {judge.status}"]
     if not judge.gating or judge.pairwise is None:
         return [f"judge non-gating: {reason}" for reason in judge.non_gating_reasons]
-    summary = judge.pairwise
     threshold = 0.5 - config.judge_non_inferiority_margin
+    lc = judge.length_control
+    if lc is not None:
+        # Length-controlled: a judge that prefers longer answers cannot credit verbosity.
+        # Same check name as before (registry policies require it by name).
+        passed = lc.lc_win_rate_interval_low > threshold
+        return GateCheck("judge_win_rate", passed,
+                         f"judge length-controlled win rate {lc.lc_win_rate:.3f} over "
+                         f"{lc.num_pairs} pairs (raw {lc.win_rate:.3f}, ties "
+                         f"{lc.tie_rate:.3f}), {config.confidence:.0%} lower bound "
+                         f"{lc.lc_win_rate_interval_low:.3f} {'>' if passed else '<='} "
+                         f"{threshold:.3f} (0.5 - margin)")
+    summary = judge.pairwise
     passed = summary.win_rate_interval_low > threshold
     return GateCheck("judge_win_rate", passed,
                      f"judge win rate {summary.win_rate:.3f} over {summary.num_valid_pairs} "

@@ -75,6 +75,8 @@ def summary(decision: GateDecision, candidate: HarnessResult, judge: JudgeReport
         out[f"{task}.{metric}"] = metrics.get(metric)
     if judge.pairwise is not None:
         out["judge.win_rate"] = judge.pairwise.win_rate
+    if judge.length_control is not None:
+        out["judge.lc_win_rate"] = judge.length_control.lc_win_rate
     if judge.calibration is not None:
         out["judge.kappa"] = judge.calibration.kappa
     out["judge.gating"] = judge.gating
@@ -136,7 +138,10 @@ def mlflow_metrics(report: dict[str, Any]) -> dict[str, float]:
     for section, keys in (("pairwise", ("win_rate", "win_rate_interval_low",
                                         "win_rate_interval_high", "position_consistency_rate",
                                         "invalid_output_rate")),
-                          ("calibration", ("kappa", "agreement")),
+                          ("length_control", ("lc_win_rate", "lc_win_rate_interval_low",
+                                              "lc_win_rate_interval_high", "tie_rate")),
+                          ("calibration", ("kappa", "agreement", "order_agreement",
+                                           "accuracy")),
                           ("rubric_candidate", ("mean_score",))):
         for key in keys:
             value = (judge.get(section) or {}).get(key)
@@ -258,12 +263,37 @@ def _judge_tables(judge: dict[str, Any]) -> str:
                              ["prompts", ", ".join(judge["prompt_ids"].values())],
                              ["gating", judge["gating"]]]
     rows += [["non-gating because", r] for r in judge["non_gating_reasons"]]
-    for section in ("calibration", "pairwise", "rubric_candidate", "rubric_champion"):
+    for section in ("calibration", "length_control", "pairwise", "rubric_candidate",
+                    "rubric_champion"):
         for key, value in (judge.get(section) or {}).items():
-            rows.append([f"{section}.{key}", value])
+            if key != "per_subset":  # its own table below
+                rows.append([f"{section}.{key}", value])
     rows += [[f"lengths.{k}", v] for k, v in judge["lengths"].items()]
     rows += [[f"usage.{k}", v] for k, v in judge["usage"].items()]
-    return "<h3>LLM judge</h3>" + _table(["", ""], rows)
+    return "<h3>LLM judge</h3>" + _table(["", ""], rows) + calibration_table(judge)
+
+
+def calibration_table(judge: dict[str, Any]) -> str:
+    """The judge against human labels per subset, the published judges beside it."""
+    calibration = judge.get("calibration") or {}
+    if not calibration.get("per_subset"):
+        return ""
+
+    def cell(s: dict[str, Any], key: str) -> str:
+        return (f"{_fmt(s[key])} [{_fmt(s[f'{key}_interval_low'])}, "
+                f"{_fmt(s[f'{key}_interval_high'])}]")
+
+    rows: list[list[Any]] = []
+    for s in calibration["per_subset"]:
+        rows.append([s["subset"], calibration.get("judge_identity"), s["num_pairs"],
+                     cell(s, "accuracy"), cell(s, "accuracy_both_orders"), cell(s, "kappa"),
+                     cell(s, "order_agreement")])
+        rows += [[s["subset"], f"{r['judge']} ({r['strategy']}, published)", "",
+                  r["accuracy_average"], r["accuracy_both_orders"], "",
+                  r["order_agreement"]] for r in s["reference_judges"]]
+    return ("<h3>Judge calibration on human labels (LLMBar)</h3>" + _table(
+        ["subset", "judge", "pairs", "accuracy (both orders averaged)",
+         "accuracy (both orders right)", "kappa", "order agreement"], rows))
 
 
 def _plot(report: dict[str, Any]) -> str:

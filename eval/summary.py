@@ -46,7 +46,7 @@ class EvalSummary:
     judge: dict[str, float]
     judge_gating: bool
     judge_non_gating_reasons: tuple[str, ...]
-    # calibration on the reference-labelled pair set: kappa, kappa_stderr, agreement, ...
+    # calibration on human labels (LLMBar, pooled): kappa, order_agreement, accuracy, ...
     calibration: dict[str, float]
     # lm-eval task -> metadata.version, and -> sha256 of its JSONL data
     task_versions: dict[str, str]
@@ -85,6 +85,9 @@ def summarize(outcome: EvalOutcome, champion: Champion | None, run_id: str) -> E
         comparisons={c["task"]: _finite({**c, "margin": margins.get(c["task"])})
                      for c in report["gate"]["comparisons"]},
         judge=_finite({**(judge.get("pairwise") or {}),
+                       **{k: (judge.get("length_control") or {}).get(k)
+                          for k in ("lc_win_rate", "lc_win_rate_interval_low",
+                                    "lc_win_rate_interval_high", "tie_rate")},
                        "rubric_candidate_mean_score":
                            (judge.get("rubric_candidate") or {}).get("mean_score"),
                        **{f"usage_{k}": v for k, v in (judge.get("usage") or {}).items()}}),
@@ -151,6 +154,15 @@ def _check_claim(check: Mapping[str, Any], report: Mapping[str, Any],
                      confidence_interval=[comparison.get("interval_low"),
                                           comparison.get("interval_high")],
                      sample_size=comparison.get("num_pairs"))
+    elif name == "judge_win_rate" and judge.get("length_control"):
+        lc = judge["length_control"]
+        margin = config.get("judge_non_inferiority_margin")
+        claim.update(metric="judge length-controlled pairwise win rate", comparator=">",
+                     threshold=None if margin is None else 0.5 - margin,
+                     value=lc.get("lc_win_rate"),
+                     confidence_interval=[lc.get("lc_win_rate_interval_low"),
+                                          lc.get("lc_win_rate_interval_high")],
+                     sample_size=lc.get("num_pairs"))
     elif name == "judge_win_rate":
         pairwise = judge.get("pairwise") or {}
         margin = config.get("judge_non_inferiority_margin")

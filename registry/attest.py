@@ -20,6 +20,7 @@ from typing import Any
 from common.digests import model_root_digest, sha256_file
 from registry import eval_attestation
 from registry import provenance as prov
+from registry.base_model import BaseModelRef, base_dependencies, upstream_dependencies
 from registry.config import RegisterConfig
 from registry.dsse import sign_statement
 from registry.errors import RegistryError
@@ -74,6 +75,28 @@ class BuildInputs:
     # Shipyard's claims for the eval attestation (eval.summary.attestation_claims); None:
     # the attestation carries only what the eval report itself says.
     eval_claims: Mapping[str, Any] | None = None
+    # The base's identity (registry/base_model.py): its directory, GGUF and wheel become
+    # resolved dependencies; None: only `base_model_dir` (by digest), or no base at all.
+    base_model: BaseModelRef | None = None
+
+
+@dataclass(frozen=True)
+class ImportInputs:
+    """Everything the provenance of an imported base model says (registry/imports.py)."""
+
+    config: RegisterConfig
+    model_dir: Path
+    base: BaseModelRef
+    execution_id: str
+    builder_id: str
+    started_on: datetime
+    source: SourceInfo
+    project_root: Path | None
+    workflow_inputs: Mapping[str, Any] | None
+
+    @property
+    def model_digest(self) -> str:
+        return self.base.model_digest
 
 
 @dataclass(frozen=True)
@@ -92,19 +115,7 @@ class Attestations:
 def write_attestations(
     out_dir: Path, build: BuildInputs, signer: Signer, registration_run_id: str
 ) -> Attestations:
-    signed = sign_model(
-        build.model_dir,
-        out_dir / SIGNATURE_FILE,
-        key_pair=signer.key_pair,
-        sigstore=signer.sigstore,
-    )
-    if signed != build.model_digest:  # the directory changed after the digest check
-        raise RegistryError(
-            "SIGNING_FAILED",
-            f"{build.model_dir} changed while it was being signed.",
-            expected=build.model_digest,
-            found=signed,
-        )
+    _sign_model_dir(out_dir, build.model_dir, build.model_digest, signer)
     byproducts = [_write_sbom(out_dir)]
     eval_file = None
     if build.eval_report is not None:
@@ -113,10 +124,85 @@ def write_attestations(
             _write_eval_report(out_dir, build.eval_report),
             _write_eval_attestation(out_dir / eval_file, build, signer),
         ]
+    record = build_record(build, signer, registration_run_id, byproducts)
+    provenance_file = _sign_provenance(out_dir, record, signer)
+    return Attestations(
+        signature=SIGNATURE_FILE, provenance=provenance_file, sbom=SBOM_FILE,
+        eval_attestation=eval_file,
+    )
+
+
+def write_import_attestations(
+    out_dir: Path, build: ImportInputs, signer: Signer, registration_run_id: str
+) -> Attestations:
+    """Signature, SBOM and the signed provenance of an imported model (IMPORT_BUILD_TYPE):
+    no eval report, nothing was trained."""
+    _sign_model_dir(out_dir, build.model_dir, build.model_digest, signer)
+    record = import_record(build, signer, registration_run_id, [_write_sbom(out_dir)])
+    provenance_file = _sign_provenance(out_dir, record, signer)
+    return Attestations(signature=SIGNATURE_FILE, provenance=provenance_file, sbom=SBOM_FILE)
+
+
+def import_record(
+    build: ImportInputs,
+    signer: Signer,
+    registration_run_id: str,
+    byproducts: list[prov.ResourceDescriptor],
+) -> prov.BuildRecord:
+    """The provenance of an import: the subject is the model directory as provisioned; the
+    external parameter is the source it was provisioned from; the resolved dependencies are
+    the upstream artifacts (GGUF, wheel) and the code and lockfile that converted them."""
+    base = build.base
+    return prov.BuildRecord(
+        subject_name=build.config.registered_model_name,
+        model_digest=build.model_digest,
+        builder_id=build.builder_id,
+        invocation_id=build.execution_id,
+        started_on=build.started_on,
+        finished_on=datetime.now(UTC),
+        external_parameters={
+            "source": base.source,
+            "workflow_inputs": dict(build.workflow_inputs or {}),
+            "register_config": dataclasses.asdict(build.config),
+        },
+        internal_parameters={
+            "base_model": {k: v for k, v in base.to_dict().items() if k != "model_digest"},
+            "registration_run_id": registration_run_id,
+            "signing_mode": signer.mode,
+            "signer": signer.label,
+            "model_hashing": "model-signing files serialization, sha256",
+            "python": platform.python_version(),
+        },
+        resolved_dependencies=[
+            *upstream_dependencies(base),
+            *_environment_dependencies(build.config, build.source, build.project_root),
+        ],
+        byproducts=byproducts,
+        builder_version={d: _version_of(d) for d in ("shipyard", "mlflow", "model-signing")},
+        build_type=prov.IMPORT_BUILD_TYPE,
+    )
+
+
+def _sign_model_dir(out_dir: Path, model_dir: Path, model_digest: str, signer: Signer) -> None:
+    signed = sign_model(
+        model_dir,
+        out_dir / SIGNATURE_FILE,
+        key_pair=signer.key_pair,
+        sigstore=signer.sigstore,
+    )
+    if signed != model_digest:  # the directory changed after the digest check
+        raise RegistryError(
+            "SIGNING_FAILED",
+            f"{model_dir} changed while it was being signed.",
+            expected=model_digest,
+            found=signed,
+        )
     if signer.key_pair is not None:
         # A convenience copy for people browsing MLflow; verifiers must bring their own.
         (out_dir / PUBLIC_KEY_FILE).write_bytes(signer.key_pair.public_key_path.read_bytes())
-    record = build_record(build, signer, registration_run_id, byproducts)
+
+
+def _sign_provenance(out_dir: Path, record: prov.BuildRecord, signer: Signer) -> str:
     provenance_file = KEY_PROVENANCE_FILE if signer.key_pair else SIGSTORE_PROVENANCE_FILE
     sign_statement(
         prov.build_statement(record),
@@ -124,10 +210,7 @@ def write_attestations(
         key_pair=signer.key_pair,
         sigstore=signer.sigstore,
     )
-    return Attestations(
-        signature=SIGNATURE_FILE, provenance=provenance_file, sbom=SBOM_FILE,
-        eval_attestation=eval_file,
-    )
+    return provenance_file
 
 
 def build_record(
@@ -172,7 +255,9 @@ def _dependencies(build: BuildInputs) -> list[prov.ResourceDescriptor]:
         )
         for split, digest in sorted(build.dataset_digests.items())
     ]
-    if build.base_model_dir is not None:
+    if build.base_model is not None:
+        deps += base_dependencies(build.base_model, build.base_model_dir)
+    elif build.base_model_dir is not None:
         base = Path(build.base_model_dir)
         deps.append(
             prov.ResourceDescriptor(
@@ -181,15 +266,25 @@ def _dependencies(build: BuildInputs) -> list[prov.ResourceDescriptor]:
                 digest={"sha256": model_root_digest(base)},
             )
         )
-    if build.project_root is not None and (build.project_root / LOCKFILE).is_file():
+    return deps + _environment_dependencies(build.config, None, build.project_root)
+
+
+def _environment_dependencies(
+    config: RegisterConfig, source: SourceInfo | None, project_root: Path | None
+) -> list[prov.ResourceDescriptor]:
+    """The source commit (when `source` is given), the lockfile and the container image."""
+    deps = []
+    if source is not None:
+        deps.append(prov.source_dependency(source.repository, source.commit, source.dirty))
+    if project_root is not None and (project_root / LOCKFILE).is_file():
         deps.append(
             prov.ResourceDescriptor(
                 name="lockfile",
                 uri=LOCKFILE.as_posix(),
-                digest={"sha256": sha256_file(build.project_root / LOCKFILE)},
+                digest={"sha256": sha256_file(project_root / LOCKFILE)},
             )
         )
-    image = build.config.container_image
+    image = config.container_image
     if image is not None:  # RegisterConfig guarantees REF@sha256:HEX
         deps.append(
             prov.ResourceDescriptor(

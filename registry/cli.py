@@ -217,6 +217,11 @@ def run_verify(args: argparse.Namespace) -> int:
         f"  signing mode: {result.signing_mode}\n  builder: {result.builder_id}\n"
         f"  source: {result.source_repository}\n  policy: {policy.source}"
     )
+    if result.base_model is not None:
+        base = result.base_model
+        how = "imported as published" if result.imported else "fine-tuned from"
+        print(f"  base model: {how} {base.source} sha256:{base.model_digest} "
+              f"(licence {base.licence})")
     for check in result.checks:
         print(f"  [{check.status}] {check.name}: {check.detail}")
     if result.model_dir is not None:

@@ -11,7 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from registry.attest import BuildInputs
+from registry.attest import BuildInputs, ImportInputs
+from registry.base_model import BaseModelRef
 
 _MAX_SUMMARY_ITEMS = 8
 
@@ -31,6 +32,8 @@ def version_description(build: BuildInputs, version: str, signer_label: str) -> 
     ]
     if build.training_run_id:
         lines.append(f"- training run: `{build.training_run_id}`")
+    if build.base_model is not None:
+        lines.append(f"- fine-tuned from: {_base_line(build.base_model)}")
     lines += ["", "**Data** (sha256 of each split):", ""]
     for split, digest in sorted(build.dataset_digests.items()):
         where = build.dataset_uris.get(split)
@@ -45,6 +48,35 @@ def version_description(build: BuildInputs, version: str, signer_label: str) -> 
         f"    shipyard verify {uri} --expected-digest sha256:{build.model_digest}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def import_description(build: ImportInputs, version: str, signer_label: str) -> str:
+    """An imported base model: where it came from, and that Shipyard neither trained nor gated
+    it (a policy must allow its source by name)."""
+    name = build.config.registered_model_name
+    uri = f"models:/{name}/{version}"
+    lines = [
+        f"**{name} version {version}**: base model **imported as published**, not trained "
+        "or gated by Shipyard (a verify policy must list its source in "
+        "`allowed_import_sources`).",
+        "",
+        f"- base model: {_base_line(build.base)}",
+        f"- model digest: `sha256:{build.model_digest}`",
+        f"- signed by: `{signer_label}` (signature and SLSA provenance in this version's run, "
+        "`attestations/`)",
+        f"- imported by: `{build.builder_id}` (execution `{build.execution_id}`)",
+        "",
+        "**Verify before use** (signature, provenance, policy and digest; fails closed):",
+        "",
+        f"    shipyard verify {uri} --expected-digest sha256:{build.model_digest}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _base_line(base: BaseModelRef) -> str:
+    package = f", {base.package}=={base.package_version}" if base.package else ""
+    return (f"`{base.name}` from `{base.source}` (licence {base.licence}{package}), "
+            f"`sha256:{base.model_digest}`")
 
 
 def _gate_line(eval_report: Mapping[str, Any] | None) -> str:

@@ -49,6 +49,9 @@ TAG_PROVENANCE_URI = "provenance_uri"
 TAG_PROVENANCE_SHA256 = "provenance_sha256"
 TAG_SBOM_URI = "sbom_uri"
 TAG_SBOM_SHA256 = "sbom_sha256"
+# an imported base model (registry/imports.py): "true", and the source it came from
+TAG_IMPORTED = "shipyard.imported"
+TAG_IMPORT_SOURCE = "shipyard.import.source"
 # on a registration run: the registered model it registers into (finds runs a kill left)
 TAG_RUN_REGISTERED_MODEL = "shipyard.registered_model_name"
 # Tag values end up in a database column; keep free text well under every backend's limit.

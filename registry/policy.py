@@ -17,6 +17,8 @@ key the policy pins by fingerprint or the Sigstore identity it names.
     sigstore_oidc_issuer: https://token.actions.githubusercontent.com
     sigstore_staging: false
     max_model_bytes: 53687091200                              # refuse larger downloads
+    allowed_import_sources: [package:smollm2-135m-instruct]   # imported models; [] : none
+    allowed_base_models: [sha256:<64 hex>]                    # base digests; null: any
 
 `ensure_key_pair` writes a local trust policy, `<keys dir>/trust-policy.yaml`, that pins the
 local key; `load_policy(None, keys_dir=...)` reads it in place of the packaged default.
@@ -72,6 +74,14 @@ class Policy:
     trusted_key_fingerprints: tuple[str, ...] = ()
     # Largest model version (model files plus attestations, bytes) that is downloaded.
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    # Imported models (a base model registered as it is, registry/imports.py: never trained
+    # or gated by Shipyard) are refused unless their provenance's source is listed here, e.g.
+    # "package:smollm2-135m-instruct". Default deny. A listed import needs no eval evidence:
+    # listing it is the decision to trust that model as it was published.
+    allowed_import_sources: tuple[str, ...] = ()
+    # Base models allowed, as `sha256:<hex>` model root digests: a fine-tune's provenance
+    # must name one of them as its base, an imported model must be one. None: any (and none).
+    allowed_base_models: tuple[str, ...] | None = None
     # Where the policy was read from, for messages.
     source: str = field(default="<inline>", compare=False)
 
@@ -156,6 +166,26 @@ class Policy:
                 f"policy {self.source}: trusted_key_fingerprints {bad!r}: write each as "
                 "sha256:<64 lowercase hex> (printed when the key pair is generated).",
             )
+        if not isinstance(self.allowed_import_sources, tuple) or not all(
+            isinstance(s, str) and s.strip() for s in self.allowed_import_sources
+        ):
+            raise RegistryError(
+                "POLICY_INVALID",
+                f"policy {self.source}: allowed_import_sources="
+                f"{self.allowed_import_sources!r}: list base model sources (e.g. "
+                "package:smollm2-135m-instruct), or [] to refuse every imported model.",
+            )
+        bases = self.allowed_base_models
+        if bases is not None and (
+            not isinstance(bases, tuple) or not bases
+            or not all(_FINGERPRINT.fullmatch(str(b)) for b in bases)
+        ):
+            raise RegistryError(
+                "POLICY_INVALID",
+                f"policy {self.source}: allowed_base_models={bases!r}: list base model root "
+                "digests as sha256:<64 lowercase hex> (the base's model_digest, shown by "
+                "`shipyard verify`), or leave it out to allow any base.",
+            )
         size = self.max_model_bytes
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise RegistryError(
@@ -211,7 +241,10 @@ def pin_local_key(keys_dir: Path, fingerprint: str) -> Path:
         "# Local trust policy: the packaged default plus the key(s) generated on this machine.\n"
         "# `shipyard verify`, evaluate and deploy use it when no policy is given. Edit the\n"
         "# pinned fingerprints here to trust or distrust a key; a key pair file by itself is\n"
-        "# no trust root.\n" + yaml.safe_dump(raw, sort_keys=False)
+        "# no trust root.\n"
+        "# allowed_import_sources: base models trusted as they were published (imported, not\n"
+        "# trained or gated here), e.g. the first champion; set [] to refuse every import.\n"
+        + yaml.safe_dump(raw, sort_keys=False)
     )
     policy_from_dict(yaml.safe_load(text), source=str(path))
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -240,7 +273,7 @@ def policy_from_dict(raw: dict[str, Any], *, source: str = "<inline>") -> Policy
         builders = [builders]
     values = {**raw, "allowed_builder_ids": tuple(builders)}
     list_keys = ("allowed_signing_modes", "trusted_key_fingerprints", "required_gate_modes",
-                 "required_eval_checks")
+                 "required_eval_checks", "allowed_import_sources", "allowed_base_models")
     for key in list_keys:
         if isinstance(values.get(key), str):
             values[key] = (values[key],)
@@ -250,4 +283,6 @@ def policy_from_dict(raw: dict[str, Any], *, source: str = "<inline>") -> Policy
         values.pop("trusted_key_fingerprints", None)
     if values.get("max_model_bytes") is None:
         values.pop("max_model_bytes", None)
+    if values.get("allowed_import_sources") is None:  # null: no import allowed, as [] is
+        values.pop("allowed_import_sources", None)
     return Policy(**values, source=source)

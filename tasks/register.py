@@ -16,7 +16,13 @@ from common.settings import PROJECT_ROOT, load_settings
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from tasks import timeouts
-from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
+from tasks.contracts import (
+    BaseModel,
+    EvalReport,
+    RegisteredModel,
+    TrainedModel,
+    ValidatedDataset,
+)
 from tasks.flyte_adapter import (
     STAGE_DECK_FIELDS,
     error_html,
@@ -55,10 +61,12 @@ _REPORT_TITLE = "Model registration"
 )
 def register(
     model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig,
-    prices: CostConfig, evaluation: EvalReport | None = None,
+    prices: CostConfig, evaluation: EvalReport | None = None, base: BaseModel | None = None,
 ) -> RegisteredModel:
     """`evaluation` is the eval stage's report: it becomes the signed eval attestation (an
-    in-toto test-result about the model digest) that the verifier's eval policy reads."""
+    in-toto test-result about the model digest) that the verifier's eval policy reads.
+    `base`: the provisioned model it was fine-tuned from; its identity (package, wheel and
+    GGUF digests, licence) goes into the provenance's resolvedDependencies and MLflow."""
     # MLflow, model-signing and the eval stack load when the task runs, not at import
     from eval.summary import attestation_claims
     from registry.stage import RegistrationRequest, register_model
@@ -92,7 +100,11 @@ def register(
                 key_dir=settings.keys_dir,
                 execution_id=invocation_id(),
                 project_root=PROJECT_ROOT,
-                base_model_dir=_base_model_dir(model.resolved_config_json),
+                # with a provisioned base its recorded identity stands for it (re-hashing the
+                # directory again here would only repeat what train checked)
+                base_model_dir=None if base is not None
+                else _base_model_dir(model.resolved_config_json),
+                base_model_identity=base.identity.to_json() if base is not None else None,
             )
             result = register_model(request)
             cost.mlflow_run_id = result.mlflow_run_id or None

@@ -24,8 +24,9 @@ from registry.config import RegisterConfig
 from tasks import timeouts
 from tasks.flyte_adapter import is_remote_execution, quiet_console
 from training.config import TrainConfig
+from training.pretrained import BaseConfig, provisioned_placeholder, source_digest
 
-KNOWN_SECTIONS = ("data", "train", "eval", "register", "deploy", "cost")
+KNOWN_SECTIONS = ("base", "data", "train", "eval", "register", "deploy", "cost")
 # Settings several stages read, each declared once in one section and handed by `resolve` to
 # the other stages' configs: setting one in another section is an error, so the stages can
 # never disagree (evaluate compares against the alias deploy moves).
@@ -33,6 +34,8 @@ SHARED_KEYS = {"champion_alias": ("register", ("eval", "deploy"))}
 
 
 class ResolvedConfig(NamedTuple):
+    # the pretrained model to fine-tune (source None: train from scratch, the tiny preset)
+    base: BaseConfig
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig
@@ -43,6 +46,8 @@ class ResolvedConfig(NamedTuple):
     # sha256 of each input split file, read now: it is part of validate_data's cache key, so
     # a file edited in place at the same path or URI is validated again, never served stale.
     source_digests: dict[str, str]
+    # what base.source is now (training.pretrained.source_digest): provision_base's cache key
+    base_source_digest: str | None
 
 
 def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
@@ -53,6 +58,8 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
                          f"preset {preset!r}: unknown section(s) {unknown}; known: "
                          f"{list(KNOWN_SECTIONS)}.")
     _refuse_shared_keys(preset, raw)
+    base = build_config(BaseConfig, "base", raw.get("base", {}))
+    raw = _with_provisioned_base(preset, raw, base)
     data = build_config(DataConfig, "data", raw.get("data", {}))
     train = build_config(TrainConfig, "train", raw.get("train", {}))
     digests = {split: sha256_location(check_split_location(split, location))
@@ -62,8 +69,31 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
     evaluation = build_config(EvalConfig, "eval", {**raw.get("eval", {}), **shared})
     deploy = build_config(DeployConfig, "deploy", {**raw.get("deploy", {}), **shared})
     cost = build_config(CostConfig, "cost", raw.get("cost", {}))
-    return ResolvedConfig(data=data, train=train, eval=evaluation, register=register,
-                          deploy=deploy, cost=cost, source_digests=digests)
+    return ResolvedConfig(base=base, data=data, train=train, eval=evaluation,
+                          register=register, deploy=deploy, cost=cost, source_digests=digests,
+                          base_source_digest=source_digest(base))
+
+
+def _with_provisioned_base(preset: str, raw: dict[str, dict[str, Any]],
+                           base: BaseConfig) -> dict[str, dict[str, Any]]:
+    """With base.source the provisioned model is the dataset's tokenizer and train's start
+    point: data/train.base_model_dir are set to a placeholder naming the source (so their
+    checks, e.g. LoRA needs a base, see one), replaced by the verified local directory in the
+    validate_data and train tasks. A path set in the preset too would be a second, unverified
+    base, and is refused."""
+    if base.source is None:
+        return raw
+    out = {section: dict(values) for section, values in raw.items()}
+    for section in ("data", "train"):
+        value = out.get(section, {}).get("base_model_dir")
+        if value is not None:
+            raise StageError(
+                "CONFIG_INVALID",
+                f"preset {preset!r}: {section}.base_model_dir={value!r} and "
+                f"base.source={base.source!r} are both set. With base.source the provisioned "
+                f"model is used by every stage; unset {section}.base_model_dir.")
+        out.setdefault(section, {})["base_model_dir"] = provisioned_placeholder(base.source)
+    return out
 
 
 def _refuse_shared_keys(preset: str, raw: dict[str, dict[str, Any]]) -> None:

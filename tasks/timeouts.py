@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 RESOLVE = timedelta(minutes=10)
+# converting a GGUF to safetensors: seconds for 135 M parameters, minutes for billions
+PROVISION = timedelta(hours=1)
 VALIDATE = timedelta(hours=2)
 TRAIN = timedelta(hours=48)
 EVALUATE = timedelta(hours=8)

@@ -35,8 +35,9 @@ from common.redact import redact_text
 from common.settings import load_settings
 from common.token_file import HEADER_SUFFIX, TOKENS_SUFFIX
 from tasks import timeouts
+from tasks.base_model import with_base_model_dir
 from tasks.caching import COMMON, code_version
-from tasks.contracts import TrainedModel, ValidatedDataset
+from tasks.contracts import BaseModel, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import (
     STAGE_DECK_FIELDS,
     error_html,
@@ -80,12 +81,16 @@ TWO_NODES_EIGHT_GPUS = Elastic(
     rdzv_configs={"join_timeout": 900, "last_call_timeout": 60, "close_timeout": 60})
 
 
-def checkpoint_run_key(config: TrainConfig, dataset: ValidatedDataset) -> str:
-    """Same config and same data -> same key -> a retried task finds its checkpoints."""
+def checkpoint_run_key(config: TrainConfig, dataset: ValidatedDataset,
+                       base_digest: str | None = None) -> str:
+    """Same config, same data and same base model -> same key -> a retried task finds its
+    checkpoints (and a run from another base never resumes from them)."""
     fields = json.loads(config.to_json())
     fields.pop("checkpoint_dir")
-    payload = json.dumps([fields, dataset.split_digests, dataset.tokenizer_digest],
-                         sort_keys=True)
+    parts: list[object] = [fields, dataset.split_digests, dataset.tokenizer_digest]
+    if base_digest is not None:  # absent for models trained from scratch: their keys stay
+        parts.append(base_digest)
+    payload = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -137,7 +142,7 @@ def _train_task(elastic: Elastic) -> Any:
         timeout=timeouts.TRAIN,
         task_config=elastic,
         cache=Cache(version=code_version(*COMMON, "tasks/train.py", "training",
-                                         packages=("torch", "transformers", "safetensors")),
+                                         packages=("torch", "transformers", "safetensors", "peft")),
                     ignored_inputs=("prices",)),
         retries=2,
         interruptible=True,
@@ -149,15 +154,18 @@ def _train_task(elastic: Elastic) -> Any:
 
 
 def _checkpoint_location(config: TrainConfig, dataset: ValidatedDataset,
-                         checkpoints_home: Path) -> Path | str:
+                         checkpoints_home: Path, base: BaseModel | None) -> Path | str:
     """An object-store URI as given (s3://...), else a local directory."""
     if is_object_store_uri(config.checkpoint_dir):
         return str(config.checkpoint_dir)
-    return Path(config.checkpoint_dir or checkpoints_home / checkpoint_run_key(config, dataset))
+    key = checkpoint_run_key(config, dataset, base.model_digest if base is not None else None)
+    return Path(config.checkpoint_dir or checkpoints_home / key)
 
 
 @_train_task(LOCAL_ELASTIC)
-def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig) -> TrainedModel:
+def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig,
+          base: BaseModel | None = None) -> TrainedModel:
+    """`base` (from provision_base) is the model to fine-tune; None trains from scratch."""
     from training.loop import TrainPaths, run_training
     from training.report import directory_bytes, overview_facts, training_report_html
 
@@ -165,9 +173,10 @@ def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig) ->
         started = time.time()
         quiet_console()
         settings = load_settings()
-        checkpoint_dir = _checkpoint_location(config, dataset, settings.checkpoints_dir)
+        checkpoint_dir = _checkpoint_location(config, dataset, settings.checkpoints_dir, base)
         output_dir = Path(tempfile.mkdtemp(prefix="shipyard-model-")) / "model"
         try:
+            config = with_base_model_dir(config, base, "train")
             dataset_dir = Path(dataset.files.download())
             verify_dataset_files(dataset_dir, dataset)
             result = run_training(config, TrainPaths(
@@ -204,20 +213,23 @@ def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig) ->
 
 @_train_task(ONE_GPU)
 def train_1_gpu(dataset: ValidatedDataset, config: TrainConfig,
-                prices: CostConfig) -> TrainedModel:
+                prices: CostConfig,
+                base: BaseModel | None = None) -> TrainedModel:
     """`train` on one GPU (gpu-1x preset)."""
-    return train.task_function(dataset, config, prices)
+    return train.task_function(dataset, config, prices, base)
 
 
 @_train_task(EIGHT_GPUS)
 def train_8_gpus(dataset: ValidatedDataset, config: TrainConfig,
-                 prices: CostConfig) -> TrainedModel:
+                 prices: CostConfig,
+                 base: BaseModel | None = None) -> TrainedModel:
     """`train` on eight GPUs of one node (gpu-8x preset)."""
-    return train.task_function(dataset, config, prices)
+    return train.task_function(dataset, config, prices, base)
 
 
 @_train_task(TWO_NODES_EIGHT_GPUS)
 def train_2_nodes_8_gpus(dataset: ValidatedDataset, config: TrainConfig,
-                         prices: CostConfig) -> TrainedModel:
+                         prices: CostConfig,
+                         base: BaseModel | None = None) -> TrainedModel:
     """`train` as a PyTorchJob: 2 nodes x 8 GPUs (gpu-2x8 preset, HSDP)."""
-    return train.task_function(dataset, config, prices)
+    return train.task_function(dataset, config, prices, base)

@@ -15,8 +15,9 @@ from common.cost import CostConfig, stage_cost
 from common.errors import StageError
 from data.config import DataConfig
 from tasks import timeouts
+from tasks.base_model import with_base_model_dir
 from tasks.caching import COMMON, code_version
-from tasks.contracts import ValidatedDataset
+from tasks.contracts import BaseModel, ValidatedDataset
 from tasks.flyte_adapter import (
     STAGE_DECK_FIELDS,
     error_html,
@@ -55,9 +56,10 @@ def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str,
     limits=Resources(cpu="2", mem="4Gi"),
 )
 def validate_data(config: DataConfig, source_digests: dict[str, str],
-                  prices: CostConfig) -> ValidatedDataset:
+                  prices: CostConfig, base: BaseModel | None = None) -> ValidatedDataset:
     """`source_digests` (from resolve_config) makes file contents part of the cache key; the
-    stage re-hashes what it reads and refuses files that changed since."""
+    stage re-hashes what it reads and refuses files that changed since. `base` (from
+    provision_base): its tokenizer and chat template are the dataset's."""
     # pandas, Great Expectations and tokenizers load when the task runs, not at import
     from data.report import overview_facts
     from data.stage import REPORT_JSON_NAME, validate_dataset
@@ -68,6 +70,7 @@ def validate_data(config: DataConfig, source_digests: dict[str, str],
         parent = Path(flytekit.current_context().working_directory)
         output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=parent)) / "dataset"
         try:
+            config = with_base_model_dir(config, base, "validate_data")
             outcome = validate_dataset(config, output_dir)
         except StageError as error:
             report = error.details.get("report")

@@ -38,7 +38,8 @@ def build_tiny_chat_model(out_dir: Path, *, tokenizer_dir: Path | None = None,
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=192, intermediate_size=512, num_hidden_layers=2,
         num_attention_heads=3, num_key_value_heads=1, head_dim=64,
-        max_position_embeddings=CONTEXT_TOKENS, rope_theta=100000.0, rms_norm_eps=1e-5,
+        max_position_embeddings=CONTEXT_TOKENS, rms_norm_eps=1e-5,
+        rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.errors import StageError
 from training.storage import is_object_store_uri
@@ -14,6 +14,11 @@ from training.storage import is_object_store_uri
 PARALLELISMS = ("ddp", "fsdp", "hsdp")
 NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
 PRECISIONS = ("fp32", "bf16")
+FINETUNE_METHODS = ("full", "lora")
+# Llama's attention and MLP projections: LoRA on all of them is the usual recipe (QLoRA paper,
+# section 4: adapting every linear layer is what matches full fine-tuning quality).
+LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                        "down_proj"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,18 @@ class TrainConfig:
     model_preset: str = "tiny"
     # Local HF model directory to start from (continued training / fine-tuning).
     base_model_dir: str | None = None
+    # "full" trains every weight; "lora" freezes the base model (needs base_model_dir) and
+    # trains low-rank adapters (PEFT) on `lora_target_modules`, merged into the exported model.
+    finetune: str = "full"
+    # LoRA rank r: each adapted weight W (out, in) gets B (out, r) @ A (r, in).
+    lora_rank: int = 16
+    # LoRA scaling numerator: the adapter's update is scaled by lora_alpha / lora_rank.
+    lora_alpha: int = 32
+    # Dropout on the adapter's input (training only), in [0, 1).
+    lora_dropout: float = 0.05
+    # Names of the linear modules that get adapters (the last component of the module path:
+    # "q_proj" adapts every layer's self_attn.q_proj). Checked against the base model.
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR_MODULES))
     # Optimizer steps to run in total (a resumed run counts the steps already done).
     max_steps: int = 200
     # Sequences per optimizer step across all ranks and accumulation micro-steps.
@@ -133,6 +150,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise bad(name, "must be > 0.")
         self._check_topology(bad)
+        self._check_finetune(bad)
         if self.warmup_steps < 0:
             raise bad("warmup_steps", "must be >= 0.")
         if not 0 < self.min_learning_rate <= self.learning_rate:
@@ -144,6 +162,26 @@ class TrainConfig:
         if self.base_model_dir is None and shape and self.seq_len > shape.max_position_embeddings:
             raise bad("seq_len", f"exceeds the {self.model_preset} context "
                                  f"({shape.max_position_embeddings} tokens).")
+
+    def _check_finetune(self, bad: Callable[[str, str], StageError]) -> None:
+        if self.finetune not in FINETUNE_METHODS:
+            raise bad("finetune", f"must be one of {list(FINETUNE_METHODS)}.")
+        if self.finetune == "lora" and self.base_model_dir is None:
+            raise bad("finetune", "LoRA adapts a pretrained model, so it needs "
+                      "train.base_model_dir. Set train.base_model_dir to a local HF model "
+                      "directory, or use finetune: full to train the preset from scratch.")
+        if self.lora_rank <= 0:
+            raise bad("lora_rank", "must be > 0 (8 to 64 is usual).")
+        if self.lora_alpha <= 0:
+            raise bad("lora_alpha", "must be > 0 (twice lora_rank is usual).")
+        if not 0 <= self.lora_dropout < 1:
+            raise bad("lora_dropout", "must be in [0, 1).")
+        names = self.lora_target_modules
+        if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+            raise bad("lora_target_modules", "must be a non-empty list of linear module names, "
+                      f"e.g. {LLAMA_LINEAR_MODULES}.")
+        if len(set(names)) != len(names):
+            raise bad("lora_target_modules", "lists a module twice; name each module once.")
 
     def _check_topology(self, bad: Callable[[str, str], StageError]) -> None:
         if self.nproc_per_node is not None:

@@ -106,7 +106,7 @@ def wrap_model(model: torch.nn.Module, parallelism: str, info: Dist, nnodes: int
         from torch.distributed.fsdp import fully_shard
 
         mesh = hsdp_mesh(info, nnodes) if parallelism == "hsdp" else None
-        for layer in model.model.layers:  # type: ignore[union-attr]
+        for layer in _decoder_layers(model):
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
         return model
@@ -114,6 +114,15 @@ def wrap_model(model: torch.nn.Module, parallelism: str, info: Dist, nnodes: int
         return model  # nothing to synchronise; DDP would only add a 1-rank all-reduce
     device_ids = [info.local_rank] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The LlamaForCausalLM's decoder layers, also inside a PEFT (LoRA) wrapper."""
+    get_base_model = getattr(model, "get_base_model", None)  # peft.PeftModel's accessor
+    inner = get_base_model() if callable(get_base_model) else model
+    layers = inner.get_submodule("model.layers")  # LlamaForCausalLM.model is the LlamaModel
+    assert isinstance(layers, torch.nn.ModuleList)
+    return layers
 
 
 def all_reduce_mean(value: float, info: Dist) -> float:

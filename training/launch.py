@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.result_json is not None and result.rank == 0 and result.model_dir.exists():
         payload = dataclasses.asdict(result)
         payload["model_dir"] = str(result.model_dir)
+        payload["adapter_dir"] = None if result.adapter_dir is None else str(result.adapter_dir)
         tmp = args.result_json.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=1))
         tmp.replace(args.result_json)

@@ -46,10 +46,19 @@ from training.data import (
     dataset_digests,
     load_token_windows,
 )
-from training.model import build_model, count_parameters, flops_per_token
+from training.model import (
+    build_model,
+    count_parameters,
+    count_trainable_parameters,
+    flops_per_token,
+    with_finetune_method,
+)
 from training.telemetry import MlflowLogger, peak_flops_per_second, peak_memory_bytes
 
 logger = logging.getLogger(__name__)
+
+# Where a LoRA run's adapter goes in its MLflow run's artifacts.
+LORA_ADAPTER_ARTIFACT_PATH = "lora_adapter"
 
 
 @dataclass
@@ -74,6 +83,9 @@ class TrainResult:
     rank: int = 0  # the rank that produced this result (only rank 0's is kept)
     # wall seconds of each loop iteration of this process, logging and checkpoints included
     iteration_seconds: list[float] = field(default_factory=list)
+    # finetune=lora: the trained adapter (adapter_config.json, adapter_model.safetensors),
+    # beside model_dir; it is logged to the MLflow run as `lora_adapter/`. None otherwise.
+    adapter_dir: Path | None = None
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -114,13 +126,13 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
     job = _setup(config, paths, info)
     try:
         timings = _train(job)
-        model_dir, digest = _export_model(job.model, job.hf_model, job.data.tokenizer, config,
-                                          paths.output_dir, info)
+        exported = _export_model(job.model, job.hf_model, job.data.tokenizer, config,
+                                 paths.output_dir, info)
     except BaseException:
         if job.mlflow is not None:
             job.mlflow.finish("FAILED")
         raise
-    return _finish(job, timings, model_dir, digest)
+    return _finish(job, timings, exported)
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -140,7 +152,9 @@ class _Job:
     config: TrainConfig
     info: distributed.Dist
     data: _Data
-    hf_model: LlamaForCausalLM  # the module inside `model`; exported at the end
+    # the module inside `model`, exported at the end: a LlamaForCausalLM, or for LoRA the
+    # peft.PeftModel around one
+    hf_model: torch.nn.Module
     model: torch.nn.Module  # what trains: hf_model, or its DDP / FSDP2 / compiled wrapper
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -149,6 +163,7 @@ class _Job:
     provenance: Provenance  # config + dataset digests, saved with and checked on checkpoints
     accumulation: int  # micro-batches per optimizer step on each rank
     num_parameters: int
+    num_trainable_parameters: int  # num_parameters, or for LoRA the adapters' only
     flops_per_token: float
     peak_flops_per_second: float | None  # of one device; None where unknown (CPU)
     start_step: int  # 0, or the step of the checkpoint resumed from
@@ -178,8 +193,10 @@ def _setup(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> _J
     accumulation = config.accumulation_steps(info.world_size)
     torch.manual_seed(config.seed)
     data = _load_data(config, paths.dataset_dir)
-    hf_model = build_model(config, data.tokenizer)
+    base_model = build_model(config, data.tokenizer)
+    hf_model = with_finetune_method(base_model, config)
     num_parameters = count_parameters(hf_model)
+    num_trainable = count_trainable_parameters(hf_model)
     model = distributed.wrap_model(hf_model, config.parallelism, info, config.nnodes)
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
@@ -193,12 +210,13 @@ def _setup(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> _J
     state = checkpoints.load_latest(model, optimizer, provenance) or {}
     if state:
         scheduler.load_state_dict(state["scheduler"])
-    mlflow = _start_mlflow(config, paths, info, state.get("mlflow_run_id"), num_parameters,
-                           accumulation)
+    mlflow = _start_mlflow(config, paths, info, state.get("mlflow_run_id"),
+                           {"num_parameters": num_parameters,
+                            "num_trainable_parameters": num_trainable}, accumulation)
     return _Job(
         config, info, data, hf_model, model, optimizer, scheduler, autocast, checkpoints,
-        provenance, accumulation, num_parameters,
-        flops_per_token(hf_model.config, config.seq_len, num_parameters),
+        provenance, accumulation, num_parameters, num_trainable,
+        flops_per_token(base_model.config, config.seq_len, num_parameters, num_trainable),
         peak_flops_per_second(info.device), start_step=state.get("step", 0),
         loss_curve=state.get("loss_curve", []),
         val_losses={int(k): v for k, v in state.get("val_losses", {}).items()}, mlflow=mlflow,
@@ -227,7 +245,7 @@ def _provenance(config: TrainConfig, dataset_dir: Path, info: distributed.Dist) 
 
 def _start_mlflow(
     config: TrainConfig, paths: TrainPaths, info: distributed.Dist, resumed_run_id: str | None,
-    num_parameters: int, accumulation: int,
+    parameter_counts: dict[str, int], accumulation: int,
 ) -> MlflowLogger | None:
     """Rank 0 logs to MLflow; a resumed run reopens the run its checkpoint names."""
     if info.rank != 0:
@@ -235,7 +253,7 @@ def _start_mlflow(
     return MlflowLogger(
         paths.mlflow_tracking_uri, paths.mlflow_artifact_root, config.mlflow_experiment,
         resumed_run_id,
-        {**json.loads(config.to_json()), "num_parameters": num_parameters,
+        {**json.loads(config.to_json()), **parameter_counts,
          "world_size": info.world_size, "accumulation_steps": accumulation},
     )
 
@@ -392,7 +410,7 @@ def _save_checkpoint(job: _Job, done: int) -> None:
 
 # -- finalisation -----------------------------------------------------------------------------
 
-def _finish(job: _Job, timings: _Timings, model_dir: Path, digest: str) -> TrainResult:
+def _finish(job: _Job, timings: _Timings, exported: _Exported) -> TrainResult:
     final = _final_metrics(job, timings.step_seconds)
     run_id = ""
     if job.mlflow is not None:
@@ -400,11 +418,14 @@ def _finish(job: _Job, timings: _Timings, model_dir: Path, digest: str) -> Train
             k if k.startswith("final") else f"final_{k}": v
             for k, v in final.items() if math.isfinite(v)
         })
-        job.mlflow.set_tag("shipyard.model_digest", digest)
+        job.mlflow.set_tag("shipyard.model_digest", exported.digest)
+        if exported.adapter_dir is not None:
+            job.mlflow.log_artifacts(exported.adapter_dir, LORA_ADAPTER_ARTIFACT_PATH)
         run_id = job.mlflow.run_id
         job.mlflow.finish()
-    return TrainResult(model_dir, digest, job.num_parameters, job.loss_curve, job.val_losses,
-                       final, run_id, job.start_step, job.info.rank, timings.iteration_seconds)
+    return TrainResult(exported.model_dir, exported.digest, job.num_parameters, job.loss_curve,
+                       job.val_losses, final, run_id, job.start_step, job.info.rank,
+                       timings.iteration_seconds, exported.adapter_dir)
 
 
 def _final_metrics(job: _Job, step_seconds: list[float]) -> dict[str, float]:
@@ -415,6 +436,7 @@ def _final_metrics(job: _Job, step_seconds: list[float]) -> dict[str, float]:
         "final_loss": job.loss_curve[-1],
         "final_val_loss": job.val_losses.get(job.config.max_steps, float("nan")),
         "num_parameters": float(job.num_parameters),
+        "num_trainable_parameters": float(job.num_trainable_parameters),
         "mean_step_seconds": mean_step,
         "tokens_per_second": job.tokens_per_step / mean_step if steady else float("nan"),
         "world_size": float(job.info.world_size),
@@ -425,12 +447,19 @@ def _final_metrics(job: _Job, step_seconds: list[float]) -> dict[str, float]:
     return final
 
 
+@dataclass(frozen=True)
+class _Exported:
+    model_dir: Path
+    digest: str  # model-signing root digest of model_dir
+    adapter_dir: Path | None  # LoRA runs only (rank 0's path; no files on other nodes)
+
+
 def _export_model(
-    model: torch.nn.Module, hf_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
+    model: torch.nn.Module, hf_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
     config: TrainConfig, output_dir: Path, info: distributed.Dist,
-) -> tuple[Path, str]:
+) -> _Exported:
     """Gather the full weights (a collective: every rank), then rank 0 writes the HF directory
-    and shares its digest.
+    (for LoRA: the merged model, and the adapter beside it) and shares its digest.
 
     `model` is what trained (DDP / FSDP2 / compiled wrapper); `hf_model` the module inside.
     """
@@ -438,13 +467,31 @@ def _export_model(
     full_state = get_model_state_dict(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
+    # Beside the model directory, never inside: that one is digested and signed as it is.
+    adapter_dir = (output_dir.with_name(f"{output_dir.name}-lora-adapter")
+                   if config.finetune == "lora" else None)
     digest_box: list[str | None] = [None]
     if info.rank == 0:
+        if adapter_dir is not None:
+            hf_model, full_state = _merge_lora(full_state, config, adapter_dir)
+        assert isinstance(hf_model, LlamaForCausalLM)
         _write_hf_directory(hf_model, full_state, tokenizer, config, output_dir)
         digest_box[0] = model_root_digest(output_dir)
     torch.distributed.broadcast_object_list(digest_box, src=0)
     assert digest_box[0] is not None
-    return output_dir, digest_box[0]
+    return _Exported(output_dir, digest_box[0], adapter_dir)
+
+
+def _merge_lora(full_state: dict[str, Any], config: TrainConfig, adapter_dir: Path
+                ) -> tuple[LlamaForCausalLM, dict[str, Any]]:
+    """Write the adapter to `adapter_dir`; return the merged fp32 model and its state dict,
+    which are exported like a full fine-tune's (same files, no PEFT keys)."""
+    from training.lora import merge, trained_copy, write_adapter  # peft: LoRA runs only
+
+    trained = trained_copy(full_state, config)
+    write_adapter(trained, adapter_dir)
+    merged = merge(trained)
+    return merged, merged.state_dict()
 
 
 def _write_hf_directory(

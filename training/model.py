@@ -66,12 +66,33 @@ def _load_base_model(
     return model
 
 
+def with_finetune_method(model: LlamaForCausalLM, config: TrainConfig) -> torch.nn.Module:
+    """What trains: `model` itself (finetune=full), or `model` frozen inside a PEFT wrapper
+    with trainable LoRA adapters (finetune=lora; a `peft.PeftModel`). LoRA's init draws from
+    torch's global RNG: seed first."""
+    if config.finetune == "lora":
+        from training.lora import apply_lora  # peft loads only for LoRA runs
+
+        return apply_lora(model, config)
+    return model
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def flops_per_token(model_config: LlamaConfig, seq_len: int, num_parameters: int) -> float:
+def count_trainable_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flops_per_token(model_config: LlamaConfig, seq_len: int, num_parameters: int,
+                    num_trainable_parameters: int | None = None) -> float:
     """Training FLOPs per token: 6N for the dense matmuls plus 12·L·H·T for attention
-    (PaLM appendix B; Megatron-LM). Forward + backward, no recomputation."""
+    (PaLM appendix B; Megatron-LM). Forward + backward, no recomputation.
+
+    The 6N is 2N forward, 2N for the input gradients and 2N for the weight gradients; frozen
+    weights (LoRA's base) get no weight gradient, so that last term counts only the
+    `num_trainable_parameters` (default: all of them, which gives 6N)."""
+    trainable = num_parameters if num_trainable_parameters is None else num_trainable_parameters
     attention = 12 * model_config.num_hidden_layers * model_config.hidden_size * seq_len
-    return 6.0 * num_parameters + attention
+    return 4.0 * num_parameters + 2.0 * trainable + attention

@@ -37,6 +37,28 @@ IDENTITY_FILE = "shipyard_base_model.json"  # beside the converted model, not in
 # Bump when the conversion changes what is written (dtype, files): the cache key includes it.
 CONVERTER_VERSION = "1"
 SOURCE_KINDS = ("package", "gguf", "dir")
+# data/train.base_model_dir of a run whose base is provisioned (tasks/resolve.py): the tasks
+# replace it with the verified local directory of the BaseModel they receive.
+PROVISIONED_PREFIX = "provisioned-by-base:"
+
+
+@dataclass
+class BaseConfig:
+    # Where the pretrained model to fine-tune comes from: "package:<name>" (a model of
+    # PACKAGED_MODELS, from a hash-pinned wheel), "gguf:<local file>" or "dir:<local HF
+    # directory>". None: no base, train.model_preset builds a fresh model (the tiny preset).
+    source: str | None = None
+    # sha256 a "gguf:" file must have (packaged models carry their own pin). None: recorded,
+    # not enforced.
+    gguf_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is not None:
+            parse_source(self.source)
+        if self.gguf_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.gguf_sha256):
+            raise StageError("CONFIG_INVALID",
+                             f"base.gguf_sha256={self.gguf_sha256!r}: must be 64 lowercase hex "
+                             "digits (the output of sha256sum).")
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,29 @@ def parse_source(source: str) -> tuple[str, str]:
     return kind, value
 
 
+def provisioned_placeholder(source: str) -> str:
+    return f"{PROVISIONED_PREFIX}{source}"
+
+
+def is_provisioned_placeholder(base_model_dir: str | None) -> bool:
+    return base_model_dir is not None and base_model_dir.startswith(PROVISIONED_PREFIX)
+
+
+def source_digest(config: BaseConfig) -> str | None:
+    """What the configured source is now, read cheaply (part of the provisioning task's cache
+    key, so a local file edited in place is converted again): the pinned GGUF sha256 of a
+    packaged model, the sha256 of a local GGUF, the root digest of a local directory."""
+    if config.source is None:
+        return None
+    kind, value = parse_source(config.source)
+    if kind == "package":
+        return PACKAGED_MODELS[value].gguf_sha256
+    path = Path(value).expanduser()
+    if kind == "gguf":
+        return sha256_file(path) if path.is_file() else "missing"
+    return model_root_digest(path) if (path / "config.json").is_file() else "missing"
+
+
 def provision_base_model(source: str, cache_root: Path, *,
                          gguf_sha256: str | None = None) -> ProvisionedBase:
     """The base model of `source` as a verified HF directory and its identity.
@@ -120,6 +165,7 @@ def provision_base_model(source: str, cache_root: Path, *,
     kind, value = parse_source(source)
     if kind == "dir":
         return _local_directory(source, Path(value).expanduser())
+    expected: str | None
     if kind == "package":
         packaged = PACKAGED_MODELS[value]
         gguf = _packaged_gguf(value, packaged)
@@ -136,7 +182,8 @@ def provision_base_model(source: str, cache_root: Path, *,
 def wheel_pin(package: str, version: str, requirements: Path = ASSETS_REQUIREMENTS) -> str:
     """The sha256 that requirements/assets.txt pins for `package==version`'s wheel."""
     text = requirements.read_text(encoding="utf-8") if requirements.is_file() else ""
-    pattern = rf"^{re.escape(package)}=={re.escape(version)}\s*\\\s*\n\s*--hash=sha256:([0-9a-f]{{64}})"
+    pattern = (rf"^{re.escape(package)}=={re.escape(version)}\s*\\\s*\n"
+               r"\s*--hash=sha256:([0-9a-f]{64})")
     match = re.search(pattern, text, flags=re.MULTILINE)
     if match is None:
         raise StageError(
@@ -257,8 +304,8 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
                          "one for training, evaluation and serving to agree.")
     # transformers marks a GGUF-loaded model as quantized and refuses to save it; the weights
     # are already dequantized to fp32 here, so the marker is dropped.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.use_cache = True

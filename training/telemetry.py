@@ -104,6 +104,9 @@ class MlflowLogger:
     def log_json(self, payload: Any, name: str) -> None:
         self._mlflow.log_text(json.dumps(redact(payload), indent=1, sort_keys=True), name)
 
+    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        self._mlflow.log_artifacts(str(local_dir), artifact_path)
+
     def log_figure(self, figure: Any, name: str) -> None:
         self._mlflow.log_figure(figure, name)
 

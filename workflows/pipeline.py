@@ -19,6 +19,7 @@ from flytekit.core.base_task import PythonTask
 from flytekit.core.promise import Promise
 from flytekit.extras.accelerators import H100
 
+from tasks.base_model import import_base_champion, provision_base
 from tasks.contracts import DeploymentResult
 from tasks.deploy_canary import deploy_canary
 from tasks.evaluate import champion_reference, evaluate
@@ -53,18 +54,26 @@ def _wire_stages(preset: str, overrides: list[str], train_task: PythonTask = tra
     builds its nodes; `train_task` is the train task of the topology (tasks/train.py),
     `train_overrides` are node overrides for it (its resources)."""
     cfg = resolve_config(preset=preset, overrides=overrides)
+    # None unless the preset fine-tunes a pretrained model (base.source)
+    base = provision_base(config=cfg.base, source_digest=cfg.base_source_digest)
     # `cfg.cost` (prices) is a typed input of every stage, so a pod prices its own use; the
     # cached stages leave it out of their cache key (a price change re-runs nothing)
-    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests, prices=cfg.cost)
-    model = train_task(dataset=dataset, config=cfg.train, prices=cfg.cost)
+    dataset = validate_data(config=cfg.data, source_digests=cfg.source_digests, prices=cfg.cost,
+                            base=base)
+    model = train_task(dataset=dataset, config=cfg.train, prices=cfg.cost, base=base)
     if train_overrides is not None:
         model = model.with_overrides(**train_overrides)
+    # the base becomes the first champion (a no-op without a base or once a champion exists),
+    # so the first fine-tune is gated, and canaried, against the model it started from
+    imported = import_base_champion(base=base, register_config=cfg.register,
+                                    deploy_config=cfg.deploy)
     champion = champion_reference(config=cfg.eval)  # part of evaluate's cache key
     model >> champion  # read after training, just before evaluate compares against it
+    imported >> champion
     report = evaluate(model=model, dataset=dataset, config=cfg.eval, champion=champion,
                       prices=cfg.cost)
     registered = register(model=model, dataset=dataset, config=cfg.register, prices=cfg.cost,
-                          evaluation=report)
+                          evaluation=report, base=base)
     return deploy_canary(model=registered, config=cfg.deploy, prices=cfg.cost)
 
 

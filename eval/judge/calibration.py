@@ -10,7 +10,8 @@ format, a new version). Built deterministically: ``python -m eval.judge.calibrat
 
 The judge is run exactly as it is used on candidates (pairwise prompt, both orders); its
 label for a pair is A, B, or TIE (a tie or an inconsistent pair), INVALID for an invalid
-output. The judge may gate only when kappa >= `EvalConfig.judge_min_kappa`.
+output. Reported beside the human-label calibration (eval/judge/human_calibration.py), which
+is the one that decides whether the judge gates: these labels are not human.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.judge.client import JudgeClient
+from eval.judge.client import Judge
 from eval.judge.pairwise import PairItem, judge_pairs
 from eval.judge.prompts import JudgePrompt
 from eval.stats import cohen_kappa
@@ -77,7 +78,7 @@ def load_pairs(path: Path) -> list[CalibrationPair]:
     return pairs
 
 
-def calibrate(client: JudgeClient, prompt: JudgePrompt, pairs: Sequence[CalibrationPair], *,
+def calibrate(client: Judge, prompt: JudgePrompt, pairs: Sequence[CalibrationPair], *,
               version: str, min_kappa: float) -> CalibrationResult:
     # The pairwise machinery calls side A "candidate": the judge's label is then A / B.
     verdicts = judge_pairs(client, prompt, [

@@ -15,7 +15,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -32,6 +32,15 @@ class JudgeEndpoint:
     base_url: str
     model: str
     api_key: str | None = None
+    # Digest of the served weights when known (a model directory the stage serves, or
+    # eval.judge_model_digest): two models served under one name are then two judges.
+    model_digest: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """What verdicts and calibrations are cached under: the model name, and its weights'
+        digest when known."""
+        return self.model if self.model_digest is None else f"{self.model}@{self.model_digest}"
 
     @property
     def chat_url(self) -> str:
@@ -83,6 +92,19 @@ class CallStats:
         self.errors[error] = self.errors.get(error, 0) + 1
 
 
+class Judge(Protocol):
+    """What pairwise judging and calibration need: one judge (`JudgeClient`) or a jury of
+    different models (`eval.judge.jury.Jury`)."""
+
+    policy: CallPolicy
+    stats: CallStats
+
+    @property
+    def identity(self) -> str: ...
+
+    def complete_all(self, requests: list[JudgeRequest]) -> list[JudgeReply]: ...
+
+
 class JudgeClient:
     def __init__(self, endpoint: JudgeEndpoint, policy: CallPolicy,
                  cache: JudgeCache | None = None) -> None:
@@ -90,6 +112,10 @@ class JudgeClient:
         self.policy = policy
         self.cache = cache
         self.stats = CallStats()
+
+    @property
+    def identity(self) -> str:
+        return self.endpoint.identity
 
     def complete_all(self, requests: list[JudgeRequest]) -> list[JudgeReply]:
         """Replies in the order of `requests` (cached ones without any HTTP call)."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eval.judge.cache import cache_key
-from eval.judge.client import JudgeClient, JudgeReply, JudgeRequest
+from eval.judge.client import Judge, JudgeReply, JudgeRequest
 from eval.judge.parsing import PAIRWISE_VERDICTS, option_probabilities, parse_pairwise
 from eval.judge.prompts import JudgePrompt
 
@@ -49,14 +49,14 @@ class PairVerdict:
     scored_from_logprobs: bool
 
 
-def judge_pairs(client: JudgeClient, prompt: JudgePrompt, items: Sequence[PairItem]
+def judge_pairs(client: Judge, prompt: JudgePrompt, items: Sequence[PairItem]
                 ) -> list[PairVerdict]:
     requests = []
     for item in items:
         for first, second in ((item.candidate, item.champion), (item.champion, item.candidate)):
             requests.append(JudgeRequest(
                 prompt.render(question=item.question, answer_a=first, answer_b=second),
-                cache_key(judge_model=client.endpoint.model, prompt_id=prompt.prompt_id,
+                cache_key(judge_model=client.identity, prompt_id=prompt.prompt_id,
                           question=item.question, outputs=[first, second],
                           max_tokens=client.policy.max_tokens,
                           logprobs=client.policy.request_logprobs)))

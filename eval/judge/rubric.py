@@ -37,7 +37,7 @@ def grade(client: JudgeClient, prompt: JudgePrompt, items: Sequence[GradeItem]) 
     requests = [
         JudgeRequest(
             prompt.render(question=i.question, reference=i.reference, answer=i.answer),
-            cache_key(judge_model=client.endpoint.model, prompt_id=prompt.prompt_id,
+            cache_key(judge_model=client.identity, prompt_id=prompt.prompt_id,
                       question=i.question, outputs=[i.reference, i.answer],
                       max_tokens=client.policy.max_tokens,
                       logprobs=client.policy.request_logprobs))

@@ -1,4 +1,5 @@
-"""One judge run: calibration, rubric grading, pairwise comparison, and whether it may gate.
+"""One judge run: calibration on human labels, rubric grading, pairwise comparison with a
+length-controlled win rate, and whether the judge may gate.
 
 The judged items are the first `judge_max_items` shipyard_exact prompts, with the answers
 each model generated in the harness run (greedy), paired by document hash.
@@ -16,10 +17,21 @@ from typing import Any
 from eval.config import JUDGED_TASK, EvalConfig
 from eval.harness import SampleResult
 from eval.judge import calibration as calib
-from eval.judge import pairwise, rubric
+from eval.judge import llmbar, pairwise, rubric
 from eval.judge.cache import JudgeCache
-from eval.judge.client import CallPolicy, JudgeClient, JudgeEndpoint
-from eval.judge.prompts import load_prompt
+from eval.judge.client import CallPolicy, Judge, JudgeClient, JudgeEndpoint
+from eval.judge.human_calibration import (
+    CalibrationCache,
+    HumanCalibration,
+    Statistics,
+    calibrate_on_human,
+    calibration_key,
+    failed_floors,
+    with_floors,
+)
+from eval.judge.jury import Jury
+from eval.judge.length_control import LengthControlledWinRate, length_controlled_win_rate
+from eval.judge.prompts import JudgePrompt, load_prompt
 
 __all__ = ["JUDGED_TASK", "JudgeReport", "length_statistics", "run_judge"]
 
@@ -31,11 +43,13 @@ class JudgeReport:
     judge_model: str | None = None
     base_url: str | None = None
     prompt_ids: dict[str, str] = field(default_factory=dict)
-    # True only when calibration kappa and invalid-output rates are within their limits
-    # and there is a champion to compare with.
+    # True only when the judge earned its vote on human labels (kappa and answer-order
+    # agreement above their floors), its invalid-output rates are within the limit, and
+    # there is a champion to compare with.
     gating: bool = False
     non_gating_reasons: list[str] = field(default_factory=list)
-    calibration: calib.CalibrationResult | None = None
+    # Calibration on human labels (LLMBar): what decides whether the judge gates.
+    calibration: HumanCalibration | None = None
     pairwise: pairwise.PairwiseSummary | None = None
     rubric_candidate: rubric.RubricSummary | None = None
     rubric_champion: rubric.RubricSummary | None = None
@@ -44,28 +58,51 @@ class JudgeReport:
     # Calls, cache hits, retries, failures, tokens, cost, seconds.
     usage: dict[str, float] = field(default_factory=dict)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    # The length-controlled win rate beside the raw one (the gate uses the LC one), and the
+    # answer-length distributions of both models.
+    length_control: LengthControlledWinRate | None = None
+    # The reference-labelled arithmetic pairs (calibration_pairs_<version>.jsonl): the
+    # judged task's own domain, reported only (not human labels, so it never gates).
+    reference_calibration: calib.CalibrationResult | None = None
+    # "judge", or "jury" when several different models voted on the pairwise verdicts.
+    judge_kind: str = "judge"
+    jury_members: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+CALIBRATION_CACHE_DIR = "calibration"  # under the judge-call cache: pruned with it (LRU)
+
+
 def run_judge(config: EvalConfig, endpoint: JudgeEndpoint, candidate: Sequence[SampleResult],
-              champion: Sequence[SampleResult] | None, cache_dir: Path | None) -> JudgeReport:
-    client = JudgeClient(endpoint, CallPolicy(
-        concurrency=config.judge_concurrency, timeout_seconds=config.judge_timeout_seconds,
-        max_retries=config.judge_max_retries, backoff_seconds=config.judge_backoff_seconds,
-        max_tokens=config.judge_max_tokens, request_logprobs=config.judge_request_logprobs,
-    ), JudgeCache(cache_dir) if cache_dir is not None else None)
+              champion: Sequence[SampleResult] | None, cache_dir: Path | None,
+              jury_endpoints: Sequence[JudgeEndpoint] = ()) -> JudgeReport:
+    """Calibrate the judge on human labels (cached), grade, compare with the champion.
+
+    `jury_endpoints`: further, DIFFERENT judge models; with any, the pairwise verdicts (the
+    calibration's and the champion comparison's) are the jury's plurality vote, and the
+    rubric grades stay `endpoint`'s."""
+    cache = JudgeCache(cache_dir) if cache_dir is not None else None
+    client = JudgeClient(endpoint, _policy(config), cache)
+    voter: Judge = client
+    if jury_endpoints:
+        voter = Jury([client, *(JudgeClient(e, _policy(config), cache)
+                                for e in jury_endpoints)])
     pair_prompt = load_prompt("pairwise", config.judge_prompt_version)
     single_prompt = load_prompt("single", config.judge_prompt_version)
     report = JudgeReport("ok", endpoint.model, endpoint.base_url,
-                         {"pairwise": pair_prompt.prompt_id, "single": single_prompt.prompt_id})
+                         {"pairwise": pair_prompt.prompt_id, "single": single_prompt.prompt_id},
+                         judge_kind="jury" if isinstance(voter, Jury) else "judge",
+                         jury_members=voter.member_identities if isinstance(voter, Jury)
+                         else [])
     # Two-sided intervals whose lower end is the one-sided `confidence` bound the gate uses.
     stats: dict[str, Any] = {"confidence": 2 * config.confidence - 1,
              "resamples": config.bootstrap_resamples, "seed": config.bootstrap_seed}
 
-    report.calibration = calib.calibrate(
-        client, pair_prompt, calib.load_pairs(calib.calibration_path(
+    report.calibration = human_calibration(config, voter, pair_prompt, cache_dir)
+    report.reference_calibration = calib.calibrate(
+        voter, pair_prompt, calib.load_pairs(calib.calibration_path(
             config.judge_calibration_version)),
         version=config.judge_calibration_version, min_kappa=config.judge_min_kappa)
 
@@ -82,14 +119,47 @@ def run_judge(config: EvalConfig, endpoint: JudgeEndpoint, candidate: Sequence[S
                                                  for _, c in paired]), **stats)
         items = [pairwise.PairItem(s.doc_hash, s.doc["prompt"], s.output or "", c.output or "")
                  for s, c in paired]
-        verdicts = pairwise.judge_pairs(client, pair_prompt, items)
+        verdicts = pairwise.judge_pairs(voter, pair_prompt, items)
         report.pairwise = pairwise.summarise(verdicts, **stats)
+        report.length_control = length_controlled_win_rate(items, verdicts, **stats)
         report.verdicts = [dataclasses.asdict(v) for v in verdicts]
         report.lengths = length_statistics(items, verdicts)
-    report.usage = _usage(client, config)
+    report.usage = _usage(voter.members if isinstance(voter, Jury) else [client], config)
     report.non_gating_reasons = _non_gating_reasons(report, config, champion is not None)
     report.gating = not report.non_gating_reasons
     return report
+
+
+def human_calibration(config: EvalConfig, judge: Judge, prompt: JudgePrompt,
+                      cache_dir: Path | None) -> HumanCalibration:
+    """The judge's calibration on LLMBar: from the cache when this judge, prompt, data and
+    decoding were measured before, else measured (and cached unless a call failed: an
+    unreachable judge is measured again next time, not remembered as a bad one)."""
+    subsets, limit = config.judge_calibration_subsets, config.judge_calibration_limit_per_subset
+    statistics_ = Statistics(2 * config.confidence - 1, config.bootstrap_resamples,
+                             config.bootstrap_seed)
+    key = calibration_key(judge_identity=judge.identity, prompt_id=prompt.prompt_id,
+                          data_sha256=llmbar.data_digest(subsets), subsets=subsets,
+                          limit_per_subset=limit, max_tokens=judge.policy.max_tokens,
+                          logprobs=judge.policy.request_logprobs, stats=statistics_)
+    cache = CalibrationCache(cache_dir / CALIBRATION_CACHE_DIR) if cache_dir else None
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return with_floors(hit, config.judge_min_kappa, config.judge_min_order_agreement)
+    failures_before = judge.stats.failures
+    result = calibrate_on_human(
+        judge, prompt, subsets, limit, statistics_, min_kappa=config.judge_min_kappa,
+        min_order_agreement=config.judge_min_order_agreement,
+        jury_members=judge.member_identities if isinstance(judge, Jury) else ())
+    if cache is not None and judge.stats.failures == failures_before:
+        cache.put(key, result)
+    return result
+
+
+def _policy(config: EvalConfig) -> CallPolicy:
+    return CallPolicy(
+        concurrency=config.judge_concurrency, timeout_seconds=config.judge_timeout_seconds,
+        max_retries=config.judge_max_retries, backoff_seconds=config.judge_backoff_seconds,
+        max_tokens=config.judge_max_tokens, request_logprobs=config.judge_request_logprobs)
 
 
 def _grade_item(sample: SampleResult, answer: str) -> rubric.GradeItem:
@@ -98,11 +168,8 @@ def _grade_item(sample: SampleResult, answer: str) -> rubric.GradeItem:
 
 def _non_gating_reasons(report: JudgeReport, config: EvalConfig, has_champion: bool
                         ) -> list[str]:
-    reasons = []
     cal = report.calibration
-    if cal is not None and not cal.passed:
-        reasons.append(f"calibration kappa {cal.kappa:.3f} < judge_min_kappa "
-                       f"{config.judge_min_kappa} on {cal.num_pairs} {cal.version} pairs")
+    reasons = failed_floors(cal) if cal is not None else ["no human-label calibration"]
     rates = {"calibration": cal.invalid_output_rate if cal else None,
              "pairwise": report.pairwise.invalid_output_rate if report.pairwise else None,
              "rubric": report.rubric_candidate.invalid_output_rate
@@ -141,11 +208,14 @@ def length_statistics(items: Sequence[pairwise.PairItem],
     }
 
 
-def _usage(client: JudgeClient, config: EvalConfig) -> dict[str, float]:
-    s = client.stats
-    cost = (s.prompt_tokens * config.judge_price_per_1k_prompt_tokens
-            + s.completion_tokens * config.judge_price_per_1k_completion_tokens) / 1000
-    return {"requests_sent": s.requests_sent, "cache_hits": s.cache_hits,
-            "retries": s.retries, "failed_calls": s.failures,
-            "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
-            "cost": cost, "wall_seconds": s.wall_seconds}
+def _usage(clients: Sequence[JudgeClient], config: EvalConfig) -> dict[str, float]:
+    totals = {name: sum(getattr(c.stats, name) for c in clients)
+              for name in ("requests_sent", "cache_hits", "retries", "failures",
+                           "prompt_tokens", "completion_tokens", "wall_seconds")}
+    cost = (totals["prompt_tokens"] * config.judge_price_per_1k_prompt_tokens
+            + totals["completion_tokens"] * config.judge_price_per_1k_completion_tokens) / 1000
+    return {"requests_sent": totals["requests_sent"], "cache_hits": totals["cache_hits"],
+            "retries": totals["retries"], "failed_calls": totals["failures"],
+            "prompt_tokens": totals["prompt_tokens"],
+            "completion_tokens": totals["completion_tokens"], "cost": cost,
+            "wall_seconds": totals["wall_seconds"]}

@@ -132,3 +132,54 @@ def test_an_alias_the_history_never_set_is_refused(
             _check_champion_in_history(tampered, work_dir, settings, "champion")
         assert failure.value.code == "DEPLOY_CHAMPION_UNKNOWN"
         assert failure.value.details["alias_version"] == tampered
+
+
+def test_an_imported_champion_is_a_champion_move(work_dir: Path, keys: KeyPair,
+                                                 tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", mlflow_tracking_uri="sqlite:///x.db",
+                        mlflow_artifact_root=tmp_path / "a")
+    _append(work_dir, keys, "imported", "1")
+    _append(work_dir, keys, "promoted", "2")
+    read = history.read_history(work_dir, public_key_path=keys.public_key_path)
+    assert history.champion_versions(read) == {"1", "2"}
+    _check_champion_in_history("1", work_dir, settings, "champion")  # the base, after an undo
+
+
+@pytest.mark.integration
+def test_importing_never_replaces_a_recorded_champion(tmp_path: Path) -> None:
+    """A deployment whose history records a champion keeps it, even when its alias was
+    removed: the import registers the base but sets no alias and writes no entry."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from common.digests import model_root_digest
+    from registry.config import RegisterConfig
+    from registry.imports import ImportRequest
+    from registry.mlflow_registry import client_for
+    from tests.registry.conftest import allow_imports_from
+
+    home = tmp_path / "home"
+    settings = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        mlflow_artifact_root=home / "mlartifacts")
+    base = tmp_path / "base"
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1,
+                                 vocab_size=64)).save_pretrained(base)
+    source = f"dir:{base}"
+    allow_imports_from(settings.keys_dir, source)
+    keys = ensure_key_pair(settings.keys_dir)
+    work_dir = home / "deployments" / "shipyard-smol"
+    _append(work_dir, keys, "first_deployment", "7")
+    identity = json.dumps({"name": "base", "source": source, "licence": "unknown",
+                           "model_digest": model_root_digest(base)})
+    request = ImportRequest(
+        model_dir=base, base_model_identity=identity,
+        config=RegisterConfig(registered_model_name="shipyard-smol"),
+        tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root,
+        key_dir=settings.keys_dir, execution_id="local:development:t")
+
+    result, entry = history.import_base_as_champion(request, settings)
+
+    assert (result.version, result.champion_version, entry) == ("1", None, None)
+    assert client_for(settings.mlflow_tracking_uri).get_registered_model(
+        "shipyard-smol").aliases == {}
+    assert [e.action for e in history.read_history(work_dir)] == ["first_deployment"]

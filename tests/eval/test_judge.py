@@ -93,7 +93,8 @@ def test_expected_scores_from_verdict_logprobs() -> None:
 def test_malformed_outputs_are_invalid_and_make_the_judge_non_gating(tmp_path: Path) -> None:
     samples = _samples(["2", "3"], ["2", "5"])
     with ScriptedServer(chatty_judge) as server:
-        report = run_judge(EvalConfig(judge_base_url=server.base_url), JudgeEndpoint(
+        report = run_judge(EvalConfig(judge_base_url=server.base_url,
+                                      judge_calibration_limit_per_subset=5), JudgeEndpoint(
             server.base_url, "scripted-judge"), samples[0], samples[1], tmp_path)
     assert report.pairwise is not None and report.pairwise.invalid_output_rate == 1.0
     assert report.pairwise.outcomes["invalid"] == 2
@@ -191,13 +192,16 @@ def test_calibration_kappa_of_a_reference_judge_and_a_biased_one() -> None:
 
 def test_run_judge_gates_only_with_a_champion_and_a_calibrated_judge(tmp_path: Path) -> None:
     candidate, champion = _samples(["2", "3", "4"], ["2", "9", "9"])
-    config = EvalConfig(judge_base_url="set", bootstrap_resamples=200)
+    config = EvalConfig(judge_base_url="set", bootstrap_resamples=200,
+                        judge_calibration_limit_per_subset=10)
     with ScriptedServer(reference_judge) as server:
         endpoint = JudgeEndpoint(server.base_url, first_served_model(server.base_url))
         report = run_judge(config, endpoint, candidate, champion, tmp_path)
         alone = run_judge(config, endpoint, candidate, None, tmp_path)
     assert endpoint.model == "scripted-judge"
     assert report.gating and report.non_gating_reasons == []
+    assert report.calibration is not None and report.calibration.kappa == pytest.approx(1.0)
+    assert report.calibration.num_pairs == 80 and report.judge_kind == "judge"
     assert report.pairwise is not None and report.pairwise.outcomes["candidate"] == 2
     assert report.pairwise.outcomes["tie"] == 1  # both right
     assert report.rubric_candidate is not None and report.rubric_candidate.mean_score == 5.0

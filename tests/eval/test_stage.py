@@ -52,7 +52,9 @@ def test_run_eval_against_a_champion_with_a_judge(tiny_model: TinyModel, tmp_pat
                for c in outcome.decision.comparisons)
     judge_check = next(c for c in outcome.decision.checks if c.name == "judge_win_rate")
     assert judge_check.passed and outcome.judge.gating
-    assert outcome.judge.calibration is not None and outcome.judge.calibration.kappa == 1.0
+    # Human labels (LLMBar): one LLMEval² pair shows the same text twice, so even a judge that
+    # agrees with every annotator is inconsistent there (kappa 0.998, not 1).
+    assert outcome.judge.calibration is not None and outcome.judge.calibration.kappa > 0.99
     # Identical answers on both sides: a reference judge calls every pair a tie.
     assert outcome.judge.pairwise is not None and outcome.judge.pairwise.win_rate == 0.5
 

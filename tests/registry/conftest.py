@@ -155,3 +155,19 @@ def run_artifacts_dir(store: Store, run_id: str) -> Path:
     """Local directory of a run's artifacts, where an attacker with store access edits."""
     artifact_uri = client_for(store.tracking_uri).get_run(run_id).info.artifact_uri
     return Path(urlparse(artifact_uri).path)
+
+
+def allow_imports_from(keys_dir: Path, source: str) -> Path:
+    """Add `source` to the local trust policy's allowed_import_sources, as a user would
+    (generating and pinning the key pair first when there is none)."""
+    import yaml
+
+    from registry.policy import LOCAL_TRUST_POLICY_NAME
+    from registry.signing import ensure_key_pair
+
+    ensure_key_pair(keys_dir)
+    path = keys_dir / LOCAL_TRUST_POLICY_NAME
+    raw = yaml.safe_load(path.read_text())
+    raw["allowed_import_sources"] = [*(raw.get("allowed_import_sources") or []), source]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

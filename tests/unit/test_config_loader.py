@@ -259,3 +259,26 @@ def test_list_elements_of_the_wrong_type_are_refused_with_their_index() -> None:
         resolve("tiny", ["eval.tasks=[shipyard_mc, 3]"])
     assert info.value.code == "CONFIG_TYPE"
     assert "eval.tasks[1]" in info.value.message
+
+
+# ---- numbers as users type them ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5e-5", 5e-5), ("1e3", 1000.0), ("-2E+4", -20000.0), ("3.0e-3", 3e-3), (".5", 0.5)])
+def test_exponent_floats_are_numbers_in_presets(tmp_path: Path, text: str,
+                                                expected: float) -> None:
+    # YAML 1.1 (PyYAML's default) reads `5e-5` as a string; users type numbers that way
+    preset = write_preset(tmp_path, f"train:\n  weight_decay: {text}\n")
+    assert load_preset(preset)["train"]["weight_decay"] == expected
+
+
+def test_a_learning_rate_typed_as_5e_5_is_accepted() -> None:
+    resolved = resolve("tiny", ["train.learning_rate=5e-5", "train.min_learning_rate=5e-6"])
+    assert (resolved.train.learning_rate, resolved.train.min_learning_rate) == (5e-5, 5e-6)
+
+
+def test_words_that_look_like_numbers_stay_strings() -> None:
+    raw = load_preset("tiny", ["register.registered_model_name=1e", "deploy.engine=e5"])
+    assert raw["register"]["registered_model_name"] == "1e"
+    assert raw["deploy"]["engine"] == "e5"
