@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from eval.errors import EvalError
 from eval.harness import MODEL_PATHS
 from eval.judge.llmbar import SUBSETS as LLMBAR_SUBSETS
+from eval.suite.ifeval import LM_EVAL_IFEVAL_MAX_GEN_TOKENS
 from eval.suite.specs import SCORING_CHECK_TASK, TASK_SPECS
 from registry.aliases import DEFAULT_CHAMPION_ALIAS
 
@@ -50,6 +51,22 @@ class EvalConfig:
     num_concurrent: int = 4
     # Tokens generated per shipyard_exact item (the answers are a few tokens).
     max_gen_tokens: int = 16
+    # Tokens generated per IFEval prompt. lm-eval's own task allows 1280; a lower cap is far
+    # cheaper on CPU but fails instructions that need long answers ("at least 300 words"),
+    # so it changes the scores: the report records it.
+    ifeval_max_gen_tokens: int = LM_EVAL_IFEVAL_MAX_GEN_TOKENS
+    # IFEval prompts evaluated: the first N of the 541, the same N for candidate and champion.
+    # None: `limit_per_task` applies to IFEval too.
+    ifeval_limit: int | None = None
+    # Tokens generated per shipyard_skill item (the final assistant turn of a conversation).
+    skill_max_gen_tokens: int = 256
+    # Prompt through the model's chat template (lm-eval's apply_chat_template). None: when the
+    # model's tokenizer has one (a model without one keeps the text prompts). True: required
+    # (a model without one is refused). False: never.
+    use_chat_template: bool | None = None
+    # System message for chat-template prompts that have none of their own. None: the
+    # template's default (SmolLM2's inserts its own).
+    system_instruction: str | None = None
     # shipyard_scoring_check accuracy below this fails the stage (EVAL_SCORING_CHECK_FAILED): the
     # harness's logprob scoring is broken, so no other number can be trusted.
     scoring_check_min_accuracy: float = 0.95
@@ -78,6 +95,10 @@ class EvalConfig:
     # Tasks compared with the champion, each with the largest loss it tolerates in its
     # primary metric's units (accuracy for mc/exact, bits per byte for ppl).
     non_inferiority_margins: dict[str, float] = field(default_factory=_default_margins)
+    # Tasks the candidate must beat the champion on: the one-sided `confidence` lower bound
+    # of the paired improvement of the primary metric must be above 0 (with a champion; the
+    # first model has nothing to beat). Tasks here may also have a non-inferiority margin.
+    must_improve: list[str] = field(default_factory=list)
     # One-sided confidence of the non-inferiority bounds; power of the reported minimum
     # detectable effect.
     confidence: float = 0.95
@@ -171,7 +192,7 @@ class EvalConfig:
         if self.judge_enabled and JUDGED_TASK not in self.tasks:
             raise self._bad("tasks", f"must include {JUDGED_TASK!r} when a judge is configured: "
                                      "the judge compares the answers generated there.")
-        for name in ("non_inferiority_margins", "hard_floors", "hard_ceilings"):
+        for name in ("non_inferiority_margins", "hard_floors", "hard_ceilings", "must_improve"):
             extra = sorted(set(getattr(self, name)) - set(self.tasks))
             if extra:
                 raise self._bad(name, f"names tasks {extra} that are not in eval.suite.")
@@ -209,9 +230,11 @@ class EvalConfig:
                 and self.judge_calibration_limit_per_subset <= 0):
             raise self._bad("judge_calibration_limit_per_subset",
                             "must be > 0, or None for every pair.")
-        if self.limit_per_task is not None and self.limit_per_task <= 0:
-            raise self._bad("limit_per_task", "must be > 0, or None for every document.")
-        for name in ("batch_size", "num_concurrent", "max_gen_tokens", "bootstrap_resamples",
+        for name in ("limit_per_task", "ifeval_limit"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise self._bad(name, "must be > 0, or None for every document.")
+        for name in ("batch_size", "num_concurrent", "max_gen_tokens", "ifeval_max_gen_tokens",
+                     "skill_max_gen_tokens", "bootstrap_resamples",
                      "min_paired_items", "judge_max_items", "judge_concurrency",
                      "judge_max_tokens", "judge_timeout_seconds",
                      "engine_ready_timeout_seconds"):

@@ -9,7 +9,10 @@ Checks, each recorded whether it passes or not:
    paired-bootstrap interval of the per-item improvement must be above -margin. Fewer
    than `min_paired_items` pairs fails: too little evidence to show non-inferiority.
    McNemar's exact test and the minimum detectable effect are reported alongside.
-3. Judge (when it is gating, see eval/judge/run.py): the lower end of the bootstrap
+3. Improvement over the champion (when there is one), per task in `must_improve`: the lower
+   end of the same paired interval must be above 0, a strict win (e.g. on the fine-tuned
+   skill), while the other tasks only need non-inferiority (e.g. IFEval within a margin).
+4. Judge (when it is gating, see eval/judge/run.py): the lower end of the bootstrap
    interval of the candidate's length-controlled pairwise win rate (raw where a report has
    none) must be above 0.5 - margin.
 
@@ -33,7 +36,8 @@ PASS, FAIL, NO_EVIDENCE = "PASS", "FAIL", "NO_EVIDENCE"
 
 @dataclass(frozen=True)
 class GateCheck:
-    # "floor:<task>", "ceiling:<task>", "non_inferiority:<task>", "judge_win_rate"
+    # "floor:<task>", "ceiling:<task>", "non_inferiority:<task>", "improvement:<task>",
+    # "judge_win_rate"
     name: str
     passed: bool
     detail: str
@@ -59,11 +63,20 @@ def decide(config: EvalConfig, candidate: HarnessResult, champion: HarnessResult
     notes: list[str] = []
     if champion is None:
         notes.append("no champion: absolute floors and ceilings only")
+        if config.must_improve:
+            notes.append(f"must_improve {sorted(config.must_improve)} not checked: no champion "
+                         "to improve on")
     else:
+        notes.extend(_prompting_notes(candidate, champion))
         for task, margin in sorted(config.non_inferiority_margins.items()):
             check, comparison = _non_inferiority(config, task, margin, candidate, champion)
             checks.append(check)
             if comparison is not None:
+                comparisons.append(comparison)
+        for task in sorted(set(config.must_improve)):
+            check, comparison = _improvement(config, task, candidate, champion)
+            checks.append(check)
+            if comparison is not None and task not in config.non_inferiority_margins:
                 comparisons.append(comparison)
     if judge is not None:
         checks_or_notes = _judge_check(config, judge)
@@ -100,29 +113,62 @@ def _bound_checks(config: EvalConfig, candidate: HarnessResult) -> list[GateChec
 
 def _non_inferiority(config: EvalConfig, task: str, margin: float, candidate: HarnessResult,
                      champion: HarnessResult) -> tuple[GateCheck, PairedComparison | None]:
+    name = f"non_inferiority:{task}"
+    comparison, too_few = _paired(config, task, candidate, champion)
+    if comparison is None:
+        return GateCheck(name, False, f"{too_few}: too few to show non-inferiority"), None
+    passed = comparison.interval_low > -margin
+    detail = _detail(config, comparison, passed, -margin, "-margin")
+    return GateCheck(name, passed, detail), comparison
+
+
+def _improvement(config: EvalConfig, task: str, candidate: HarnessResult,
+                 champion: HarnessResult) -> tuple[GateCheck, PairedComparison | None]:
+    name = f"improvement:{task}"
+    comparison, too_few = _paired(config, task, candidate, champion)
+    if comparison is None:
+        return GateCheck(name, False, f"{too_few}: too few to show an improvement"), None
+    passed = comparison.interval_low > 0
+    detail = _detail(config, comparison, passed, 0.0, "must-improve threshold")
+    return GateCheck(name, passed, detail), comparison
+
+
+def _paired(config: EvalConfig, task: str, candidate: HarnessResult, champion: HarnessResult
+            ) -> tuple[PairedComparison | None, str]:
+    """The paired comparison of `task`'s primary metric over the documents both models were
+    scored on (paired by document hash, never by position), or None and why."""
     spec = TASK_SPECS[task]
     champion_by_hash = champion.by_doc_hash(task)
     pairs = [(s.metrics[spec.primary_metric],
               champion_by_hash[s.doc_hash].metrics[spec.primary_metric])
              for s in candidate.samples.get(task, []) if s.doc_hash in champion_by_hash]
-    name = f"non_inferiority:{task}"
     if len(pairs) < config.min_paired_items:
-        return GateCheck(name, False,
-                         f"{task}: {len(pairs)} paired items < min_paired_items "
-                         f"{config.min_paired_items}: too few to show non-inferiority"), None
-    comparison = compare_paired(
+        return None, (f"{task}: {len(pairs)} paired items < min_paired_items "
+                      f"{config.min_paired_items}")
+    return compare_paired(
         task, spec.primary_metric, [c for c, _ in pairs], [h for _, h in pairs],
         higher_is_better=spec.higher_is_better, binary=spec.binary,
         confidence=config.confidence, power=config.power,
-        resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
-    passed = comparison.interval_low > -margin
+        resamples=config.bootstrap_resamples, seed=config.bootstrap_seed), ""
+
+
+def _detail(config: EvalConfig, comparison: PairedComparison, passed: bool, threshold: float,
+            threshold_name: str) -> str:
     mcnemar = ("" if comparison.mcnemar_p_value is None
                else f", McNemar p={comparison.mcnemar_p_value:.3g}")
-    detail = (f"{task} {spec.primary_metric}: improvement {comparison.improvement:+.4f} over "
-              f"{comparison.num_pairs} pairs, {config.confidence:.0%} lower bound "
-              f"{comparison.interval_low:+.4f} {'>' if passed else '<='} -margin {-margin:+.4f}"
-              f"{mcnemar}, MDE {comparison.minimum_detectable_effect:.4f}")
-    return GateCheck(name, passed, detail), comparison
+    return (f"{comparison.task} {comparison.metric}: improvement {comparison.improvement:+.4f} "
+            f"over {comparison.num_pairs} pairs, {config.confidence:.0%} lower bound "
+            f"{comparison.interval_low:+.4f} {'>' if passed else '<='} {threshold_name} "
+            f"{threshold:+.4f}{mcnemar}, MDE {comparison.minimum_detectable_effect:.4f}")
+
+
+def _prompting_notes(candidate: HarnessResult, champion: HarnessResult) -> list[str]:
+    ours = candidate.config.get("chat_template_applied", False)
+    theirs = champion.config.get("chat_template_applied", False)
+    if ours == theirs:
+        return []
+    return [f"candidate prompted {'with' if ours else 'without'} its chat template, champion "
+            f"{'with' if theirs else 'without'}: the paired comparisons mix prompt formats"]
 
 
 def _judge_check(config: EvalConfig, judge: JudgeReport) -> GateCheck | list[str]:

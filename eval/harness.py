@@ -10,6 +10,11 @@ Two model paths behind one function (`run_harness`):
 Both tokenize with the model directory's tokenizer and send token ids, so the two paths
 score exactly the same token sequences (tests check that they agree).
 
+A model with a chat template is prompted through it (`HarnessOptions.apply_chat_template`,
+lm-eval's own `apply_chat_template`): generation and multiple-choice contexts become a user
+turn plus the assistant header (lm-eval then drops the space before a choice); rolling
+log-likelihood (perplexity) has no context and is unchanged.
+
 Each sample is kept with the sha256 of its document's canonical JSON (`doc_hash`): the
 candidate's and the champion's results pair by it, whatever order lm-eval ran them in.
 lm-eval's response cache is keyed by request, not by model, so it lives in one directory
@@ -34,6 +39,9 @@ from eval.suite.specs import TASK_SPECS, Suite
 logger = logging.getLogger(__name__)
 
 MODEL_PATHS = ("hf", "local-completions")
+# IFEval's instruction-level metrics: lm-eval aggregates them over all instructions of all
+# prompts; a sample keeps the share of its prompt's instructions followed.
+_PER_INSTRUCTION_METRICS = ("inst_level_strict_acc", "inst_level_loose_acc")
 _OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -63,6 +71,12 @@ class HarnessOptions:
     cache_dir: Path | None = None
     # hf path: torch device; None picks "cuda" when one is visible, else "cpu".
     device: str | None = None
+    # Prompt through the tokenizer's chat template (lm-eval's apply_chat_template), with this
+    # system message where the prompt has none (None: the template's own default, if any).
+    apply_chat_template: bool = False
+    system_instruction: str | None = None
+    # Per-task document limits that override `limit_per_task` (None: every document).
+    task_limits: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +90,9 @@ class SampleResult:
     # The generated text of generate_until tasks (after lm-eval's filters).
     output: str | None
     doc: dict[str, Any]
+    # generate_until tasks: the prompt exactly as the model got it (chat template applied or
+    # not). Kept in memory for checks; not written to the report.
+    prompt: str | None = None
 
 
 @dataclass
@@ -117,11 +134,15 @@ def run_harness(source: ModelSource, suite: Suite, options: HarnessOptions) -> H
         cache = options.cache_dir / source.digest / source.path
         cache.mkdir(parents=True, exist_ok=True)
         use_cache = str(cache / "responses")  # lm-eval appends _rank0.db
+    chat = ({"apply_chat_template": True, "system_instruction": options.system_instruction}
+            if options.apply_chat_template else {})
+    limit, selection = _document_selection(suite, options)
     results = lm_eval.simple_evaluate(
         model=lm,
         tasks=list(suite.tasks),
         task_manager=TaskManager(include_path=str(suite.include_dir), include_defaults=False),
-        limit=options.limit_per_task,
+        limit=limit,
+        samples=selection,
         use_cache=use_cache,
         log_samples=True,
         # lm-eval bootstraps only non-mean metrics and gives perplexities "N/A" anyway;
@@ -130,6 +151,7 @@ def run_harness(source: ModelSource, suite: Suite, options: HarnessOptions) -> H
         # None: lm-eval adds no console handler of its own; its records propagate to the
         # root logger, which the quiet console sends to the run's log file
         verbosity=None,
+        **chat,
     )
     if results is None:
         raise EvalError("EVAL_HARNESS_FAILED", "lm-eval returned no results (non-zero rank?).")
@@ -145,8 +167,33 @@ def run_harness(source: ModelSource, suite: Suite, options: HarnessOptions) -> H
         num_samples={t: len(samples[t]) for t in suite.tasks},
         wall_seconds=time.perf_counter() - started,
         lm_eval_version=str(getattr(lm_eval, "__version__", "")),
-        config={"limit_per_task": options.limit_per_task, "batch_size": options.batch_size},
+        config={"limit_per_task": options.limit_per_task, "batch_size": options.batch_size,
+                "task_limits": dict(options.task_limits),
+                "chat_template_applied": options.apply_chat_template,
+                "system_instruction": options.system_instruction,
+                "max_gen_tokens": dict(suite.max_gen_tokens)},
     )
+
+
+def _document_selection(suite: Suite, options: HarnessOptions
+                        ) -> tuple[int | None, dict[str, list[int]] | None]:
+    """lm-eval's `limit` (the first N documents of every task) or, when some task has its
+    own limit, `samples`: the first N indices of each task (lm-eval takes one or the other)."""
+    limits = {task: options.task_limits[task] for task in suite.tasks
+              if task in options.task_limits}
+    if not limits:
+        return options.limit_per_task, None
+    samples = {}
+    for task in suite.tasks:
+        rows = _count_rows(suite.data_files[task])
+        limit = limits.get(task, options.limit_per_task)
+        samples[task] = list(range(rows if limit is None else min(limit, rows)))
+    return None, samples
+
+
+def _count_rows(path: Path) -> int:
+    with path.open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 def _build_lm(source: ModelSource, options: HarnessOptions) -> Any:
@@ -221,7 +268,10 @@ def _sample(task: str, raw: dict[str, Any]) -> SampleResult:
     metrics: dict[str, float] = {}
     for name in raw["metrics"]:
         value = raw[name]
-        if isinstance(value, (tuple, list)):  # loglikelihood_rolling: (loglikelihood, units)
+        if name in _PER_INSTRUCTION_METRICS:  # IFEval: one bool per instruction of the prompt
+            metrics[name] = sum(map(bool, value)) / len(value) if value else math.nan
+            metrics["num_instructions"] = float(len(value))
+        elif isinstance(value, (tuple, list)):  # loglikelihood_rolling: (loglikelihood, units)
             loglikelihood, units = float(value[0]), float(value[1])
             if name == "bits_per_byte":
                 metrics["bits_per_byte"] = -loglikelihood / units / math.log(2)
@@ -229,10 +279,11 @@ def _sample(task: str, raw: dict[str, Any]) -> SampleResult:
                 metrics["num_bytes"] = units
         else:
             metrics[name] = float(value)
-    output = None
-    if TASK_SPECS[task].primary_metric == "exact_match":
+    output = prompt = None
+    if TASK_SPECS[task].generates:
         output = str(raw["filtered_resps"][0])
-    return SampleResult(task, int(raw["doc_id"]), doc_hash(doc), metrics, output, doc)
+        prompt = str(raw["arguments"][0][0])
+    return SampleResult(task, int(raw["doc_id"]), doc_hash(doc), metrics, output, doc, prompt)
 
 
 def _task_metrics(lm_eval_result: dict[str, Any], samples: list[SampleResult]
@@ -246,6 +297,9 @@ def _task_metrics(lm_eval_result: dict[str, Any], samples: list[SampleResult]
     for metric in list(out):
         if metric == "bits_per_byte":
             out["bits_per_byte_stderr"] = _perplexity_stderr(samples)
+        elif metric in _PER_INSTRUCTION_METRICS:
+            # Instructions of one prompt are not independent: no per-instruction stderr.
+            continue
         elif samples and metric in samples[0].metrics:  # a mean of per-item values
             out[f"{metric}_stderr"] = _mean_stderr([s.metrics[metric] for s in samples])
     out["num_samples"] = float(len(samples))

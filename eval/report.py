@@ -47,7 +47,14 @@ def build_report(*, decision: GateDecision, candidate: HarnessResult,
         "suite": {"tasks": list(suite.tasks), "versions": suite.versions,
                   "data_sha256": suite.data_digests, "source_sha256": suite.source_sha256,
                   "shipped_data": suite.shipped, "lm_eval_version": candidate.lm_eval_version,
-                  "limit_per_task": candidate.config.get("limit_per_task")},
+                  "limit_per_task": candidate.config.get("limit_per_task"),
+                  # per-task limits that override limit_per_task (ifeval_limit)
+                  "task_limits": candidate.config.get("task_limits", {}),
+                  # tokens generated per item: a cap changes a generation task's scores
+                  "max_gen_tokens": suite.max_gen_tokens,
+                  "chat_source_sha256": suite.chat_source_sha256},
+        "prompting": {"candidate": _prompting(candidate),
+                      "champion": None if champion is None else _prompting(champion)},
         "metrics": candidate.metrics,
         "champion_metrics": None if champion is None else champion.metrics,
         "gate": dataclasses.asdict(decision),
@@ -74,6 +81,13 @@ def summary(decision: GateDecision, candidate: HarnessResult, judge: JudgeReport
         out["judge.kappa"] = judge.calibration.kappa
     out["judge.gating"] = judge.gating
     return out
+
+
+def _prompting(result: HarnessResult) -> dict[str, Any]:
+    """Whether the model was prompted through its chat template, and with what system
+    message (generation and multiple-choice prompts; perplexity has none)."""
+    return {"chat_template_applied": bool(result.config.get("chat_template_applied")),
+            "system_instruction": result.config.get("system_instruction")}
 
 
 def _samples(result: HarnessResult) -> dict[str, list[dict[str, Any]]]:
@@ -200,6 +214,13 @@ def _identity_table(report: dict[str, Any]) -> str:
             ["champion digest", (report["champion"] or {}).get("digest")],
             ["lm-eval", suite["lm_eval_version"]],
             ["documents per task", suite["limit_per_task"]]]
+    rows += [[f"documents of {t}", n] for t, n in (suite.get("task_limits") or {}).items()]
+    rows += [[f"max generated tokens of {t}", n]
+             for t, n in (suite.get("max_gen_tokens") or {}).items()]
+    for who, prompting in (report.get("prompting") or {}).items():
+        if prompting is not None:
+            rows.append([f"{who} chat template", "applied" if prompting[
+                "chat_template_applied"] else "not applied (text prompts)"])
     rows += [[f"{t} (v{suite['versions'][t]})", suite["data_sha256"][t]] for t in suite["tasks"]]
     return "<h3>What was evaluated</h3>" + _table(["", ""], rows)
 

@@ -23,6 +23,7 @@ from eval.harness import HarnessOptions, HarnessResult, ModelSource, run_harness
 from eval.judge.client import JudgeEndpoint
 from eval.judge.run import JUDGED_TASK, JudgeReport, run_judge
 from eval.report import build_report, render_html, write_json
+from eval.suite.ifeval import IFEVAL_TASK
 from eval.suite.specs import SCORING_CHECK_TASK, Suite, prepare_suite
 
 logger = logging.getLogger(__name__)
@@ -53,15 +54,14 @@ def run_eval(config: EvalConfig, candidate: ModelSource, *, work_dir: Path,
     FAIL is not an exception here: the outcome carries it, the caller decides.
     """
     started = time.perf_counter()
-    options = HarnessOptions(limit_per_task=config.limit_per_task, batch_size=config.batch_size,
-                             num_concurrent=config.num_concurrent, cache_dir=cache_dir)
-    suite = _suite(config, candidate, work_dir, eval_split)
+    suite, options = _prepare(config, candidate, work_dir, eval_split, cache_dir)
     candidate_result = run_harness(candidate, suite, options)
     check_scoring(candidate_result, config.scoring_check_min_accuracy, "candidate")
     champion_result = None
     if champion is not None:
-        champion_suite = _suite(config, champion, work_dir, eval_split)
-        champion_result = run_harness(champion, champion_suite, options)
+        champion_suite, champion_options = _prepare(config, champion, work_dir, eval_split,
+                                                    cache_dir)
+        champion_result = run_harness(champion, champion_suite, champion_options)
         check_scoring(champion_result, config.scoring_check_min_accuracy, "champion")
     judge_started = time.perf_counter()
     judge = JudgeReport("not_configured")
@@ -85,25 +85,61 @@ def run_eval(config: EvalConfig, candidate: ModelSource, *, work_dir: Path,
                        candidate_result, champion_result, judge)
 
 
-def _suite(config: EvalConfig, model: ModelSource, work_dir: Path, eval_split: Path | None
-           ) -> Suite:
-    # Rendered per model: the prompts carry that model's BOS string. The data (and so the
-    # doc hashes that pair candidate and champion) is the same for both.
-    return prepare_suite(work_dir / f"suite-{model.digest[:16]}", config.tasks,
-                         bos_token=bos_token(model.model_dir),
-                         max_gen_tokens=config.max_gen_tokens, eval_split=eval_split)
+def _prepare(config: EvalConfig, model: ModelSource, work_dir: Path, eval_split: Path | None,
+             cache_dir: Path | None) -> tuple[Suite, HarnessOptions]:
+    """The suite and harness options for one model. Rendered per model: the prompts carry
+    that model's BOS string, or nothing when its chat template writes the start tokens. The
+    data (and so the doc hashes that pair candidate and champion) is the same for both."""
+    prompts = prompt_format(model.model_dir, config.use_chat_template)
+    suite = prepare_suite(work_dir / f"suite-{model.digest[:16]}", config.tasks,
+                          bos_token="" if prompts.chat_template else prompts.bos_token,
+                          max_gen_tokens=config.max_gen_tokens, eval_split=eval_split,
+                          ifeval_max_gen_tokens=config.ifeval_max_gen_tokens,
+                          skill_max_gen_tokens=config.skill_max_gen_tokens)
+    options = HarnessOptions(
+        limit_per_task=config.limit_per_task, batch_size=config.batch_size,
+        num_concurrent=config.num_concurrent, cache_dir=cache_dir,
+        apply_chat_template=prompts.chat_template,
+        system_instruction=config.system_instruction if prompts.chat_template else None,
+        task_limits=({} if config.ifeval_limit is None or IFEVAL_TASK not in config.tasks
+                     else {IFEVAL_TASK: config.ifeval_limit}))
+    return suite, options
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    bos_token: str
+    # Prompts go through the tokenizer's chat template.
+    chat_template: bool
+
+
+def prompt_format(model_dir: Path, use_chat_template: bool | None = None) -> PromptFormat:
+    """How `model_dir` is prompted: through its chat template when it has one (and
+    `use_chat_template` is not False), else text after its BOS string."""
+    tokenizer = _tokenizer(model_dir)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template and not has_template:
+        raise EvalError("EVAL_MODEL_INVALID",
+                        f"{model_dir}: eval.use_chat_template is true but its tokenizer has no "
+                        "chat template. Evaluate a chat model, or set use_chat_template: null "
+                        "(use the template where there is one) or false.")
+    chat = has_template if use_chat_template is None else use_chat_template
+    return PromptFormat(tokenizer.bos_token or "", chat)
 
 
 def bos_token(model_dir: Path) -> str:
+    return _tokenizer(model_dir).bos_token or ""
+
+
+def _tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        return AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as exc:
         raise EvalError("EVAL_MODEL_INVALID",
                         f"{model_dir}: cannot load its tokenizer ({exc}). Pass an HF model "
                         "directory with tokenizer files (the train stage's output).") from exc
-    return tokenizer.bos_token or ""
 
 
 def check_scoring(result: HarnessResult, min_accuracy: float, which: str) -> None:

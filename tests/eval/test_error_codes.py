@@ -37,6 +37,9 @@ from serving.process import free_port
         ({"non_inferiority_margins": {"shipyard_mc": -0.1}}, "non_inferiority_margins"),
         ({"confidence": 1.0}, "confidence"),
         ({"limit_per_task": 0}, "limit_per_task"),
+        ({"ifeval_limit": 0}, "ifeval_limit"),
+        ({"ifeval_max_gen_tokens": 0}, "ifeval_max_gen_tokens"),
+        ({"must_improve": ["ifeval"]}, "must_improve"),  # not among the tasks run
         ({"judge_max_retries": -1}, "judge_max_retries"),
     ],
 )

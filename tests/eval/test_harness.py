@@ -13,7 +13,7 @@ import pytest
 from eval.errors import EvalError
 from eval.harness import HarnessOptions, ModelSource, run_harness
 from eval.stage import bos_token, check_scoring
-from eval.suite.specs import TASK_SPECS, prepare_suite
+from eval.suite.specs import BUILT_TASKS, prepare_suite
 from serving.engine import start_engine
 from testing.scripted_server import Reply, ScriptedServer
 from tests.conftest import subprocess_env
@@ -25,7 +25,7 @@ LIMIT = 20
 
 
 def test_in_process_and_endpoint_paths_agree(tiny_model: TinyModel, tmp_path: Path) -> None:
-    suite = prepare_suite(tmp_path / "suite", list(TASK_SPECS),
+    suite = prepare_suite(tmp_path / "suite", list(BUILT_TASKS),
                           bos_token=bos_token(tiny_model.model_dir), max_gen_tokens=8)
     options = HarnessOptions(limit_per_task=LIMIT, cache_dir=tmp_path / "cache")
     in_process = run_harness(ModelSource(tiny_model.model_dir, tiny_model.digest), suite,
@@ -35,7 +35,7 @@ def test_in_process_and_endpoint_paths_agree(tiny_model: TinyModel, tmp_path: Pa
         endpoint = run_harness(ModelSource(tiny_model.model_dir, tiny_model.digest,
                                            "local-completions", base_url=engine.base_url,
                                            served_model_name="tiny"), suite, options)
-    for task in TASK_SPECS:
+    for task in BUILT_TASKS:
         ours, theirs = in_process.by_doc_hash(task), endpoint.by_doc_hash(task)
         assert set(ours) == set(theirs) and len(ours) == min(LIMIT, 50)
         for doc, sample in ours.items():
@@ -46,7 +46,7 @@ def test_in_process_and_endpoint_paths_agree(tiny_model: TinyModel, tmp_path: Pa
                     task, doc, metric)
             assert other.output == sample.output  # greedy decoding, same tokens
     assert in_process.metrics["shipyard_scoring_check"]["acc"] == 1.0
-    assert in_process.versions == {t: "1.0" for t in TASK_SPECS}
+    assert in_process.versions == {t: "1.0" for t in BUILT_TASKS}
     # One response cache per (model digest, model path): lm-eval's cache ignores the model.
     assert {p.parent.name for p in (tmp_path / "cache" / tiny_model.digest).glob("*/*.db")} == {
         "hf", "local-completions"}

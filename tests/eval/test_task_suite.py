@@ -17,14 +17,14 @@ from eval.suite.build import (
     source_digest,
     write_task_data,
 )
-from eval.suite.specs import TASK_SPECS, prepare_suite
+from eval.suite.specs import BUILT_TASKS, prepare_suite
 
 pytestmark = pytest.mark.unit
 
 
 def test_shipped_data_is_the_deterministic_build_of_the_eval_split(tmp_path: Path) -> None:
     write_task_data(load_items(DEFAULT_SOURCE), tmp_path)
-    for name in [*(f"{t}.jsonl" for t in TASK_SPECS), MANIFEST_NAME]:
+    for name in [*(f"{t}.jsonl" for t in BUILT_TASKS), MANIFEST_NAME]:
         assert (tmp_path / name).read_bytes() == (SHIPPED_DATA_DIR / name).read_bytes(), (
             f"{name} differs from a fresh build: run `python -m eval.suite.build`")
 
@@ -81,8 +81,8 @@ def test_other_held_out_data_gets_its_own_task_files(tmp_path: Path) -> None:
 
 
 def test_rendered_yaml_points_at_absolute_data_and_carries_versions(tmp_path: Path) -> None:
-    suite = prepare_suite(tmp_path, list(TASK_SPECS), bos_token='<"s">', max_gen_tokens=7)
-    for task in TASK_SPECS:
+    suite = prepare_suite(tmp_path, list(BUILT_TASKS), bos_token='<"s">', max_gen_tokens=7)
+    for task in BUILT_TASKS:
         config = yaml.safe_load((suite.include_dir / f"{task}.yaml").read_text())
         data_file = Path(config["dataset_kwargs"]["data_files"]["test"])
         assert data_file.is_absolute() and data_file.is_file()
