@@ -142,10 +142,10 @@ def test_a_template_the_mask_cannot_use_is_refused(
 
 @pytest.mark.unit
 def test_chat_needs_a_base_model_and_a_known_format() -> None:
-    with pytest.raises(StageError, match="data.base_model_dir") as caught:
+    with pytest.raises(StageError, match=r"data\.base_model_dir") as caught:
         DataConfig(format="chat")
     assert caught.value.code == "CONFIG_INVALID"
-    with pytest.raises(StageError, match="data.format"):
+    with pytest.raises(StageError, match=r"data\.format"):
         DataConfig(format="sharegpt")
 
 
