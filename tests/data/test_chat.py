@@ -62,7 +62,7 @@ def test_mask_spans_are_exactly_each_assistant_content_and_its_im_end(
 ) -> None:
     messages = ([{"role": "system", "content": system}] if system else []) + MULTI_TURN
     encoded = chat.encode_conversation(tokenizer, messages)
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    text = str(tokenizer.apply_chat_template(messages, tokenize=False))
     assert tokenizer.decode(encoded.ids) == text
     answers = [m["content"] for m in messages if m["role"] == "assistant"]
     spans = [tokenizer.decode(encoded.ids[start:end]) for start, end in _runs(encoded.loss_mask)]
@@ -199,7 +199,9 @@ def rejected(tmp_path_factory: pytest.TempPathFactory,
         write_jsonl(work / f"{split}.jsonl", rows)
     config = DataConfig(format="chat", base_model_dir=str(tiny_chat_model_dir),
                         max_example_tokens=200, min_rows_per_split=10,
-                        **{f"{s}_path": str(work / f"{s}.jsonl") for s in splits})
+                        train_path=str(work / "train.jsonl"),
+                        validation_path=str(work / "validation.jsonl"),
+                        eval_path=str(work / "eval.jsonl"))
     with pytest.raises(StageError) as caught:
         validate_dataset(config, work / "out")
     assert caught.value.code == "DATA_VALIDATION_FAILED"

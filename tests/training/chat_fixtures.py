@@ -59,10 +59,10 @@ def small_chat_dataset_dir(tmp_path_factory: pytest.TempPathFactory,
         return out
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     inputs = _shared_dir(tmp_path_factory, "small-chat-input")
-    paths = {}
     for split, rows in SMALL_CHAT_ROWS.items():
-        paths[f"{split}_path"] = str(inputs / f"{split}.jsonl")
         write_jsonl(inputs / f"{split}.jsonl", read_chat_split(split)[:rows])
     config = DataConfig(format="chat", base_model_dir=str(tiny_chat_model_dir),
-                        max_example_tokens=256, **paths)
+                        max_example_tokens=256, train_path=str(inputs / "train.jsonl"),
+                        validation_path=str(inputs / "validation.jsonl"),
+                        eval_path=str(inputs / "eval.jsonl"))
     return validate_dataset(config, out).output_dir

@@ -49,9 +49,10 @@ from training.loop import _accumulate_chat_gradients, _chat_loss_sum
 
 PADDED_TOLERANCE = 1e-5
 RANKS_TOLERANCE = 1e-4
-CHAT_TRAIN = {"seq_len": 256, "global_batch_size": 4, "max_steps": 2, "warmup_steps": 1,
-              "learning_rate": 1e-3, "min_learning_rate": 1e-4, "eval_every_steps": 2,
-              "eval_batches": 2, "checkpoint_every_steps": 2}
+CHAT_TRAIN: dict[str, Any] = {
+    "seq_len": 256, "global_batch_size": 4, "max_steps": 2, "warmup_steps": 1,
+    "learning_rate": 1e-3, "min_learning_rate": 1e-4, "eval_every_steps": 2, "eval_batches": 2,
+    "checkpoint_every_steps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +193,8 @@ def test_accumulated_loss_and_gradient_are_the_global_token_mean(
         def step(micro_batches: list[torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
             model.zero_grad(set_to_none=True)
             loss = _accumulate_chat_gradients(job, examples, micro_batches)  # type: ignore[arg-type]
-            return loss, [p.grad.clone() for p in model.parameters()]
+            return loss, [grad.clone() for p in model.parameters()
+                          if (grad := p.grad) is not None]
 
         whole_loss, whole_grads = step([torch.tensor([0, 1, 2, 3])])
         split_loss, split_grads = step([torch.tensor([i]) for i in range(4)])
