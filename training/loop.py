@@ -219,8 +219,9 @@ def _load_data(config: TrainConfig, dataset_dir: Path) -> _Data:
     train_windows: TokenWindows | ChatExamples
     val_windows: TokenWindows | ChatExamples
     if is_chat_dataset(dataset_dir):
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-            else tokenizer.eos_token_id  # pads are masked out of attention and labels
+        pad = tokenizer.pad_token_id
+        if pad is None:  # pads are masked out of attention and labels: any id will do
+            pad = tokenizer.eos_token_id
         train_windows, val_windows = (
             load_chat_examples(dataset_dir, split, config.seq_len, pad, tokenizer_digest)
             for split in ("train", "validation"))
