@@ -166,6 +166,7 @@ def render_html(report: dict[str, Any]) -> str:
         _identity_table(report),
         _metrics_table(report),
         _comparisons_table(report),
+        _generations_table(report),
         _judge_tables(report["judge"]),
         _plot(report),
     ]
@@ -188,9 +189,14 @@ def overview_facts(report: dict[str, Any]) -> StageFacts:
     facts = [("candidate", short_digest(report["model"]["digest"])),
              ("champion", short_digest((report["champion"] or {}).get("digest"))
               if report["champion"] else "none (absolute bounds only)")]
+    champion_metrics = report.get("champion_metrics") or {}
     for key, value in (report.get("summary") or {}).items():
-        if key not in ("gate", "mode"):
-            facts.append((key, format_value(value)))
+        if key in ("gate", "mode"):
+            continue
+        task, _, metric = key.partition(".")
+        champion_value = (champion_metrics.get(task) or {}).get(metric)
+        facts.append((key, format_value(value) if champion_value is None else
+                      f"{format_value(value)} (champion {format_value(champion_value)})"))
     return StageFacts(headline=headline, facts=facts, table=gate_table(report))
 
 
@@ -254,6 +260,43 @@ def _comparisons_table(report: dict[str, Any]) -> str:
         ["task", "metric", "pairs", "candidate", "champion", "improvement",
          f"{2 * report['config']['confidence'] - 1:.0%} interval", "margin", "McNemar p",
          "MDE"], rows)
+
+
+# Generated answers shown side by side per generation task: enough to see what changed.
+SIDE_BY_SIDE_SAMPLES = 4
+
+
+def side_by_side(report: dict[str, Any], per_task: int = SIDE_BY_SIDE_SAMPLES
+                 ) -> list[dict[str, Any]]:
+    """The first `per_task` paired items of each generation task: doc id, the champion's and
+    the candidate's answers and primary metric (the same documents, paired by doc id)."""
+    samples = report.get("samples") or {}
+    champion_samples = samples.get("champion") or {}
+    out = []
+    for task, candidate_items in (samples.get("candidate") or {}).items():
+        spec = TASK_SPECS.get(task)
+        if spec is None or not spec.generates:
+            continue
+        champion_by_doc = {s["doc_id"]: s for s in champion_samples.get(task, [])}
+        for item in candidate_items[:per_task]:
+            other = champion_by_doc.get(item["doc_id"]) or {}
+            out.append({"task": task, "doc_id": item["doc_id"],
+                        "metric": spec.primary_metric,
+                        "champion_output": other.get("output"),
+                        "champion_score": (other.get("metrics") or {}).get(spec.primary_metric),
+                        "candidate_output": item["output"],
+                        "candidate_score": item["metrics"].get(spec.primary_metric)})
+    return out
+
+
+def _generations_table(report: dict[str, Any]) -> str:
+    rows = [[r["task"], r["doc_id"], r["champion_output"], r["champion_score"],
+             r["candidate_output"], r["candidate_score"]] for r in side_by_side(report)]
+    if not rows:
+        return ""
+    return ("<h3>Generations side by side (first items of each generation task)</h3>"
+            + _table(["task", "doc", "champion answer", "score", "candidate answer", "score"],
+                     rows))
 
 
 def _judge_tables(judge: dict[str, Any]) -> str:
