@@ -1,7 +1,6 @@
-"""Flyte tasks `provision_base` (BaseConfig -> BaseModel, a thin shell over
-`training.pretrained.provision_base_model`) and `import_base_champion` (the base as the
-registered model's first champion, `deploy.history.import_base_as_champion`), and the check
-every consumer of a BaseModel runs on it."""
+"""Flyte task `provision_base`: BaseConfig -> BaseModel (a thin shell over
+`training.pretrained.provision_base_model`), and the check every consumer of a BaseModel runs
+on it."""
 
 from __future__ import annotations
 
@@ -15,9 +14,7 @@ from flytekit.types.directory import FlyteDirectory
 
 from common.digests import model_root_digest
 from common.errors import StageError
-from common.settings import PROJECT_ROOT, load_settings
-from deploy.config import DeployConfig
-from registry.config import RegisterConfig
+from common.settings import load_settings
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel
@@ -88,36 +85,3 @@ def base_model_path(base: BaseModel) -> Path:
             "The files changed after provisioning; delete the converted copy under "
             f"<SHIPYARD_HOME>/{BASE_MODELS_DIRNAME}/ and run again.")
     return path
-
-
-# Never cached: whether the registered model has a champion is a fact about the live registry.
-# Import is idempotent by digest and never moves a champion that exists.
-@task(cache=False, retries=2, timeout=timeouts.REGISTER, enable_deck=False,
-      deck_fields=STAGE_DECK_FIELDS, requests=Resources(cpu="1", mem="2Gi"))
-def import_base_champion(base: BaseModel | None, register_config: RegisterConfig,
-                         deploy_config: DeployConfig) -> str:
-    """Register the base model as its own, signed, imported version and make it the first
-    champion when the registered model has none, so the first fine-tune is gated against its
-    base and canaried against it. Returns ``models:/NAME/VERSION`` of the imported version,
-    or ``none`` when there is no base."""
-    if base is None:
-        return "none"
-    # MLflow and model-signing load when the task runs, not at import
-    from deploy.history import import_base_as_champion
-    from registry.imports import ImportRequest
-    from tasks.register import invocation_id
-
-    quiet_console()
-    settings = load_settings()
-    request = ImportRequest(
-        model_dir=base_model_path(base), base_model_identity=base.identity.to_json(),
-        config=register_config, tracking_uri=settings.mlflow_tracking_uri,
-        artifact_root=settings.mlflow_artifact_root, key_dir=settings.keys_dir,
-        execution_id=invocation_id(), project_root=PROJECT_ROOT)
-    result, entry = import_base_as_champion(request, settings, deploy_config.deployment_name)
-    state = ("imported as the first champion" if result.champion_moved else
-             f"registered (champion stays version {result.champion_version})" if result.created
-             else f"already registered (champion: version {result.champion_version})")
-    recorded = "; recorded in the signed champion history" if entry is not None else ""
-    print(f"[shipyard] base model {base.identity.source}: {result.model_uri} {state}{recorded}")
-    return result.model_uri

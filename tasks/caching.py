@@ -31,5 +31,5 @@ def code_version(*relative_paths: str, packages: tuple[str, ...] = ()) -> str:
 
 
 # Modules every stage depends on.
-COMMON = ("common", "tasks/contracts.py", "tasks/timeouts.py", "deploy/outcomes.py",
-          "tasks/flyte_adapter.py", "tasks/overview.py", "tasks/caching.py")
+COMMON = ("common", "tasks/contracts.py", "training/pretrained.py", "tasks/timeouts.py",
+          "deploy/outcomes.py", "tasks/flyte_adapter.py", "tasks/overview.py", "tasks/caching.py")

@@ -141,8 +141,9 @@ def _train_task(elastic: Elastic) -> Any:
     return task(
         timeout=timeouts.TRAIN,
         task_config=elastic,
-        cache=Cache(version=code_version(*COMMON, "tasks/train.py", "training",
-                                         packages=("torch", "transformers", "safetensors", "peft")),
+        cache=Cache(version=code_version(*COMMON, "tasks/train.py", "tasks/base_model.py",
+                                         "training", packages=("torch", "transformers",
+                                                               "safetensors", "peft")),
                     ignored_inputs=("prices",)),
         retries=2,
         interruptible=True,

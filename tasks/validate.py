@@ -46,7 +46,7 @@ def _check_sources_unchanged(expected: dict[str, str], read: dict[str, dict[str,
 
 @task(
     timeout=timeouts.VALIDATE,
-    cache=Cache(version=code_version(*COMMON, "tasks/validate.py", "data",
+    cache=Cache(version=code_version(*COMMON, "tasks/validate.py", "tasks/base_model.py", "data",
                                  packages=_OUTPUT_SHAPING_PACKAGES),
                 ignored_inputs=("prices",)),
     retries=1,

@@ -19,10 +19,11 @@ from flytekit.core.base_task import PythonTask
 from flytekit.core.promise import Promise
 from flytekit.extras.accelerators import H100
 
-from tasks.base_model import import_base_champion, provision_base
+from tasks.base_model import provision_base
 from tasks.contracts import DeploymentResult
 from tasks.deploy_canary import deploy_canary
 from tasks.evaluate import champion_reference, evaluate
+from tasks.import_base import import_base_champion
 from tasks.register import register
 from tasks.resolve import resolve_config
 from tasks.train import train, train_1_gpu, train_2_nodes_8_gpus, train_8_gpus
