@@ -8,6 +8,10 @@ from common.errors import StageError
 
 SPLITS = ("train", "validation", "eval")
 PII_ACTIONS = ("fail", "warn")
+# "prompt_response": one prompt and one response column, formatted with the project's template
+# (common/template.py) and packed; "chat": a column of messages rendered with the base model's
+# own chat template, one example per sequence, loss on assistant tokens only (data/chat.py).
+FORMATS = ("prompt_response", "chat")
 
 
 @dataclass
@@ -17,10 +21,15 @@ class DataConfig:
     train_path: str = "data/corpus/train.jsonl"
     validation_path: str = "data/corpus/validation.jsonl"
     eval_path: str = "data/corpus/eval.jsonl"
-    # Column names holding the prompt and the reference answer.
+    # Row format, one of FORMATS. "chat" needs `base_model_dir` (its tokenizer's chat template).
+    format: str = "prompt_response"
+    # Column names holding the prompt and the reference answer ("prompt_response").
     prompt_field: str = "instruction"
     response_field: str = "response"
-    # Token budget of one formatted example (template + prompt + response + EOS).
+    # Column holding the conversation ("chat"): a list of {"role", "content"} objects.
+    messages_field: str = "messages"
+    # Token budget of one formatted example (template + prompt + response + EOS; for chat the
+    # whole rendered conversation). Chat examples are never truncated: longer rows are refused.
     max_example_tokens: int = 128
     # Fewest rows a split may have.
     min_rows_per_split: int = 10
@@ -51,6 +60,18 @@ class DataConfig:
             raise StageError(
                 "CONFIG_INVALID",
                 f"data.pii_action={self.pii_action!r}: must be one of {list(PII_ACTIONS)}.",
+            )
+        if self.format not in FORMATS:
+            raise StageError(
+                "CONFIG_INVALID",
+                f"data.format={self.format!r}: must be one of {list(FORMATS)}.",
+            )
+        if self.format == "chat" and self.base_model_dir is None:
+            raise StageError(
+                "CONFIG_INVALID",
+                "data.format='chat' needs data.base_model_dir: conversations are rendered with "
+                "that model's own tokenizer and chat template. Set it to the local model "
+                "directory you fine-tune (the same as train.base_model_dir).",
             )
         for name in ("max_example_tokens", "min_rows_per_split", "tokenizer_vocab_size",
                      "tokenizer_train_max_rows", "max_file_bytes", "max_row_bytes", "chunk_rows",

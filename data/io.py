@@ -50,6 +50,10 @@ class ReadLimits:
 
     max_file_bytes: int = 1 << 30  # 1 GiB
     max_row_bytes: int = 64 << 10  # 64 KiB: far above any row a 128–2048-token model trains on
+    # Columns that may hold nested JSON (a chat row's list of messages); their shape is judged
+    # by the data rules, so a malformed one is reported by row instead of stopping the read.
+    # Every other column must stay flat. Depth is still bounded by the parser.
+    nested_fields: tuple[str, ...] = ()
 
 
 def is_uri(location: str) -> bool:
@@ -224,8 +228,8 @@ def _jsonl_records(split: str, resolved: str, handle: IO[bytes],
             ) from exc
         if not line.strip():
             continue  # blank lines (a trailing newline, say) carry no record
-        record = _parse_record(where, line)
-        _check_column_types(where, record, column_types)
+        record = _parse_record(where, line, limits.nested_fields)
+        _check_column_types(where, record, column_types, limits.nested_fields)
         yield record, len(raw)
 
 
@@ -246,7 +250,8 @@ def _parse_constant(text: str) -> float:
     raise ValueError(f"{text} is not valid JSON")
 
 
-def _parse_record(where: str, line: str) -> dict[str, Any]:
+def _parse_record(where: str, line: str, nested_fields: tuple[str, ...] = ()
+                  ) -> dict[str, Any]:
     try:
         record = json.loads(line, parse_int=_parse_int, parse_float=_parse_float,
                             parse_constant=_parse_constant)
@@ -268,7 +273,8 @@ def _parse_record(where: str, line: str) -> dict[str, Any]:
             f"{where}: expected a JSON object, got {type(record).__name__}. Each line must "
             'be an object such as {"instruction": "...", "response": "..."}.',
         )
-    nested = sorted(k for k, v in record.items() if isinstance(v, dict | list))
+    nested = sorted(k for k, v in record.items()
+                    if isinstance(v, dict | list) and k not in nested_fields)
     if nested:
         raise StageError(
             "DATA_UNPARSEABLE",
@@ -286,12 +292,13 @@ def _type_name(value: Any) -> str | None:
     return "number" if isinstance(value, int | float) else "text"
 
 
-def _check_column_types(where: str, record: dict[str, Any],
-                        column_types: dict[str, str]) -> None:
-    """One type per column (null aside), fixed by the first row that has a value."""
+def _check_column_types(where: str, record: dict[str, Any], column_types: dict[str, str],
+                        nested_fields: tuple[str, ...] = ()) -> None:
+    """One type per column (null aside), fixed by the first row that has a value; nested
+    fields are left to the data rules."""
     for key, value in record.items():
         kind = _type_name(value)
-        if kind is None:
+        if kind is None or key in nested_fields:
             continue
         seen = column_types.setdefault(key, kind)
         if seen != kind:

@@ -7,9 +7,11 @@ blocking rule passes is one directory published:
 
     output_dir/
       train.jsonl, validation.jsonl, eval.jsonl   columns exactly: id, prompt, response
+                                                  (data.format "chat": id, messages)
       train.tokens.bin/.json,                     the training token stream of train and
       validation.tokens.bin/.json                 validation (common.token_file), memory-mapped
-                                                  by train
+                                                  by train; for chat, format v2 with the
+                                                  assistant-only loss mask and example offsets
       tokenizer/                                  HF format (save_pretrained)
       validation_report.json, validation_report.html
 
@@ -34,7 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -44,7 +46,8 @@ from common.digests import sha256_file, sha256_tree
 from common.errors import StageError
 from common.html import page
 from common.template import format_example
-from common.token_file import TokenFileWriter, example_token_stream
+from common.token_file import ChatTokenFileWriter, TokenFileWriter, example_token_stream
+from data import chat
 from data.config import SPLITS, DataConfig
 from data.io import (
     ReadLimits,
@@ -62,7 +65,13 @@ from data.tokenizer import (
     save_tokenizer,
     train_bpe_tokenizer,
 )
-from data.validation import ID_FIELD, Validation, with_columns
+from data.validation import (
+    ID_FIELD,
+    Validation,
+    has_leakage_source,
+    input_fields,
+    with_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +109,8 @@ def validate_dataset(config: DataConfig, output_dir: Path) -> ValidationOutcome:
     started = time.monotonic()
     output_dir = Path(output_dir).resolve()
     locations = check_config(config, output_dir)
-    limits = ReadLimits(max_file_bytes=config.max_file_bytes, max_row_bytes=config.max_row_bytes)
+    limits = ReadLimits(max_file_bytes=config.max_file_bytes, max_row_bytes=config.max_row_bytes,
+                        nested_fields=(config.messages_field,) if config.format == "chat" else ())
     readers = {split: SplitReader(split, locations[split], limits, config.chunk_rows,
                                   config.chunk_bytes) for split in SPLITS}
     inputs = {
@@ -165,8 +175,7 @@ def _stream_splits(
         writer = _SplitWriter(staging, split, config, saved_tokenizer, tokenizer_digest)
         with writer:
             for chunk in reader:
-                chunk = with_columns(chunk, (config.prompt_field, config.response_field,
-                                             ID_FIELD))
+                chunk = with_columns(chunk, (*input_fields(config), ID_FIELD))
                 checker.add_chunk(chunk)
                 writer.add_chunk(chunk)
             split_digests[split], digests = writer.close()
@@ -174,7 +183,7 @@ def _stream_splits(
         results += checker.finish(reader.columns, reader.rows)
         if checker.longest is not None:
             longest[split] = checker.longest
-        if split == "train" and config.prompt_field in reader.columns:
+        if split == "train" and has_leakage_source(config, reader.columns):
             train_prompts = checker.prompt_digests()
     report = validation.report(results, {split: readers[split].rows for split in SPLITS},
                                longest, inputs)
@@ -192,22 +201,44 @@ class _SplitWriter:
         self.path = staging / f"{split}.jsonl"
         self._handle: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 (closed in close)
         self._sha = hashlib.sha256()
-        self.tokens = (TokenFileWriter(staging, split, len(tokenizer), tokenizer_digest)
+        writer = ChatTokenFileWriter if config.format == "chat" else TokenFileWriter
+        self.tokens = (writer(staging, split, len(tokenizer), tokenizer_digest)
                        if split in TOKENIZED_SPLITS else None)
         self.tokenizable = True
 
     def add_chunk(self, chunk: pd.DataFrame) -> None:
         records = normalized_records(chunk, self.split, self.config)
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        # default=str: a malformed chat row (rejected by the rules, never published) must not
+        # stop the pass that reports it
+        data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
+                       for r in records).encode()
         self._handle.write(data)
         self._sha.update(data)
         if self.tokens is None or not self.tokenizable:
+            return
+        if isinstance(self.tokens, ChatTokenFileWriter):
+            self._add_conversations([r["messages"] for r in records])
             return
         examples = [(r["prompt"], r["response"]) for r in records]
         if not all(isinstance(p, str) and isinstance(r, str) for p, r in examples):
             self.tokenizable = False
             return
         self.tokens.append(example_token_stream(self.tokenizer, examples), len(examples))
+
+    def _add_conversations(self, conversations: list[Any]) -> None:
+        assert isinstance(self.tokens, ChatTokenFileWriter)
+        encoded = []
+        for messages in conversations:
+            if not _is_usable_conversation(messages):
+                self.tokenizable = False
+                return
+            try:
+                example = chat.encode_conversation(self.tokenizer, messages)
+            except chat.ConversationError:
+                self.tokenizable = False
+                return
+            encoded.append((example.ids, example.loss_mask))
+        self.tokens.append(encoded)
 
     def close(self) -> tuple[str, dict[str, str]]:
         """(sha256 of the normalized split, digests of the token files by name)."""
@@ -273,6 +304,10 @@ def _check_output_dir(output_dir: Path, config: DataConfig, locations: dict[str,
 def build_tokenizer(config: DataConfig, train: SplitReader) -> PreTrainedTokenizerBase:
     """The base model's tokenizer when configured, else a BPE trained on the train split,
     streamed through once."""
+    if config.format == "chat":
+        tokenizer = load_base_tokenizer(_base_model_path(config), keep_chat_template=True)
+        chat.check_chat_template(tokenizer, str(config.base_model_dir))
+        return tokenizer
     if config.base_model_dir is not None:
         return load_base_tokenizer(_base_model_path(config))
     tokenizer = train_bpe_tokenizer(_training_texts(config, train), config.tokenizer_vocab_size)
@@ -331,9 +366,18 @@ def _reject(
 
 
 def normalized_records(frame: pd.DataFrame, split: str, config: DataConfig) -> list[dict]:
-    """Rows as {"id", "prompt", "response"}; a row without an id gets "<split>-<row>", its
-    row number in the file (the frame's index)."""
+    """Rows as {"id", "prompt", "response"} (chat: {"id", "messages"}, each message exactly
+    {"role", "content"}); a row without an id gets "<split>-<row>", its row number in the file
+    (the frame's index)."""
     ids = frame[ID_FIELD] if ID_FIELD in frame.columns else [None] * len(frame)
+    if config.format == "chat":
+        return [
+            {"id": f"{split}-{row}" if _is_null(row_id) else str(row_id),
+             "messages": (chat.canonical_messages(messages)
+                          if _is_usable_conversation(messages) else messages)}
+            for row, row_id, messages in zip(frame.index, ids, frame[config.messages_field],
+                                             strict=True)
+        ]
     return [
         {"id": f"{split}-{row}" if _is_null(row_id) else str(row_id), "prompt": prompt,
          "response": response}
@@ -346,6 +390,14 @@ def normalized_records(frame: pd.DataFrame, split: str, config: DataConfig) -> l
 
 def _is_null(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)  # NaN
+
+
+def _is_usable_conversation(messages: Any) -> bool:
+    """Whether the chat structure, role and order rules pass (the template may still fail)."""
+    if _is_null(messages) or chat.structure_problem(messages) is not None:
+        return False
+    messages = chat.as_messages(messages)
+    return chat.role_problem(messages) is None and chat.order_problem(messages) is None
 
 
 def _write_reports(directory: Path, report: ValidationReport) -> tuple[Path, Path]:

@@ -99,8 +99,11 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
     )
 
 
-def load_base_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
-    """The tokenizer saved in a local model directory (never the Hub), with our chat template."""
+def load_base_tokenizer(model_dir: Path, *, keep_chat_template: bool = False
+                        ) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a local model directory (never the Hub), with our chat template,
+    or with the model's own one when `keep_chat_template` (chat-format data is rendered with
+    it, and serving must render requests the same way)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -120,7 +123,8 @@ def load_base_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     # bind every later loader to them; the published tokenizer must not depend on how we read it.
     for loading_option in ("local_files_only", "is_local"):
         tokenizer.init_kwargs.pop(loading_option, None)
-    tokenizer.chat_template = chat_template()
+    if not keep_chat_template:
+        tokenizer.chat_template = chat_template()
     return tokenizer
 
 

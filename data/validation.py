@@ -25,13 +25,14 @@ import hashlib
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
+from data import chat
 from data.config import DataConfig
 from data.report import (
     MAX_EXAMPLE_ROWS,
@@ -45,6 +46,18 @@ from data.tokenizer import count_example_tokens
 ID_FIELD = "id"
 NUM_TOKENS_COLUMN = "_num_tokens"  # derived: tokens of the formatted example
 IN_TRAIN_COLUMN = "_prompt_in_train"  # derived: this prompt also appears in the train split
+# Derived columns of chat rows. Each rule column is True (passes), False (fails) or None (an
+# earlier rule already failed the row, or it is null), so a bad row is reported by the first
+# rule it breaks, in this order.
+CHAT_RULE_COLUMNS = {
+    "chat_structure": "_chat_structure_ok",
+    "chat_roles": "_chat_roles_ok",
+    "chat_turn_order": "_chat_turn_order_ok",
+    "chat_assistant_not_blank": "_chat_assistant_ok",
+    "chat_template_renders": "_chat_renders_ok",
+}
+CONVERSATION_COLUMN = "_conversation"  # "role: content" lines: PII and duplicate rules
+CONVERSATION_PROMPT_COLUMN = "_conversation_prompt"  # the same but the last turn: leakage
 
 # Not exhaustive PII detection: the common shapes that slip into scraped instruction data.
 EMAIL_REGEX = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
@@ -126,7 +139,7 @@ class SplitValidation:
         self.validation, self.split = validation, split
         self.train_prompts = train_prompts
         config = validation.config
-        self.fields = (config.prompt_field, config.response_field, ID_FIELD)
+        self.fields = (*input_fields(config), ID_FIELD)
         # Every rule a chunk could need; `finish` keeps those the split's columns call for.
         self.row_checks = [c for c in build_checks(split, self.fields, config,
                                                    check_leakage=train_prompts is not None)
@@ -135,7 +148,8 @@ class SplitValidation:
         self.batches = validation.source.add_dataframe_asset(split) \
             .add_batch_definition_whole_dataframe(f"{split}_chunk")
         self.totals = {check.key: _RowRuleTotal() for check in self.row_checks}
-        self.uniques = {column: _Duplicates() for column in (config.prompt_field, ID_FIELD)}
+        self.uniques = {column: _Duplicates()
+                        for column in (*unique_columns(config), leakage_column(config))}
         self.longest: int | None = None
 
     def add_chunk(self, chunk: pd.DataFrame) -> None:
@@ -149,7 +163,7 @@ class SplitValidation:
             check = self.row_checks[gx_result.expectation_config.meta["order"]]
             _add_to_total(self.totals[check.key], gx_result)
         for column, duplicates in self.uniques.items():
-            duplicates.add(chunk[column])
+            duplicates.add(frame[column])
         tokens = frame.get(NUM_TOKENS_COLUMN)
         if tokens is not None and tokens.notna().any():
             self.longest = max(self.longest or 0, int(tokens.max()))
@@ -162,7 +176,7 @@ class SplitValidation:
 
     def prompt_digests(self) -> np.ndarray:
         """Sorted unique digests of the split's string prompts (the train leakage set)."""
-        return self.uniques[self.validation.config.prompt_field].unique_string_digests()
+        return self.uniques[leakage_column(self.validation.config)].unique_string_digests()
 
     def _split_result(self, check: _Check, columns: Sequence[str], num_rows: int
                       ) -> ExpectationResult:
@@ -279,6 +293,30 @@ def prompt_membership(prompts: pd.Series, digests: np.ndarray) -> pd.Series:
     return pd.Series(found & is_text, index=prompts.index)
 
 
+def input_fields(config: DataConfig) -> tuple[str, ...]:
+    """The user's columns an example is made of."""
+    if config.format == "chat":
+        return (config.messages_field,)
+    return config.prompt_field, config.response_field
+
+
+def unique_columns(config: DataConfig) -> tuple[str, ...]:
+    """Columns whose values must be unique in a split (raw, or derived for chat)."""
+    if config.format == "chat":
+        return CONVERSATION_COLUMN, ID_FIELD
+    return config.prompt_field, ID_FIELD
+
+
+def leakage_column(config: DataConfig) -> str:
+    """The column whose values a held-out split must not share with train."""
+    return CONVERSATION_PROMPT_COLUMN if config.format == "chat" else config.prompt_field
+
+
+def has_leakage_source(config: DataConfig, columns: Sequence[str]) -> bool:
+    """Whether a split with these columns yields a leakage set (its rows can be read)."""
+    return input_fields(config)[0] in columns
+
+
 def with_columns(chunk: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """`chunk` with every one of `columns`, a column no row of this chunk has being null."""
     missing = [c for c in columns if c not in chunk.columns]
@@ -318,6 +356,8 @@ def _with_derived_columns(
     config: DataConfig,
     train_prompts: np.ndarray | None,
 ) -> pd.DataFrame:
+    if config.format == "chat":
+        return _with_chat_columns(frame, tokenizer, config, train_prompts)
     prompt, response = config.prompt_field, config.response_field
     out = frame.copy()
     # Only rows whose both fields are strings can be formatted; the others are reported by
@@ -336,10 +376,64 @@ def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
 
+def _with_chat_columns(
+    frame: pd.DataFrame,
+    tokenizer: PreTrainedTokenizerBase,
+    config: DataConfig,
+    train_prompts: np.ndarray | None,
+) -> pd.DataFrame:
+    rows = [_chat_row(value, tokenizer) for value in frame[config.messages_field]]
+    out = frame.copy()
+    for position, column in enumerate(CHAT_RULE_COLUMNS.values()):
+        out[column] = pd.Series([row[0][position] for row in rows], index=out.index,
+                                dtype=object)
+    out[NUM_TOKENS_COLUMN] = pd.Series([row[1] for row in rows], index=out.index,
+                                       dtype="float64")
+    out[CONVERSATION_COLUMN] = pd.Series([row[2] for row in rows], index=out.index,
+                                         dtype=object)
+    out[CONVERSATION_PROMPT_COLUMN] = pd.Series([row[3] for row in rows], index=out.index,
+                                                dtype=object)
+    if train_prompts is not None:
+        out[IN_TRAIN_COLUMN] = prompt_membership(out[CONVERSATION_PROMPT_COLUMN], train_prompts)
+    return out
+
+
+def _chat_row(value: Any, tokenizer: PreTrainedTokenizerBase
+              ) -> tuple[list[bool | None], float, str | None, str | None]:
+    """(rule outcomes in CHAT_RULE_COLUMNS order, rendered tokens or NaN, conversation text,
+    prompt text) of one messages value."""
+    outcomes: list[bool | None] = [None] * len(CHAT_RULE_COLUMNS)
+    if _is_null(value):
+        return outcomes, math.nan, None, None  # the not_null rule reports it
+    messages = chat.as_messages(value)
+    outcomes[0] = chat.structure_problem(messages) is None
+    if not outcomes[0]:
+        return outcomes, math.nan, None, None
+    texts = chat.conversation_text(messages), chat.conversation_text(messages[:-1])
+    checks = (chat.role_problem, chat.order_problem, chat.assistant_problem)
+    for position, problem in enumerate(checks, start=1):
+        outcomes[position] = problem(messages) is None
+        if not outcomes[position]:
+            return outcomes, math.nan, *texts
+    try:
+        num_tokens = float(len(chat.encode_conversation(tokenizer, messages).ids))
+    except chat.ConversationError:
+        outcomes[-1] = False
+        return outcomes, math.nan, *texts
+    outcomes[-1] = True
+    return outcomes, num_tokens, *texts
+
+
+def _is_null(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def build_checks(
     split: str, columns: Sequence[str], config: DataConfig, *, check_leakage: bool
 ) -> list[_Check]:
     """The rules for one split. Rules on a missing column are left out: GX would only raise."""
+    if config.format == "chat":
+        return _chat_checks(split, columns, config, check_leakage=check_leakage)
     prompt, response = config.prompt_field, config.response_field
     checks = [_min_rows_check(config)]
     for column, config_field in ((prompt, "prompt_field"), (response, "response_field")):
@@ -365,6 +459,71 @@ def build_checks(
     if ID_FIELD in columns:
         checks += _id_checks()
     return checks
+
+
+def _chat_checks(
+    split: str, columns: Sequence[str], config: DataConfig, *, check_leakage: bool
+) -> list[_Check]:
+    """Chat rows: the structure rules in order, then the token budget, PII and duplicates
+    over the conversation's text, and leakage of its prompt (every turn but the last)."""
+    messages = config.messages_field
+    checks = [_min_rows_check(config), _column_present_check(messages, "messages_field", columns)]
+    if messages in columns:
+        checks.append(_Check("ExpectColumnValuesToNotBeNull", {"column": messages}, "not_null",
+                             "no missing (null) values",
+                             "fill in or drop the rows with a missing value"))
+        checks += [_chat_rule_check(rule, config) for rule in CHAT_RULE_COLUMNS]
+        checks.append(_max_tokens_check(config))
+        checks += [replace(check, kwargs={**check.kwargs, "column": CONVERSATION_COLUMN},
+                           column=messages)
+                   for check in _text_column_checks(CONVERSATION_COLUMN, config)
+                   if check.rule in ("no_email", "no_phone")]
+        checks.append(_Check(
+            "ExpectColumnValuesToBeUnique", {"column": CONVERSATION_COLUMN},
+            "unique_conversation", "each conversation (roles and contents) appears once in "
+            "the split", "remove the duplicate rows", column=messages,
+        ))
+        if check_leakage:
+            checks.append(_Check(
+                "ExpectColumnValuesToBeInSet", {"column": IN_TRAIN_COLUMN, "value_set": [False]},
+                "no_train_leakage", f"no conversation of the {split} split asks what a train "
+                "conversation asks (every turn but the last)",
+                f"drop those rows from {split} (or from train): a held-out split that repeats "
+                "training prompts overstates the model's quality", column=messages,
+            ))
+    if ID_FIELD in columns:
+        checks += _id_checks()
+    return checks
+
+
+_CHAT_RULE_WORDS = {
+    "chat_structure": (
+        "a non-empty list of objects, each with a string 'role' and 'content'",
+        'write each row\'s messages as [{"role": "user", "content": "..."}, ...]'),
+    "chat_roles": (
+        f"every role is one of {list(chat.ROLES)}",
+        "rename or drop the messages with another role"),
+    "chat_turn_order": (
+        "an optional leading system message, then user and assistant turns alternating, "
+        "starting with user and ending with assistant",
+        "merge consecutive turns of one role, drop a trailing user turn or move the system "
+        "message first"),
+    "chat_assistant_not_blank": (
+        "no assistant turn is empty or whitespace",
+        "fill in or drop the conversations with an empty answer"),
+    "chat_template_renders": (
+        "the base model's chat template renders the conversation, and each assistant turn's "
+        "tokens extend its prompt's tokens (needed for the assistant-only loss mask)",
+        "fix the content the template refuses; content that starts with blank lines or "
+        "spaces merges with the turn header into other tokens: strip it"),
+}
+
+
+def _chat_rule_check(rule: str, config: DataConfig) -> _Check:
+    description, fix = _CHAT_RULE_WORDS[rule]
+    return _Check("ExpectColumnValuesToBeInSet",
+                  {"column": CHAT_RULE_COLUMNS[rule], "value_set": [True]}, rule,
+                  description, fix, column=config.messages_field)
 
 
 def _min_rows_check(config: DataConfig) -> _Check:
@@ -405,6 +564,17 @@ def _text_column_checks(column: str, config: DataConfig) -> list[_Check]:
 
 
 def _max_tokens_check(config: DataConfig) -> _Check:
+    if config.format == "chat":
+        return _Check(
+            "ExpectColumnValuesToBeBetween",
+            {"column": NUM_TOKENS_COLUMN, "max_value": config.max_example_tokens},
+            "max_tokens",
+            f"the conversation rendered by the chat template has at most "
+            f"{config.max_example_tokens} tokens (data.max_example_tokens); chat examples are "
+            "never truncated",
+            "shorten or drop those rows, or raise data.max_example_tokens (and train.seq_len)",
+            column=config.messages_field,
+        )
     both = f"{config.prompt_field}+{config.response_field}"
     return _Check(
         "ExpectColumnValuesToBeBetween",

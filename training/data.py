@@ -11,6 +11,15 @@ has to fit in memory.
 
 The batch of step ``s`` is a pure function of (seed, s): the data position of a resumed run is
 its step counter, nothing else.
+
+Chat datasets (`data.format: chat`, token file v2) are not packed: each sequence is one
+example (`ChatExamples`), right-padded to the longest example of its micro-batch, with labels
+only on the assistant tokens the loss mask marks. Packing would need attention boundaries
+between the examples of a window (a block-diagonal mask or varlen attention) that the SDPA
+path here does not have: packed conversations would attend to each other's tokens, and a
+turn would be learned in the context of an unrelated conversation. The schedule then indexes
+examples instead of windows; the loss is a mean over loss tokens, not sequences (see
+training/loop.py).
 """
 
 from __future__ import annotations
@@ -26,11 +35,22 @@ from transformers import PreTrainedTokenizerBase
 
 from common.digests import sha256_file, sha256_tree
 from common.errors import StageError
-from common.token_file import example_token_stream, header_name, open_tokens, tokens_name
+from common.token_file import (
+    CHAT_FORMAT,
+    FORMAT,
+    ChatTokens,
+    example_token_stream,
+    header_name,
+    open_chat_tokens,
+    open_tokens,
+    read_header,
+    tokens_name,
+)
 
 # What training reads from a dataset directory; their digests are the run's data provenance.
 TRAIN_SPLIT, VALIDATION_SPLIT, TOKENIZER_DIR = "train.jsonl", "validation.jsonl", "tokenizer"
 TOKENIZED_SPLITS = ("train", "validation")
+IGNORE_INDEX = -100  # label of a position that is not a loss token (F.cross_entropy's default)
 
 
 def dataset_digests(dataset_dir: Path) -> dict[str, str]:
@@ -79,14 +99,88 @@ def load_token_windows(dataset_dir: Path, split: str, seq_len: int,
     """The split's token file as windows. `tokenizer_digest`, when given, must be the one the
     file was written with (a token file from another tokenizer would train on wrong ids)."""
     tokens, header = open_tokens(dataset_dir, split)
-    if tokenizer_digest is not None and header.tokenizer_digest != tokenizer_digest:
+    _check_tokenizer(dataset_dir, split, header.tokenizer_digest, tokenizer_digest)
+    return TokenWindows(tokens, seq_len, f"the {split} token file")
+
+
+def _check_tokenizer(dataset_dir: Path, split: str, written_with: str,
+                     tokenizer_digest: str | None) -> None:
+    if tokenizer_digest is not None and written_with != tokenizer_digest:
         raise StageError(
             "TOKEN_FILE_INVALID",
             f"token file {dataset_dir / tokens_name(split)}: written with tokenizer "
-            f"{header.tokenizer_digest}, but {dataset_dir / TOKENIZER_DIR} is "
+            f"{written_with}, but {dataset_dir / TOKENIZER_DIR} is "
             f"{tokenizer_digest}. Re-run validate_data; do not mix files of two runs.",
         )
-    return TokenWindows(tokens, seq_len, f"the {split} token file")
+
+
+def is_chat_dataset(dataset_dir: Path) -> bool:
+    """Whether validate_data wrote chat (v2) token files here (its train header says so)."""
+    return read_header(dataset_dir, "train", formats=(FORMAT, CHAT_FORMAT)).format == CHAT_FORMAT
+
+
+@dataclass(frozen=True)
+class ChatBatch:
+    """Chat examples as one padded batch; position j predicts token j + 1 of its example."""
+
+    input_ids: torch.Tensor  # (B, T) int64, right-padded with the pad id
+    labels: torch.Tensor  # (B, T) int64: the next token where it is a loss token, else -100
+    attention_mask: torch.Tensor  # (B, T) int64: 1 on the example's tokens, 0 on padding
+
+    @property
+    def num_loss_tokens(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+
+class ChatExamples:
+    """The examples of a chat (v2) token file, one per sequence, cut lazily from the memory
+    maps. Indexing with a (B,) tensor of example indices builds a `ChatBatch` as long as the
+    longest of those examples (minus one: the last token is only a target)."""
+
+    def __init__(self, tokens: ChatTokens, seq_len: int, pad_token_id: int, source: str):
+        self._tokens, self._mask, self._offsets = tokens.tokens, tokens.loss_mask, tokens.offsets
+        self.pad_token_id = pad_token_id
+        if len(self) == 0:
+            raise StageError("TRAIN_DATA_TOO_SMALL", f"{source} holds no examples. Add data "
+                             "and re-run validate_data.")
+        self.longest = int(np.diff(self._offsets).max())  # tokens of the longest example
+        if self.longest - 1 > seq_len:
+            raise StageError(
+                "TRAIN_EXAMPLE_TOO_LONG",
+                f"{source}: its longest example has {self.longest} tokens, more than "
+                f"train.seq_len+1={seq_len + 1}; chat examples are never truncated (a cut "
+                "conversation would teach a cut answer). Raise train.seq_len to at least "
+                f"{self.longest - 1} (within the model's context), or lower "
+                "data.max_example_tokens to that and re-run validate_data.",
+            )
+
+    def __len__(self) -> int:
+        return int(self._offsets.shape[0]) - 1
+
+    def __getitem__(self, indices: torch.Tensor) -> ChatBatch:
+        """(B,) int64 example indices -> the padded batch of those examples, in that order."""
+        starts = [int(self._offsets[i]) for i in indices.tolist()]
+        ends = [int(self._offsets[i + 1]) for i in indices.tolist()]
+        width = max(end - start for start, end in zip(starts, ends, strict=True)) - 1
+        input_ids = torch.full((len(starts), width), self.pad_token_id, dtype=torch.int64)
+        labels = torch.full((len(starts), width), IGNORE_INDEX, dtype=torch.int64)
+        attention_mask = torch.zeros((len(starts), width), dtype=torch.int64)
+        for row, (start, end) in enumerate(zip(starts, ends, strict=True)):
+            ids = torch.from_numpy(self._tokens[start:end].astype(np.int64))  # (n,)
+            is_label = torch.from_numpy(self._mask[start + 1:end].astype(bool))  # (n - 1,)
+            length = end - start - 1
+            input_ids[row, :length] = ids[:-1]
+            labels[row, :length] = torch.where(is_label, ids[1:], IGNORE_INDEX)
+            attention_mask[row, :length] = 1
+        return ChatBatch(input_ids, labels, attention_mask)
+
+
+def load_chat_examples(dataset_dir: Path, split: str, seq_len: int, pad_token_id: int,
+                       tokenizer_digest: str | None = None) -> ChatExamples:
+    """The split's chat token file as examples; `tokenizer_digest` as `load_token_windows`."""
+    tokens = open_chat_tokens(dataset_dir, split)
+    _check_tokenizer(dataset_dir, split, tokens.header.tokenizer_digest, tokenizer_digest)
+    return ChatExamples(tokens, seq_len, pad_token_id, f"the {split} token file")
 
 
 def load_examples(path: Path) -> list[tuple[str, str]]:
@@ -106,7 +200,8 @@ def pack_examples(
 
 @dataclass(frozen=True)
 class BatchSchedule:
-    """Which windows step `s` trains on, for a fixed global batch and any world size."""
+    """Which windows step `s` trains on, for a fixed global batch and any world size (for a
+    chat dataset: which examples; `num_windows` is then the number of examples)."""
 
     num_windows: int
     global_batch_size: int

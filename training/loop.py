@@ -40,10 +40,15 @@ from training import distributed
 from training.checkpoint import CheckpointManager, Provenance
 from training.config import TrainConfig
 from training.data import (
+    IGNORE_INDEX,
     TOKENIZER_DIR,
     BatchSchedule,
+    ChatBatch,
+    ChatExamples,
     TokenWindows,
     dataset_digests,
+    is_chat_dataset,
+    load_chat_examples,
     load_token_windows,
 )
 from training.model import (
@@ -140,9 +145,11 @@ def _run(config: TrainConfig, paths: TrainPaths, info: distributed.Dist) -> Trai
 @dataclass
 class _Data:
     tokenizer: PreTrainedTokenizerBase
-    train_windows: TokenWindows  # (num_train_windows, seq_len + 1) over the memory-mapped file
-    val_windows: TokenWindows  # (num_val_windows, seq_len + 1)
-    schedule: BatchSchedule  # which train windows each step and rank uses
+    # (num_train_windows, seq_len + 1) over the memory-mapped file; for a chat dataset its
+    # examples, one per sequence (training/data.py says why chat is not packed)
+    train_windows: TokenWindows | ChatExamples
+    val_windows: TokenWindows | ChatExamples  # (num_val_windows, seq_len + 1), or examples
+    schedule: BatchSchedule  # which train windows (chat: examples) each step and rank uses
 
 
 @dataclass
@@ -227,8 +234,20 @@ def _load_data(config: TrainConfig, dataset_dir: Path) -> _Data:
     tokenizer = AutoTokenizer.from_pretrained(dataset_dir / TOKENIZER_DIR)
     # Token files validate_data wrote with this tokenizer; each step copies out its windows.
     tokenizer_digest = sha256_tree(dataset_dir / TOKENIZER_DIR)
-    train_windows = load_token_windows(dataset_dir, "train", config.seq_len, tokenizer_digest)
-    val_windows = load_token_windows(dataset_dir, "validation", config.seq_len, tokenizer_digest)
+    train_windows: TokenWindows | ChatExamples
+    val_windows: TokenWindows | ChatExamples
+    if is_chat_dataset(dataset_dir):
+        pad = tokenizer.pad_token_id
+        if pad is None:  # pads are masked out of attention and labels: any id will do
+            pad = tokenizer.eos_token_id
+        train_windows, val_windows = (
+            load_chat_examples(dataset_dir, split, config.seq_len, pad, tokenizer_digest)
+            for split in ("train", "validation"))
+    else:
+        train_windows = load_token_windows(dataset_dir, "train", config.seq_len,
+                                           tokenizer_digest)
+        val_windows = load_token_windows(dataset_dir, "validation", config.seq_len,
+                                         tokenizer_digest)
     schedule = BatchSchedule(len(train_windows), config.global_batch_size, config.seed)
     return _Data(tokenizer, train_windows, val_windows, schedule)
 
@@ -286,7 +305,9 @@ def train_step(job: _Job, step: int) -> StepOutcome:
 def _accumulate_gradients(job: _Job, micro_batches: list[torch.Tensor]) -> float:
     """Backward each (micro_batch_size,) batch of window indices with its loss scaled by
     1/accumulation, so the summed gradient is the mean over this rank's slice; returns that
-    slice's mean loss."""
+    slice's mean loss. Chat data: `_accumulate_chat_gradients`."""
+    if isinstance(job.data.train_windows, ChatExamples):
+        return _accumulate_chat_gradients(job, job.data.train_windows, micro_batches)
     no_sync = getattr(job.model, "no_sync", None)  # DDP: all-reduce on the last backward only
     step_loss = 0.0
     for i, micro in enumerate(micro_batches):
@@ -296,6 +317,30 @@ def _accumulate_gradients(job: _Job, micro_batches: list[torch.Tensor]) -> float
                                job.autocast)
             (loss / job.accumulation).backward()
         step_loss += float(loss.detach()) / job.accumulation
+    return step_loss
+
+
+def _accumulate_chat_gradients(job: _Job, examples: ChatExamples,
+                               micro_batches: list[torch.Tensor]) -> float:
+    """Chat examples differ in their number of loss tokens, so a mean per micro-batch (or
+    per rank) would weight a token by how crowded its batch is. Instead every micro-batch's
+    summed token loss is scaled by world_size / N, N the loss tokens of the whole global batch
+    (all ranks, all micro-steps; one all-reduce): DDP's and FSDP's gradient average over the
+    ranks then leaves exactly the gradient of (sum of token losses) / N. The returned value is
+    this rank's summed loss times world_size / N, so the mean over ranks `_record_step` takes
+    is the global token mean too."""
+    batches = [examples[micro] for micro in micro_batches]
+    local_tokens = sum(batch.num_loss_tokens for batch in batches)
+    [global_tokens] = _all_reduce_sum([float(local_tokens)], job.info)
+    scale = job.info.world_size / max(global_tokens, 1.0)
+    no_sync = getattr(job.model, "no_sync", None)  # DDP: all-reduce on the last backward only
+    step_loss = 0.0
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        with nullcontext() if last or no_sync is None else no_sync():
+            loss_sum = _chat_loss_sum(job.model, batch, job.info.device, job.autocast)
+            (loss_sum * scale).backward()
+        step_loss += float(loss_sum.detach()) * scale
     return step_loss
 
 
@@ -310,18 +355,48 @@ def _micro_loss(
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1))
 
 
+def _chat_loss_sum(
+    model: torch.nn.Module, batch: ChatBatch, device: torch.device, autocast: Any
+) -> torch.Tensor:
+    """Summed next-token cross-entropy over the loss tokens of a padded chat batch (labels
+    -100 elsewhere: prompts, role headers, padding contribute exactly nothing)."""
+    input_ids = batch.input_ids.to(device, non_blocking=True)  # (B, T)
+    attention_mask = batch.attention_mask.to(device, non_blocking=True)  # (B, T)
+    labels = batch.labels.to(device, non_blocking=True)  # (B, T)
+    with autocast:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def _all_reduce_sum(values: list[float], info: distributed.Dist) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=info.device)
+    torch.distributed.all_reduce(tensor)
+    return [float(v) for v in tensor.tolist()]
+
+
 @torch.no_grad()
 def _validation_loss(
-    model: torch.nn.Module, windows: TokenWindows, config: TrainConfig,
+    model: torch.nn.Module, windows: TokenWindows | ChatExamples, config: TrainConfig,
     info: distributed.Dist, autocast: Any,
 ) -> float:
+    """Mean loss over `eval_batches` micro-batches per rank; for chat examples the mean over
+    all their loss tokens (assistant tokens only), summed over the ranks."""
     model.eval()
-    total = 0.0
+    total = loss_tokens = 0.0
     for b in range(config.eval_batches):
         start = ((b * info.world_size + info.rank) * config.micro_batch_size) % len(windows)
         idx = torch.arange(start, start + config.micro_batch_size) % len(windows)
-        total += float(_micro_loss(model, windows[idx], info.device, autocast))
+        if isinstance(windows, ChatExamples):
+            batch = windows[idx]
+            total += float(_chat_loss_sum(model, batch, info.device, autocast))
+            loss_tokens += batch.num_loss_tokens
+        else:
+            total += float(_micro_loss(model, windows[idx], info.device, autocast))
     model.train()
+    if isinstance(windows, ChatExamples):
+        total, loss_tokens = _all_reduce_sum([total, loss_tokens], info)
+        return total / max(loss_tokens, 1.0)
     return distributed.all_reduce_mean(total / config.eval_batches, info)
 
 
