@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -69,7 +70,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.settings import PROJECT_ROOT
 
@@ -78,6 +79,7 @@ from common.settings import PROJECT_ROOT
 # than this, relative, at any step means the two trainers do not train the same thing.
 LOSS_RELATIVE_TOLERANCE = 1e-4
 GOAL_TOKENS_PER_SECOND_RATIO = 1.0
+T = TypeVar("T")
 CHAT_DIR = PROJECT_ROOT / "data" / "chat"
 TRAINERS = ("shipyard", "trl")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -129,8 +131,8 @@ def _steps_record(ends: list[tuple[float, float]], start: tuple[float, float]
                   ) -> dict[str, list[float]]:
     """Per-step wall and CPU seconds from (perf_counter, process_time) at each step's end."""
     marks = [start, *ends]
-    return {"step_seconds": [b[0] - a[0] for a, b in zip(marks, marks[1:], strict=False)],
-            "step_cpu_seconds": [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)]}
+    return {"step_seconds": [b[0] - a[0] for a, b in itertools.pairwise(marks)],
+            "step_cpu_seconds": [b[1] - a[1] for a, b in itertools.pairwise(marks)]}
 
 
 def _clock() -> tuple[float, float]:
@@ -227,15 +229,16 @@ def trl_child(config_fields: dict[str, Any], dataset_dir: Path, work: Path) -> d
 
         peft_config = lora_config(config)
 
-    class SameSchedule(SFTTrainer):  # type: ignore[misc]
+    class SameSchedule(SFTTrainer):
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             if self.lr_scheduler is None:
+                target: Any = optimizer or self.optimizer
                 self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    optimizer or self.optimizer, lambda s: lr_factor(s, config))
+                    target, lambda s: lr_factor(s, config))
             return self.lr_scheduler
 
     recorder = _make_recorder(TrainerCallback)
-    trainer = SameSchedule(
+    trainer: Any = SameSchedule(
         model=model, args=_sft_config(SFTConfig, config, work), train_dataset=dataset,
         processing_class=tokenizer, peft_config=peft_config, callbacks=[recorder])
     rss_after_setup = _peak_rss_bytes()
@@ -244,8 +247,7 @@ def trl_child(config_fields: dict[str, Any], dataset_dir: Path, work: Path) -> d
     sampler = trainer._get_train_sampler()
     trainer.train()
     logged = [recorder.logs[s] for s in range(1, config.max_steps + 1)]
-    optimizer = trainer.optimizer
-    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    optimizer: Any = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate
     decay = [group for group in optimizer.param_groups if group["weight_decay"] > 0]
     return {
         "losses": [log["loss"] for log in logged],
@@ -282,7 +284,7 @@ def _sft_config(sft_config: Any, config: Any, work: Path) -> Any:
 
 
 def _make_recorder(base: type) -> Any:
-    class StepRecorder(base):  # type: ignore[misc, valid-type]
+    class StepRecorder(base):
         """Each step's end (wall, CPU) and each step's logged loss, LR and grad norm."""
 
         def __init__(self) -> None:
@@ -356,6 +358,21 @@ def run_child(trainer: str, config_fields: dict[str, Any], dataset_dir: Path, wo
                                                round(os.getloadavg()[0], 2)]}
 
 
+def _round(index: int, fields: dict[str, Any], dataset_dir: Path, work: Path, threads: int
+           ) -> dict[str, dict[str, Any]]:
+    """Both trainers once; odd rounds run TRL first, so neither always has the later
+    (warmer or more loaded) slot."""
+    order = TRAINERS if index % 2 == 0 else TRAINERS[::-1]
+    runs = {}
+    for trainer in order:
+        runs[trainer] = run_child(trainer, fields, dataset_dir, work / trainer, threads)
+        print(f"[sft_peer] {fields['finetune']} round {index} {trainer}: "
+              f"{runs[trainer]['process_wall_seconds']} s, "
+              f"losses {[round(x, 5) for x in runs[trainer]['losses']]}",
+              file=sys.stderr, flush=True)
+    return runs
+
+
 def step_tokens(config_fields: dict[str, Any], dataset_dir: Path) -> dict[str, list[int]]:
     """Loss (assistant) tokens and example tokens of each step's global batch."""
     from training.config import TrainConfig
@@ -368,49 +385,57 @@ def step_tokens(config_fields: dict[str, Any], dataset_dir: Path) -> dict[str, l
             "example_tokens": [sum(len(ids) for ids, _ in chunk) for chunk in chunks]}
 
 
-def _steady(values: list[float]) -> list[float]:
+def _steady(values: list[T]) -> list[T]:
     """Leave out the first step (warm-up) and the last (Shipyard validates there)."""
     return values[1:-1] if len(values) >= 3 else values
 
 
-def throughput(run: dict[str, Any], tokens: dict[str, list[int]]) -> dict[str, float]:
-    wall, cpu = _steady(run["step_seconds"]), _steady(run["step_cpu_seconds"])
-    loss, example = _steady(tokens["loss_tokens"]), _steady(tokens["example_tokens"])
+def throughput(runs: list[dict[str, Any]], tokens: dict[str, list[int]]) -> dict[str, float]:
+    """Tokens per wall and per CPU second over the steady steps of every round."""
+    wall = [s for run in runs for s in _steady(run["step_seconds"])]
+    cpu = [s for run in runs for s in _steady(run["step_cpu_seconds"])]
+    loss = sum(_steady(tokens["loss_tokens"])) * len(runs)
+    example = sum(_steady(tokens["example_tokens"])) * len(runs)
     return {
         "steady_steps": len(wall), "steady_wall_seconds": sum(wall),
         "steady_cpu_seconds": sum(cpu),
-        "loss_tokens_per_second": sum(loss) / sum(wall),
-        "example_tokens_per_second": sum(example) / sum(wall),
-        "loss_tokens_per_cpu_second": sum(loss) / sum(cpu),
-        "example_tokens_per_cpu_second": sum(example) / sum(cpu),
+        "loss_tokens_per_second": loss / sum(wall),
+        "example_tokens_per_second": example / sum(wall),
+        "loss_tokens_per_cpu_second": loss / sum(cpu),
+        "example_tokens_per_cpu_second": example / sum(cpu),
     }
 
 
-def compare(shipyard: dict[str, Any], trl: dict[str, Any], tokens: dict[str, list[int]]
+def _max_difference(ours: list[float], theirs: list[float], relative: bool) -> float:
+    return max(abs(a - b) / (max(abs(b), 1e-12) if relative else 1.0)
+               for a, b in zip(ours, theirs, strict=True))
+
+
+def compare(rounds: list[dict[str, dict[str, Any]]], tokens: dict[str, list[int]]
             ) -> dict[str, Any]:
-    """Loss curves, throughput and memory of one fine-tuning method."""
-    pairs = list(zip(shipyard["losses"], trl["losses"], strict=True))
-    absolute = [abs(a - b) for a, b in pairs]
-    relative = [abs(a - b) / max(abs(b), 1e-12) for a, b in pairs]
-    speed = {name: throughput(run, tokens) for name, run in (("shipyard", shipyard),
-                                                             ("trl", trl))}
+    """Loss curves (of the first round; every round must repeat them exactly), throughput
+    (all rounds) and peak RSS (the largest of the rounds) of one fine-tuning method."""
+    first = rounds[0]
+    ours, theirs = first["shipyard"], first["trl"]
+    worst = _max_difference(ours["losses"], theirs["losses"], relative=True)
+    speed = {trainer: throughput([r[trainer] for r in rounds], tokens) for trainer in TRAINERS}
     ratio = (speed["shipyard"]["loss_tokens_per_second"]
              / speed["trl"]["loss_tokens_per_second"])
     return {
-        "losses": {"shipyard": shipyard["losses"], "trl": trl["losses"]},
-        "max_abs_loss_difference": max(absolute),
-        "max_relative_loss_difference": max(relative),
+        "losses": {"shipyard": ours["losses"], "trl": theirs["losses"]},
+        "max_abs_loss_difference": _max_difference(ours["losses"], theirs["losses"], False),
+        "max_relative_loss_difference": worst,
         "loss_relative_tolerance": LOSS_RELATIVE_TOLERANCE,
-        "losses_within_tolerance": max(relative) <= LOSS_RELATIVE_TOLERANCE,
-        "max_abs_learning_rate_difference": max(
-            abs(a - b) for a, b in zip(shipyard["learning_rates"], trl["learning_rates"],
-                                       strict=True)),
-        "max_relative_grad_norm_difference": max(
-            abs(a - b) / max(abs(b), 1e-12)
-            for a, b in zip(shipyard["grad_norms"], trl["grad_norms"], strict=True)),
-        "initial_weights_equal": (shipyard["initial_trainable_digest"]
-                                  == trl["initial_trainable_digest"]),
-        "decay_groups_equal": shipyard["decay_parameter_count"] == trl["decay_parameter_count"],
+        "losses_within_tolerance": worst <= LOSS_RELATIVE_TOLERANCE,
+        "losses_repeat_exactly_across_rounds": all(
+            r[t]["losses"] == first[t]["losses"] for r in rounds for t in TRAINERS),
+        "max_abs_learning_rate_difference": _max_difference(
+            ours["learning_rates"], theirs["learning_rates"], relative=False),
+        "max_relative_grad_norm_difference": _max_difference(
+            ours["grad_norms"], theirs["grad_norms"], relative=True),
+        "initial_weights_equal": (ours["initial_trainable_digest"]
+                                  == theirs["initial_trainable_digest"]),
+        "decay_groups_equal": ours["decay_parameter_count"] == theirs["decay_parameter_count"],
         "tokens_per_step": tokens,
         "throughput": speed,
         "ratio_basis": "loss (assistant) tokens per second over the steady steps; both "
@@ -422,8 +447,8 @@ def compare(shipyard: dict[str, Any], trl: dict[str, Any], tokens: dict[str, lis
             / speed["trl"]["loss_tokens_per_cpu_second"]),
         "goal_ratio": GOAL_TOKENS_PER_SECOND_RATIO,
         "meets_goal": ratio >= GOAL_TOKENS_PER_SECOND_RATIO,
-        "peak_rss_bytes": {"shipyard": shipyard["peak_rss_bytes"], "trl": trl["peak_rss_bytes"]},
-        "runs": {"shipyard": shipyard, "trl": trl},
+        "peak_rss_bytes": {t: max(r[t]["peak_rss_bytes"] for r in rounds) for t in TRAINERS},
+        "runs": rounds,
     }
 
 
@@ -464,7 +489,12 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: the shipped data/chat splits, validated here)")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of each trainer (default: torch's default here)")
+                        help="torch threads of each trainer (default: torch's default here; "
+                             "on a shared machine use 1: OpenMP threads spin while they wait, "
+                             "so with more, CPU time measures the neighbours too)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of each trainer, alternating which goes first; throughput "
+                             "pools the rounds")
     parser.add_argument("--global-batch-size", type=int, default=16)
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=256)
@@ -505,15 +535,9 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for method in methods:
             fields = bench_config(args, method, model_dir)
-            runs = {}
-            for trainer in TRAINERS:
-                runs[trainer] = run_child(trainer, fields, dataset_dir, work / f"{method}-{trainer}",
-                                          threads)
-                print(f"[sft_peer] {method} {trainer}: {runs[trainer]['process_wall_seconds']} s,"
-                      f" losses {[round(x, 5) for x in runs[trainer]['losses']]}",
-                      file=sys.stderr, flush=True)
-            results[method] = compare(runs["shipyard"], runs["trl"],
-                                      step_tokens(fields, dataset_dir))
+            rounds = [_round(index, fields, dataset_dir, work / f"{method}-{index}", threads)
+                      for index in range(args.rounds)]
+            results[method] = compare(rounds, step_tokens(fields, dataset_dir))
             results[method]["settings"] = fields
     report = {
         "benchmark": "sft_peer",
