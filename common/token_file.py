@@ -194,11 +194,11 @@ class ChatTokenFileWriter:
 
     def append(self, examples: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
         """`examples`: (ids, loss_mask) per example, the two of equal length."""
-        for ids, mask in examples:
-            if len(ids) != len(mask):
-                raise ValueError(f"{len(ids)} ids but {len(mask)} mask values in the "
-                                 f"{self.split} split")
-            self.offsets.append(self.offsets[-1] + len(ids))
+        for example_ids, example_mask in examples:
+            if len(example_ids) != len(example_mask):
+                raise ValueError(f"{len(example_ids)} ids but {len(example_mask)} mask values "
+                                 f"in the {self.split} split")
+            self.offsets.append(self.offsets[-1] + len(example_ids))
         ids = np.asarray([t for example, _ in examples for t in example], dtype=np.int64)
         mask = np.asarray([m for _, example in examples for m in example], dtype=np.uint8)
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):

@@ -13,8 +13,9 @@ final period. A report may start with a time or an opener ("This morning"); it i
     assistant: [ERROR] billing-database: ran out of disk space on node 7
 
 So the answer is a consistent format and a copy, not a memorised fact: a model learns it from
-examples, and exact match on the final assistant turn measures it. SmolLM2-135M-Instruct
-never produces this format out of the box (docs/stages/train.md, Measured).
+examples, and exact match on the final assistant turn measures it. SmolLM2-135M-Instruct gets
+0 of 50 eval rows right out of the box and 50 of 50 after 30 steps of full fine-tuning
+(docs/stages/train.md, Chat SFT).
 
 About a third of the rows carry a system message, about a tenth are two-turn conversations
 (the second report is the one scored). Every report sentence is drawn once from one pool, so
@@ -78,8 +79,8 @@ def report_and_log_line(rng: random.Random) -> tuple[str, str]:
     component = rng.choice(COMPONENTS)
     level = rng.choice(tuple(EVENTS))
     numbers = {"n": rng.randint(2, 99), "k": rng.randint(2, 99), "major": rng.randint(1, 9),
-               "minor": rng.randint(0, 30), "r": rng.randint(1, 3), "hh": f"{rng.randint(0, 23):02d}",
-               "mm": f"{rng.randint(0, 59):02d}"}
+               "minor": rng.randint(0, 30), "r": rng.randint(1, 3),
+               "hh": f"{rng.randint(0, 23):02d}", "mm": f"{rng.randint(0, 59):02d}"}
     message = (rng.choice(EVENTS[level]) + rng.choice(DETAILS)).format(**numbers)
     opener = rng.choice(OPENERS).format(**numbers)
     subject = f"the {component}" if opener else f"The {component}"
