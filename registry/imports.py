@@ -49,7 +49,13 @@ from registry.description import import_description
 from registry.errors import RegistryError
 from registry.policy import Policy, load_policy
 from registry.source import source_info
-from registry.stage import _artifact_location, _mlflow_errors, _signer, registration_lock
+from registry.stage import (
+    _artifact_location,
+    _mlflow_errors,
+    _signer,
+    attestation_tags,
+    registration_lock,
+)
 from registry.verify import verify_model
 
 logger = logging.getLogger(__name__)
@@ -218,28 +224,12 @@ def _publish(client: MlflowClient, build: ImportInputs, signer: Signer,
 
 def _version_tags(build: ImportInputs, signer: Signer, run_id: str, names: Attestations,
                   digests: Mapping[str, str]) -> dict[str, str]:
-    def location(name: str) -> str:
-        return reg.run_artifact_uri(run_id, f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{name}")
-
-    source = build.source
     return redact({
         reg.TAG_MODEL_DIGEST: build.model_digest,
         reg.TAG_IMPORTED: "true",
         reg.TAG_IMPORT_SOURCE: build.base.source,
         **base_tags(build.base),
-        reg.TAG_SOURCE_REPOSITORY: source.repository,
-        reg.TAG_SOURCE_COMMIT: source.commit,
-        reg.TAG_SOURCE_DIRTY: "unknown" if source.dirty is None else str(source.dirty).lower(),
-        reg.TAG_EXECUTION_ID: build.execution_id,
-        reg.TAG_BUILDER_ID: build.builder_id,
-        reg.TAG_SIGNING_MODE: signer.mode,
-        reg.TAG_SIGNER: signer.label,
-        reg.TAG_SIGNATURE_URI: location(names.signature),
-        reg.TAG_SIGNATURE_SHA256: digests[names.signature],
-        reg.TAG_PROVENANCE_URI: location(names.provenance),
-        reg.TAG_PROVENANCE_SHA256: digests[names.provenance],
-        reg.TAG_SBOM_URI: location(names.sbom),
-        reg.TAG_SBOM_SHA256: digests[names.sbom],
+        **attestation_tags(build, signer, run_id, names, digests),
     })
 
 

@@ -40,7 +40,7 @@ from registry import eval_attestation
 from registry import mlflow_registry as reg
 from registry import provenance as prov
 from registry.aliases import aliases_of, set_challenger
-from registry.attest import Attestations, BuildInputs, Signer, write_attestations
+from registry.attest import Attestations, BuildInputs, ImportInputs, Signer, write_attestations
 from registry.base_model import BaseModelRef, base_tags, parse_base_identity
 from registry.config import RegisterConfig
 from registry.description import version_description
@@ -371,20 +371,15 @@ def _signer(config: RegisterConfig, key_dir: Path) -> Signer:
     return Signer("sigstore", None, identity)
 
 
-def _version_tags(
-    build: BuildInputs,
-    signer: Signer,
-    run_id: str,
-    names: Attestations,
-    digests: Mapping[str, str],
-) -> dict[str, str]:
+def attestation_tags(build: BuildInputs | ImportInputs, signer: Signer, run_id: str,
+                     names: Attestations, digests: Mapping[str, str]) -> dict[str, str]:
+    """Where a version came from and its signed attestations: the tags every version carries,
+    trained (`register_model`) or imported (`registry.imports`)."""
     def location(name: str) -> str:
         return reg.run_artifact_uri(run_id, f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{name}")
 
     source = build.source
-    tags = {
-        reg.TAG_MODEL_DIGEST: build.model_digest,
-        reg.TAG_CONFIG_DIGEST: build.config_digest,
+    return {
         reg.TAG_SOURCE_REPOSITORY: source.repository,
         reg.TAG_SOURCE_COMMIT: source.commit,
         reg.TAG_SOURCE_DIRTY: "unknown" if source.dirty is None else str(source.dirty).lower(),
@@ -398,6 +393,23 @@ def _version_tags(
         reg.TAG_PROVENANCE_SHA256: digests[names.provenance],
         reg.TAG_SBOM_URI: location(names.sbom),
         reg.TAG_SBOM_SHA256: digests[names.sbom],
+    }
+
+
+def _version_tags(
+    build: BuildInputs,
+    signer: Signer,
+    run_id: str,
+    names: Attestations,
+    digests: Mapping[str, str],
+) -> dict[str, str]:
+    def location(name: str) -> str:
+        return reg.run_artifact_uri(run_id, f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{name}")
+
+    tags = {
+        reg.TAG_MODEL_DIGEST: build.model_digest,
+        reg.TAG_CONFIG_DIGEST: build.config_digest,
+        **attestation_tags(build, signer, run_id, names, digests),
     }
     if names.eval_attestation is not None:  # for readers: the verifier finds it by file name
         tags["eval_attestation_uri"] = location(names.eval_attestation)
