@@ -151,7 +151,7 @@ class EvalReport:
     # whether the judge's verdict was part of the gate, and if not, why
     judge_gating: bool
     judge_non_gating_reasons: list[str]
-    # calibration on the reference-labelled pair set: kappa, kappa_stderr, agreement, ...
+    # calibration on human labels (LLMBar, per subset pooled): kappa, order agreement, ...
     calibration: dict[str, float]
     # lm-eval task -> metadata.version, and -> sha256 of its JSONL data
     task_versions: dict[str, str]
