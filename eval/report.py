@@ -290,13 +290,21 @@ def side_by_side(report: dict[str, Any], per_task: int = SIDE_BY_SIDE_SAMPLES
 
 
 def _generations_table(report: dict[str, Any]) -> str:
-    rows = [[r["task"], r["doc_id"], r["champion_output"], r["champion_score"],
-             r["candidate_output"], r["candidate_score"]] for r in side_by_side(report)]
+    rows = [[r["task"], r["doc_id"], _shorten(r["champion_output"]), r["champion_score"],
+             _shorten(r["candidate_output"]), r["candidate_score"]]
+            for r in side_by_side(report)]
     if not rows:
         return ""
     return ("<h3>Generations side by side (first items of each generation task)</h3>"
             + _table(["task", "doc", "champion answer", "score", "candidate answer", "score"],
                      rows))
+
+
+def _shorten(text: str | None, limit: int = 240) -> str | None:
+    """A long answer cut for the table (the JSON report keeps it whole)."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"… ({len(text):,} characters)"
 
 
 def _judge_tables(judge: dict[str, Any]) -> str:

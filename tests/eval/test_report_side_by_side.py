@@ -57,3 +57,10 @@ def test_overview_puts_the_champion_value_beside_each_headline_metric() -> None:
     facts = dict(overview_facts(_report()).facts)
     assert facts["shipyard_skill.exact_match"] == "0.9 (champion 0)"
     assert facts["shipyard_scoring_check.acc"] == "1"  # no champion value: candidate alone
+
+
+def test_long_answers_are_cut_in_the_table_and_kept_whole_in_the_rows() -> None:
+    report = _report()
+    report["samples"]["candidate"]["shipyard_skill"][0]["output"] = "x" * 1000
+    assert side_by_side(report)[0]["candidate_output"] == "x" * 1000
+    assert "(1,000 characters)" in _generations_table(report)
