@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -55,6 +56,23 @@ _Yaml12FloatLoader.add_implicit_resolver(
                     |[-+]?\.(?:inf|Inf|INF)
                     |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."))
+
+
+# What an error message echoes of a value: bounded, so a hostile preset (YAML aliases expand a
+# few hundred bytes into an exponentially large structure) cannot make an 80 MB message.
+# reprlib never builds the whole repr; it stops at these depths and lengths.
+_SHOWN = reprlib.Repr()  # keyword arguments need Python 3.12
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 3, 80, 80, 40
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 6
+MAX_SHOWN_CHARACTERS = 200
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` for an error message, at most MAX_SHOWN_CHARACTERS long."""
+    text = _SHOWN.repr(value)
+    if len(text) > MAX_SHOWN_CHARACTERS:
+        text = text[:MAX_SHOWN_CHARACTERS] + "..."
+    return text
 
 
 def parse_yaml(text: str) -> Any:
@@ -103,7 +121,8 @@ def build_config(cls: type[T], section: str, values: dict[str, Any]) -> T:
     if unknown:
         raise StageError(
             "CONFIG_UNKNOWN_KEY",
-            f"config section {section!r}: unknown key(s) {unknown}. Known keys: {sorted(fields)}.",
+            f"config section {section!r}: unknown key(s) {shown(unknown)}. Known keys: "
+            f"{sorted(fields)}.",
         )
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
@@ -122,7 +141,7 @@ def _check_type(key: str, value: Any, hint: Any) -> None:
         names = " or ".join(t.__name__ for t in allowed)
         raise StageError(
             "CONFIG_TYPE",
-            f"config {key}={value!r}: expected {names}, got {type(value).__name__}.",
+            f"config {key}={shown(value)}: expected {names}, got {type(value).__name__}.",
         )
     # Elements of list[X] / tuple[X, ...] / dict[K, V] are checked too, each named.
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -136,8 +155,8 @@ def _check_type(key: str, value: Any, hint: Any) -> None:
             _check_type(f"{key}[{index}]", element, args[0])
     elif origin is dict and isinstance(value, dict) and len(args) == 2:
         for item_key, element in value.items():
-            _check_type(f"{key} key {item_key!r}", item_key, args[0])
-            _check_type(f"{key}[{item_key!r}]", element, args[1])
+            _check_type(f"{key} key {shown(item_key)}", item_key, args[0])
+            _check_type(f"{key}[{shown(item_key)}]", element, args[1])
 
 
 def _is_instance(value: Any, allowed: tuple[type, ...]) -> bool:
@@ -151,12 +170,12 @@ def _is_instance(value: Any, allowed: tuple[type, ...]) -> bool:
 def _check_range(key: str, value: Any) -> None:
     """Numbers are finite; durations (`*_seconds`) are >= 0 and at most a week."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise StageError("CONFIG_INVALID", f"config {key}={value!r}: must be a finite number.")
+        raise StageError("CONFIG_INVALID", f"config {key}={shown(value)}: must be a finite number.")
     if key.endswith("_seconds") and isinstance(value, int | float) \
             and not isinstance(value, bool) and not 0 <= value <= MAX_DURATION_SECONDS:
         raise StageError(
             "CONFIG_INVALID",
-            f"config {key}={value!r}: a duration in seconds must be between 0 and "
+            f"config {key}={shown(value)}: a duration in seconds must be between 0 and "
             f"{MAX_DURATION_SECONDS:.0f} (one week).",
         )
     if isinstance(value, list | tuple):
@@ -164,7 +183,7 @@ def _check_range(key: str, value: Any) -> None:
             _check_range(f"{key}[{index}]", element)
     elif isinstance(value, dict):
         for item_key, element in value.items():
-            _check_range(f"{key}[{item_key!r}]", element)
+            _check_range(f"{key}[{shown(item_key)}]", element)
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...] | None:

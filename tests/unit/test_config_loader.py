@@ -282,3 +282,17 @@ def test_words_that_look_like_numbers_stay_strings() -> None:
     raw = load_preset("tiny", ["register.registered_model_name=1e", "deploy.engine=e5"])
     assert raw["register"]["registered_model_name"] == "1e"
     assert raw["deploy"]["engine"] == "e5"
+
+
+def test_a_hostile_preset_cannot_make_a_huge_error_message(tmp_path: Path) -> None:
+    # ~400 bytes of YAML aliases expand into 9^8 list elements; the error echoes a bounded
+    # summary of the value instead of its whole repr (it used to be 80 MB)
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, "
+               f"*a{i-1}, *a{i-1}]" for i in range(1, 9)]
+    text = "anchors:\n" + "".join(f"  {line}\n" for line in levels)
+    text += "train:\n  max_steps: *a8\n"
+    with pytest.raises(StageError) as info:
+        build_config(TrainConfig, "train", load_preset(write_preset(tmp_path, text))["train"])
+    assert info.value.code == "CONFIG_TYPE" and "train.max_steps" in info.value.message
+    assert len(info.value.message) < 400
