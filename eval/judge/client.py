@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -158,8 +159,10 @@ class JudgeClient:
                 async with session.post(self.endpoint.chat_url, json=self._payload(prompt),
                                         headers=self._headers()) as response:
                     if response.status == 200:
-                        return self._parse(await response.json(content_type=None))
-                    body = (await response.text())[:300]
+                        raw = await read_bounded(response, MAX_JUDGE_BODY_BYTES)
+                        return self._parse(json.loads(raw))
+                    body = (await read_bounded(response, 4096, truncate=True)).decode(
+                        "utf-8", errors="replace")[:300]
                     if response.status not in RETRYABLE_STATUS:
                         raise EvalError(
                             "EVAL_JUDGE_REQUEST_REJECTED",
@@ -268,6 +271,37 @@ def _reply_from_cache(entry: dict[str, Any]) -> JudgeReply:
     return JudgeReply(entry["text"], [(str(t), float(lp)) for t, lp in top] if top else None,
                       int(entry.get("prompt_tokens", 0)), int(entry.get("completion_tokens", 0)),
                       cached=True)
+
+
+# A judge verdict is a few tokens (plus top logprobs): a reply of a mebibyte is already far
+# past any honest answer. Bodies are read up to this many bytes and refused beyond it, so a
+# hostile or broken endpoint cannot fill the stage's memory (a 400 MiB reply used to be read
+# whole, 1.2 GB resident).
+MAX_JUDGE_BODY_BYTES = 1 << 20
+
+
+class JudgeBodyTooLarge(ValueError):
+    """A judge reply larger than MAX_JUDGE_BODY_BYTES (an invalid output, not a crash)."""
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int, *,
+                       truncate: bool = False) -> bytes:
+    """At most `limit` bytes of the body: more raises JudgeBodyTooLarge, or, with `truncate`
+    (error bodies, shown in messages), returns the first `limit` bytes. A Content-Length over
+    the limit is refused before anything is read."""
+    declared = response.content_length
+    if declared is not None and declared > limit and not truncate:
+        raise JudgeBodyTooLarge(f"Content-Length {declared} > {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 << 10):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            if truncate:
+                return b"".join(chunks)[:limit]
+            raise JudgeBodyTooLarge(f"body over {limit} bytes")
+    return b"".join(chunks)
 
 
 def first_served_model(base_url: str, api_key: str | None = None,

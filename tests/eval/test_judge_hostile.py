@@ -127,3 +127,23 @@ def test_garbage_bodies_become_invalid_outputs(body: Any) -> None:
         assert reply.text == "A" and all(lp <= 0 for _, lp in reply.top_logprobs or [])
     else:
         assert reply.error is not None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("padding_bytes", "accepted"), [(900_000, True), (3 << 20, False)])
+def test_judge_replies_are_read_up_to_a_bound(padding_bytes: int, accepted: bool) -> None:
+    # a verdict padded with junk: under the 1 MiB bound it is parsed, over it the body is
+    # refused after reading at most the bound (it was read whole: 400 MiB took 1.2 GB)
+    body = {"choices": [{"message": {"content": "A"}}], "padding": "x" * padding_bytes}
+
+    def script(path: str, request: dict[str, Any], call: int) -> Reply:
+        return Reply(200, json.dumps(body))
+
+    with ScriptedServer(script) as server:
+        judge = JudgeClient(JudgeEndpoint(server.base_url, "m"), POLICY)
+        (reply,) = judge.complete_all([JudgeRequest("hi", "k")])
+    if accepted:
+        assert reply.text == "A" and reply.error is None
+    else:
+        assert reply.text is None and reply.error is not None
+        assert "JudgeBodyTooLarge" in reply.error
