@@ -28,6 +28,7 @@ import logging
 import random
 import sys
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,6 +65,17 @@ ROUTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/tokenizer_info")
 # Request bodies above this are refused (413), chunked uploads included: aiohttp counts the
 # bytes it reads whatever the framing.
 MAX_BODY_BYTES = 2 << 20
+
+def is_routed_path(raw_path: str) -> bool:
+    """Whether a request path is one the router forwards. The raw path is what is forwarded,
+    so it is what is checked: after percent-decoding it must start with a routed prefix and hold
+    no dot segment and no backslash (`/v1/../admin` and `/v1/%2e%2e/admin` would leave the
+    allow-list on an engine that normalizes the path)."""
+    decoded = urllib.parse.unquote(raw_path)
+    if "\\" in decoded or any(part in (".", "..") for part in decoded.split("/")):
+        return False
+    return decoded.startswith(ROUTED_PREFIXES) and raw_path.startswith(ROUTED_PREFIXES)
+
 
 # Fields of an OpenAI model card that carry a local filesystem path on vLLM.
 _PATH_FIELDS = ("root", "parent")
@@ -254,7 +266,7 @@ class Router:
 
     # -- proxy -------------------------------------------------------------------------------
     async def proxy(self, request: web.Request) -> web.StreamResponse:
-        if not request.path.startswith(ROUTED_PREFIXES):
+        if not is_routed_path(request.rel_url.raw_path):
             return web.json_response({"error": {"message": f"no route {request.path}",
                                                 "type": "NotFoundError", "code": 404}},
                                      status=404)

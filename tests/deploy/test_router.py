@@ -257,3 +257,28 @@ def test_load_generator_targets_loopback_only() -> None:
     for url in ("http://10.0.0.1:8000", "http://example.com"):
         with pytest.raises(ValueError, match="loopback"):
             LoadGenerator(url, NAME, ["hi"], spec)
+
+
+@pytest.mark.parametrize("path", ["/v1/../metrics", "/v1/%2e%2e/metrics", "/v1/%2E%2E/health",
+                                  "/v1/./../metrics", "/tokenize/../metrics"])
+def test_dot_segments_cannot_leave_the_routed_paths(setup: Setup, path: str) -> None:
+    # the router forwards the raw path; an engine that normalizes it would serve whatever
+    # `..` reaches, outside the allow-list of routed paths
+    port = int(setup.router_url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 404, (path, body[:200])
+    assert b"no route" in body
+    assert BACKEND_HEADER not in response.headers  # never forwarded to an engine
+
+
+def test_routed_path_rule() -> None:
+    from serving.router import is_routed_path
+
+    assert is_routed_path("/v1/chat/completions") and is_routed_path("/tokenize")
+    assert not is_routed_path("/metrics") and not is_routed_path("/v1/..%2fadmin/..")
