@@ -27,6 +27,7 @@ from common.settings import PROJECT_ROOT, Settings
 from deploy.model_ref import ModelToDeploy
 from registry.config import RegisterConfig
 from registry.stage import RegistrationRequest, RegistrationResult, register_model
+from serving.engine import EngineProcess, start_engine
 from serving.process import port_is_listening
 from serving.vllm_venv import default_vllm_venv_dir, ensure_vllm_venv
 from testing.tiny_model import build_tiny_model
@@ -49,6 +50,21 @@ def live_descendants() -> set[int]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+def shared_engine(kind: str, model_dir: Path, name: str, log_dir: Path,
+                  **options: Any) -> Iterator[EngineProcess]:
+    """An engine shared by a module or session fixture (`yield from` it): registered as a
+    shared server while it runs, then stopped and checked gone with its children."""
+    engine = start_engine(kind, model_dir, name, log_dir=log_dir, **options)
+    pids = {engine.pid} | {c.pid for c in psutil.Process(engine.pid).children(recursive=True)}
+    SHARED_SERVER_PIDS.update(pids)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+        SHARED_SERVER_PIDS.difference_update(pids)
+        assert_servers_gone(pids, {engine.port})
 
 
 def assert_servers_gone(pids: set[int], ports: set[int]) -> None:

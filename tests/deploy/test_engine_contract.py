@@ -23,22 +23,14 @@ from deploy.metric_sources import parse_prometheus_text
 from serving.engine import EngineProcess, start_engine
 from serving.local.engine_metrics import ENGINE_METRIC_NAMES
 from testing.tiny_model import CONTEXT_TOKENS
-from tests.deploy.conftest import SHARED_SERVER_PIDS, VLLM_VENV_DIR, assert_servers_gone
+from tests.deploy.conftest import VLLM_VENV_DIR, assert_servers_gone, shared_engine
 from tests.deploy.http import request
 
 NAME = "tiny-contract"
 
 
 def _start_shared(kind: str, model_dir: Path, log_dir: Path) -> Iterator[EngineProcess]:
-    engine = start_engine(kind, model_dir, NAME, log_dir=log_dir, vllm_venv_dir=VLLM_VENV_DIR)
-    pids = {engine.pid} | {c.pid for c in psutil.Process(engine.pid).children(recursive=True)}
-    SHARED_SERVER_PIDS.update(pids)
-    try:
-        yield engine
-    finally:
-        engine.stop()
-        SHARED_SERVER_PIDS.difference_update(pids)
-        assert_servers_gone(pids, {engine.port})
+    yield from shared_engine(kind, model_dir, NAME, log_dir, vllm_venv_dir=VLLM_VENV_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import psutil
 import pytest
 
 import deploy.parity as parity
@@ -33,10 +32,10 @@ from deploy.parity import (
     mismatch_error,
     served_greedy,
 )
-from serving.engine import EngineProcess, start_engine
+from serving.engine import EngineProcess
 from serving.process import free_port
 from testing.tiny_chat_model import build_tiny_chat_model, save_base_tokenizer
-from tests.deploy.conftest import SHARED_SERVER_PIDS, assert_servers_gone
+from tests.deploy.conftest import shared_engine
 
 EOS = 2
 NAME = "tiny-chat"
@@ -195,16 +194,8 @@ def chat_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def local_chat_engine(chat_models: dict[str, Path],
                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    engine = start_engine("local", chat_models["evaluated"], NAME,
-                          log_dir=tmp_path_factory.mktemp("logs"))
-    pids = {engine.pid} | {c.pid for c in psutil.Process(engine.pid).children(recursive=True)}
-    SHARED_SERVER_PIDS.update(pids)
-    try:
-        yield engine
-    finally:
-        engine.stop()
-        SHARED_SERVER_PIDS.difference_update(pids)
-        assert_servers_gone(pids, {engine.port})
+    yield from shared_engine("local", chat_models["evaluated"], NAME,
+                             tmp_path_factory.mktemp("logs"))
 
 
 def check(engine: EngineProcess, reference_dir: Path) -> ParityResult:

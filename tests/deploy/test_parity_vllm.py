@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from deploy.parity import ParityResult, check_engine, mismatch_error
-from serving.engine import EngineProcess, start_engine
-from tests.deploy.conftest import SHARED_SERVER_PIDS, VLLM_VENV_DIR, assert_servers_gone
+from serving.engine import EngineProcess
+from tests.deploy.conftest import VLLM_VENV_DIR, shared_engine
 from tests.deploy.test_parity import chat_models  # noqa: F401  (the shared tiny chat models)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -25,17 +24,9 @@ NAME = "tiny-chat"
 @pytest.fixture(scope="module")
 def vllm_chat_engine(vllm_python: Path, chat_models: dict[str, Path],  # noqa: F811
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    engine = start_engine("vllm", chat_models["evaluated"], NAME,
-                          log_dir=tmp_path_factory.mktemp("logs"), vllm_venv_dir=VLLM_VENV_DIR,
-                          enforce_eager=True)
-    pids = {engine.pid} | {c.pid for c in psutil.Process(engine.pid).children(recursive=True)}
-    SHARED_SERVER_PIDS.update(pids)
-    try:
-        yield engine
-    finally:
-        engine.stop()
-        SHARED_SERVER_PIDS.difference_update(pids)
-        assert_servers_gone(pids, {engine.port})
+    yield from shared_engine("vllm", chat_models["evaluated"], NAME,
+                             tmp_path_factory.mktemp("logs"), vllm_venv_dir=VLLM_VENV_DIR,
+                             enforce_eager=True)
 
 
 def check(engine: EngineProcess, reference_dir: Path) -> ParityResult:
