@@ -3,13 +3,14 @@ champion (a thin shell over `deploy.history.import_base_as_champion`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flytekit import Resources, task
 
 from common.settings import PROJECT_ROOT, load_settings
 from deploy.config import DeployConfig
 from registry.config import RegisterConfig
 from tasks import timeouts
-from tasks.base_model import base_model_path
 from tasks.contracts import BaseModel
 from tasks.flyte_adapter import STAGE_DECK_FIELDS, quiet_console
 
@@ -34,7 +35,9 @@ def import_base_champion(base: BaseModel | None, register_config: RegisterConfig
     quiet_console()
     settings = load_settings()
     request = ImportRequest(
-        model_dir=base_model_path(base), base_model_identity=base.identity.to_json(),
+        # import_base_model hashes the directory against the identity's digest before it
+        # signs anything: the check lives there, not here again (538 MB hashed once, not twice)
+        model_dir=Path(base.model_dir.download()), base_model_identity=base.identity.to_json(),
         config=register_config, tracking_uri=settings.mlflow_tracking_uri,
         artifact_root=settings.mlflow_artifact_root, key_dir=settings.keys_dir,
         execution_id=invocation_id(), project_root=PROJECT_ROOT)

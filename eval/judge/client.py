@@ -307,7 +307,6 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int, *,
 def first_served_model(base_url: str, api_key: str | None = None,
                        timeout_seconds: float = 30.0) -> str:
     """The first model id of the server's ``/v1/models`` (when eval.judge_model is unset)."""
-    import json
     import urllib.error
     import urllib.request
 
