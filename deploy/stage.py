@@ -50,6 +50,7 @@ from deploy.state import state_path
 from registry import mlflow_registry as reg
 from registry.aliases import champion_version, check_champion_unmoved, move_champion
 from registry.errors import RegistryError
+from registry.eval_attestation import CurrentChampion
 from registry.policy import load_policy
 from registry.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, KeyPair
 from registry.verify import verify_model
@@ -141,12 +142,14 @@ def _deploy_locked(model: ModelToDeploy, config: DeployConfig, settings: Setting
     client = reg.client_for(settings.mlflow_tracking_uri)
     record = DecisionRecord.start(name, model, config)
 
-    # 1. Verify first: fail closed, nothing started yet.
+    # 1. Verify first: fail closed, nothing started yet. The eval evidence must be measured
+    # against the champion this deploy would replace (DEPLOY_EVIDENCE_STALE).
+    champion = champion_version(client, model.registered_model_name, config.champion_alias)
     verified = verify_for_serving(model.model_uri, model.model_digest, config, settings,
-                                  work_dir, served)
+                                  work_dir, served,
+                                  evaluated_against=current_champion(client, model, champion))
     record.data["verification"] = {"model_uri": verified.model_uri, "passed": True,
                                    "model_digest": verified.digest}
-    champion = champion_version(client, model.registered_model_name, config.champion_alias)
     record.data["champion"] = {"before": champion, "after": champion, "moved": False}
     _check_champion_in_history(champion, work_dir, settings, config.champion_alias)
 
@@ -240,9 +243,24 @@ def _build_backend(config: DeployConfig, settings: Settings, name: str,
                         enforce_eager=config.enforce_eager)
 
 
+def current_champion(client: Any, model: ModelToDeploy,
+                     champion: str | None) -> CurrentChampion | None:
+    """What the model's eval evidence must be measured against: the champion it would replace
+    (none on a first deployment); None when the model is the champion already."""
+    if champion == model.version:
+        return None
+    if champion is None:
+        return CurrentChampion(None, "no champion (first deployment)")
+    # a champion without a digest tag matches no evidence (never "no champion")
+    digest = _digest_of(client, model, champion) or "unknown: the version has no model_digest tag"
+    return CurrentChampion(digest, f"models:/{model.registered_model_name}/{champion}")
+
+
 def verify_for_serving(model_uri: str, expected_digest: str, config: DeployConfig,
-                       settings: Settings, work_dir: Path, served: str) -> VerifiedModel:
-    """registry.verify_model into a fresh directory; any failure is DEPLOY_MODEL_REJECTED."""
+                       settings: Settings, work_dir: Path, served: str, *,
+                       evaluated_against: CurrentChampion | None = None) -> VerifiedModel:
+    """registry.verify_model into a fresh directory; any failure is DEPLOY_MODEL_REJECTED,
+    evidence measured against another champion than `evaluated_against` DEPLOY_EVIDENCE_STALE."""
     public_key = Path(config.public_key_path) if config.public_key_path else \
         settings.keys_dir / PUBLIC_KEY_NAME
     version = model_uri.rsplit("/", 1)[-1]
@@ -253,11 +271,13 @@ def verify_for_serving(model_uri: str, expected_digest: str, config: DeployConfi
         result = verify_model(model_uri, tracking_uri=settings.mlflow_tracking_uri,
                               policy=load_policy(config.policy_path, keys_dir=settings.keys_dir),
                               public_key=public_key,
-                              download_dir=staging)
+                              download_dir=staging, evaluated_against=evaluated_against)
     except RegistryError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        code = ("DEPLOY_EVIDENCE_STALE" if exc.code == "DEPLOY_EVIDENCE_STALE"
+                else "DEPLOY_MODEL_REJECTED")
         raise StageError(
-            "DEPLOY_MODEL_REJECTED",
+            code,
             f"{model_uri} failed verification, nothing was started: {exc}",
             details={"check": exc.check, "expected": exc.expected, "found": exc.found},
         ) from exc

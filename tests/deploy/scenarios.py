@@ -16,7 +16,7 @@ from deploy.stage import DeployOutcome, deploy_canary
 from deploy.state import load_state
 from registry.aliases import DEFAULT_CHAMPION_ALIAS as CHAMPION_ALIAS
 from registry.mlflow_registry import client_for
-from tests.deploy.conftest import VLLM_VENV_DIR
+from tests.deploy.conftest import VLLM_VENV_DIR, evaluated_now
 from tests.deploy.http import request
 
 # Injected latency well above the test SLOs below, so a rollback never depends on timing luck.
@@ -47,7 +47,8 @@ def fast_config(engine: str, **overrides: object) -> DeployConfig:
 
 
 def deploy(model: ModelToDeploy, config: DeployConfig, settings: Settings) -> DeployOutcome:
-    return deploy_canary(model, config, settings)
+    """Deploy `model` evaluated against the champion of now (`evaluated_now`)."""
+    return deploy_canary(evaluated_now(model, settings), config, settings)
 
 
 def champion(settings: Settings, name: str) -> str | None:
