@@ -98,7 +98,9 @@ def build_parser(home: Path, environ: Mapping[str, str], *,
 
     sub = command("undo", "serve the previous champion again (verified first)",
                   "Serve the version the champion alias held before it last moved (from the "
-                  "decision records), or --to-version N, as the stable: verify it, start it "
+                  "signed deployment history, never the unsigned decision records), or "
+                  "--to-version N (a former champion), as the stable: verify it as the digest "
+                  "the history recorded, start it "
                   "behind the router, smoke-check it, move the champion alias, write a "
                   "decision record.")
     name_argument(sub)
