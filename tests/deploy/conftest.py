@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 from common.digests import model_root_digest, sha256_file
 from common.errors import StageError
@@ -132,7 +133,7 @@ def current_champion_digest(tracking_uri: str, name: str) -> str | None:
     client = client_for(tracking_uri)
     try:
         version = client.get_model_version_by_alias(name, DEFAULT_CHAMPION_ALIAS)
-    except MlflowException:
+    except (MlflowException, SQLAlchemyError):  # none yet, or a store the registration fails on
         return None
     return str(dict(version.tags)[TAG_MODEL_DIGEST])
 
