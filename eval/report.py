@@ -310,7 +310,11 @@ def _shorten(text: str | None, limit: int = 240) -> str | None:
 def _judge_tables(judge: dict[str, Any]) -> str:
     if judge["status"] != "ok":
         return f"<h3>Judge</h3><p>{html.escape(judge['status'])}</p>"
+    kind = judge.get("judge_kind", "judge")
     rows: list[list[Any]] = [["judge model", judge["judge_model"]],
+                             ["judged task", judge.get("task")],
+                             ["judges", "jury of " + ", ".join(judge["jury_members"])
+                              if kind == "jury" else "one model (not a jury)"],
                              ["prompts", ", ".join(judge["prompt_ids"].values())],
                              ["gating", judge["gating"]]]
     rows += [["non-gating because", r] for r in judge["non_gating_reasons"]]
