@@ -73,7 +73,8 @@ def test_the_judge_sees_the_question_as_a_person_would() -> None:
 def test_a_task_without_references_is_judged_pairwise_only(tmp_path: Path) -> None:
     """IFEval has no reference answers: no rubric grades, and the pairwise comparison with
     its length control still runs (a verbose-loving judge: raw win rate 1, LC near 0.5)."""
-    docs = [{"key": i, "prompt": f"Describe item {i} in one sentence."} for i in range(30)]
+    docs: list[dict[str, Any]] = [{"key": i, "prompt": f"Describe item {i} in one sentence."}
+                                  for i in range(30)]
     candidate = [_sample(d, f"Item {d['key']} is a thing." + " Really." * (1 + d["key"] % 7))
                  for d in docs]
     champion = [_sample(d, f"Item {d['key']} is a thing.") for d in docs]
