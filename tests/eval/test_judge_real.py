@@ -35,6 +35,7 @@ def _ifeval_like(verbose: bool) -> list[SampleResult]:
 
 
 @pytest.mark.real_model
+@pytest.mark.integration
 @pytest.mark.timeout(1200)
 def test_the_packaged_small_judge_serves_on_vllm_and_does_not_earn_a_vote(
         vllm_python: Path,  # noqa: F811 (the fixture)
