@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from common import retention
 from common.digests import sha256_file
 from common.errors import StageError
+from common.fs import private_dir
 from common.settings import Settings
 from common.signals import signals_raise_stage_interrupted
 from deploy import history, parity
@@ -185,7 +186,7 @@ def deployment_lock(work_dir: Path, name: str) -> Iterator[None]:
     """An exclusive, non-blocking lock on the deployment: a second deploy of it fails at
     once (DEPLOY_LOCKED) instead of interleaving with the first (shared staging directory,
     state file, router). The kernel releases it when the holder dies, SIGKILL included."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(work_dir)  # 0700: state, records, history and tokens live here
     path = work_dir / "deploy.lock"
     with path.open("a+") as handle:
         try:
