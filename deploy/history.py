@@ -158,7 +158,7 @@ def append_entry(
     head in the anchor store (`write_anchor`)."""
     if public_key_path is None and key_pair is not None:
         public_key_path = key_pair.public_key_path
-    entries = read_history(work_dir, public_key_path=public_key_path, anchor=anchor)
+    entries = _read(work_dir, public_key_path, anchor, pending_record=decision_record_sha256)
     entry = HistoryEntry(
         action=action, version=str(version), digest=digest,
         decision_record_sha256=decision_record_sha256,
@@ -191,9 +191,16 @@ def read_history(work_dir: Path, *, public_key_path: Path | None = None,
     each line, (with `public_key_path`) that every line is validly signed, and (with
     `anchor`) that the history reaches the anchored head. [] when there is no history yet.
     Raises DEPLOY_HISTORY_BROKEN / _UNSIGNED / _TORN / _TRUNCATED / _UNANCHORED / _MISSING."""
+    return _read(work_dir, public_key_path, anchor, pending_record=None)
+
+
+def _read(work_dir: Path, public_key_path: Path | None, anchor: Anchor | None, *,
+          pending_record: str | None) -> list[HistoryEntry]:
+    # `pending_record`: the sha256 of the decision record whose line is being appended (it
+    # is written first, so it exists before the deployment's first line does).
     path = history_path(work_dir)
     if not path.is_file():
-        _check_nothing_expected(work_dir, anchor)
+        _check_nothing_expected(work_dir, anchor, pending_record)
         return []
     lines, torn = _split_lines(path.read_bytes())
     if torn is not None:
@@ -448,10 +455,11 @@ def _check_anchor(path: Path, entries: list[HistoryEntry], anchor: Anchor | None
                      "head": None if found is None else found.tag_value()})
 
 
-def _check_nothing_expected(work_dir: Path, anchor: Anchor | None) -> None:
+def _check_nothing_expected(work_dir: Path, anchor: Anchor | None,
+                            pending_record: str | None) -> None:
     """A missing history is a new deployment only while nothing says one existed."""
     path = history_path(work_dir)
-    moves = _recorded_moves(Path(work_dir))
+    moves = _recorded_moves(Path(work_dir), ignore_sha256=pending_record)
     if (anchor is None or anchor.head is None) and not moves:
         return
     evidence = (f"the registry anchors entry {anchor.head.sequence}" if anchor and anchor.head
@@ -463,14 +471,17 @@ def _check_nothing_expected(work_dir: Path, anchor: Anchor | None) -> None:
         details={"path": str(path)})
 
 
-def _recorded_moves(work_dir: Path) -> list[str]:
+def _recorded_moves(work_dir: Path, *, ignore_sha256: str | None) -> list[str]:
     records = work_dir / "records"
     found = []
     for path in sorted(records.glob("*.json")) if records.is_dir() else []:
         if path.name == "latest.json":
             continue
         try:
-            action = json.loads(path.read_text()).get("action")
+            raw = path.read_bytes()
+            if hashlib.sha256(raw).hexdigest() == ignore_sha256:
+                continue
+            action = json.loads(raw).get("action")
         except (OSError, ValueError, AttributeError):
             continue  # not a record this check can read; the history check does not need it
         if action in RECORDED_ACTIONS:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import Settings
 from deploy import history
@@ -183,7 +184,10 @@ def test_importing_never_replaces_a_recorded_champion(tmp_path: Path) -> None:
     allow_imports_from(settings.keys_dir, source)
     keys = ensure_key_pair(settings.keys_dir)
     work_dir = home / "deployments" / "shipyard-smol"
-    _append(work_dir, keys, "first_deployment", "7")
+    client = client_for(settings.mlflow_tracking_uri)
+    client.create_registered_model("shipyard-smol")
+    history.write_anchor(client, "shipyard-smol", "shipyard-smol",
+                         _append(work_dir, keys, "first_deployment", "7"))
     identity = json.dumps({"name": "base", "source": source, "licence": "unknown",
                            "model_digest": model_root_digest(base)})
     request = ImportRequest(
@@ -258,6 +262,20 @@ def test_a_deleted_history_fails_closed(work_dir: Path, keys: KeyPair) -> None:
     with pytest.raises(StageError) as failure:
         _append(work_dir, keys, "promoted", "4")
     assert failure.value.code == "DEPLOY_HISTORY_MISSING"
+
+
+def test_the_first_deploys_own_record_does_not_count_as_a_lost_history(
+    work_dir: Path, keys: KeyPair
+) -> None:
+    """Deploy writes its record before the line that names it; the first line must go in."""
+    record = write_record(work_dir, {"model_uri": "models:/shipyard-tiny/1",
+                                     "action": "first_deployment", "outcome": "PASS"})
+    entry = history.append_entry(
+        work_dir, action="first_deployment", version="1", digest="1" * 64,
+        decision_record_sha256=sha256_file(record), actor="alice@host", key_pair=keys,
+        anchor=history.Anchor(None))
+    assert history.read_history(work_dir, public_key_path=keys.public_key_path,
+                                anchor=history.Anchor(history.head_of([entry]))) == [entry]
 
 
 def test_a_refused_deploy_record_does_not_need_a_history(work_dir: Path) -> None:
