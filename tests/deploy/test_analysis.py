@@ -252,7 +252,7 @@ def test_the_tail_waits_for_p99_min_requests() -> None:
     assert "the tail needs 200" in checks["ttft_p99_vs_stable"].detail
 
 
-def _stable_with_intervals(intervals: list[tuple[float, float]], errors: int = 0
+def _stable_with_intervals(intervals: Sequence[tuple[float, float]], errors: int = 0
                            ) -> WindowStats:
     requests = int(sum(mine for mine, _ in intervals))
     snapshot = TrackSnapshot(requests=requests, errors=errors,
