@@ -140,14 +140,16 @@ def undo(name: str, config: DeployConfig, settings: Settings, *,
     comes from the signed history and must verify as the digest recorded there."""
     work_dir = state_path(settings.home, name).parent
     records = decision_records(work_dir)
-    entries = history.read_history(work_dir, public_key_path=_history_keys(settings)[1])
+    registered = registered_model_of(records, name)
+    client = reg.client_for(settings.mlflow_tracking_uri)
+    # signed, chained and reaching the head MLflow anchors: a cut or swapped history fails
+    entries = history.read_history(work_dir, public_key_path=_history_keys(settings)[1],
+                                   anchor=history.read_anchor(client, registered, name))
     if not records and not entries:
         raise StageError("DEPLOY_NOT_FOUND",
                          f"deployment {name!r} has no decision records or history under "
                          f"{work_dir}: nothing to undo. `shipyard history` lists what was "
                          "deployed.")
-    registered = registered_model_of(records, name)
-    client = reg.client_for(settings.mlflow_tracking_uri)
     current = champion_version(client, registered, config.champion_alias)
     target = (champion_entry(entries, str(to_version)) if to_version is not None
               else previous_champion_entry(entries, current))
