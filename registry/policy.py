@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from registry.errors import RegistryError
-from registry.signing import SigstoreIdentity
+from registry.identity import SigstoreIdentity
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
 # Written by `ensure_key_pair` next to the key pair it pins (registry.signing).
