@@ -9,8 +9,10 @@
     shipyard stop [NAME]                               stop a local deployment's servers
     shipyard reports [RUN] | gc [--dry-run] | run      reports, clean-up, the pipeline
 
-Exit codes: 0 ok; 1 degraded, failed, refused or not found; 2 bad usage; 3 timed out.
-Every command takes --json for scripts. docs/cli.md is generated from this parser.
+Exit codes: 0 ok; 1 degraded, failed, refused or not found; 2 bad usage; 3 timed out;
+141 the reader of stdout went away (`shipyard history | head`: quietly, like any Unix tool).
+Every command takes --json for scripts; with it a failure is also a JSON object on stdout,
+{"error": {"code": ..., "message": ...}}. docs/cli.md is generated from this parser.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TypeAlias
 # (tests/cli/test_import_cost.py). The deploy stack and `registry.cli` (MLflow, model-signing)
 # are imported inside the commands that use them.
 from cli import housekeeping, rollout, status
-from cli.common import FAILED, USAGE, UsageError, error
+from cli.common import FAILED, USAGE, USAGE_ERROR, UsageError, error, print_json_error
 from common.errors import StageError
 from common.settings import load_settings
 
@@ -215,8 +217,23 @@ def _run_verify(args: argparse.Namespace) -> int:
     return registry_cli.run_verify(args)
 
 
+# 128 + SIGPIPE: what a shell reports for a tool that a closed pipe stopped
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    args_list = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        # `shipyard ... | head`: the reader has gone. Point stdout at /dev/null so the
+        # interpreter's own flush at exit cannot raise (and print) the same error again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _main(args_list: list[str]) -> int:
     settings = load_settings()
     parser = build_parser(settings.home, os.environ,
                           verify_arguments=_command_word(args_list) == "verify")
@@ -242,13 +259,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command]()
     except UsageError as exc:
-        error(args.command, str(exc))
+        _report(args, USAGE_ERROR, str(exc))
         return USAGE
     except StageError as exc:
-        error(args.command, f"[{exc.code}] {exc.message}")
+        _report(args, exc.code, exc.message)
         return FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _report(args: argparse.Namespace, code: str, message: str) -> None:
+    """stderr for people, and with --json the same error as a JSON object on stdout."""
+    error(args.command, message if code == USAGE_ERROR else f"[{code}] {message}")
+    if getattr(args, "json", False):
+        print_json_error(code, message)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,9 @@ def add_verify_arguments(
         "fingerprint (default: %(default)s)",
     )
     parser.set_defaults(keys_dir=home / "keys")
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON for scripts: the result, or {\"error\": {...}} when "
+                        "a check fails (also on stdout)")
     parser.add_argument(
         "--download-dir",
         type=Path,
@@ -210,7 +213,16 @@ def run_verify(args: argparse.Namespace) -> int:
             expected_digest=args.expected_digest,
         )
     except RegistryError as exc:
+        if getattr(args, "json", False):  # and the same on stderr, for the person
+            _print_json({"model_uri": args.model_uri, "error": {
+                "code": exc.code, "message": exc.message, "check": exc.check,
+                "expected": exc.expected, "found": exc.found}})
         return _report_failure(f"shipyard verify: FAILED {args.model_uri}", exc)
+    if getattr(args, "json", False):
+        import dataclasses
+
+        _print_json({**dataclasses.asdict(result), "policy": policy.source})
+        return 0
     print(
         f"shipyard verify: OK {result.model_uri} -> {result.registered_model_name} "
         f"version {result.version}\n  model digest: sha256:{result.model_digest}\n"
@@ -227,6 +239,12 @@ def run_verify(args: argparse.Namespace) -> int:
     if result.model_dir is not None:
         print(f"  verified files: {result.model_dir}")
     return 0
+
+
+def _print_json(value: object) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, default=str), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
 from tasks.flyte_adapter import (
+    JUDGE_SECRETS,
+    MLFLOW_SECRETS,
     STAGE_DECK_FIELDS,
     error_html,
     publish_report,
@@ -42,7 +44,7 @@ _STAGE = "evaluate"
 
 # Never cached: it reads the live champion alias. Run just before evaluate (after train), so
 # the alias has the least time to move before evaluate compares against it.
-@task(cache=False, retries=2, timeout=timeouts.RESOLVE)
+@task(cache=False, retries=2, timeout=timeouts.RESOLVE, secret_requests=MLFLOW_SECRETS)
 def champion_reference(config: EvalConfig) -> str:
     """``models:/NAME/VERSION sha256:<digest>`` of the champion, or ``none``
     (`eval.champion.champion_reference`)."""
@@ -69,6 +71,7 @@ def champion_reference(config: EvalConfig) -> str:
     requests=Resources(cpu="2", mem="8Gi"),
     enable_deck=True,
     deck_fields=STAGE_DECK_FIELDS,
+    secret_requests=[*JUDGE_SECRETS, *MLFLOW_SECRETS],
 )
 def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
              champion: str, prices: CostConfig) -> EvalReport:

@@ -89,6 +89,27 @@ STAGE_DECK_FIELDS = (DeckField.SOURCE_CODE, DeckField.TIMELINE, DeckField.INPUT,
                      DeckField.OUTPUT)
 
 
+# Credentials a task asks the cluster's secret manager for (`secret_requests`). Each is mounted
+# as the environment variable its reader already uses locally, so there is one path: the
+# judge's key as EvalConfig.judge_api_key_env's default (read in tasks/evaluate.py), MLflow's
+# credentials as the variables MLflow itself reads. Nothing calls current_context().secrets.
+SECRET_GROUP = "shipyard"
+JUDGE_API_KEY_ENV = "SHIPYARD_JUDGE_API_KEY"  # eval.config.EvalConfig.judge_api_key_env
+MLFLOW_CREDENTIAL_ENVS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                          "MLFLOW_TRACKING_TOKEN")
+
+
+def _env_secret(env_var: str) -> flytekit.Secret:
+    """The secret `<SECRET_GROUP>/<env var, lower-case, dashes>`, mounted as `env_var`."""
+    return flytekit.Secret(group=SECRET_GROUP, key=env_var.lower().replace("_", "-"),
+                           env_var=env_var,
+                           mount_requirement=flytekit.Secret.MountType.ENV_VAR)
+
+
+JUDGE_SECRETS = [_env_secret(JUDGE_API_KEY_ENV)]
+MLFLOW_SECRETS = [_env_secret(name) for name in MLFLOW_CREDENTIAL_ENVS]
+
+
 def execution_id() -> str:
     """`project:domain:name` of the running Flyte execution (``local`` values when local)."""
     try:

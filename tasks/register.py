@@ -24,6 +24,7 @@ from tasks.contracts import (
     ValidatedDataset,
 )
 from tasks.flyte_adapter import (
+    MLFLOW_SECRETS,
     STAGE_DECK_FIELDS,
     error_html,
     execution_id,
@@ -58,6 +59,7 @@ _REPORT_TITLE = "Model registration"
     deck_fields=STAGE_DECK_FIELDS,
     requests=Resources(cpu="1", mem="2Gi"),
     limits=Resources(cpu="2", mem="4Gi"),
+    secret_requests=MLFLOW_SECRETS,
 )
 def register(
     model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig,
