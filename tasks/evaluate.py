@@ -1,6 +1,6 @@
 """Flyte tasks `champion_reference` (EvalConfig -> which champion to compare against) and
 `evaluate`: TrainedModel + ValidatedDataset + EvalConfig + that reference -> EvalReport (a thin
-shell over `eval.run.evaluate_model`; README: "Stage: evaluate").
+shell over `eval.run.evaluate_model`; docs/stages/evaluate.md).
 
 The evaluation stack (lm-eval, torch, transformers, model-signing) is imported inside the task
 bodies: a re-run whose evaluate is a cache hit does not pay for importing it.

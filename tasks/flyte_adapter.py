@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -117,6 +118,15 @@ def execution_id() -> str:
     except Exception:  # no Flyte context at all (plain Python call)
         return "none:none:none"
     return f"{ex.project}:{ex.domain}:{ex.name}"
+
+
+def working_directory() -> Path:
+    """The task's scratch directory: Flyte's per-execution working directory, which it cleans
+    up after the task; the system temp dir outside a Flyte execution."""
+    try:
+        return Path(flytekit.current_context().working_directory)
+    except Exception:  # no Flyte context at all (plain Python call)
+        return Path(tempfile.gettempdir())
 
 
 def is_remote_execution() -> bool:

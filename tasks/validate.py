@@ -7,7 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import flytekit
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
@@ -24,6 +23,7 @@ from tasks.flyte_adapter import (
     publish_report,
     quiet_console,
     run_reports_dir,
+    working_directory,
 )
 
 _STAGE = "validate_data"
@@ -67,8 +67,8 @@ def validate_data(config: DataConfig, source_digests: dict[str, str],
     with stage_cost(_STAGE, run_reports_dir(), prices):
         started = time.time()
         quiet_console()
-        parent = Path(flytekit.current_context().working_directory)
-        output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=parent)) / "dataset"
+        output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=working_directory())
+                          ) / "dataset"
         try:
             config = with_base_model_dir(config, base, "validate_data")
             outcome = validate_dataset(config, output_dir)
