@@ -17,8 +17,8 @@
 
 Also counts each run's console lines (Shipyard's quiet console: third-party output goes to the
 run's pipeline.log). Stops what the runs left serving (`shipyard stop`) and removes the temp
-dir unless --keep. Prints one JSON object. Takes 10+ minutes; run by hand, never in CI (pytest
-collects only tests/).
+dir unless --keep. Prints one JSON object. Takes 10+ minutes; run by hand, never in CI (CI runs only
+`--dry-run`, tests/bench/test_bench_smoke.py).
 
     .venv/bin/python -m bench.pipeline_setup [--out DIR] [--keep] [--reruns 2] [--dry-run]
 
