@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from common.settings import PROJECT_ROOT
-from tests.conftest import subprocess_env
 from testing.tiny_model import build_tiny_model
+from tests.conftest import subprocess_env
 
 BENCH_DIR = PROJECT_ROOT / "bench"
 # bench module -> the test that smoke-runs it (checked by test_every_bench_script_...)
