@@ -50,17 +50,25 @@ def _call_name(func: ast.expr) -> str | None:
 
 
 def error_types(files: list[tuple[Path, ast.Module]]) -> set[str]:
-    """Exception classes whose __init__ takes `code` first: StageError, RegistryError, ..."""
+    """Exception classes whose __init__ takes `code` first (StageError, RegistryError, ...)
+    and their subclasses that keep it (EvalError)."""
     found = set()
-    for _, tree in files:
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.ClassDef):
-                continue
-            for item in node.body:
-                if (isinstance(item, ast.FunctionDef) and item.name == "__init__"
-                        and len(item.args.args) > 1 and item.args.args[1].arg == "code"):
-                    found.add(node.name)
-    return found
+    classes = [node for _, tree in files for node in ast.walk(tree)
+               if isinstance(node, ast.ClassDef)]
+    for node in classes:
+        for item in node.body:
+            if (isinstance(item, ast.FunctionDef) and item.name == "__init__"
+                    and len(item.args.args) > 1 and item.args.args[1].arg == "code"):
+                found.add(node.name)
+    inheriting = {node.name: {b.id for b in node.bases if isinstance(b, ast.Name)}
+                  for node in classes
+                  if not any(isinstance(i, ast.FunctionDef) and i.name == "__init__"
+                             for i in node.body)}
+    while True:
+        more = {name for name, bases in inheriting.items() if bases & found} - found
+        if not more:
+            return found
+        found |= more
 
 
 def _string_values(node: ast.expr) -> list[str] | None:
