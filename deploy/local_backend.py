@@ -36,7 +36,7 @@ from serving.process import (
     stop_process_group,
     wait_until_healthy,
 )
-from serving.router import FaultSpec
+from serving.router import DEFAULT_CANARY_LEASE_SECONDS, FaultSpec
 from serving.router_admin import (
     AdminClient,
     read_admin_token,
@@ -57,7 +57,8 @@ WARM_UP_MAX_SECONDS = 120.0
 class LocalBackend:
     def __init__(self, home: Path, name: str, *, engine_kind: str,
                  ready_timeout_seconds: float = 300.0, max_model_len: int | None = None,
-                 vllm_venv_dir: Path | None = None, enforce_eager: bool = False) -> None:
+                 vllm_venv_dir: Path | None = None, enforce_eager: bool = False,
+                 canary_lease_seconds: float = DEFAULT_CANARY_LEASE_SECONDS) -> None:
         self.home = home
         self.name = name
         self.engine_kind = engine_kind
@@ -65,6 +66,7 @@ class LocalBackend:
         self.max_model_len = max_model_len
         self.vllm_venv_dir = vllm_venv_dir
         self.enforce_eager = enforce_eager
+        self.canary_lease_seconds = canary_lease_seconds
         self.log_dir = state_path(home, name).parent / "logs"
         self.state = load_state(home, name)
 
@@ -230,13 +232,37 @@ class LocalBackend:
             raise StageError("DEPLOY_NO_STABLE", "no stable engine to route to")
         backends = {"stable": stable.base_url}
         weights = {"stable": 100 - canary_percent}
+        body: dict[str, Any] = {"backends": backends, "weights": weights}
         if canary is not None and canary_percent > 0:
             backends["canary"] = canary.base_url
             weights["canary"] = canary_percent
-        self._admin("backends", {"backends": backends, "weights": weights})
+            # the router reverts to the stable unless renew_canary_lease comes in time
+            body["lease_seconds"] = self.canary_lease_seconds
+        self._admin("backends", body)
 
     def set_canary_weight(self, percent: int) -> None:
         self.route(canary_percent=percent)
+
+    def renew_canary_lease(self) -> None:
+        """The controller's heartbeat to the router. DEPLOY_CANARY_LEASE_LOST when the lease
+        already lapsed: the router has sent the canary's traffic back to the stable."""
+        client = self.admin_client()
+        try:
+            client.post("lease", {"lease_seconds": self.canary_lease_seconds})
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise StageError("DEPLOY_ROUTER_REFUSED", f"router refused the canary lease "
+                                 f"renewal: {exc.read().decode()[:500]}") from exc
+            raise StageError(
+                "DEPLOY_CANARY_LEASE_LOST",
+                f"deployment {self.name}: the router's canary lease "
+                f"({self.canary_lease_seconds:g} s) lapsed before the controller renewed it, "
+                "so the router sent all traffic back to the stable. The controller was stalled "
+                "longer than deploy.canary_lease_seconds (a slow metrics scrape, a suspended "
+                "process): raise it, or find what stalled it in the deploy log.") from exc
+        except OSError as exc:
+            raise StageError("DEPLOY_ROUTER_UNREACHABLE",
+                             f"router at {client.admin_url} unreachable: {exc}") from exc
 
     def inject_faults(self, canary: FaultSpec | None) -> None:
         self._admin("faults", {"faults": {"canary": asdict(canary)} if canary else {}})
