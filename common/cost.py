@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import StageError
+from common.fs import SHARED_FILE_MODE, atomic_write_text
 from common.resources import ResourceUse, measure
 
 logger = logging.getLogger(__name__)
@@ -159,9 +160,8 @@ def write_run_cost(run_dir: Path) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n",
+                      mode=SHARED_FILE_MODE)
 
 
 def _log_mlflow(cost: StageCost, fields: dict[str, Any]) -> None:

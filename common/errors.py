@@ -1,7 +1,12 @@
-"""The one error type of the `tasks` package.
+"""The one error base class of the project.
 
 Every error says what input was wrong, which rule it broke and how to fix it, and carries a
-stable machine-readable `code` so CI and callers can branch on it without parsing text.
+stable machine-readable `code` so CI and callers can branch on it without parsing text. The
+stage libraries raise it or their own subclass (`eval.errors.EvalError`,
+`registry.errors.RegistryError`, which adds the failed check); the codes are one registry:
+each has its section in docs/troubleshooting.md and a test that asserts it
+(tests/test_docs.py, tests/test_error_code_coverage.py). A task body needs one `except
+StageError`, never a translation from one error type to another.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.fs import SHARED_FILE_MODE, atomic_write_text
 from common.settings import PROJECT_ROOT
 
 DEFAULT_OUT_DIR = PROJECT_ROOT / "data" / "corpus"
@@ -257,9 +258,7 @@ def write_corpus(out_dir: Path, seed: int) -> dict[str, int]:
 
 def _write_text(path: Path, text: str) -> None:
     # Write-then-rename so an interrupted run never leaves a truncated split behind.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(text.encode("utf-8"))
-    tmp.replace(path)
+    atomic_write_text(path, text, mode=SHARED_FILE_MODE)
 
 
 # -- synthetic corpora of any size, for benchmarks ---------------------------------------------

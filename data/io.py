@@ -30,6 +30,7 @@ from typing import IO, Any
 import fsspec
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.digests import sha256_file
@@ -54,6 +55,11 @@ class ReadLimits:
     # by the data rules, so a malformed one is reported by row instead of stopping the read.
     # Every other column must stay flat. Depth is still bounded by the parser.
     nested_fields: tuple[str, ...] = ()
+    # Parquet: the most one column of one row group may decompress to, read from the footer
+    # before any page is. Beside the per-row average (`max_row_bytes` per row), this bounds a
+    # single huge value hidden among many empty rows; default writers stay far below it (a
+    # 64 MiB chunk is a million 64-byte cells).
+    max_column_chunk_bytes: int = 256 << 20
 
 
 def is_uri(location: str) -> bool:
@@ -163,18 +169,59 @@ class SplitReader:
 
     def _parquet_chunks(self, resolved: str, handle: IO[bytes]) -> Iterator[pd.DataFrame]:
         parquet = _open_parquet(self.split, resolved, handle)
+        _check_parquet_sizes(self.split, resolved, parquet.metadata, self.limits)
+        schema = parquet.schema_arrow
+        # Text columns are read as dictionaries (values once, an index per row), so a row's
+        # size is known before it is expanded: one short value repeated by a million indices
+        # costs its dictionary, not a million copies.
+        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(
+            f.type) or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
         try:
-            for batch in parquet.iter_batches(batch_size=self.chunk_rows):
-                # Through a Table so pandas metadata applies; a saved index is dropped, since
-                # reports count rows by position.
-                frame = pa.Table.from_batches([batch]).to_pandas().reset_index(drop=True)
-                if len(frame):
-                    frame.index = pd.RangeIndex(self.rows, self.rows + len(frame))
-                    _check_parquet_rows(self.split, resolved, frame, self.limits)
-                    yield self._frame(frame, list(frame.columns))
+            parquet = pq.ParquetFile(handle, metadata=parquet.metadata, read_dictionary=text)
+            for group in range(parquet.metadata.num_row_groups):
+                batch_rows = _parquet_batch_rows(parquet.metadata.row_group(group),
+                                                 self.chunk_rows, self.chunk_bytes)
+                for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group]):
+                    for part in self._byte_bounded(resolved, batch, schema):
+                        # Through a Table so pandas metadata applies; a saved index is
+                        # dropped, since reports count rows by position.
+                        frame = pa.Table.from_batches([part]).to_pandas().reset_index(drop=True)
+                        if len(frame):
+                            frame.index = pd.RangeIndex(self.rows, self.rows + len(frame))
+                            _check_parquet_rows(self.split, resolved, frame, self.limits)
+                            yield self._frame(frame, list(frame.columns))
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise _unreadable_parquet(self.split, resolved, exc) from exc
         self.columns = _parquet_columns(parquet)
+
+    def _byte_bounded(self, resolved: str, batch: pa.RecordBatch, schema: pa.Schema
+                      ) -> Iterator[pa.RecordBatch]:
+        """`batch` with its dictionary columns expanded, in slices of at most `chunk_bytes`
+        of expanded text; a cell above `max_row_bytes` is refused before it is expanded."""
+        sizes = _expanded_cell_bytes(batch)
+        if not sizes:
+            yield batch
+            return
+        for name, cell_bytes in sizes.items():
+            too_long = pc.indices_nonzero(pc.greater(cell_bytes, self.limits.max_row_bytes))
+            if len(too_long):
+                row = int(too_long[0].as_py())
+                raise _parquet_row_too_large(self.split, resolved, self.rows + row, name,
+                                             int(cell_bytes[row].as_py()), self.limits)
+        first, *others = sizes.values()
+        row_bytes = first
+        for cell_bytes in others:
+            row_bytes = pc.add(row_bytes, cell_bytes)
+        if pc.sum(row_bytes).as_py() <= self.chunk_bytes:
+            yield _expanded(batch, schema)
+            return
+        start, total = 0, 0
+        for index, size in enumerate(row_bytes.to_pylist()):
+            if total and total + size > self.chunk_bytes:
+                yield _expanded(batch.slice(start, index - start), schema)
+                start, total = index, 0
+            total += size
+        yield _expanded(batch.slice(start), schema)
 
     def _frame(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         frame.index = pd.RangeIndex(self.rows, self.rows + len(frame))
@@ -325,6 +372,79 @@ def _check_parquet_rows(split: str, resolved: str, frame: pd.DataFrame,
                 f"data.max_row_bytes={limits.max_row_bytes:,}. Shorten or remove the row, or "
                 "raise data.max_row_bytes.",
             )
+
+
+_PARQUET_VALUE_OVERHEAD_BYTES = 64  # per cell: length prefix, levels, its share of page headers
+_PARQUET_SLACK_BYTES = 64 << 10
+
+
+def _check_parquet_sizes(split: str, resolved: str, metadata: pq.FileMetaData,
+                         limits: ReadLimits) -> None:
+    """Refuse from the footer, before any page is decompressed: a column chunk larger than
+    its rows may hold at `max_row_bytes` each, or than `max_column_chunk_bytes`."""
+    for group_index in range(metadata.num_row_groups):
+        group = metadata.row_group(group_index)
+        per_rows = (group.num_rows * (limits.max_row_bytes + _PARQUET_VALUE_OVERHEAD_BYTES)
+                    + _PARQUET_SLACK_BYTES)
+        for column_index in range(group.num_columns):
+            column = group.column(column_index)
+            size = int(column.total_uncompressed_size or 0)
+            if size > per_rows:
+                raise StageError(
+                    "DATA_ROW_TOO_LARGE",
+                    f"data.{split}_path: {resolved} row group {group_index}: column "
+                    f"{column.path_in_schema!r} decompresses to {size:,} bytes for "
+                    f"{group.num_rows:,} row(s), so a row is above data.max_row_bytes="
+                    f"{limits.max_row_bytes:,} (read from the file's metadata; nothing was "
+                    "decompressed). Shorten or remove the long rows, or raise "
+                    "data.max_row_bytes.",
+                )
+            if size > limits.max_column_chunk_bytes:
+                raise StageError(
+                    "DATA_PARQUET_CHUNK_TOO_LARGE",
+                    f"data.{split}_path: {resolved} row group {group_index}: column "
+                    f"{column.path_in_schema!r} decompresses to {size:,} bytes, above the "
+                    f"limit of {limits.max_column_chunk_bytes:,} per column and row group "
+                    "(read from the file's metadata; nothing was decompressed). Rewrite the "
+                    "file with smaller row groups (e.g. `to_parquet(..., row_group_size="
+                    "100_000)`) and check it for oversized rows.",
+                )
+
+
+def _parquet_batch_rows(group: pq.RowGroupMetaData, chunk_rows: int, chunk_bytes: int) -> int:
+    """Rows per read so that a batch decompresses to about `chunk_bytes` at the row group's
+    average row size (the footer's uncompressed sizes); at most `chunk_rows`."""
+    group_bytes = sum(int(group.column(i).total_uncompressed_size or 0)
+                      for i in range(group.num_columns))
+    if group_bytes <= 0 or group.num_rows <= 0:
+        return chunk_rows
+    return max(1, min(chunk_rows, chunk_bytes * group.num_rows // group_bytes))
+
+
+def _expanded_cell_bytes(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+    """Per dictionary-encoded column, each row's cell size in bytes once expanded."""
+    return {name: pc.fill_null(pc.take(pc.binary_length(column.dictionary), column.indices),
+                               0).cast(pa.int64())
+            for name, column in zip(batch.schema.names, batch.columns, strict=True)
+            if isinstance(column, pa.DictionaryArray)}
+
+
+def _expanded(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` with dictionary columns decoded back to the file's own types and metadata."""
+    columns = [column.dictionary_decode().cast(field.type)
+               if isinstance(column, pa.DictionaryArray) else column
+               for column, field in zip(batch.columns, schema, strict=True)]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _parquet_row_too_large(split: str, resolved: str, row: int, column: str, size: int,
+                           limits: ReadLimits) -> StageError:
+    return StageError(
+        "DATA_ROW_TOO_LARGE",
+        f"data.{split}_path: {resolved} row {row}: column {column!r} holds {size:,} bytes, "
+        f"above data.max_row_bytes={limits.max_row_bytes:,}. Shorten or remove the row, or "
+        "raise data.max_row_bytes.",
+    )
 
 
 def _open_parquet(split: str, resolved: str, handle: IO[bytes]) -> pq.ParquetFile:

@@ -67,6 +67,17 @@ class DeployConfig:
     # One-sided Mann-Whitney U on per-interval mean TTFT (canary slower than stable?); a
     # significant result fails the step only if the median shift exceeds the slack too.
     mann_whitney_alpha: float = 0.05
+    # The tail (deploy/analysis.py): canary TTFT and end-to-end p99 versus the stable's (same
+    # ratio and slack as the p95s), and a one-sided Fisher test on the share of requests slower
+    # than the stable's p95 bucket, once both tracks served this many requests in the step.
+    # At least 100: a p99 over fewer requests is just the slowest one.
+    p99_min_requests: int = 200
+    # The canary's share of requests beyond the stable's p95 may exceed the stable's share by
+    # this much (and must be significant at mann_whitney_alpha) before the step fails.
+    max_tail_share_increase: float = 0.02
+    # A stable whose 5xx rate in the step is above this is no baseline: the step is
+    # INCONCLUSIVE (rolled back), never a pass for the canary by default.
+    max_stable_error_rate: float = 0.05
 
     # -- traffic during the bake (local backend) -----------------------------------------------
     # Replays the shipped eval prompts through the router; bounded in count and time.
@@ -166,6 +177,13 @@ class DeployConfig:
                              "deploy.keep_model_copies must be >= 0 (the running stable and "
                              "canary copies are kept regardless).")
         for name in ("max_error_rate", "inject_canary_error_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise StageError("CONFIG_INVALID", f"deploy.{name} must be in [0, 1].")
+        if self.p99_min_requests < 100:
+            raise StageError("CONFIG_INVALID",
+                             f"deploy.p99_min_requests={self.p99_min_requests}: must be >= 100 "
+                             "(a p99 over fewer requests is the single slowest one).")
+        for name in ("max_tail_share_increase", "max_stable_error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise StageError("CONFIG_INVALID", f"deploy.{name} must be in [0, 1].")
         if not 0.0 < self.mann_whitney_alpha < 0.5:

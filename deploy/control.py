@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import stat
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.errors import StageError
+from common.fs import atomic_write_text
 from serving.process import pid_alive
 
 ControlAction = Literal["promote", "promote_full", "abort", "pause", "resume"]
@@ -55,17 +55,8 @@ def current_actor() -> str:
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write to a private temporary file beside `path`, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write to a private temporary file beside `path`, then rename over it (durably)."""
+    atomic_write_text(path, text, mode=mode)
 
 
 def _check_owned(path: Path, st: os.stat_result, uid: int, what: str) -> None:

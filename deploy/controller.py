@@ -194,6 +194,8 @@ class CanaryController:
         started = self._clock()
         first = previous = self.source.snapshot(TRACKS)
         samples: dict[str, list[float]] = {track: [] for track in TRACKS}
+        # per interval and track: (its requests, both tracks' requests): a silent stable shows
+        interval_requests: dict[str, list[tuple[float, float]]] = {t: [] for t in TRACKS}
         paused_seconds = 0.0  # the bake clock stops while paused
         manual: tuple[Outcome, str] | None = None  # (outcome, reason) set by a control command
         while True:
@@ -204,6 +206,10 @@ class CanaryController:
             manual = self._renew_lease()
             current = self.source.snapshot(TRACKS)
             self._add_interval(report, percent, previous, current, samples)
+            both = sum(current[t].minus(previous[t]).requests for t in TRACKS)
+            for track in TRACKS:
+                interval_requests[track].append(
+                    (current[track].minus(previous[track]).requests, both))
             previous = current
             elapsed = self._clock() - started - paused_seconds
             self._bake_elapsed_seconds = elapsed
@@ -228,7 +234,9 @@ class CanaryController:
         windows = {track: current[track].minus(first[track]) for track in TRACKS}
         canary = WindowStats.from_window(windows["canary"], samples["canary"])
         baseline, source = self._baseline(windows["stable"], samples["stable"])
-        analysis = analyze_step(canary, baseline, self.thresholds)
+        stable_now = WindowStats.from_window(windows["stable"], samples["stable"],
+                                             interval_requests["stable"])
+        analysis = analyze_step(canary, baseline, self.thresholds, stable_now, percent)
         if manual is not None:  # a person decided; the measured checks stay on record
             analysis = StepAnalysis(manual[0], (manual[1],), analysis.checks)
         self._stable_history.append(windows["stable"])

@@ -20,6 +20,7 @@ from typing import Any
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
+from common.fs import atomic_write_text, private_dir
 from common.redact import redact
 from deploy.config import DeployConfig
 from deploy.controller import RolloutReport
@@ -77,15 +78,13 @@ class DecisionRecord:
 def write_record(work_dir: Path, data: dict[str, Any]) -> Path:
     """Write the record (redacted: no credential from a URI in the config or the notes)."""
     data = redact(data)
-    records = work_dir / "records"
-    records.mkdir(parents=True, exist_ok=True)
+    records = private_dir(work_dir / "records")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     version = str(data["model_uri"]).rsplit("/", 1)[-1]
     path = records / f"{stamp}-v{version}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
-    (records / "latest.json").write_text(path.read_text())
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    atomic_write_text(path, text)  # 0600, fsynced: the history entry names its sha256
+    atomic_write_text(records / "latest.json", text)
     return path
 
 

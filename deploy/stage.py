@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from common import retention
 from common.digests import sha256_file
 from common.errors import StageError
+from common.fs import private_dir
 from common.settings import Settings
 from common.signals import signals_raise_stage_interrupted
 from deploy import history, parity
@@ -148,7 +149,9 @@ def _deploy_locked(model: ModelToDeploy, config: DeployConfig, settings: Setting
                                    "model_digest": verified.digest}
     champion = champion_version(client, model.registered_model_name, config.champion_alias)
     record.data["champion"] = {"before": champion, "after": champion, "moved": False}
-    _check_champion_in_history(champion, work_dir, settings, config.champion_alias)
+    _check_champion_in_history(champion, work_dir, settings, config.champion_alias,
+                               anchor=history.read_anchor(client, model.registered_model_name,
+                                                          name))
 
     if backend is None:
         backend = _build_backend(config, settings, name, verified, record)
@@ -185,7 +188,7 @@ def deployment_lock(work_dir: Path, name: str) -> Iterator[None]:
     """An exclusive, non-blocking lock on the deployment: a second deploy of it fails at
     once (DEPLOY_LOCKED) instead of interleaving with the first (shared staging directory,
     state file, router). The kernel releases it when the holder dies, SIGKILL included."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(work_dir)  # 0700: state, records, history and tokens live here
     path = work_dir / "deploy.lock"
     with path.open("a+") as handle:
         try:
@@ -486,11 +489,13 @@ def _history_keys(settings: Settings) -> tuple[KeyPair | None, Path | None]:
 
 
 def _check_champion_in_history(champion: str | None, work_dir: Path, settings: Settings,
-                               alias: str) -> None:
+                               alias: str, *, anchor: history.Anchor | None = None) -> None:
     """Once a history exists, the alias must name a version the history made champion: an
     alias set (or removed) behind Shipyard's back is refused, never taken as a first
-    deployment or as already serving."""
-    entries = history.read_history(work_dir, public_key_path=_history_keys(settings)[1])
+    deployment or as already serving. The history itself must verify (signatures, sequence,
+    deployment) and reach the head `anchor` records (deploy/history.py)."""
+    entries = history.read_history(work_dir, public_key_path=_history_keys(settings)[1],
+                                   anchor=anchor)
     made_champion = history.champion_versions(entries)
     if made_champion and champion not in made_champion:
         raise StageError(
@@ -509,12 +514,18 @@ def _append_history(work_dir: Path, settings: Settings, action: str, version: st
     if action not in ("promoted", "rolled_back", "first_deployment", "undo", "served"):
         return  # already_serving: nothing moved, nothing was decided about traffic
     key_pair, public_key = _history_keys(settings)
-    history.append_entry(
+    # The record names the registered model whose tag anchors the history's head.
+    model_uri = str(json.loads(record_path.read_text())["model_uri"])
+    registered = model_uri.removeprefix("models:/").rsplit("/", 1)[0]
+    client = reg.client_for(settings.mlflow_tracking_uri)
+    anchor = history.read_anchor(client, registered, work_dir.name)
+    entry = history.append_entry(
         work_dir, action=action,  # type: ignore[arg-type]  # checked just above
         version=version, digest=digest,
         decision_record_sha256=sha256_file(record_path),
         actor=f"{getpass.getuser()}@{socket.gethostname()}",
-        key_pair=key_pair, public_key_path=public_key)
+        key_pair=key_pair, public_key_path=public_key, anchor=anchor)
+    history.write_anchor(client, registered, work_dir.name, entry)
 
 
 def _safe_rollback(backend: Backend) -> None:

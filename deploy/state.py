@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.fs import atomic_write_text, private_dir
 from serving.process import pid_alive
 
 
@@ -116,11 +117,9 @@ def load_state(home: Path, name: str) -> DeploymentState:
 
 def save_state(home: Path, state: DeploymentState) -> Path:
     path = state_path(home, state.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     state.updated_at = datetime.now(UTC).isoformat()
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(state.to_dict(), indent=2) + "\n")  # 0600, fsynced
     return path
 
 

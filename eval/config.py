@@ -9,15 +9,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from common.errors import StageError
 from eval.errors import EvalError
 from eval.harness import MODEL_PATHS
 from eval.judge.llmbar import SUBSETS as LLMBAR_SUBSETS
 from eval.suite.ifeval import LM_EVAL_IFEVAL_MAX_GEN_TOKENS
 from eval.suite.specs import SCORING_CHECK_TASK, TASK_SPECS
 from registry.aliases import DEFAULT_CHAMPION_ALIAS
+from training.pretrained import parse_source
 
 ENGINE_KINDS = ("local", "vllm")
-# The task whose generated answers the judge compares (see eval/judge/run.py).
+# The default task whose generated answers the judge compares (eval.judge_task; see
+# eval/judge/run.py).
 JUDGED_TASK = "shipyard_exact"
 DEFAULT_TASKS = ("shipyard_scoring_check", "shipyard_mc", "shipyard_ppl", "shipyard_exact")
 
@@ -46,6 +49,12 @@ class EvalConfig:
     serving_engine: str = "local"
     # Seconds to wait for a started engine to become ready.
     engine_ready_timeout_seconds: float = 300.0
+    # vLLM engines the stage starts run without torch.compile: they live for one evaluation,
+    # and on CPU compiling costs more start-up time than it saves (docs/benchmarks.md).
+    engine_enforce_eager: bool = True
+    # The vLLM CPU venv for `serving_engine: vllm` (as deploy.vllm_venv_dir); None: the default
+    # under SHIPYARD_HOME, created on first use.
+    vllm_venv_dir: str | None = None
     # hf path: sequences per forward pass. local-completions: requests in flight at once.
     batch_size: int = 8
     num_concurrent: int = 4
@@ -114,11 +123,27 @@ class EvalConfig:
     hard_ceilings: dict[str, float] = field(default_factory=dict)
 
     # ---- LLM judge -----------------------------------------------------------------------
-    # Any OpenAI-compatible server (root URL; /v1/chat/completions is appended). None with
-    # `judge_model_dir` set: the stage starts `serving_engine` on that directory. Both None:
-    # no judge (reported as not configured).
+    # Where the judge comes from, at most one of three: any OpenAI-compatible server
+    # (`judge_base_url`, root URL; /v1/chat/completions is appended); a local HF model
+    # directory the stage serves with `serving_engine` (`judge_model_dir`); or a base-model
+    # source ("package:smollm2-135m-instruct", "gguf:<file>", "dir:<directory>") provisioned
+    # exactly as `base.source` is (training/pretrained.py: hash-pinned, converted once and
+    # cached under SHIPYARD_HOME/base-models) and served the same way (`judge_source`).
+    # None of them: no judge (reported as not configured).
     judge_base_url: str | None = None
     judge_model_dir: str | None = None
+    judge_source: str | None = None
+    # Further, DIFFERENT judge models that vote with the first one as a jury (PoLL-style
+    # plurality of the pairwise verdicts): base-model sources the stage serves, and
+    # OpenAI-compatible servers (model from /v1/models, key from `judge_api_key_env`). Two
+    # members with the same weights are refused (EVAL_JUDGE_JURY_INVALID): one model with
+    # several prompts is one judge, never reported as a jury.
+    judge_jury_sources: list[str] = field(default_factory=list)
+    judge_jury_base_urls: list[str] = field(default_factory=list)
+    # The task whose generated answers the judge compares (one of the suite's generating
+    # tasks: shipyard_exact, shipyard_skill, ifeval). Rubric grades need a reference answer,
+    # so a task without one (ifeval) is compared pairwise only.
+    judge_task: str = JUDGED_TASK
     # Model name sent to the judge server. None: the name the started engine serves, or the
     # first model listed by the server's /v1/models.
     judge_model: str | None = None
@@ -129,7 +154,7 @@ class EvalConfig:
     judge_prompt_version: str = "v1"
     # Calibration set eval/judge/data/calibration_pairs_<version>.jsonl.
     judge_calibration_version: str = "v1"
-    # Items judged (the first N paired shipyard_exact items).
+    # Items judged (the first N paired items of `judge_task`).
     judge_max_items: int = 50
     judge_concurrency: int = 8
     judge_timeout_seconds: float = 60.0
@@ -171,7 +196,11 @@ class EvalConfig:
 
     @property
     def judge_enabled(self) -> bool:
-        return self.judge_base_url is not None or self.judge_model_dir is not None
+        return any(s is not None for s in self.judge_sources)
+
+    @property
+    def judge_sources(self) -> tuple[str | None, str | None, str | None]:
+        return self.judge_base_url, self.judge_model_dir, self.judge_source
 
     def _bad(self, name: str, rule: str) -> EvalError:
         return EvalError("EVAL_CONFIG_INVALID", f"eval.{name}={getattr(self, name)!r}: {rule}")
@@ -189,9 +218,15 @@ class EvalConfig:
         if SCORING_CHECK_TASK not in self.tasks:
             raise self._bad("tasks", f"must include {SCORING_CHECK_TASK!r}: without it a broken "
                                      "logprob scorer would go unnoticed.")
-        if self.judge_enabled and JUDGED_TASK not in self.tasks:
-            raise self._bad("tasks", f"must include {JUDGED_TASK!r} when a judge is configured: "
-                                     "the judge compares the answers generated there.")
+        self._check_judge_sources()
+        if not TASK_SPECS.get(self.judge_task, TASK_SPECS[SCORING_CHECK_TASK]).generates:
+            generating = sorted(t for t, spec in TASK_SPECS.items() if spec.generates)
+            raise self._bad("judge_task", f"must be a task that generates answers: one of "
+                                          f"{generating}.")
+        if self.judge_enabled and self.judge_task not in self.tasks:
+            raise self._bad("tasks", f"must include {self.judge_task!r} (eval.judge_task) when "
+                                     "a judge is configured: the judge compares the answers "
+                                     "generated there.")
         for name in ("non_inferiority_margins", "hard_floors", "hard_ceilings", "must_improve"):
             extra = sorted(set(getattr(self, name)) - set(self.tasks))
             if extra:
@@ -205,6 +240,33 @@ class EvalConfig:
                             "ceilings for lower-is-better ones (bits per byte).")
         if any(v < 0 or not math.isfinite(v) for v in self.non_inferiority_margins.values()):
             raise self._bad("non_inferiority_margins", "margins must be finite and >= 0.")
+
+    def _check_judge_sources(self) -> None:
+        if sum(s is not None for s in self.judge_sources) > 1:
+            raise EvalError(
+                "EVAL_CONFIG_INVALID",
+                f"eval.judge_base_url={self.judge_base_url!r}, judge_model_dir="
+                f"{self.judge_model_dir!r}, judge_source={self.judge_source!r}: set at most one "
+                "(where the judge comes from); further judges go in judge_jury_sources / "
+                "judge_jury_base_urls.")
+        if (self.judge_jury_sources or self.judge_jury_base_urls) and not self.judge_enabled:
+            raise self._bad("judge_jury_sources", "a jury needs a first judge: set "
+                                                  "judge_source, judge_model_dir or "
+                                                  "judge_base_url too.")
+        named = [("judge_source", self.judge_source)] + [
+            (f"judge_jury_sources[{i}]", s) for i, s in enumerate(self.judge_jury_sources)]
+        for name, source in named:
+            try:
+                if source is not None:
+                    parse_source(source)
+            except StageError as exc:
+                raise EvalError("EVAL_CONFIG_INVALID", exc.message.replace(
+                    "base.source=", f"eval.{name}=", 1)) from exc
+        for url in self.judge_jury_base_urls:
+            if not url.startswith(("http://", "https://")):
+                raise EvalError("EVAL_CONFIG_INVALID",
+                                f"eval.judge_jury_base_urls: {url!r} is not an http(s) URL; give "
+                                "the root URL of an OpenAI-compatible server.")
 
     def _check_numbers(self) -> None:
         for name in ("confidence", "power"):

@@ -10,6 +10,7 @@ from common.digests import model_root_digest
 from eval.config import EvalConfig
 from eval.harness import ModelSource
 from eval.judge.client import JudgeEndpoint, first_served_model
+from training.pretrained import provision_base_model
 
 CANDIDATE_NAME, CHAMPION_NAME, JUDGE_NAME = "candidate", "champion", "judge"
 
@@ -24,23 +25,47 @@ def model_source(config: EvalConfig, model_dir: Path, digest: str, name: str,
                        served_model_name=name if base_url else None)
 
 
-def judge_endpoint(config: EvalConfig, engines: ExitStack, api_key: str | None
-                   ) -> JudgeEndpoint | None:
-    """The configured judge server, or an engine started on `judge_model_dir`; None when no
-    judge is configured."""
+def judge_endpoints(config: EvalConfig, engines: ExitStack, api_key: str | None,
+                    models_cache: Path) -> list[JudgeEndpoint]:
+    """The judge, then the other jury members: configured servers, or engines started here
+    on a model directory or a provisioned base-model source (`models_cache`: where sources
+    are converted, shared with the base model's provisioning). Empty: no judge configured."""
+    first: list[JudgeEndpoint] = []
     if config.judge_base_url is not None:
         model = config.judge_model or first_served_model(config.judge_base_url, api_key)
-        return JudgeEndpoint(config.judge_base_url, model, api_key,
-                             model_digest=config.judge_model_digest)
-    if config.judge_model_dir is not None:
+        first = [JudgeEndpoint(config.judge_base_url, model, api_key,
+                               model_digest=config.judge_model_digest)]
+    elif config.judge_model_dir is not None:
         model_dir = Path(config.judge_model_dir)
-        # Served as "judge" whatever it is: its digest tells two judge models apart in the
-        # verdict and calibration caches.
         digest = config.judge_model_digest or model_root_digest(model_dir)
-        base_url = start_engine(config, model_dir, JUDGE_NAME, engines)
-        return JudgeEndpoint(base_url, config.judge_model or JUDGE_NAME, None,
-                             model_digest=digest)
-    return None
+        first = [_served_judge(config, model_dir, digest, JUDGE_NAME, engines,
+                               config.judge_model)]
+    elif config.judge_source is not None:
+        first = [_provisioned_judge(config, config.judge_source, engines, models_cache)]
+    # Every served judge answers as "judge" (on its own port): its identity in a jury and in
+    # the caches is then its weights' digest, so the same weights twice are refused as a jury.
+    jury = [_provisioned_judge(config, source, engines, models_cache)
+            for source in config.judge_jury_sources]
+    jury += [JudgeEndpoint(url, first_served_model(url, api_key), api_key)
+             for url in config.judge_jury_base_urls]
+    return first + jury
+
+
+def _provisioned_judge(config: EvalConfig, source: str, engines: ExitStack,
+                       models_cache: Path) -> JudgeEndpoint:
+    """A judge from a base-model source: provisioned as `base.source` is (pinned package or
+    local file, its digest checked), then served like any model directory."""
+    provisioned = provision_base_model(source, models_cache)
+    return _served_judge(config, provisioned.model_dir, provisioned.identity.model_digest,
+                         JUDGE_NAME, engines, None)
+
+
+def _served_judge(config: EvalConfig, model_dir: Path, digest: str, name: str,
+                  engines: ExitStack, model: str | None) -> JudgeEndpoint:
+    # Served under `name` whatever it is: its digest tells two judge models apart in the
+    # verdict and calibration caches (and in a jury).
+    base_url = start_engine(config, model_dir, name, engines)
+    return JudgeEndpoint(base_url, model or name, None, model_digest=digest)
 
 
 def start_engine(config: EvalConfig, model_dir: Path, name: str, engines: ExitStack) -> str:
@@ -49,5 +74,7 @@ def start_engine(config: EvalConfig, model_dir: Path, name: str, engines: ExitSt
 
     engine = engines.enter_context(start_serving_engine(
         config.serving_engine, model_dir, name,
-        ready_timeout_seconds=config.engine_ready_timeout_seconds))
+        ready_timeout_seconds=config.engine_ready_timeout_seconds,
+        enforce_eager=config.engine_enforce_eager,
+        vllm_venv_dir=Path(config.vllm_venv_dir) if config.vllm_venv_dir else None))
     return engine.base_url

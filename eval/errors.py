@@ -7,18 +7,9 @@ Flyte task and CI can branch on it without parsing text.
 
 from __future__ import annotations
 
-from typing import Any
-
-from common.redact import redact_text
+from common.errors import StageError
 
 
-class EvalError(Exception):
-    """The eval stage refused its input or could not finish. Credentials inside URIs (a judge
-    URL) are redacted from `message`."""
-
-    def __init__(self, code: str, message: str, *, details: dict[str, Any] | None = None) -> None:
-        message = redact_text(message)
-        super().__init__(f"[{code}] {message}")
-        self.code = code
-        self.message = message
-        self.details = details or {}
+class EvalError(StageError):
+    """The eval stage refused its input or could not finish (a `StageError`: the same code,
+    message and details). Credentials inside URIs (a judge URL) are redacted from `message`."""

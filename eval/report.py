@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.fs import SHARED_FILE_MODE, atomic_write_bytes
 from common.html import StageFacts, format_value, short_digest, table
 from common.redact import redact
 from eval.gate import GateDecision
@@ -115,9 +116,7 @@ def write_json(report: dict[str, Any], path: Path) -> str:
     """Write the report (temp file + rename); returns its sha256."""
     data = (json.dumps(report, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write_bytes(path, data, mode=SHARED_FILE_MODE)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -310,7 +309,11 @@ def _shorten(text: str | None, limit: int = 240) -> str | None:
 def _judge_tables(judge: dict[str, Any]) -> str:
     if judge["status"] != "ok":
         return f"<h3>Judge</h3><p>{html.escape(judge['status'])}</p>"
+    kind = judge.get("judge_kind", "judge")
     rows: list[list[Any]] = [["judge model", judge["judge_model"]],
+                             ["judged task", judge.get("task")],
+                             ["judges", "jury of " + ", ".join(judge["jury_members"])
+                              if kind == "jury" else "one model (not a jury)"],
                              ["prompts", ", ".join(judge["prompt_ids"].values())],
                              ["gating", judge["gating"]]]
     rows += [["non-gating because", r] for r in judge["non_gating_reasons"]]

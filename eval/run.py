@@ -20,11 +20,12 @@ from common.signals import signals_raise_stage_interrupted
 from eval.cache import prune_eval_cache
 from eval.champion import load_champion
 from eval.config import EvalConfig
-from eval.engines import CANDIDATE_NAME, CHAMPION_NAME, judge_endpoint, model_source
+from eval.engines import CANDIDATE_NAME, CHAMPION_NAME, judge_endpoints, model_source
 from eval.errors import EvalError
 from eval.stage import run_eval
 from eval.summary import EvalSummary, summarize
 from eval.tracking import log_to_mlflow
+from training.pretrained import BASE_MODELS_DIRNAME
 
 
 def evaluate_model(*, model_dir: Path, model_digest: str, training_run_id: str,
@@ -102,8 +103,12 @@ def _evaluate(*, model_dir: Path, model_digest: str, training_run_id: str, eval_
             # completions_base_url serves the candidate; the champion gets its own engine.
             champion_source = model_source(config, champion.model_dir, champion.digest,
                                            CHAMPION_NAME, engines, None)
+        # Judge engines start only when the answers they judge exist (after both harness
+        # runs), so they do not hold memory and cores while the models generate.
         outcome = run_eval(config, candidate, work_dir=work_dir, champion=champion_source,
-                           judge_endpoint=judge_endpoint(config, engines, judge_api_key),
+                           start_judges=lambda: judge_endpoints(
+                               config, engines, judge_api_key,
+                               settings.home / BASE_MODELS_DIRNAME),
                            eval_split=eval_split, cache_dir=cache_dir)
     run_id = log_to_mlflow(outcome, settings.mlflow_tracking_uri, training_run_id)
     if config.cache_max_bytes is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from eval.errors import EvalError
 from eval.gate import GateDecision, decide
 from eval.harness import HarnessOptions, HarnessResult, ModelSource, run_harness
 from eval.judge.client import JudgeEndpoint
-from eval.judge.run import JUDGED_TASK, JudgeReport, run_judge
+from eval.judge.run import JudgeReport, run_judge
 from eval.report import build_report, render_html, write_json
 from eval.suite.ifeval import IFEVAL_TASK
 from eval.suite.specs import SCORING_CHECK_TASK, Suite, prepare_suite
@@ -45,9 +46,13 @@ class EvalOutcome:
 
 def run_eval(config: EvalConfig, candidate: ModelSource, *, work_dir: Path,
              champion: ModelSource | None = None, judge_endpoint: JudgeEndpoint | None = None,
+             start_judges: Callable[[], Sequence[JudgeEndpoint]] | None = None,
              eval_split: Path | None = None, cache_dir: Path | None = None) -> EvalOutcome:
     """Evaluate `candidate` (against `champion` when given) and decide the gate.
 
+    The judge is `judge_endpoint`, or the first endpoint `start_judges` returns (the others
+    vote with it as a jury); `start_judges` is called after the harness runs, so engines it
+    starts do not compete with the models' generation.
     `eval_split`: the validated dataset's held-out split; the suite is rebuilt from it when
     it is not the shipped one. `cache_dir`: lm-eval response cache and judge-call cache.
     Raises EvalError EVAL_SCORING_CHECK_FAILED when log-probability scoring is broken. A gate
@@ -64,16 +69,19 @@ def run_eval(config: EvalConfig, candidate: ModelSource, *, work_dir: Path,
         champion_result = run_harness(champion, champion_suite, champion_options)
         check_scoring(champion_result, config.scoring_check_min_accuracy, "champion")
     judge_started = time.perf_counter()
+    judges = list(start_judges()) if start_judges is not None else (
+        [judge_endpoint] if judge_endpoint is not None else [])
     judge = JudgeReport("not_configured")
-    if judge_endpoint is not None:
+    if judges:
+        task = config.judge_task
         judge = run_judge(
-            config, judge_endpoint, candidate_result.samples[JUDGED_TASK],
-            None if champion_result is None else champion_result.samples[JUDGED_TASK],
-            None if cache_dir is None else cache_dir / "judge")
+            config, judges[0], candidate_result.samples[task],
+            None if champion_result is None else champion_result.samples[task],
+            None if cache_dir is None else cache_dir / "judge", jury_endpoints=judges[1:])
     decision = decide(config, candidate_result, champion_result, judge)
     timings = {"candidate_harness": candidate_result.wall_seconds,
                "champion_harness": champion_result.wall_seconds if champion_result else 0.0,
-               "judge": time.perf_counter() - judge_started if judge_endpoint else 0.0,
+               "judge": time.perf_counter() - judge_started if judges else 0.0,
                "total": time.perf_counter() - started}
     report = build_report(decision=decision, candidate=candidate_result,
                           champion=champion_result, judge=judge, suite=suite,

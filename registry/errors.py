@@ -8,11 +8,13 @@ builder the policy does not allow without reading a stack trace.
 
 from __future__ import annotations
 
+from common.errors import StageError
 from common.redact import redact_text
 
 
-class RegistryError(Exception):
-    """Registration refused its input, or a verification check failed (fail-closed)."""
+class RegistryError(StageError):
+    """Registration refused its input, or a verification check failed (fail-closed). A
+    `StageError` whose details (and text) also name the check and what it expected and found."""
 
     def __init__(
         self,
@@ -23,13 +25,16 @@ class RegistryError(Exception):
         expected: str | None = None,
         found: str | None = None,
     ) -> None:
-        self.code = code
         # credentials inside URIs (a tracking URI) never reach a message
-        self.message = redact_text(message)
         self.check = check
         self.expected = None if expected is None else redact_text(expected)
         self.found = None if found is None else redact_text(found)
-        super().__init__(self._render())
+        super().__init__(code, message, details={"check": check, "expected": self.expected,
+                                                 "found": self.found})
+        self.args = (self._render(),)
+
+    def __str__(self) -> str:
+        return self._render()
 
     def _render(self) -> str:
         text = f"[{self.code}]"

@@ -27,7 +27,6 @@ local key; `load_policy(None, keys_dir=...)` reads it in place of the packaged d
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from common.fs import atomic_write_text
 from registry.errors import RegistryError
 from registry.signing import SigstoreIdentity
 
@@ -247,11 +247,7 @@ def pin_local_key(keys_dir: Path, fingerprint: str) -> Path:
         + yaml.safe_dump(raw, sort_keys=False)
     )
     policy_from_dict(yaml.safe_load(text), source=str(path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path
 
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from model_signing import hashing, signing, verifying
 
 from common.digests import model_root_digest
+from common.fs import atomic_create_bytes, atomic_write_bytes, private_dir
 from registry.errors import RegistryError
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def ensure_key_pair(key_dir: Path, *, allow_generation: bool = True) -> KeyPair:
                 f"{public_path} is missing or does not match {private_path}, and {key_dir} is "
                 "read-only: mount the public key next to the private key.",
             )
-        _write_atomic(public_path, public_pem, mode=0o644)
+        atomic_write_bytes(public_path, public_pem, mode=0o644)
     pair = KeyPair(private_key_path=private_path, public_key_path=public_path)
     if allow_generation:
         _pin_in_local_trust_policy(key_dir, pair, announce=generated)
@@ -314,25 +314,16 @@ def _signature_statement(signature_path: Path) -> dict:
 
 def _generate_private_key(key_dir: Path, private_path: Path) -> bool:
     """Create the private key; False when a concurrent registration created it first."""
-    key_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(key_dir, 0o700)
+    private_dir(key_dir)
+    os.chmod(key_dir, 0o700)  # an existing keys directory too: it holds a private key
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd, tmp_name = tempfile.mkstemp(dir=key_dir, prefix=".signing.key.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        try:
-            os.link(tmp_name, private_path)
-        except FileExistsError:
-            return False  # another registration generated the key first: use theirs
-    finally:
-        os.unlink(tmp_name)
+    if not atomic_create_bytes(private_path, pem, mode=0o600):
+        return False  # another registration generated the key first: use theirs
     logger.info("generated a signing key pair; private key %s (mode 0600)", private_path)
     print(
         f"[shipyard] generated signing key pair: private key {private_path} (0600, keep it "
@@ -382,9 +373,3 @@ def _load_public_key(public_key_path: Path) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp_name, mode)
-    os.replace(tmp_name, path)

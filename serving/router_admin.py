@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from common.fs import atomic_write_text
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 
@@ -98,11 +100,7 @@ def read_admin_token(path: Path) -> str:
 
 def write_allowed_backends(path: Path, urls: list[str]) -> None:
     """Atomically replace the allow-list file (0600) with `urls`."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(sorted(set(urls)), handle)
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(sorted(set(urls))))
 
 
 class AdminClient:

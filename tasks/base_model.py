@@ -19,9 +19,13 @@ from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel
 from tasks.flyte_adapter import STAGE_DECK_FIELDS, quiet_console
-from training.pretrained import BaseConfig, is_provisioned_placeholder, provision_base_model
+from training.pretrained import (
+    BASE_MODELS_DIRNAME,
+    BaseConfig,
+    is_provisioned_placeholder,
+    provision_base_model,
+)
 
-BASE_MODELS_DIRNAME = "base-models"
 T = TypeVar("T", bound=Any)
 
 

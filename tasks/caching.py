@@ -32,4 +32,5 @@ def code_version(*relative_paths: str, packages: tuple[str, ...] = ()) -> str:
 
 # Modules every stage depends on.
 COMMON = ("common", "tasks/contracts.py", "training/pretrained.py", "tasks/timeouts.py",
-          "deploy/outcomes.py", "tasks/flyte_adapter.py", "tasks/overview.py", "tasks/caching.py")
+          "deploy/outcomes.py", "tasks/flyte_adapter.py", "tasks/overview.py", "tasks/caching.py",
+          "tasks/shell.py")

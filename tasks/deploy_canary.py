@@ -7,23 +7,15 @@ detached; `shipyard status|stop` shows and stops them.
 
 from __future__ import annotations
 
-import time
-
 from flytekit import Resources, task
 
-from common.cost import CostConfig, stage_cost, throughput_from_load
-from common.errors import StageError
+from common.cost import CostConfig, throughput_from_load
 from common.settings import load_settings
 from deploy.config import DeployConfig
 from tasks import timeouts
 from tasks.contracts import DeploymentResult, RegisteredModel
-from tasks.flyte_adapter import (
-    STAGE_DECK_FIELDS,
-    error_html,
-    publish_report,
-    quiet_console,
-    run_reports_dir,
-)
+from tasks.flyte_adapter import STAGE_DECK_FIELDS
+from tasks.shell import stage_shell
 
 _STAGE = "deploy_canary"
 _TITLE = "Canary deployment"
@@ -46,23 +38,17 @@ def deploy_canary(model: RegisteredModel, config: DeployConfig,
     from deploy.report import overview_facts, report_html
     from deploy.stage import deploy_canary as run_deploy
 
-    with stage_cost(_STAGE, run_reports_dir(), prices) as cost:
-        started = time.time()
-        quiet_console()
+    with stage_shell(_STAGE, _TITLE, prices) as run:
         request = ModelToDeploy(model.registered_model_name, model.version, model.model_digest,
                                 model.mlflow_run_id or None)
-        try:
-            outcome = run_deploy(request, config, load_settings())
-        except StageError as error:
-            publish_report(_STAGE, _TITLE, error_html(error), started=started, error=error)
-            raise
+        outcome = run_deploy(request, config, load_settings())
         # $ per 1M generated tokens, from the throughput the rollout's load measured
-        cost.serving_tokens_per_second = throughput_from_load(outcome.record.get("load"))
-        cost.mlflow_run_id = model.mlflow_run_id or None
-        cost.mlflow_tracking_uri = load_settings().mlflow_tracking_uri
-        publish_report(_STAGE, _TITLE, report_html(outcome.record), started=started,
-                       status="succeeded" if outcome.outcome == "PASS" else "failed",
-                       facts=overview_facts(outcome.record))
+        run.cost.serving_tokens_per_second = throughput_from_load(outcome.record.get("load"))
+        run.cost.mlflow_run_id = model.mlflow_run_id or None
+        run.cost.mlflow_tracking_uri = load_settings().mlflow_tracking_uri
+        run.publish(report_html(outcome.record),
+                    status="succeeded" if outcome.outcome == "PASS" else "failed",
+                    facts=overview_facts(outcome.record))
         return DeploymentResult(
             deployment_name=outcome.deployment_name,
             model_uri=outcome.model_uri,

@@ -11,28 +11,20 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flytekit import Cache, Resources, task
 from flytekit.types.file import FlyteFile
 
-from common.cost import CostConfig, stage_cost
-from common.errors import StageError
+from common.cost import CostConfig
 from common.settings import load_settings
 from eval.config import EvalConfig
-from eval.errors import EvalError
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import (
-    STAGE_DECK_FIELDS,
-    error_html,
-    publish_report,
-    quiet_console,
-    run_reports_dir,
-)
+from tasks.flyte_adapter import STAGE_DECK_FIELDS, quiet_console
+from tasks.shell import stage_shell
 
 if TYPE_CHECKING:
     from eval.summary import EvalSummary
@@ -49,10 +41,7 @@ def champion_reference(config: EvalConfig) -> str:
     from eval.champion import champion_reference as read_reference
 
     quiet_console()
-    try:
-        return read_reference(config, load_settings().mlflow_tracking_uri)
-    except EvalError as exc:
-        raise StageError(exc.code, exc.message, details=exc.details) from exc
+    return read_reference(config, load_settings().mlflow_tracking_uri)
 
 
 @task(
@@ -77,37 +66,28 @@ def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
     from eval.report import overview_facts
     from eval.run import evaluate_model
 
-    with stage_cost(_STAGE, run_reports_dir(), prices) as cost:
-        started = time.time()
-        quiet_console()
-        try:
-            summary = evaluate_model(
-                model_dir=Path(model.model_dir.download()), model_digest=model.model_digest,
-                training_run_id=model.mlflow_run_id,
-                eval_split=Path(dataset.files.download()) / "eval.jsonl",
-                eval_split_digest=dataset.split_digests.get("eval"), config=config,
-                settings=load_settings(), work_dir=Path(tempfile.mkdtemp(prefix="shipyard-eval-")),
-                # A Flyte secret is mounted as this environment variable; read here, at the edge.
-                judge_api_key=os.environ.get(config.judge_api_key_env) or None)
-            check_compared_against(champion, config.registered_model_name,
-                                   summary.champion_version, summary.champion_digest)
-        except EvalError as exc:
-            publish_report(_STAGE, "Evaluation: error", error_html(exc), started=started, error=exc)
-            raise StageError(exc.code, exc.message, details=exc.details) from exc
+    with stage_shell(_STAGE, "Evaluation", prices) as run:
+        summary = evaluate_model(
+            model_dir=Path(model.model_dir.download()), model_digest=model.model_digest,
+            training_run_id=model.mlflow_run_id,
+            eval_split=Path(dataset.files.download()) / "eval.jsonl",
+            eval_split_digest=dataset.split_digests.get("eval"), config=config,
+            settings=load_settings(), work_dir=Path(tempfile.mkdtemp(prefix="shipyard-eval-")),
+            # A Flyte secret is mounted as this environment variable; read here, at the edge.
+            judge_api_key=os.environ.get(config.judge_api_key_env) or None)
+        check_compared_against(champion, config.registered_model_name,
+                               summary.champion_version, summary.champion_digest)
         report = json.loads(summary.report_path.read_text())
         judge_usage = (report.get("judge") or {}).get("usage") or {}
-        cost.extra_usd = float(judge_usage.get("cost") or 0.0)
-        cost.extra_usd_basis = "judge tokens at eval.judge_price_per_1k_*_tokens"
-        cost.mlflow_run_id = summary.mlflow_run_id or None
-        cost.mlflow_tracking_uri = load_settings().mlflow_tracking_uri
-        publish_report(_STAGE, f"Evaluation: {summary.outcome}", summary.report_html,
-                       json_path=summary.report_path, started=started,
-                       status="succeeded" if summary.outcome == "PASS" else "failed",
-                       facts=overview_facts(report))
-        try:
-            summary.require_pass()
-        except EvalError as exc:
-            raise StageError(exc.code, exc.message, details=exc.details) from exc
+        run.cost.extra_usd = float(judge_usage.get("cost") or 0.0)
+        run.cost.extra_usd_basis = "judge tokens at eval.judge_price_per_1k_*_tokens"
+        run.cost.mlflow_run_id = summary.mlflow_run_id or None
+        run.cost.mlflow_tracking_uri = load_settings().mlflow_tracking_uri
+        run.publish(summary.report_html, json_path=summary.report_path,
+                    title=f"Evaluation: {summary.outcome}",
+                    status="succeeded" if summary.outcome == "PASS" else "failed",
+                    facts=overview_facts(report))
+        summary.require_pass()  # a gate FAIL: its report above stays the stage's report
         return to_eval_report(summary)
 
 

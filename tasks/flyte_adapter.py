@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import flytekit
 from flytekit.deck import DeckField
 
+from common.fs import SHARED_FILE_MODE, atomic_write_text
 from common.html import page, style_tag
 from common.logging_setup import setup_quiet_console
 from common.redact import redact, redact_text
@@ -165,11 +165,10 @@ def publish_report(stage: str, title: str, body_html: str,
     run_dir = run_reports_dir()
     path = run_dir / f"{stage}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, lambda tmp: tmp.write_text(page(title, body_html)))
+    _write_atomically(path, page(title, body_html))
     if json_path is not None:
         report_json = redact_text(json_path.read_text(encoding="utf-8"))
-        _write_atomically(path.with_suffix(".json"),
-                          lambda tmp: tmp.write_text(report_json, encoding="utf-8"))
+        _write_atomically(path.with_suffix(".json"), report_json)
     logger.info("%s report written to %s", stage, path)
     print(f"[shipyard] {stage} report: {path}", flush=True)
     summary = StageSummary(
@@ -184,8 +183,8 @@ def publish_report(stage: str, title: str, body_html: str,
 def _refresh_overview(run_dir: Path, summary: StageSummary) -> None:
     # The overview is a convenience: a failure to write it is logged, never raised.
     try:
-        _write_atomically(summary_path(run_dir, summary.stage), lambda tmp: tmp.write_text(
-            json.dumps(summary.to_dict(), indent=1, ensure_ascii=False) + "\n"))
+        _write_atomically(summary_path(run_dir, summary.stage),
+                          json.dumps(summary.to_dict(), indent=1, ensure_ascii=False) + "\n")
         is_new = not (run_dir / OVERVIEW_NAME).exists()
         overview = write_overview(run_dir, run_id())
     except (OSError, ValueError) as exc:
@@ -206,10 +205,8 @@ def _error_text(error: BaseException) -> str:
     return f"{code}: {message}" if code else f"{type(error).__name__}: {message}"
 
 
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
+def _write_atomically(path: Path, text: str) -> None:
+    atomic_write_text(path, text, mode=SHARED_FILE_MODE)
 
 
 # Made on import, so that the `pyflyte run` process holds its run id before it spawns the

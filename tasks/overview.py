@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from common.fs import SHARED_FILE_MODE, atomic_write_text
 from common.html import (
     LineChart,
     StageFacts,
@@ -196,9 +197,8 @@ def _anchor(stage: str) -> str:
 def write_overview(run_dir: Path, run_id: str | None = None) -> Path:
     """(Re)build ``<run_dir>/index.html`` from the summaries there (temp file + rename)."""
     path = run_dir / OVERVIEW_NAME
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_overview(run_id or run_dir.name, load_summaries(run_dir)))
-    tmp.replace(path)
+    atomic_write_text(path, render_overview(run_id or run_dir.name, load_summaries(run_dir)),
+                      mode=SHARED_FILE_MODE)
     return path
 
 

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flytekit import Resources, task
 
-from common.cost import CostConfig, stage_cost
+from common.cost import CostConfig
 from common.html import StageFacts, key_value_table, short_digest
 from common.settings import PROJECT_ROOT, load_settings
 from registry.config import RegisterConfig
@@ -23,16 +22,8 @@ from tasks.contracts import (
     TrainedModel,
     ValidatedDataset,
 )
-from tasks.flyte_adapter import (
-    STAGE_DECK_FIELDS,
-    error_html,
-    execution_id,
-    is_remote_execution,
-    publish_report,
-    quiet_console,
-    run_id,
-    run_reports_dir,
-)
+from tasks.flyte_adapter import STAGE_DECK_FIELDS, execution_id, is_remote_execution, run_id
+from tasks.shell import stage_shell
 
 if TYPE_CHECKING:
     from registry.stage import RegistrationResult
@@ -71,49 +62,42 @@ def register(
     from eval.summary import attestation_claims
     from registry.stage import RegistrationRequest, register_model
 
-    with stage_cost(_STAGE, run_reports_dir(), prices) as cost:
-        started = time.time()
-        quiet_console()
+    with stage_shell(_STAGE, _REPORT_TITLE, prices) as run:
         settings = load_settings()
         model_dir = Path(model.model_dir.download())
         data_dir = Path(dataset.files.download())
         splits = sorted(model.dataset_digests)
         remote = dataset.files.remote_source
-        try:
-            eval_report = _eval_report(evaluation, model.model_digest)
-            request = RegistrationRequest(
-                model_dir=model_dir,
-                model_digest=model.model_digest,
-                dataset_digests=model.dataset_digests,
-                dataset_files={split: data_dir / f"{split}.jsonl" for split in splits},
-                dataset_uris={s: f"{str(remote).rstrip('/')}/{s}.jsonl" for s in splits}
-                if remote
-                else None,
-                config_digest=model.config_digest,
-                resolved_config_json=model.resolved_config_json,
-                training_run_id=model.mlflow_run_id or None,
-                eval_report=eval_report,
-                eval_claims=attestation_claims(eval_report) if eval_report is not None else None,
-                config=config,
-                tracking_uri=settings.mlflow_tracking_uri,
-                artifact_root=settings.mlflow_artifact_root,
-                key_dir=settings.keys_dir,
-                execution_id=invocation_id(),
-                project_root=PROJECT_ROOT,
-                # with a provisioned base its recorded identity stands for it (re-hashing the
-                # directory again here would only repeat what train checked)
-                base_model_dir=None if base is not None
-                else _base_model_dir(model.resolved_config_json),
-                base_model_identity=base.identity.to_json() if base is not None else None,
-            )
-            result = register_model(request)
-            cost.mlflow_run_id = result.mlflow_run_id or None
-            cost.mlflow_tracking_uri = settings.mlflow_tracking_uri
-        except RegistryError as error:
-            publish_report(_STAGE, _REPORT_TITLE, error_html(error), started=started, error=error)
-            raise
-        publish_report(_STAGE, _REPORT_TITLE, _report_html(result), started=started,
-                       facts=_overview_facts(result, evaluation))
+        eval_report = _eval_report(evaluation, model.model_digest)
+        request = RegistrationRequest(
+            model_dir=model_dir,
+            model_digest=model.model_digest,
+            dataset_digests=model.dataset_digests,
+            dataset_files={split: data_dir / f"{split}.jsonl" for split in splits},
+            dataset_uris={s: f"{str(remote).rstrip('/')}/{s}.jsonl" for s in splits}
+            if remote
+            else None,
+            config_digest=model.config_digest,
+            resolved_config_json=model.resolved_config_json,
+            training_run_id=model.mlflow_run_id or None,
+            eval_report=eval_report,
+            eval_claims=attestation_claims(eval_report) if eval_report is not None else None,
+            config=config,
+            tracking_uri=settings.mlflow_tracking_uri,
+            artifact_root=settings.mlflow_artifact_root,
+            key_dir=settings.keys_dir,
+            execution_id=invocation_id(),
+            project_root=PROJECT_ROOT,
+            # with a provisioned base its recorded identity stands for it (re-hashing the
+            # directory again here would only repeat what train checked)
+            base_model_dir=None if base is not None
+            else _base_model_dir(model.resolved_config_json),
+            base_model_identity=base.identity.to_json() if base is not None else None,
+        )
+        result = register_model(request)
+        run.cost.mlflow_run_id = result.mlflow_run_id or None
+        run.cost.mlflow_tracking_uri = settings.mlflow_tracking_uri
+        run.publish(_report_html(result), facts=_overview_facts(result, evaluation))
         return RegisteredModel(
             registered_model_name=result.registered_model_name,
             version=result.version,

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,24 +26,19 @@ from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 from flytekitplugins.kfpytorch import Elastic
 
-from common.cost import CostConfig, stage_cost
+from common.cost import CostConfig
 from common.digests import sha256_file
 from common.errors import StageError
 from common.html import format_bytes
 from common.redact import redact_text
-from common.settings import load_settings
+from common.settings import Settings, load_settings
 from common.token_file import HEADER_SUFFIX, TOKENS_SUFFIX
 from tasks import timeouts
 from tasks.base_model import with_base_model_dir
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import (
-    STAGE_DECK_FIELDS,
-    error_html,
-    publish_report,
-    quiet_console,
-    run_reports_dir,
-)
+from tasks.flyte_adapter import STAGE_DECK_FIELDS
+from tasks.shell import StageRun, stage_shell
 from training.config import TrainConfig
 from training.storage import is_object_store_uri
 
@@ -168,48 +162,45 @@ def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig,
           base: BaseModel | None = None) -> TrainedModel:
     """`base` (from provision_base) is the model to fine-tune; None trains from scratch."""
     from training.loop import TrainPaths, run_training
-    from training.report import directory_bytes, overview_facts, training_report_html
 
-    with stage_cost("train", run_reports_dir(), prices, record=_is_rank_zero()) as cost:
-        started = time.time()
-        quiet_console()
+    with stage_shell("train", "Training", prices, publishes=_is_rank_zero()) as run:
         settings = load_settings()
         checkpoint_dir = _checkpoint_location(config, dataset, settings.checkpoints_dir, base)
         output_dir = Path(tempfile.mkdtemp(prefix="shipyard-model-")) / "model"
-        try:
-            config = with_base_model_dir(config, base, "train")
-            dataset_dir = Path(dataset.files.download())
-            verify_dataset_files(dataset_dir, dataset)
-            result = run_training(config, TrainPaths(
-                dataset_dir=dataset_dir, output_dir=output_dir, checkpoint_dir=checkpoint_dir,
-                mlflow_tracking_uri=settings.mlflow_tracking_uri,
-                mlflow_artifact_root=settings.mlflow_artifact_root,
-            ))
-        except StageError as error:
-            if _is_rank_zero():
-                publish_report("train", "Training", error_html(error), started=started, error=error)
-            raise
-        cost.mlflow_run_id = result.mlflow_run_id
-        cost.mlflow_tracking_uri = settings.mlflow_tracking_uri
+        config = with_base_model_dir(config, base, "train")
+        dataset_dir = Path(dataset.files.download())
+        verify_dataset_files(dataset_dir, dataset)
+        result = run_training(config, TrainPaths(
+            dataset_dir=dataset_dir, output_dir=output_dir, checkpoint_dir=checkpoint_dir,
+            mlflow_tracking_uri=settings.mlflow_tracking_uri,
+            mlflow_artifact_root=settings.mlflow_artifact_root,
+        ))
+        run.cost.mlflow_run_id = result.mlflow_run_id
+        run.cost.mlflow_tracking_uri = settings.mlflow_tracking_uri
         if result.rank == 0:  # only rank 0's return value is kept by Elastic
-            facts = {
-                "model digest": f"sha256:{result.model_digest}",
-                "model size": format_bytes(directory_bytes(result.model_dir)),
-                "model dir": str(result.model_dir),
-                "MLflow run": result.mlflow_run_id, "MLflow store": settings.mlflow_tracking_uri,
-                "checkpoints": str(checkpoint_dir),
-                "resumed from step": str(result.resumed_from_step),
-            }
-            publish_report(
-                "train", "Training",
-                training_report_html(result.metrics, result.loss_curve, result.val_losses, facts),
-                started=started,
-                facts=overview_facts(result.metrics, result.loss_curve, result.val_losses, facts))
-            print(f"[shipyard] model: {result.model_dir} (digest {result.model_digest})\n"
-                  f"[shipyard] MLflow run {result.mlflow_run_id} in "
-                  f"{redact_text(settings.mlflow_tracking_uri)}",
-                  flush=True)
+            _publish_rank_zero(run, result, settings, checkpoint_dir)
         return to_trained_model(result, config, dataset)
+
+
+def _publish_rank_zero(run: StageRun, result: TrainResult, settings: Settings,
+                       checkpoint_dir: Path | str) -> None:
+    from training.report import directory_bytes, overview_facts, training_report_html
+
+    facts = {
+        "model digest": f"sha256:{result.model_digest}",
+        "model size": format_bytes(directory_bytes(result.model_dir)),
+        "model dir": str(result.model_dir),
+        "MLflow run": result.mlflow_run_id, "MLflow store": settings.mlflow_tracking_uri,
+        "checkpoints": str(checkpoint_dir),
+        "resumed from step": str(result.resumed_from_step),
+    }
+    run.publish(training_report_html(result.metrics, result.loss_curve, result.val_losses, facts),
+                facts=overview_facts(result.metrics, result.loss_curve, result.val_losses,
+                                     facts))
+    print(f"[shipyard] model: {result.model_dir} (digest {result.model_digest})\n"
+          f"[shipyard] MLflow run {result.mlflow_run_id} in "
+          f"{redact_text(settings.mlflow_tracking_uri)}",
+          flush=True)
 
 
 @_train_task(ONE_GPU)

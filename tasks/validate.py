@@ -4,27 +4,21 @@
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import flytekit
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
-from common.cost import CostConfig, stage_cost
+from common.cost import CostConfig
 from common.errors import StageError
 from data.config import DataConfig
 from tasks import timeouts
 from tasks.base_model import with_base_model_dir
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel, ValidatedDataset
-from tasks.flyte_adapter import (
-    STAGE_DECK_FIELDS,
-    error_html,
-    publish_report,
-    quiet_console,
-    run_reports_dir,
-)
+from tasks.flyte_adapter import STAGE_DECK_FIELDS
+from tasks.shell import ErrorReport, stage_shell
 
 _STAGE = "validate_data"
 _REPORT_TITLE = "Data validation"
@@ -64,26 +58,13 @@ def validate_data(config: DataConfig, source_digests: dict[str, str],
     from data.report import overview_facts
     from data.stage import REPORT_JSON_NAME, validate_dataset
 
-    with stage_cost(_STAGE, run_reports_dir(), prices):
-        started = time.time()
-        quiet_console()
+    with stage_shell(_STAGE, _REPORT_TITLE, prices, error_report=_data_docs) as run:
         parent = Path(flytekit.current_context().working_directory)
         output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=parent)) / "dataset"
-        try:
-            config = with_base_model_dir(config, base, "validate_data")
-            outcome = validate_dataset(config, output_dir)
-        except StageError as error:
-            report = error.details.get("report")
-            body = report.to_html() if report is not None else error_html(error)
-            json_path = error.details.get("report_json")
-            publish_report(_STAGE, _REPORT_TITLE, body,
-                           json_path=Path(json_path) if json_path else None, started=started,
-                           error=error,
-                           facts=overview_facts(report) if report is not None else None)
-            raise
-        publish_report(_STAGE, _REPORT_TITLE, outcome.report_html,
-                       json_path=outcome.output_dir / REPORT_JSON_NAME, started=started,
-                       facts=overview_facts(outcome.report))
+        outcome = validate_dataset(with_base_model_dir(config, base, "validate_data"),
+                                   output_dir)
+        run.publish(outcome.report_html, json_path=outcome.output_dir / REPORT_JSON_NAME,
+                    facts=overview_facts(outcome.report))
         _check_sources_unchanged(source_digests, outcome.report.inputs)
         return ValidatedDataset(
             files=FlyteDirectory(path=str(outcome.output_dir)),
@@ -93,3 +74,15 @@ def validate_data(config: DataConfig, source_digests: dict[str, str],
             report_digest=outcome.report_digest,
             token_file_digests=outcome.token_file_digests,
         )
+
+
+def _data_docs(error: StageError) -> ErrorReport | None:
+    """A failed validation publishes its data-docs report (which rows broke which rule)."""
+    from data.report import overview_facts
+
+    report = error.details.get("report")
+    if report is None:
+        return None
+    json_path = error.details.get("report_json")
+    return ErrorReport(report.to_html(), Path(json_path) if json_path else None,
+                       overview_facts(report))

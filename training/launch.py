@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from common.errors import StageError
+from common.fs import SHARED_FILE_MODE, atomic_write_text
 from common.settings import load_settings
 from training.config import TrainConfig
 from training.loop import TrainPaths, run_training
@@ -54,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = dataclasses.asdict(result)
         payload["model_dir"] = str(result.model_dir)
         payload["adapter_dir"] = None if result.adapter_dir is None else str(result.adapter_dir)
-        tmp = args.result_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(args.result_json)
+        atomic_write_text(args.result_json, json.dumps(payload, indent=1),
+                          mode=SHARED_FILE_MODE)
     return 0
 
 

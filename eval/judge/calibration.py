@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.fs import SHARED_FILE_MODE, atomic_write_text
 from eval.judge.client import Judge
 from eval.judge.pairwise import PairItem, judge_pairs
 from eval.judge.prompts import JudgePrompt
@@ -131,10 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = build_pairs(load_items(args.source), num_pairs=args.num_pairs, seed=args.seed)
     path = calibration_path(args.version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                   encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                      mode=SHARED_FILE_MODE)
     print(f"wrote {len(rows)} pairs to {path}")
     return 0
 

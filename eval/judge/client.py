@@ -156,8 +156,11 @@ class JudgeClient:
                 self.stats.retries += 1
             self.stats.requests_sent += 1
             try:
+                # No redirects: the key goes to the configured judge only (a 3xx is a 4xx-like
+                # configuration error below).
                 async with session.post(self.endpoint.chat_url, json=self._payload(prompt),
-                                        headers=self._headers()) as response:
+                                        headers=self._headers(),
+                                        allow_redirects=False) as response:
                     if response.status == 200:
                         raw = await read_bounded(response, MAX_JUDGE_BODY_BYTES)
                         return self._parse(json.loads(raw))
@@ -306,17 +309,34 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int, *,
 
 def first_served_model(base_url: str, api_key: str | None = None,
                        timeout_seconds: float = 30.0) -> str:
-    """The first model id of the server's ``/v1/models`` (when eval.judge_model is unset)."""
-    import urllib.error
-    import urllib.request
+    """The first model id of the server's ``/v1/models`` (when eval.judge_model is unset).
 
+    The key goes to the configured host only: a redirect is refused, not followed (urllib
+    followed one to another host with the Authorization header). `timeout_seconds` bounds the
+    whole exchange, body included, so a server dripping a byte at a time cannot outlive it;
+    the body is read up to MAX_JUDGE_BODY_BYTES."""
     url = base_url.rstrip("/").removesuffix("/v1") + "/v1/models"
-    request = urllib.request.Request(
-        url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
-            return str(json.load(response)["data"][0]["id"])
-    except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as exc:
+        body = asyncio.run(_get_models(url, api_key, timeout_seconds))
+        return str(json.loads(body)["data"][0]["id"])
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, IndexError,
+            TypeError) as exc:  # JudgeBodyTooLarge is a ValueError
+        reason = "no answer within the timeout" if isinstance(exc, TimeoutError) else exc
         raise EvalError("EVAL_JUDGE_UNREACHABLE",
-                        f"cannot list the judge's models at {url} ({exc}). Check "
+                        f"cannot list the judge's models at {url} ({reason}). Check "
                         "eval.judge_base_url, or set eval.judge_model explicitly.") from exc
+
+
+async def _get_models(url: str, api_key: str | None, timeout_seconds: float) -> bytes:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    async with asyncio.timeout(timeout_seconds), \
+            aiohttp.ClientSession(timeout=timeout) as session, \
+            session.get(url, headers=headers, allow_redirects=False) as response:
+        if 300 <= response.status < 400:
+            raise ValueError(f"HTTP {response.status} redirect to "
+                             f"{response.headers.get('Location', '?')[:200]!r} refused: the key "
+                             "is sent to the configured URL only; configure the final URL")
+        if response.status != 200:
+            raise ValueError(f"HTTP {response.status}")
+        return await read_bounded(response, MAX_JUDGE_BODY_BYTES)

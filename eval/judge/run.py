@@ -1,8 +1,11 @@
 """One judge run: calibration on human labels, rubric grading, pairwise comparison with a
 length-controlled win rate, and whether the judge may gate.
 
-The judged items are the first `judge_max_items` shipyard_exact prompts, with the answers
-each model generated in the harness run (greedy), paired by document hash.
+The judged items are the first `judge_max_items` prompts of `eval.judge_task` (shipyard_exact,
+the chat skill, or IFEval), with the answers each model generated in the harness run (greedy),
+paired by document hash. The judge sees the question as a person would (the conversation's
+text, not the chat-template markup); rubric grades need a reference answer, so a task without
+one (IFEval) is compared pairwise only.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from eval.judge.jury import Jury
 from eval.judge.length_control import LengthControlledWinRate, length_controlled_win_rate
 from eval.judge.prompts import JudgePrompt, load_prompt
 
-__all__ = ["JUDGED_TASK", "JudgeReport", "length_statistics", "run_judge"]
+__all__ = ["JUDGED_TASK", "JudgeReport", "judged_question", "length_statistics", "run_judge"]
 
 
 @dataclass
@@ -67,6 +70,8 @@ class JudgeReport:
     # "judge", or "jury" when several different models voted on the pairwise verdicts.
     judge_kind: str = "judge"
     jury_members: list[str] = field(default_factory=list)
+    # The suite task whose answers were compared (eval.judge_task).
+    task: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,7 +100,7 @@ def run_judge(config: EvalConfig, endpoint: JudgeEndpoint, candidate: Sequence[S
                          {"pairwise": pair_prompt.prompt_id, "single": single_prompt.prompt_id},
                          judge_kind="jury" if isinstance(voter, Jury) else "judge",
                          jury_members=voter.member_identities if isinstance(voter, Jury)
-                         else [])
+                         else [], task=config.judge_task)
     # Two-sided intervals whose lower end is the one-sided `confidence` bound the gate uses.
     stats: dict[str, Any] = {"confidence": 2 * config.confidence - 1,
              "resamples": config.bootstrap_resamples, "seed": config.bootstrap_seed}
@@ -107,18 +112,20 @@ def run_judge(config: EvalConfig, endpoint: JudgeEndpoint, candidate: Sequence[S
         version=config.judge_calibration_version, min_kappa=config.judge_min_kappa)
 
     chosen = list(candidate)[: config.judge_max_items]
-    report.rubric_candidate = rubric.summarise(
-        rubric.grade(client, single_prompt, [_grade_item(s, s.output or "") for s in chosen]),
-        **stats)
+    graded = all(has_reference(s) for s in chosen)
+    if graded:
+        report.rubric_candidate = rubric.summarise(
+            rubric.grade(client, single_prompt, [_grade_item(s) for s in chosen]), **stats)
     if champion is not None:
         champion_by_hash = {s.doc_hash: s for s in champion}
         paired = [(s, champion_by_hash[s.doc_hash]) for s in chosen
                   if s.doc_hash in champion_by_hash]
-        report.rubric_champion = rubric.summarise(
-            rubric.grade(client, single_prompt, [_grade_item(c, c.output or "")
-                                                 for _, c in paired]), **stats)
-        items = [pairwise.PairItem(s.doc_hash, s.doc["prompt"], s.output or "", c.output or "")
-                 for s, c in paired]
+        if graded:
+            report.rubric_champion = rubric.summarise(
+                rubric.grade(client, single_prompt, [_grade_item(c) for _, c in paired]),
+                **stats)
+        items = [pairwise.PairItem(s.doc_hash, judged_question(s), s.output or "",
+                                   c.output or "") for s, c in paired]
         verdicts = pairwise.judge_pairs(voter, pair_prompt, items)
         report.pairwise = pairwise.summarise(verdicts, **stats)
         report.length_control = length_controlled_win_rate(items, verdicts, **stats)
@@ -162,8 +169,25 @@ def _policy(config: EvalConfig) -> CallPolicy:
         max_tokens=config.judge_max_tokens, request_logprobs=config.judge_request_logprobs)
 
 
-def _grade_item(sample: SampleResult, answer: str) -> rubric.GradeItem:
-    return rubric.GradeItem(sample.doc_hash, sample.doc["prompt"], sample.doc["answer"], answer)
+def judged_question(sample: SampleResult) -> str:
+    """What the judge is shown as the question: the document's prompt, or, for a chat
+    document, its conversation as plain text (a lone user turn as it is)."""
+    doc = sample.doc
+    if "prompt" in doc:
+        return str(doc["prompt"])
+    messages = [(str(m["role"]), str(m["content"])) for m in doc["messages"]]
+    if len(messages) == 1 and messages[0][0] == "user":
+        return messages[0][1]
+    return "\n\n".join(f"{role.capitalize()}: {content}" for role, content in messages)
+
+
+def has_reference(sample: SampleResult) -> bool:
+    return isinstance(sample.doc.get("answer"), str)
+
+
+def _grade_item(sample: SampleResult) -> rubric.GradeItem:
+    return rubric.GradeItem(sample.doc_hash, judged_question(sample), sample.doc["answer"],
+                            sample.output or "")
 
 
 def _non_gating_reasons(report: JudgeReport, config: EvalConfig, has_champion: bool

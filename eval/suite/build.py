@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.fs import SHARED_FILE_MODE, atomic_write_bytes
 from common.template import format_prompt
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -148,9 +149,7 @@ def write_task_data(items: list[EvalItem], out_dir: Path, seed: int = DEFAULT_SE
 
 def _write_bytes(path: Path, data: bytes) -> None:
     # Write-then-rename: an interrupted build never leaves a truncated task file.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write_bytes(path, data, mode=SHARED_FILE_MODE)
 
 
 def main(argv: list[str] | None = None) -> int:

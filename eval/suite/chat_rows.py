@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.fs import SHARED_FILE_MODE, atomic_write_text
 from common.template import format_prompt
 from eval.errors import EvalError
 from eval.suite.build import render_jsonl
@@ -101,7 +102,5 @@ def write_skill_data(items: list[ChatItem], out_dir: Path) -> Path:
     """Write ``shipyard_skill.jsonl`` into `out_dir` (temp file + rename); returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{SKILL_TASK}.jsonl"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(render_jsonl(skill_rows(items)).encode("utf-8"))
-    tmp.replace(path)
+    atomic_write_text(path, render_jsonl(skill_rows(items)), mode=SHARED_FILE_MODE)
     return path

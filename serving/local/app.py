@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.local.model import TokenLogprob
 from serving.local.protocol import (
@@ -29,8 +30,63 @@ from serving.local.service import (
     stops,
 )
 
-# Bounded request size: bodies above this are refused before being read into memory.
+# Bounded request size: bodies above this are refused before being read into memory, whether
+# they announce a Content-Length or arrive chunked (Transfer-Encoding: chunked).
 MAX_REQUEST_BYTES = 1 << 20
+
+
+class BodyLimit:
+    """ASGI middleware: the request body is read here, at most `max_bytes` of it, before the
+    app sees it; a body announcing more, or streaming more, gets a 413 JSON error and the
+    rest is never read. FastAPI would read a chunked body whole before any handler ran."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, service: LocalService) -> None:
+        self.app, self.max_bytes, self.service = app, max_bytes, service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(scope, send, f"request body of {int(length)} bytes exceeds the "
+                               f"limit of {self.max_bytes} bytes")
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away mid-body
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > self.max_bytes:
+                await self._refuse(scope, send, f"streamed request body exceeds the limit of "
+                                   f"{self.max_bytes} bytes")
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _refuse(self, scope: Scope, send: Send, message: str) -> None:
+        self.service.metrics.http_request("none", scope.get("method", ""), 413)
+        await _error(ApiError(413, message))(scope, _no_body, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the buffered body over once, then defers to the connection (so a
+    disconnect during a streamed reply is still seen)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return replay
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def build_app(service: LocalService) -> FastAPI:
@@ -38,18 +94,15 @@ def build_app(service: LocalService) -> FastAPI:
     app.state.service = service
 
     @app.middleware("http")
-    async def limit_size_and_count(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            response: Response = _error(ApiError(
-                413, f"request body of {length} bytes exceeds the limit of "
-                f"{MAX_REQUEST_BYTES} bytes"))
-        else:
-            response = await call_next(request)
+    async def count(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
         route = request.scope.get("route")
         handler = getattr(route, "path", "none")
         service.metrics.http_request(handler, request.method, response.status_code)
         return response
+
+    # Added last, so outermost: the body is bounded before any other middleware reads it.
+    app.add_middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES, service=service)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -214,3 +214,121 @@ def test_router_metrics_count_4xx_and_5xx_per_track() -> None:
     assert _by_status_class(samples, "canary", "4") == 7
     assert _by_status_class(samples, "canary", "5") == 2
     assert _by_status_class(samples, "stable", "4") == 1
+
+
+# -- the tail and a dead baseline (issue #19 item 6) -------------------------------------------
+def _tail_thresholds() -> Thresholds:
+    return Thresholds.from_config(DeployConfig(min_requests=50, p99_min_requests=200))
+
+
+def test_a_canary_making_three_percent_of_requests_ten_times_slower_fails() -> None:
+    stable = window(noisy(0.1, 1000, 1), interval_means=noisy(0.1, 20, 2))
+    canary = window(noisy(0.1, 970, 3) + noisy(1.0, 30, 4),
+                    interval_means=noisy(0.127, 20, 5))
+    result = analyze_step(canary, stable, _tail_thresholds())
+    checks = {c.name: c.status for c in result.checks}
+    # What was judged before sees nothing: means and p95s stay within bounds.
+    assert checks["ttft_p95_vs_stable"] == checks["mann_whitney_ttft"] == "PASS"
+    assert checks["ttft_p95"] == checks["error_rate"] == "PASS"
+    assert result.outcome == "FAIL", result.reasons
+    assert checks["ttft_p99_vs_stable"] == checks["e2e_p99_vs_stable"] == "FAIL"
+    assert checks["tail_share_e2e"] == "FAIL"
+
+
+def test_a_healthy_canary_passes_the_tail_checks() -> None:
+    stable = window(noisy(0.1, 1000, 1), interval_means=noisy(0.1, 20, 2))
+    canary = window(noisy(0.1, 1000, 3), interval_means=noisy(0.1, 20, 4))
+    result = analyze_step(canary, stable, _tail_thresholds())
+    checks = {c.name: c.status for c in result.checks}
+    assert result.outcome == "PASS", result.reasons
+    assert checks["ttft_p99_vs_stable"] == checks["tail_share_e2e"] == "PASS"
+
+
+def test_the_tail_waits_for_p99_min_requests() -> None:
+    stable = window(noisy(0.1, 150, 1), interval_means=noisy(0.1, 20, 2))
+    canary = window(noisy(0.1, 145, 3) + noisy(1.0, 5, 4), interval_means=noisy(0.13, 20, 5))
+    checks = {c.name: c for c in analyze_step(canary, stable, _tail_thresholds()).checks}
+    assert checks["ttft_p99_vs_stable"].status == "SKIPPED"
+    assert "the tail needs 200" in checks["ttft_p99_vs_stable"].detail
+
+
+def _stable_with_intervals(intervals: Sequence[tuple[float, float]], errors: int = 0
+                           ) -> WindowStats:
+    requests = int(sum(mine for mine, _ in intervals))
+    snapshot = TrackSnapshot(requests=requests, errors=errors,
+                             ttft=histogram(noisy(0.04, requests, 1)),
+                             itl=histogram([0.005] * requests),
+                             e2e=histogram(noisy(0.04, requests, 1)))
+    return WindowStats.from_window(snapshot, noisy(0.04, 10, 2), intervals)
+
+
+def test_a_stable_that_goes_silent_mid_step_makes_it_inconclusive() -> None:
+    # 50 %: 8 stable of 16 requests per interval, then nothing reaches the stable.
+    stable = _stable_with_intervals([(8, 16)] * 5 + [(0, 16)] * 5)
+    canary = window(noisy(0.04, 120, 3), interval_means=noisy(0.04, 10, 4))
+    assert analyze_step(canary, stable, THRESHOLDS).outcome == "PASS"  # without the health
+    result = analyze_step(canary, stable, THRESHOLDS, stable, 50)
+    assert result.outcome == "INCONCLUSIVE"
+    assert any("stable_alive" in reason for reason in result.reasons)
+
+
+def test_a_stable_answering_errors_mid_step_makes_it_inconclusive() -> None:
+    stable = _stable_with_intervals([(8, 16)] * 10, errors=30)
+    canary = window(noisy(0.04, 80, 3), interval_means=noisy(0.04, 10, 4))
+    result = analyze_step(canary, stable, THRESHOLDS, stable, 50)
+    assert result.outcome == "INCONCLUSIVE"
+    assert any("stable_error_rate" in reason for reason in result.reasons)
+
+
+def test_a_canary_breaking_its_slo_still_fails_when_the_stable_is_dead() -> None:
+    stable = _stable_with_intervals([(8, 16)] * 5 + [(0, 16)] * 5)
+    result = analyze_step(window(noisy(1.5, 60, 3)), stable, THRESHOLDS, stable, 50)
+    assert result.outcome == "FAIL"
+
+
+def test_a_stable_silent_by_chance_on_thin_traffic_is_not_dead() -> None:
+    # 10 % canary, 2 requests in the interval, none to the stable: 1 % chance, not evidence.
+    stable = _stable_with_intervals([(9, 10)] * 8 + [(0, 2)])
+    canary = window(noisy(0.04, 60, 3), interval_means=noisy(0.04, 10, 4))
+    result = analyze_step(canary, stable, THRESHOLDS, stable, 10)
+    assert result.outcome == "PASS", result.reasons
+
+
+class DyingStableSource(ScriptedSource):
+    """The stable stops answering (no requests reach it) at `dies_at` seconds."""
+
+    def __init__(self, clock: FakeClock, per_second: dict[str, tuple[float, float]],
+                 dies_at: float) -> None:
+        super().__init__(clock, per_second)
+        self.dies_at = dies_at
+
+    def snapshot(self, tracks: Sequence[str]) -> dict[str, TrackSnapshot]:
+        now = self.clock.now
+        if now <= self.dies_at:
+            return super().snapshot(tracks)
+        self.clock.now = self.dies_at
+        frozen = super().snapshot(["stable"])
+        self.clock.now = now
+        return {**super().snapshot(tracks), "stable": frozen["stable"]}
+
+
+def test_controller_does_not_promote_past_a_stable_that_died_mid_bake() -> None:
+    clock = FakeClock()
+    config = DeployConfig(steps=[10, 50, 100], bake_seconds=10, min_requests=5,
+                          scrape_interval_seconds=1.0, max_extra_bake_seconds=5)
+    traffic = RecordingTraffic()
+    report = CanaryController(traffic, DyingStableSource(
+        clock, {"stable": (10, 0.04), "canary": (3, 0.04)}, dies_at=4.0),
+        config, clock=clock, sleep=clock.sleep).run()
+    assert report.outcome == "INCONCLUSIVE" and traffic.weights[0] == 10
+    assert 100 not in traffic.weights[:-1]
+    reasons = report.steps[0].analysis.reasons
+    assert any("stable_alive" in reason for reason in reasons), reasons
+
+
+@pytest.mark.parametrize("overrides", [{"p99_min_requests": 50},
+                                       {"max_stable_error_rate": 1.5}])
+def test_tail_and_stable_fields_are_validated(overrides: dict[str, object]) -> None:
+    with pytest.raises(StageError) as caught:
+        DeployConfig(**overrides)  # type: ignore[arg-type]
+    assert caught.value.code == "CONFIG_INVALID"

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import Settings
 from deploy import history
+from deploy.decision_record import write_record
 from deploy.stage import _check_champion_in_history
+from registry.dsse import sign_envelope
 from registry.signing import KeyPair, ensure_key_pair
 
 pytestmark = pytest.mark.unit
@@ -52,6 +55,15 @@ def _broken(work_dir: Path, keys: KeyPair) -> StageError:
     return failure.value
 
 
+def _refused(work_dir: Path, keys: KeyPair | None, code: str,
+             anchor: history.Anchor | None = None) -> StageError:
+    with pytest.raises(StageError) as failure:
+        history.read_history(work_dir, public_key_path=keys.public_key_path if keys else None,
+                             anchor=anchor)
+    assert failure.value.code == code, failure.value.message
+    return failure.value
+
+
 def test_entries_are_chained_signed_and_read_back(work_dir: Path, keys: KeyPair) -> None:
     written = _three(work_dir, keys)
     read = history.read_history(work_dir, public_key_path=keys.public_key_path)
@@ -64,6 +76,7 @@ def test_entries_are_chained_signed_and_read_back(work_dir: Path, keys: KeyPair)
     assert history.current_champion(read) == "3"
     assert history.champion_versions(read) == {"1", "3"}  # a rolled-back version never was
     assert all(json.loads(line)["signature"] for line in _lines(work_dir))
+    assert [(e.deployment, e.sequence) for e in read] == [("shipyard-tiny", n) for n in (1, 2, 3)]
     assert history.read_history(work_dir.parent / "other") == []
 
 
@@ -105,7 +118,10 @@ def test_removed_reordered_or_unsigned_lines_break_the_chain(
         raw["signature"] = None
         lines[2] = json.dumps(raw)
     history.history_path(work_dir).write_text("\n".join(lines) + "\n")
-    _broken(work_dir, keys)
+    if edit == "strip_signature":
+        assert _refused(work_dir, keys, "DEPLOY_HISTORY_UNSIGNED").details["line"] == 3
+    else:
+        _broken(work_dir, keys)
 
 
 def test_appending_to_a_broken_history_is_refused(work_dir: Path, keys: KeyPair) -> None:
@@ -168,7 +184,10 @@ def test_importing_never_replaces_a_recorded_champion(tmp_path: Path) -> None:
     allow_imports_from(settings.keys_dir, source)
     keys = ensure_key_pair(settings.keys_dir)
     work_dir = home / "deployments" / "shipyard-smol"
-    _append(work_dir, keys, "first_deployment", "7")
+    client = client_for(settings.mlflow_tracking_uri)
+    client.create_registered_model("shipyard-smol")
+    history.write_anchor(client, "shipyard-smol", "shipyard-smol",
+                         _append(work_dir, keys, "first_deployment", "7"))
     identity = json.dumps({"name": "base", "source": source, "licence": "unknown",
                            "model_digest": model_root_digest(base)})
     request = ImportRequest(
@@ -183,3 +202,176 @@ def test_importing_never_replaces_a_recorded_champion(tmp_path: Path) -> None:
     assert client_for(settings.mlflow_tracking_uri).get_registered_model(
         "shipyard-smol").aliases == {}
     assert [e.action for e in history.read_history(work_dir)] == ["first_deployment"]
+
+
+# -- a history that proves itself (issue 19 item 2) ------------------------------------------
+def test_a_fully_unsigned_rewrite_is_refused_once_the_key_exists(
+    work_dir: Path, keys: KeyPair
+) -> None:
+    """Before: the first line decided, so a history rewritten without signatures (the alias
+    history an attacker wants) read as an unsigned one."""
+    _three(work_dir, keys)
+    history.history_path(work_dir).unlink()
+    forged = [_append(work_dir, None, "first_deployment", "1"),
+              _append(work_dir, None, "promoted", "2")]  # 2 was rolled back, really
+    assert history.read_history(work_dir) == forged  # no key known: nothing to check it with
+    failure = _refused(work_dir, keys, "DEPLOY_HISTORY_UNSIGNED")
+    assert failure.details["line"] == 1
+
+
+def test_tail_truncation_is_refused_by_the_anchored_head(work_dir: Path, keys: KeyPair) -> None:
+    """Before: dropping the last line(s) left a valid chain (and undid the record of a
+    promotion or a rollback)."""
+    anchor = history.Anchor(history.head_of(_three(work_dir, keys)))
+    assert len(history.read_history(work_dir, public_key_path=keys.public_key_path,
+                                    anchor=anchor)) == 3
+    path = history.history_path(work_dir)
+    path.write_text("\n".join(_lines(work_dir)[:2]) + "\n")
+    failure = _refused(work_dir, keys, "DEPLOY_HISTORY_TRUNCATED", anchor)
+    assert (failure.details["anchored_sequence"], failure.details["entries"]) == (3, 2)
+    # An anchored history with its anchor removed fails closed too.
+    _refused(work_dir, keys, "DEPLOY_HISTORY_UNANCHORED", history.Anchor(None))
+    # A history ahead of its anchor (the tag write failed after the append) still reads.
+    ahead = history.Anchor(history.HistoryHead(1, history.read_history(work_dir)[0].sha256))
+    assert len(history.read_history(work_dir, public_key_path=keys.public_key_path,
+                                    anchor=ahead)) == 2
+
+
+def test_an_older_copy_of_the_history_is_refused_by_the_anchor(
+    work_dir: Path, keys: KeyPair
+) -> None:
+    entries = _three(work_dir, keys)
+    old_copy = _lines(work_dir)[:2]
+    anchor = history.Anchor(history.head_of(entries))
+    history.history_path(work_dir).write_text("\n".join(old_copy) + "\n")
+    _append(work_dir, keys, "promoted", "9")  # even re-grown to the same length
+    _refused(work_dir, keys, "DEPLOY_HISTORY_TRUNCATED", anchor)
+
+
+def test_a_deleted_history_fails_closed(work_dir: Path, keys: KeyPair) -> None:
+    """Before: no file read as a new deployment, so any alias was accepted."""
+    anchor = history.Anchor(history.head_of(_three(work_dir, keys)))
+    history.history_path(work_dir).unlink()
+    assert "anchors entry 3" in _refused(work_dir, keys, "DEPLOY_HISTORY_MISSING",
+                                         anchor).message
+    # Without the anchor, the decision records of champion moves say a history existed.
+    assert history.read_history(work_dir, anchor=history.Anchor(None)) == []
+    write_record(work_dir, {"model_uri": "models:/shipyard-tiny/3", "action": "promoted",
+                            "outcome": "PASS"})
+    _refused(work_dir, keys, "DEPLOY_HISTORY_MISSING")
+    with pytest.raises(StageError) as failure:
+        _append(work_dir, keys, "promoted", "4")
+    assert failure.value.code == "DEPLOY_HISTORY_MISSING"
+
+
+def test_the_first_deploys_own_record_does_not_count_as_a_lost_history(
+    work_dir: Path, keys: KeyPair
+) -> None:
+    """Deploy writes its record before the line that names it; the first line must go in."""
+    record = write_record(work_dir, {"model_uri": "models:/shipyard-tiny/1",
+                                     "action": "first_deployment", "outcome": "PASS"})
+    entry = history.append_entry(
+        work_dir, action="first_deployment", version="1", digest="1" * 64,
+        decision_record_sha256=sha256_file(record), actor="alice@host", key_pair=keys,
+        anchor=history.Anchor(None))
+    assert history.read_history(work_dir, public_key_path=keys.public_key_path,
+                                anchor=history.Anchor(history.head_of([entry]))) == [entry]
+
+
+def test_a_refused_deploy_record_does_not_need_a_history(work_dir: Path) -> None:
+    write_record(work_dir, {"model_uri": "models:/shipyard-tiny/1", "outcome": "FAIL",
+                            "action": "refused"})
+    assert history.read_history(work_dir, anchor=history.Anchor(None)) == []
+
+
+def test_another_deployments_signed_history_copied_in_is_refused(
+    work_dir: Path, keys: KeyPair
+) -> None:
+    """Before: same key, valid chain, valid signatures: it read as this deployment's."""
+    other = work_dir.parent / "shipyard-other"
+    _three(other, keys)
+    work_dir.mkdir(parents=True)
+    history.history_path(work_dir).write_bytes(history.history_path(other).read_bytes())
+    failure = _broken(work_dir, keys)
+    assert "another deployment" in failure.message and failure.details["line"] == 1
+
+
+def test_a_sequence_number_out_of_place_is_refused(work_dir: Path, keys: KeyPair) -> None:
+    _three(work_dir, keys)
+    lines = _lines(work_dir)
+    raw = json.loads(lines[2])
+    entry = history.HistoryEntry(**{**raw["entry"], "sequence": 4})  # "line 3 is missing"
+    raw.update(entry=entry.__dict__, entry_sha256=entry.sha256,
+               signature=sign_envelope(entry.canonical(), history.PAYLOAD_TYPE, keys))
+    lines[2] = json.dumps(raw)
+    history.history_path(work_dir).write_text("\n".join(lines) + "\n")
+    assert "sequence" in _broken(work_dir, keys).message
+
+
+def test_a_torn_last_line_is_reported_then_repaired(work_dir: Path, keys: KeyPair) -> None:
+    """Before: a crash mid-append left a line that never parsed again: every later deploy
+    failed with DEPLOY_HISTORY_BROKEN and no way out but editing the evidence by hand."""
+    entries = _three(work_dir, keys)
+    anchor = history.Anchor(history.head_of(entries))
+    path = history.history_path(work_dir)
+    complete = path.read_bytes()
+    with path.open("ab") as handle:
+        handle.write(b'{"entry": {"action": "prom')  # the crash
+    failure = _refused(work_dir, keys, "DEPLOY_HISTORY_TORN", anchor)
+    assert failure.details["line"] == 4 and "repair" in failure.message
+
+    repair = history.repair_history(work_dir, public_key_path=keys.public_key_path,
+                                    anchor=anchor)
+
+    assert (repair.entries, repair.torn_bytes, repair.head) == (3, 26, anchor.head)
+    assert path.read_bytes() == complete
+    assert repair.torn_copy is not None and repair.torn_copy.read_bytes().startswith(b'{"en')
+    _append(work_dir, keys, "promoted", "4")
+    assert len(history.read_history(work_dir, public_key_path=keys.public_key_path)) == 4
+    # Nothing else is "repaired": a history that does not reach its anchor stays refused.
+    path.write_bytes(complete.split(b"\n", 1)[0] + b"\n" + b'{"torn')
+    with pytest.raises(StageError) as refused:
+        history.repair_history(work_dir, public_key_path=keys.public_key_path, anchor=anchor)
+    assert refused.value.code == "DEPLOY_HISTORY_TRUNCATED"
+
+
+def test_an_old_format_history_keeps_loading_and_is_continued(
+    work_dir: Path, keys: KeyPair
+) -> None:
+    """Lines written before sequence numbers existed: same digests and signatures as then."""
+    lines, previous = [], None
+    for action, version in (("first_deployment", "1"), ("promoted", "2")):
+        entry = history.HistoryEntry(action, version, version * 64, None,
+                                     "2026-11-01T00:00:00+00:00", "alice@host", previous)
+        fields = {k: v for k, v in entry.__dict__.items() if k not in ("deployment", "sequence")}
+        lines.append(json.dumps({"entry": fields, "entry_sha256": entry.sha256,
+                                 "signature": sign_envelope(entry.canonical(),
+                                                            history.PAYLOAD_TYPE, keys)}))
+        previous = entry.sha256
+    work_dir.mkdir(parents=True)
+    history.history_path(work_dir).write_text("\n".join(lines) + "\n")
+    assert [e.sequence for e in history.read_history(
+        work_dir, public_key_path=keys.public_key_path)] == [None, None]
+    added = _append(work_dir, keys, "promoted", "3")
+    assert (added.deployment, added.sequence) == ("shipyard-tiny", 3)
+    read = history.read_history(work_dir, public_key_path=keys.public_key_path,
+                                anchor=history.Anchor(history.HistoryHead(3, added.sha256)))
+    assert history.current_champion(read) == "3"
+
+
+@pytest.mark.integration
+def test_the_head_is_anchored_in_mlflow(work_dir: Path, keys: KeyPair, tmp_path: Path) -> None:
+    from registry.mlflow_registry import client_for
+
+    client = client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model("shipyard-tiny")
+    assert history.read_anchor(client, "shipyard-tiny", "shipyard-tiny").head is None
+    for entry in _three(work_dir, keys):
+        assert history.write_anchor(client, "shipyard-tiny", "shipyard-tiny", entry)
+    anchor = history.read_anchor(client, "shipyard-tiny", "shipyard-tiny")
+    assert anchor.head == history.head_of(history.read_history(work_dir))
+    assert client.get_registered_model("shipyard-tiny").tags == {
+        "shipyard.history_head.shipyard-tiny": anchor.head.tag_value() if anchor.head else ""}
+    history.history_path(work_dir).write_text("\n".join(_lines(work_dir)[:2]) + "\n")
+    _refused(work_dir, keys, "DEPLOY_HISTORY_TRUNCATED", anchor)
+    assert history.read_anchor(client, "no-such-model", "x").head is None
