@@ -76,12 +76,16 @@ def run_level(port: int, concurrency: int, num_requests: int, max_tokens: int) -
     }
 
 
-def load_arguments(prog: str, max_tokens: int, argv: list[str] | None) -> argparse.Namespace:
-    """--requests, --max-tokens and --model-dir, shared by the engine benchmarks."""
+def load_arguments(prog: str, max_tokens: int, argv: list[str] | None,
+                   engines: tuple[str, ...] | None = None) -> argparse.Namespace:
+    """--requests, --max-tokens and --model-dir, shared by the engine benchmarks; --engine
+    too when a benchmark can run on several `engines` (the first is the default)."""
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--max-tokens", type=int, default=max_tokens)
     parser.add_argument("--model-dir", type=Path, default=None)
+    if engines:
+        parser.add_argument("--engine", choices=engines, default=engines[0])
     return parser.parse_args(argv)
 
 

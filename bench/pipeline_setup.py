@@ -17,10 +17,14 @@
 
 Also counts each run's console lines (Shipyard's quiet console: third-party output goes to the
 run's pipeline.log). Stops what the runs left serving (`shipyard stop`) and removes the temp
-dir unless --keep. Prints one JSON object. Takes 10+ minutes; run by hand, never in CI (pytest
-collects only tests/).
+dir unless --keep. Prints one JSON object. Takes 10+ minutes; run by hand, never in CI (CI runs only
+`--dry-run`, tests/bench/test_bench_smoke.py).
 
-    .venv/bin/python -m bench.pipeline_setup [--out DIR] [--keep] [--reruns 2]
+    .venv/bin/python -m bench.pipeline_setup [--out DIR] [--keep] [--reruns 2] [--dry-run]
+
+`--dry-run` runs `make -n pipeline` (make prints the commands and runs none) in the clone
+instead: seconds, no numbers worth publishing; it is how the script's own plumbing (clone,
+console capture, report) is smoke-tested.
 """
 
 from __future__ import annotations
@@ -127,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to keep the consoles (default: inside the temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the clone and its HOME")
     parser.add_argument("--reruns", type=int, default=2)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="make -n: print the commands, run none (a smoke test of this script)")
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="shipyard-bench-setup-"))
@@ -149,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
                             capture_output=True, text=True, check=True).stdout.strip()
     env.update(HOME=str(home), UV_CACHE_DIR=str(root / "uv-cache"),
                XDG_CACHE_HOME=str(home / ".cache"))
-    make = ["make", "pipeline", f"PYTHON={python}"] + (
+    make = ["make", *(["-n"] if args.dry_run else []), "pipeline", f"PYTHON={python}"] + (
         [f"FIND_LINKS={find_links}"] if find_links else [])
     result: dict[str, Any] = {
         "benchmark": "pipeline_setup", "commit": commit, "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "find_links": find_links, "make": make,
+        "dry_run": args.dry_run,
         "load_average_before": load_average()}
     try:
         began = time.monotonic()

@@ -8,7 +8,10 @@ backend metrics and the streaming copy.
 
 Prints one JSON object; `added_p99_ms` per endpoint is routed p99 - direct p99 (goal <= 2 ms).
 
-    python -m bench.router_overhead [--requests 1000] [--model-dir DIR]
+    python -m bench.router_overhead [--requests 1000] [--warmup 20] [--model-dir DIR]
+
+The router is started the way deploy starts it (deploy/local_backend.py): an admin listener
+on its own port with a 0600 token file, and an allow-list naming the engine.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from serving.process import (
     stop_process_group,
     wait_until_healthy,
 )
+from serving.router_admin import write_admin_token, write_allowed_backends
 from serving.vllm_engine import local_environment
 
 GOAL_ADDED_P99_MS = 2.0
@@ -57,10 +61,10 @@ def quantile_ms(samples: list[float], q: float) -> float:
 
 
 def measure(engine_port: int, router_port: int, method: str, path: str, body: bytes | None,
-            num_requests: int) -> dict[str, float]:
+            num_requests: int, warmup: int = 20) -> dict[str, float]:
     direct = http.client.HTTPConnection("127.0.0.1", engine_port, timeout=60)
     routed = http.client.HTTPConnection("127.0.0.1", router_port, timeout=60)
-    for _ in range(20):  # warm up connections, caches, the router's connection pool
+    for _ in range(warmup):  # warm up connections, caches, the router's connection pool
         timed(direct, method, path, body)
         timed(routed, method, path, body)
     d, r = [], []
@@ -81,6 +85,8 @@ def measure(engine_port: int, router_port: int, method: str, path: str, body: by
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.router_overhead")
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=20,
+                        help="untimed requests per endpoint and path first")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="HF model directory (default: a tiny random Llama)")
     args = parser.parse_args(argv)
@@ -88,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model_dir or _tiny_model(Path(tmp) / "model")
         with start_engine("local", model_dir, NAME, log_dir=Path(tmp)) as engine:
             port = free_port()
-            router = spawn([sys.executable, "-m", "serving.router", "--port", str(port),
-                            "--backend", f"stable={engine.base_url}", "--weight", "stable=100"],
+            router = spawn(_router_command(port, engine.base_url, Path(tmp)),
                            env=local_environment(os.environ, PROJECT_ROOT),
                            log_path=Path(tmp) / "router.log")
             try:
@@ -100,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                                          "max_tokens": 1, "temperature": 0}).encode()
                 results = {
                     "GET /v1/models": measure(engine.port, port, "GET", "/v1/models", None,
-                                              args.requests),
+                                              args.requests, args.warmup),
                     "POST /v1/completions max_tokens=1": measure(
                         engine.port, port, "POST", "/v1/completions", completion,
-                        max(args.requests // 4, 50)),
+                        max(args.requests // 4, min(50, args.requests)), args.warmup),
                 }
             finally:
                 stop_process_group(router.pid, router, grace_seconds=10)
@@ -117,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(report, indent=1))
     return 0
+
+
+def _router_command(port: int, engine_url: str, tmp: Path) -> list[str]:
+    token_path, allowed_path = tmp / "router-admin.token", tmp / "allowed-backends.json"
+    write_admin_token(token_path)
+    write_allowed_backends(allowed_path, [engine_url])
+    return [sys.executable, "-m", "serving.router", "--port", str(port),
+            "--backend", f"stable={engine_url}", "--weight", "stable=100",
+            "--admin-port", str(free_port()), "--admin-token-file", str(token_path),
+            "--allowed-backends-file", str(allowed_path)]
 
 
 def _tiny_model(out: Path) -> Path:

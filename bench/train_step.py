@@ -76,13 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train_step")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dataset-dir", type=Path, default=None,
+                        help="a validated dataset (default: validate the shipped corpus first)")
     args = parser.parse_args(argv)
+    if args.steps < 3:
+        parser.error("--steps must be at least 3: the first (warm-up) and the last "
+                     "(checkpoint + eval) step are not timed")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     config = TrainConfig(max_steps=args.steps, checkpoint_every_steps=args.steps,
-                         eval_every_steps=args.steps, warmup_steps=5)
+                         eval_every_steps=args.steps, warmup_steps=min(5, args.steps))
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
         root = Path(tmp)
-        dataset_dir = validate_dataset(DataConfig(), root / "dataset").output_dir
+        dataset_dir = args.dataset_dir or validate_dataset(DataConfig(),
+                                                           root / "dataset").output_dir
         bare: list[float] = []
         stage: list[float] = []
         final_step_stage: list[float] = []

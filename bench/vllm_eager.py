@@ -7,6 +7,8 @@ cache warm (every later start), and eager. The compiled warm-cache engine is the
 latency: after a warm-up, `--requests` sequential completions of `--max-tokens` tokens at
 concurrency 1 and the same at concurrency 8 (tokens/s, p50/p99), via the same client as
 `bench.local_engine_throughput`. Needs the vLLM CPU venv (`make pipeline` creates it).
+`--engine local` runs the same three starts on the local engine (which is always eager): it
+measures nothing about vLLM and is there so the script can be smoke-tested without vLLM.
 
     python -m bench.vllm_eager [--requests 48] [--max-tokens 16] [--model-dir DIR]
 """
@@ -26,9 +28,9 @@ from serving.engine import start_engine
 
 
 def measure(model_dir: Path, log_dir: Path, *, eager: bool, requests: int,
-            max_tokens: int) -> dict[str, Any]:
+            max_tokens: int, engine_kind: str = "vllm") -> dict[str, Any]:
     began = time.monotonic()
-    with start_engine("vllm", model_dir, NAME, log_dir=log_dir, enforce_eager=eager,
+    with start_engine(engine_kind, model_dir, NAME, log_dir=log_dir, enforce_eager=eager,
                       ready_timeout_seconds=900) as engine:
         started = time.monotonic() - began
         run_level(engine.port, 2, 8, max_tokens)  # warm-up (first shapes)
@@ -37,7 +39,7 @@ def measure(model_dir: Path, log_dir: Path, *, eager: bool, requests: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = load_arguments("python -m bench.vllm_eager", 16, argv)
+    args = load_arguments("python -m bench.vllm_eager", 16, argv, engines=("vllm", "local"))
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
         model_dir = model_or_tiny(args.model_dir, Path(tmp))
         # an empty compile cache for this run only (serving.vllm_engine keeps a caller's value)
@@ -46,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         for label, eager in (("compiled_cold_cache", False), ("compiled_warm_cache", False),
                              ("eager", True)):
             runs[label] = measure(model_dir, Path(tmp) / label, eager=eager,
-                                  requests=args.requests, max_tokens=args.max_tokens)
+                                  requests=args.requests, max_tokens=args.max_tokens,
+                                  engine_kind=args.engine)
     baseline, eager_run = runs["compiled_warm_cache"], runs["eager"]
     report = {
         "benchmark": "vllm_eager",
+        "engine": args.engine,
         "model": str(args.model_dir or "tiny random Llama (testing/tiny_model.py)"),
         "max_tokens": args.max_tokens,
         "runs": runs,

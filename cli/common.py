@@ -50,6 +50,17 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str), flush=True)
 
 
+# Codes of the JSON error object for failures that are no StageError (the others carry theirs).
+USAGE_ERROR = "USAGE"
+NOTHING_TO_SHOW = "NOT_FOUND"
+
+
+def print_json_error(code: str, message: str, **context: Any) -> None:
+    """With --json, a failure is a JSON document on stdout too, so a script that parses stdout
+    gets an object it can branch on (`error.code`) instead of empty input."""
+    print_json({**context, "error": {"code": code, "message": message}})
+
+
 def error(command: str, message: str) -> None:
     print(f"shipyard {command}: {message}", file=sys.stderr, flush=True)
 

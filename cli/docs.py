@@ -1,7 +1,7 @@
 """Render every `shipyard` subcommand's --help into docs/cli.md (between two markers).
 
     .venv/bin/python -m cli.docs          rewrite the generated part of docs/cli.md
-    .venv/bin/python -m cli.docs --check  exit 1 if it is stale (tests/cli/test_docs_cli.py)
+    .venv/bin/python -m cli.docs --check  exit 1 if it is stale (tests/cli/test_commands.py)
 
 Defaults that depend on the machine (SHIPYARD_HOME, MLFLOW_TRACKING_URI) are rendered with the
 documented defaults, so the page is the same everywhere.

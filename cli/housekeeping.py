@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli.common import FAILED, OK, UsageError, human_bytes, known_deployments, print_json
+from cli.common import (
+    FAILED,
+    NOTHING_TO_SHOW,
+    OK,
+    UsageError,
+    human_bytes,
+    known_deployments,
+    print_json,
+    print_json_error,
+)
 from common.settings import PROJECT_ROOT, Settings
 from deploy.state import deployments_dir, load_state
 
@@ -43,7 +52,10 @@ def run_reports(args: argparse.Namespace, settings: Settings) -> int:
         return OK
     folder = root / args.run
     if not folder.is_dir() or args.run in ("", ".", "..") or "/" in args.run:
-        print(f"shipyard reports: no run {args.run!r} under {root}", file=sys.stderr)
+        message = f"no run {args.run!r} under {root}"
+        if args.json:
+            print_json_error(NOTHING_TO_SHOW, message, run=args.run)
+        print(f"shipyard reports: {message}", file=sys.stderr)
         return FAILED
     files = sorted(str(f) for f in folder.rglob("*") if f.is_file())
     if args.json:

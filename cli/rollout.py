@@ -12,7 +12,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.common import FAILED, OK, UsageError, print_json, resolve_name, work_dir
+from cli.common import (
+    FAILED,
+    NOTHING_TO_SHOW,
+    OK,
+    UsageError,
+    print_json,
+    print_json_error,
+    resolve_name,
+    work_dir,
+)
 from common.errors import StageError
 from common.settings import Settings
 from deploy.control import ControlAction, deploy_in_progress, write_control
@@ -136,8 +145,12 @@ def run_history(args: argparse.Namespace, home: Path) -> int:
     name = resolve_name(home, args.name)
     entries = history_entries(decision_records(work_dir(home, name)))
     if args.json:
+        if not entries:
+            print_json_error(NOTHING_TO_SHOW, f"no decision records for {name!r}",
+                             deployment=name, history=[])
+            return FAILED
         print_json({"deployment": name, "history": entries})
-        return OK if entries else FAILED
+        return OK
     if not entries:
         print(f"shipyard history: no decision records for {name!r}")
         return FAILED
@@ -168,7 +181,9 @@ def run_stop(args: argparse.Namespace, home: Path) -> int:
                         for r in stopped]
         if args.name and not stopped:
             status = FAILED
-    if args.json:
+    if args.json and status == FAILED:
+        print_json_error(NOTHING_TO_SHOW, f"{args.name}: nothing running", stopped=stopped_all)
+    elif args.json:
         print_json({"stopped": stopped_all})
     else:
         for item in stopped_all:

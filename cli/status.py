@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.common import FAILED, OK, TIMEOUT, print_json, resolve_name, work_dir
+from cli.common import (
+    FAILED,
+    OK,
+    TIMEOUT,
+    print_json,
+    print_json_error,
+    resolve_name,
+    work_dir,
+)
 from common.errors import StageError
 from deploy.control import deploy_in_progress, read_status
 from deploy.state import load_state
@@ -198,8 +206,9 @@ def run_status(args: argparse.Namespace, home: Path, *,
     name = resolve_name(home, args.name)
     seen = observe(home, name)
     if not found(home, name, seen):
-        print_json({"deployment": name, "error": "not found"}) if args.json else \
-            print(f"shipyard status: deployment {name!r} not found under {home}")
+        message = f"deployment {name!r} not found under {home}"
+        print_json_error("DEPLOY_NOT_FOUND", message, deployment=name) if args.json else \
+            print(f"shipyard status: {message}")
         return FAILED
     view = rollout_view(name, seen)
     watch = args.watch or args.timeout is not None

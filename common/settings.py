@@ -9,6 +9,7 @@ Local defaults (no server to install):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,14 @@ class Settings:
         return self.home / "keys"
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     home = Path(env.get("SHIPYARD_HOME") or Path.home() / ".shipyard").expanduser().resolve()
-    uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
-    return Settings(home=home, mlflow_tracking_uri=uri, mlflow_artifact_root=home / "mlartifacts")
+    return Settings(home=home, mlflow_tracking_uri=mlflow_tracking_uri(env, home),
+                    mlflow_artifact_root=home / "mlartifacts")
+
+
+def mlflow_tracking_uri(environ: Mapping[str, str], home: Path) -> str:
+    """`$MLFLOW_TRACKING_URI`, else the sqlite store in `home` (a CLI passes the home it shows
+    in --help, unresolved)."""
+    return environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"

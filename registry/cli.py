@@ -8,8 +8,9 @@ Defaults follow the embedded local setup: MLflow at `$MLFLOW_TRACKING_URI` or
 at `$SHIPYARD_HOME/keys/signing.pub`, and the policy `$SHIPYARD_HOME/keys/trust-policy.yaml`
 (written when the local key pair was generated; it pins that key) or else
 registry/default_policy.yaml (which pins no key). The public key is trusted only when the
-policy pins its fingerprint. This entry point is the only place in `registry` that reads the
-environment; `verify_model` takes every value as an argument.
+policy pins its fingerprint. This entry point is the only place in `registry` that looks at the
+environment, through `common.settings.load_settings` (where every setting is read);
+`verify_model` takes every value as an argument.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from common.settings import load_settings, mlflow_tracking_uri
 from registry.errors import RegistryError
 
 # `shipyard verify --help` needs none of MLflow or model-signing: the verifier, the policy
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     env = os.environ if environ is None else environ
-    home = Path(env.get("SHIPYARD_HOME") or Path.home() / ".shipyard").expanduser()
+    home = load_settings(env).home
     parser = argparse.ArgumentParser(prog="shipyard", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser(
@@ -102,7 +104,7 @@ def add_verify_arguments(
     )
     parser.add_argument(
         "--tracking-uri",
-        default=environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+        default=mlflow_tracking_uri(environ, home),
         help="MLflow tracking + registry URI (default: %(default)s)",
     )
     parser.add_argument(
@@ -113,6 +115,9 @@ def add_verify_arguments(
         "fingerprint (default: %(default)s)",
     )
     parser.set_defaults(keys_dir=home / "keys")
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON for scripts: the result, or {\"error\": {...}} when "
+                        "a check fails (also on stdout)")
     parser.add_argument(
         "--download-dir",
         type=Path,
@@ -210,7 +215,16 @@ def run_verify(args: argparse.Namespace) -> int:
             expected_digest=args.expected_digest,
         )
     except RegistryError as exc:
+        if getattr(args, "json", False):  # and the same on stderr, for the person
+            _print_json({"model_uri": args.model_uri, "error": {
+                "code": exc.code, "message": exc.message, "check": exc.check,
+                "expected": exc.expected, "found": exc.found}})
         return _report_failure(f"shipyard verify: FAILED {args.model_uri}", exc)
+    if getattr(args, "json", False):
+        import dataclasses
+
+        _print_json({**dataclasses.asdict(result), "policy": policy.source})
+        return 0
     print(
         f"shipyard verify: OK {result.model_uri} -> {result.registered_model_name} "
         f"version {result.version}\n  model digest: sha256:{result.model_digest}\n"
@@ -227,6 +241,12 @@ def run_verify(args: argparse.Namespace) -> int:
     if result.model_dir is not None:
         print(f"  verified files: {result.model_dir}")
     return 0
+
+
+def _print_json(value: object) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, default=str), flush=True)
 
 
 if __name__ == "__main__":

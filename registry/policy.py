@@ -36,7 +36,7 @@ import yaml
 
 from common.fs import atomic_write_text
 from registry.errors import RegistryError
-from registry.signing import SigstoreIdentity
+from registry.identity import SigstoreIdentity
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
 # Written by `ensure_key_pair` next to the key pair it pins (registry.signing).

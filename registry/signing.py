@@ -32,6 +32,8 @@ from model_signing import hashing, signing, verifying
 from common.digests import model_root_digest
 from common.fs import atomic_create_bytes, atomic_write_bytes, private_dir
 from registry.errors import RegistryError
+from registry.identity import SigstoreIdentity
+from registry.policy import LOCAL_TRUST_POLICY_NAME, pin_local_key
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +50,6 @@ class KeyPair:
     @property
     def fingerprint(self) -> str:
         return public_key_fingerprint(self.public_key_path)
-
-
-@dataclass(frozen=True)
-class SigstoreIdentity:
-    """Who a keyless signature must come from: the OIDC identity and its issuer."""
-
-    identity: str
-    oidc_issuer: str
-    staging: bool = False
 
 
 def public_key_fingerprint(public_key_path: Path) -> str:
@@ -115,9 +108,6 @@ def ensure_key_pair(key_dir: Path, *, allow_generation: bool = True) -> KeyPair:
 
 
 def _pin_in_local_trust_policy(key_dir: Path, pair: KeyPair, *, announce: bool) -> None:
-    # Imported here: registry.policy imports this module (SigstoreIdentity).
-    from registry.policy import LOCAL_TRUST_POLICY_NAME, pin_local_key
-
     trust_path = key_dir / LOCAL_TRUST_POLICY_NAME
     if trust_path.exists() and not announce:
         return  # the user's trust policy decides; an existing key is not pinned behind it

@@ -67,7 +67,7 @@ class TrainedModel:
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    # A signed, attested MLflow model version (see the README, "Stage: register"). Everything deploy
+    # A signed, attested MLflow model version (docs/stages/register.md). Everything deploy
     # needs to find it and to check it again: the alias can move, `model_uri` cannot.
     registered_model_name: str
     version: str
@@ -99,7 +99,7 @@ class RegisteredModel:
 
 @dataclass(frozen=True)
 class DeploymentResult:
-    # The outcome of `deploy_canary` (README: "Stage: deploy_canary"). The decision record holds
+    # The outcome of `deploy_canary` (docs/stages/deploy_canary.md). The decision record holds
     # every number behind it; `endpoint` is where the served model answers.
     deployment_name: str
     model_uri: str
@@ -126,7 +126,7 @@ class DeploymentResult:
 
 @dataclass
 class EvalReport:
-    # The outcome of `evaluate` (see the README, "Stage: evaluate"). The JSON report holds
+    # The outcome of `evaluate` (docs/stages/evaluate.md). The JSON report holds
     # every number
     # behind the gate decision, every per-sample result and the resolved EvalConfig.
     # "PASS" or "FAIL" (a FAIL raises EVAL_GATE_FAILED after the report is written, so

@@ -1,6 +1,6 @@
 """Flyte tasks `champion_reference` (EvalConfig -> which champion to compare against) and
 `evaluate`: TrainedModel + ValidatedDataset + EvalConfig + that reference -> EvalReport (a thin
-shell over `eval.run.evaluate_model`; README: "Stage: evaluate").
+shell over `eval.run.evaluate_model`; docs/stages/evaluate.md).
 
 The evaluation stack (lm-eval, torch, transformers, model-signing) is imported inside the task
 bodies: a re-run whose evaluate is a cache hit does not pay for importing it.
@@ -23,7 +23,7 @@ from eval.config import EvalConfig
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import STAGE_DECK_FIELDS, quiet_console
+from tasks.flyte_adapter import JUDGE_SECRETS, MLFLOW_SECRETS, STAGE_DECK_FIELDS, quiet_console
 from tasks.shell import stage_shell
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ _STAGE = "evaluate"
 
 # Never cached: it reads the live champion alias. Run just before evaluate (after train), so
 # the alias has the least time to move before evaluate compares against it.
-@task(cache=False, retries=2, timeout=timeouts.RESOLVE)
+@task(cache=False, retries=2, timeout=timeouts.RESOLVE, secret_requests=MLFLOW_SECRETS)
 def champion_reference(config: EvalConfig) -> str:
     """``models:/NAME/VERSION sha256:<digest>`` of the champion, or ``none``
     (`eval.champion.champion_reference`)."""
@@ -58,6 +58,7 @@ def champion_reference(config: EvalConfig) -> str:
     requests=Resources(cpu="2", mem="8Gi"),
     enable_deck=True,
     deck_fields=STAGE_DECK_FIELDS,
+    secret_requests=[*JUDGE_SECRETS, *MLFLOW_SECRETS],
 )
 def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
              champion: str, prices: CostConfig) -> EvalReport:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import secrets
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -89,6 +90,27 @@ STAGE_DECK_FIELDS = (DeckField.SOURCE_CODE, DeckField.TIMELINE, DeckField.INPUT,
                      DeckField.OUTPUT)
 
 
+# Credentials a task asks the cluster's secret manager for (`secret_requests`). Each is mounted
+# as the environment variable its reader already uses locally, so there is one path: the
+# judge's key as EvalConfig.judge_api_key_env's default (read in tasks/evaluate.py), MLflow's
+# credentials as the variables MLflow itself reads. Nothing calls current_context().secrets.
+SECRET_GROUP = "shipyard"
+JUDGE_API_KEY_ENV = "SHIPYARD_JUDGE_API_KEY"  # eval.config.EvalConfig.judge_api_key_env
+MLFLOW_CREDENTIAL_ENVS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                          "MLFLOW_TRACKING_TOKEN")
+
+
+def _env_secret(env_var: str) -> flytekit.Secret:
+    """The secret `<SECRET_GROUP>/<env var, lower-case, dashes>`, mounted as `env_var`."""
+    return flytekit.Secret(group=SECRET_GROUP, key=env_var.lower().replace("_", "-"),
+                           env_var=env_var,
+                           mount_requirement=flytekit.Secret.MountType.ENV_VAR)
+
+
+JUDGE_SECRETS = [_env_secret(JUDGE_API_KEY_ENV)]
+MLFLOW_SECRETS = [_env_secret(name) for name in MLFLOW_CREDENTIAL_ENVS]
+
+
 def execution_id() -> str:
     """`project:domain:name` of the running Flyte execution (``local`` values when local)."""
     try:
@@ -96,6 +118,15 @@ def execution_id() -> str:
     except Exception:  # no Flyte context at all (plain Python call)
         return "none:none:none"
     return f"{ex.project}:{ex.domain}:{ex.name}"
+
+
+def working_directory() -> Path:
+    """The task's scratch directory: Flyte's per-execution working directory, which it cleans
+    up after the task; the system temp dir outside a Flyte execution."""
+    try:
+        return Path(flytekit.current_context().working_directory)
+    except Exception:  # no Flyte context at all (plain Python call)
+        return Path(tempfile.gettempdir())
 
 
 def is_remote_execution() -> bool:

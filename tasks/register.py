@@ -22,7 +22,13 @@ from tasks.contracts import (
     TrainedModel,
     ValidatedDataset,
 )
-from tasks.flyte_adapter import STAGE_DECK_FIELDS, execution_id, is_remote_execution, run_id
+from tasks.flyte_adapter import (
+    MLFLOW_SECRETS,
+    STAGE_DECK_FIELDS,
+    execution_id,
+    is_remote_execution,
+    run_id,
+)
 from tasks.shell import stage_shell
 
 if TYPE_CHECKING:
@@ -49,6 +55,7 @@ _REPORT_TITLE = "Model registration"
     deck_fields=STAGE_DECK_FIELDS,
     requests=Resources(cpu="1", mem="2Gi"),
     limits=Resources(cpu="2", mem="4Gi"),
+    secret_requests=MLFLOW_SECRETS,
 )
 def register(
     model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig,

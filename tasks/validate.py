@@ -6,7 +6,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import flytekit
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
@@ -17,7 +16,7 @@ from tasks import timeouts
 from tasks.base_model import with_base_model_dir
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel, ValidatedDataset
-from tasks.flyte_adapter import STAGE_DECK_FIELDS
+from tasks.flyte_adapter import STAGE_DECK_FIELDS, working_directory
 from tasks.shell import ErrorReport, stage_shell
 
 _STAGE = "validate_data"
@@ -59,8 +58,8 @@ def validate_data(config: DataConfig, source_digests: dict[str, str],
     from data.stage import REPORT_JSON_NAME, validate_dataset
 
     with stage_shell(_STAGE, _REPORT_TITLE, prices, error_report=_data_docs) as run:
-        parent = Path(flytekit.current_context().working_directory)
-        output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=parent)) / "dataset"
+        output_dir = Path(tempfile.mkdtemp(prefix="validated-", dir=working_directory())
+                          ) / "dataset"
         outcome = validate_dataset(with_base_model_dir(config, base, "validate_data"),
                                    output_dir)
         run.publish(outcome.report_html, json_path=outcome.output_dir / REPORT_JSON_NAME,

@@ -20,6 +20,23 @@ OFFLINE_ENV = {
 }
 
 
+# Every test is in exactly the tiers its markers name (CONVENTIONS.md 6): `make test-fast` runs
+# `-m unit`, CI `-m "not gpu"`. A test with none of these would run in CI but never in the
+# fast loop, unnoticed: collection refuses it instead.
+TIER_MARKERS = frozenset({"unit", "integration", "e2e", "gpu"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything, so every run checks all
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items
+                if not TIER_MARKERS & {mark.name for mark in item.iter_markers()}]
+    if unmarked:
+        raise pytest.UsageError(
+            f"{len(unmarked)} test(s) carry no tier marker ({', '.join(sorted(TIER_MARKERS))}):"
+            f" mark each with @pytest.mark.<tier> or a module `pytestmark`:\n  "
+            + "\n  ".join(unmarked))
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"

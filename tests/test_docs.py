@@ -299,13 +299,114 @@ def test_the_collector_follows_variables_helpers_and_fstrings(tmp_path: Path) ->
     assert [u.split(": ", 1)[1] for u in found.unresolved] == ["table['k']"]
 
 
-def test_readme_links_point_at_files_that_exist() -> None:
-    readme = (ROOT / "README.md").read_text()
-    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
-    local = [t.split("#", 1)[0] for t in targets
-             if not re.match(r"^[a-z]+:", t) and not t.startswith("#")]
-    broken = sorted({t for t in local if t and not (ROOT / t).exists()})
-    assert not broken, f"README.md links to files that do not exist: {broken}"
+# -- links and paths: README.md and docs/**/*.md ------------------------------------------------
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+FENCED = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+MD_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+MD_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+BACKTICKED = re.compile(r"`([^`\s]+)`")
+# Top-level folders and files of this repository: a backticked word starting with one is a path.
+REPO_TOP = ("bench/", "cli/", "common/", "configs/", "data/", "deploy/", "docs/", "eval/",
+            "infra/", "registry/", "requirements/", "serving/", "tasks/", "testing/", "tests/",
+            "training/", "workflows/", ".github/", "Makefile", "pyproject.toml", "mkdocs.yml")
+# Backticked words shaped like repo paths that are not files of this repository, with why.
+NOT_REPO_PATHS = {
+    "deploy/decision_record.json": "an MLflow artifact path of the deploy run",
+    "deploy/report.html": "an MLflow artifact path of the deploy run",
+}
+# Architecture decision records describe the layout they replaced: old paths are their point.
+HISTORICAL_PAGES = ("docs/adr/",)
+
+
+def _prose(page: Path) -> str:
+    return FENCED.sub("", page.read_text())
+
+
+def _slugs(heading: str) -> set[str]:
+    """The anchors a heading gets: GitHub's rule and mkdocs' (python-markdown toc)."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    text = re.sub(r"<[^>]+>|`|\*", "", text)
+    github = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+    mkdocs = re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
+    return {github, mkdocs}
+
+
+def _anchors(page: Path) -> set[str]:
+    text = _prose(page)
+    found = {slug for heading in MD_HEADING.findall(text) for slug in _slugs(heading)}
+    return found | set(re.findall(r"""id=["']([^"']+)["']""", text))
+
+
+def dead_links(pages: list[Path], root: Path) -> list[str]:
+    """`page: target` for each relative link whose file, or #anchor's heading, is missing."""
+    dead = []
+    for page in pages:
+        for target in MD_LINK.findall(_prose(page)):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue  # https:, mailto:: not ours to check offline
+            path, _, anchor = target.partition("#")
+            destination = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(root)}: {target}"
+            missing_heading = bool(anchor) and destination.suffix == ".md" and (
+                anchor not in _anchors(destination))
+            if not destination.exists() or missing_heading:
+                dead.append(where)
+    return dead
+
+
+def dead_paths(pages: list[Path], root: Path) -> list[str]:
+    """`page: path` for each backticked repository path (`registry/verify.py`,
+    `cli/main.py:build_parser`) that does not exist."""
+    dead = []
+    for page in pages:
+        name = page.relative_to(root).as_posix()
+        if name.startswith(HISTORICAL_PAGES):
+            continue
+        for word in BACKTICKED.findall(_prose(page)):
+            path = re.split(r"[:(]", word, maxsplit=1)[0].rstrip(".,")
+            if (not path.startswith(REPO_TOP) or path in NOT_REPO_PATHS
+                    or re.search(r"[*<>{}$\[\]|]|\.\.\.", path)):
+                continue  # not a path, or a pattern (`reports/<run-id>/`, `*.md`)
+            if not (root / path).exists():
+                dead.append(f"{name}: {word}")
+    return dead
+
+
+def test_internal_links_and_anchors_resolve() -> None:
+    dead = dead_links(DOC_PAGES, ROOT)
+    assert not dead, f"links to files or headings that do not exist: {dead}"
+
+
+def test_backticked_repository_paths_exist() -> None:
+    dead = dead_paths(DOC_PAGES, ROOT)
+    assert not dead, f"docs name files that do not exist: {dead}"
+
+
+def test_code_refers_to_readme_sections_that_exist() -> None:
+    """A comment like `see the README, "Stage: evaluate"` is a link too."""
+    headings = set(MD_HEADING.findall(_prose(ROOT / "README.md")))
+    dead = [f"{path.relative_to(ROOT)}: {section!r}"
+            for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
+            for section in re.findall(r"README(?:\.md)?[,:]\s*\"([^\"\n]+)\"",
+                                      path.read_text())
+            if section not in headings]
+    assert not dead, f"code points at README sections that do not exist: {dead}"
+
+
+def test_the_link_and_path_checks_find_what_is_dead(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "main.py").write_text("")
+    (tmp_path / "docs" / "b.md").write_text("# Exit codes\n\n## `DEPLOY_NOT_FOUND`\n")
+    page = tmp_path / "docs" / "a.md"
+    page.write_text(
+        "[ok](b.md#exit-codes) [ok](b.md#deploy_not_found) [ok](#a) [web](https://x.org/y)\n"
+        "[gone](c.md) [no heading](b.md#phases) [no anchor here](#nowhere)\n\n# A\n\n"
+        "`cli/main.py:build_parser` `cli/gone.py` `reports/<run-id>/` `--json`\n"
+        "```\n[in a code block](missing.md) `cli/in_code.py`\n```\n")
+    assert dead_links([page], tmp_path) == [
+        "docs/a.md: c.md", "docs/a.md: b.md#phases", "docs/a.md: #nowhere"]
+    assert dead_paths([page], tmp_path) == ["docs/a.md: cli/gone.py"]
 
 
 # Each stage page documents every field of the stage's config dataclass, one table row each.

@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from tqdm import tqdm
 from transformers import (
     AutoTokenizer,
     GenerationConfig,
@@ -36,6 +34,7 @@ from transformers import (
 
 from common.digests import model_root_digest, sha256_tree
 from common.errors import StageError
+from common.progress import StepProgress
 from training import distributed
 from training.checkpoint import CheckpointManager, Provenance
 from training.config import TrainConfig
@@ -410,8 +409,8 @@ class _Timings:
 
 def _train(job: _Job) -> _Timings:
     config, info = job.config, job.info
-    progress = tqdm(total=config.max_steps, initial=job.start_step, disable=info.rank != 0,
-                    desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    progress = StepProgress("train", config.max_steps, initial=job.start_step,
+                            enabled=info.rank == 0)
     timings = _Timings()
     job.model.train()
     for step in range(job.start_step, config.max_steps):
@@ -423,8 +422,7 @@ def _train(job: _Job) -> _Timings:
         timings.step_seconds.append(seconds)
         done = step + 1
         global_loss = _record_step(job, done, outcome, seconds)
-        progress.update(1)
-        progress.set_postfix(loss=f"{global_loss:.4f}", lr=f"{outcome.learning_rate:.2e}")
+        progress.update(done, loss=f"{global_loss:.4f}", lr=f"{outcome.learning_rate:.2e}")
         if _is_due(done, config.checkpoint_every_steps, config.max_steps):
             _save_checkpoint(job, done)
         timings.iteration_seconds.append(time.perf_counter() - started)

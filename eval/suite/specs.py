@@ -5,7 +5,7 @@ lm-eval reads local data only through absolute ``data_files`` paths, so the YAML
 and are rendered into an include directory before a run. Tasks whose YAML names Python
 (``!function``: IFEval's scoring, the chat prompt task class) get a one-line forwarding module
 beside the rendered YAML. The same rendered directory runs
-with the plain CLI (see the README, "Stage: evaluate")::
+with the plain CLI (docs/stages/evaluate.md)::
 
     python -m eval.suite.specs --out /tmp/shipyard_tasks --model-dir MODEL_DIR
     lm_eval --model hf --model_args pretrained=MODEL_DIR,add_bos_token=False \\

@@ -53,8 +53,7 @@ def test_every_command_has_help_and_json(command: str, capsys: pytest.CaptureFix
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: shipyard {command}")
-    if command != "verify":
-        assert "--json" in out
+    assert "--json" in out
 
 
 @pytest.mark.parametrize("argv", [[], ["bogus"], ["status", "--timeout", "soon"],
@@ -68,7 +67,7 @@ def test_unknown_deployment_exits_1(home: Path, capsys: pytest.CaptureFixture[st
     assert main(["status"]) == 1
     assert "DEPLOY_NOT_FOUND" in capsys.readouterr().err
     assert main(["status", "nowhere", "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["error"] == "not found"
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "DEPLOY_NOT_FOUND"
 
 
 def test_ambiguous_deployment_is_a_usage_error(home: Path,

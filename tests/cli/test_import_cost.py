@@ -11,6 +11,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from common.settings import PROJECT_ROOT
 
 HEAVY = ("mlflow", "torch", "flytekit", "transformers", "lm_eval", "vllm", "model_signing",
@@ -33,6 +35,7 @@ print(json.dumps({{"on_import": loaded_on_import, "codes": codes,
 """
 
 
+@pytest.mark.integration
 def test_cli_import_and_help_load_no_heavy_package() -> None:
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=120, check=True)
@@ -42,6 +45,7 @@ def test_cli_import_and_help_load_no_heavy_package() -> None:
     assert seen["after_help"] == [], f"`shipyard CMD --help` imported {seen['after_help']}"
 
 
+@pytest.mark.integration
 def test_the_workflow_module_loads_no_stage_stack() -> None:
     """Every `pyflyte run` and every cached re-run imports workflows/pipeline.py before any
     task runs: the stage stacks load inside the tasks (17 s -> 9 s of start-up on 2 cores).
@@ -58,6 +62,7 @@ def test_the_workflow_module_loads_no_stage_stack() -> None:
     assert {"flytekit", "torch"} <= loaded  # the probe saw the imports it is meant to see
 
 
+@pytest.mark.unit
 def test_the_cli_names_the_public_key_file_the_signer_writes() -> None:
     from registry import cli, signing
 

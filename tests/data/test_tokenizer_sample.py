@@ -26,6 +26,7 @@ def _tokenizer_json(records: list[dict[str, Any]], path: Path, cap: int) -> str:
     return str(tokenizer.backend_tokenizer.to_str())
 
 
+@pytest.mark.integration
 def test_rows_beyond_the_cap_do_not_change_the_tokenizer(
     corpus_records: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
@@ -40,6 +41,7 @@ def test_rows_beyond_the_cap_do_not_change_the_tokenizer(
     assert uncapped != alone
 
 
+@pytest.mark.unit
 def test_a_cap_below_one_row_is_refused() -> None:
     with pytest.raises(StageError, match="tokenizer_train_max_rows=0") as raised:
         DataConfig(tokenizer_train_max_rows=0)

@@ -47,12 +47,14 @@ BUCKET = "ckpt-unit"
     ({"rdzv_last_call_timeout_seconds": 900},
      "train.rdzv_last_call_timeout_seconds=900: must be <= rdzv_join_timeout_seconds=600"),
 ])
+@pytest.mark.unit
 def test_bad_multinode_settings_name_the_key_and_the_fix(overrides: dict, message: str) -> None:
     with pytest.raises(StageError, match=message) as caught:
         TrainConfig(**overrides)
     assert caught.value.code == "CONFIG_INVALID"
 
 
+@pytest.mark.unit
 def test_nccl_and_rendezvous_settings_become_the_launchers_and_ncclS_variables() -> None:
     config = TrainConfig(nnodes=2, nproc_per_node=8, global_batch_size=256,
                          checkpoint_dir="s3://b/p", nccl_socket_ifname="eth0",
@@ -66,6 +68,7 @@ def test_nccl_and_rendezvous_settings_become_the_launchers_and_ncclS_variables()
     assert TrainConfig().nccl_environment() == {}  # unset: the node's environment stands
 
 
+@pytest.mark.unit
 def test_object_store_uris_are_told_from_local_paths() -> None:
     assert is_object_store_uri("s3://bucket/prefix") and is_object_store_uri("gs://b/p")
     for local in (None, "", "/mnt/ckpt", "ckpt", "file:///mnt/ckpt", "local:///x"):
@@ -87,6 +90,7 @@ def _dist(world: int, local: int) -> distributed.Dist:
     return distributed.Dist(0, world, 0, torch.device("cpu"), False, local)
 
 
+@pytest.mark.unit
 def test_the_launchers_nodes_and_processes_must_be_the_configs() -> None:
     two_nodes = TrainConfig(nnodes=2, nproc_per_node=1, checkpoint_dir="s3://b/p")
     distributed.check_topology(two_nodes, _dist(world=2, local=1))
@@ -98,6 +102,7 @@ def test_the_launchers_nodes_and_processes_must_be_the_configs() -> None:
         distributed.check_topology(two_nodes, _dist(world=4, local=2))
 
 
+@pytest.mark.integration
 def test_hsdp_mesh_replicates_over_nodes_and_shards_within_one(
     one_rank: distributed.Dist,
 ) -> None:
@@ -138,6 +143,7 @@ def _state(step: int) -> dict:
     return {"step": step, **PROVENANCE.as_train_state()}
 
 
+@pytest.mark.integration
 def test_s3_checkpoints_are_sealed_pruned_and_restored_exactly(
     one_rank: distributed.Dist, s3_root: str,
 ) -> None:
@@ -163,6 +169,7 @@ def test_s3_checkpoints_are_sealed_pruned_and_restored_exactly(
         assert torch.equal(tensor, saved[name]), name
 
 
+@pytest.mark.integration
 def test_a_corrupt_s3_checkpoint_is_skipped_and_an_unsealed_one_removed_at_start(
     one_rank: distributed.Dist, s3_root: str,
 ) -> None:

@@ -143,6 +143,7 @@ def test_the_packaged_source_digest_is_its_pin_and_no_base_is_none() -> None:
     assert resolve("tiny").base_source_digest is None
 
 
+@pytest.mark.integration
 @pytest.mark.real_model
 @pytest.mark.timeout(600)
 def test_the_packaged_model_converts_once_and_records_where_it_came_from(
