@@ -23,10 +23,16 @@ same checkpoint is written through DCP's fsspec writer, in place under ``step-00
 there is no rename and no fsync, so the manifest, written last by rank 0 once every rank's
 digests are in, is what publishes it (see training/storage.py). Verification, resume and
 pruning read the same manifest the same way.
+
+The manifest is bound to this installation (training/checkpoint_trust.py): rank 0 MACs it with
+a key the store does not hold, and resume refuses an unbound checkpoint
+(TRAIN_CHECKPOINT_UNTRUSTED) before anything in it is unpickled; every rank then reads each DCP
+file as bytes checked against the bound digest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -41,13 +47,22 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from common import retention
 from common.digests import sha256_file
 from common.errors import StageError
+from training.checkpoint_trust import (
+    UNTRUSTED,
+    check_bound,
+    default_key_path,
+    load_bound,
+    load_or_create_key,
+    read_key,
+    seal,
+)
 from training.storage import ObjectStore, is_object_store_uri
 
 logger = logging.getLogger(__name__)
@@ -56,7 +71,8 @@ MANIFEST = "manifest.json"
 TRAIN_STATE = "train_state.json"
 # 1: {"step", "world_size", "files"}, hashed by rank 0 alone (no "format" key).
 # 2: adds "format", "sizes" and "hashed_by_rank"; "files" unchanged, so both load alike.
-MANIFEST_FORMAT = 2
+# 3: adds "mac" (checkpoint_trust.py); 1 and 2 still verify, but resume refuses them unbound.
+MANIFEST_FORMAT = 3
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
@@ -245,12 +261,14 @@ class _RecordingFsspecWriter(_RecordsWrittenFiles, FsspecWriter):
 
 
 def _manifest(step: int, files: dict[str, str], sizes: dict[str, int],
-              hashed_by_rank: dict[str, list[str]]) -> str:
-    """manifest.json of a checkpoint: every file's sha256 and size, and who hashed what."""
-    return json.dumps({"format": MANIFEST_FORMAT, "step": step,
-                       "world_size": dist.get_world_size(), "files": dict(sorted(files.items())),
-                       "sizes": dict(sorted(sizes.items())), "hashed_by_rank": hashed_by_rank},
-                      indent=1)
+              hashed_by_rank: dict[str, list[str]], key: bytes) -> str:
+    """manifest.json of a checkpoint: every file's sha256 and size, who hashed what, and the
+    MAC by `key` that binds it to this installation."""
+    return json.dumps(seal({"format": MANIFEST_FORMAT, "step": step,
+                            "world_size": dist.get_world_size(),
+                            "files": dict(sorted(files.items())),
+                            "sizes": dict(sorted(sizes.items())),
+                            "hashed_by_rank": hashed_by_rank}, key), indent=1)
 
 
 @dataclass
@@ -265,12 +283,15 @@ class _Pending:
 class CheckpointManager:
     """Saves and restores the full training state; call the same methods on every rank."""
 
-    def __init__(self, root: Location, *, keep: int, use_async: bool) -> None:
+    def __init__(self, root: Location, *, keep: int, use_async: bool,
+                 key_path: Path | None = None) -> None:
         self.store = ObjectStore(root) if isinstance(root, str) and is_object_store_uri(root) \
             else None
         self.root = Path(root) if self.store is None else root
         self.keep = keep
         self.use_async = use_async
+        # The MAC key of the manifests (rank 0 only): outside the store, never beside it.
+        self.key_path = key_path or default_key_path()
         self.rank = dist.get_rank()
         self._pending: _Pending | None = None
         if self.rank == 0:
@@ -383,7 +404,8 @@ class CheckpointManager:
         hashed_by_rank["0"] = sorted([*hashed_by_rank.get("0", []), *unclaimed])
         if missing := sorted(set(files) - set(listing)):
             raise RuntimeError(f"checkpoint {pending.final}: hashed files not listed: {missing}")
-        manifest = _manifest(pending.step, files, {n: listing[n] for n in files}, hashed_by_rank)
+        manifest = _manifest(pending.step, files, {n: listing[n] for n in files}, hashed_by_rank,
+                             load_or_create_key(self.key_path))
         store.write_bytes(manifest.encode(), name, MANIFEST)
         self._verify_then_prune(pending)
 
@@ -410,7 +432,8 @@ class CheckpointManager:
         hashed_by_rank["0"] = sorted([*hashed_by_rank.get("0", []), *unclaimed])
         sizes = {name: (pending.partial / name).stat().st_size for name in files}
         _write_durably(pending.partial / MANIFEST,
-                       _manifest(pending.step, files, sizes, hashed_by_rank))
+                       _manifest(pending.step, files, sizes, hashed_by_rank,
+                                 load_or_create_key(self.key_path)))
         for directory in [*(p for p in pending.partial.rglob("*") if p.is_dir()),
                           pending.partial]:
             _fsync_dir(directory)  # the directory entries of every file, before the rename
@@ -425,55 +448,78 @@ class CheckpointManager:
         """Restore the newest checkpoint that verifies; returns its train_state or None.
 
         Raises StageError, on every rank and before loading any weights, if that checkpoint
-        was written under another config or dataset than `provenance`.
+        was written under another config or dataset than `provenance`, or if it is not bound
+        to this installation's key (TRAIN_CHECKPOINT_UNTRUSTED, before anything is unpickled).
         """
-        choice: list[str | None] = [None]
-        if self.rank == 0:
-            choice[0] = self._newest_valid()
-        dist.broadcast_object_list(choice, src=0)
-        if choice[0] is None:
+        path, digests = self._choose_bound()
+        if path is None:
             return None
-        path: Location = choice[0] if self.store is not None else Path(choice[0])
-        if isinstance(path, str):
-            store = ObjectStore(path)
-            train_state: dict[str, Any] = json.loads(store.read_bytes(TRAIN_STATE))
-        else:
-            train_state = json.loads((path / TRAIN_STATE).read_text())
+        train_state: dict[str, Any] = json.loads(self._read_bound(path, TRAIN_STATE, digests))
         check_provenance(path, train_state, provenance)
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
-        if isinstance(path, str):
-            dcp.load(state, storage_reader=FsspecReader(path))
-        else:
-            dcp.load(state, checkpoint_id=str(path))
+        # Every file DCP opens (its pickled .metadata first) is read as bytes checked against
+        # the bound manifest, on this rank, after rank 0's check: nothing unbound is parsed.
+        reader = FsspecReader(path) if isinstance(path, str) else FileSystemReader(path)
+        load_bound(state, reader, digests)
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
-        rng_state = self._read_rng(path)
+        rng_state = self._read_rng(path, digests)
         if rng_state is not None:  # absent when the world size changed: keep the fresh seed
             torch.set_rng_state(rng_state)
         if self.rank == 0:
             logger.warning("resumed from checkpoint %s (step %d)", path, train_state["step"])
         return train_state
 
-    def _read_rng(self, path: Location) -> torch.Tensor | None:
-        if isinstance(path, str):
-            store = ObjectStore(path)
-            if not store.exists(_rng_name(self.rank)):
-                return None
-            return torch.load(io.BytesIO(store.read_bytes(_rng_name(self.rank))),
-                              weights_only=True)
-        rng_file = path / _rng_name(self.rank)
-        if not rng_file.is_file():
+    def _read_rng(self, path: Location, digests: dict[str, str]) -> torch.Tensor | None:
+        name = _rng_name(self.rank)
+        if name not in digests:  # the world size changed: no RNG state for this rank
             return None
-        return torch.load(rng_file, weights_only=True)
+        return torch.load(io.BytesIO(self._read_bound(path, name, digests)), weights_only=True)
 
-    def _newest_valid(self) -> str | None:
-        for _, path in list_checkpoints(self.root):
+    def _choose_bound(self) -> tuple[Location | None, dict[str, str]]:
+        """Rank 0 picks the newest intact checkpoint and checks its MAC; every rank gets the
+        choice and its bound digests, or raises the same TRAIN_CHECKPOINT_UNTRUSTED."""
+        choice: list[Any] = [None]
+        if self.rank == 0:
+            try:
+                choice[0] = self._newest_bound()
+            except StageError as exc:
+                choice[0] = (exc.code, str(exc.args[0]), exc.details)
+        dist.broadcast_object_list(choice, src=0)
+        if choice[0] is None:
+            return None, {}
+        if len(choice[0]) == 3:
+            code, message, details = choice[0]
+            raise StageError(code, message.removeprefix(f"[{code}] "), details=details)
+        name, digests = choice[0]
+        return (name if self.store is not None else Path(name)), digests
+
+    def _newest_bound(self) -> tuple[str, dict[str, str]] | None:
+        """(path, {file: sha256}) of the newest checkpoint that verifies, once its manifest's
+        MAC is checked; a torn one is skipped, an unbound one refused (StageError)."""
+        for step, path in list_checkpoints(self.root):
             reason = verify_checkpoint(path)
-            if reason is None:
-                return str(path)
-            logger.warning("skipping checkpoint %s: %s", path, reason)
+            if reason is not None:
+                logger.warning("skipping checkpoint %s: %s", path, reason)
+                continue
+            raw = (ObjectStore(path).read_bytes(MANIFEST) if isinstance(path, str)
+                   else (path / MANIFEST).read_bytes())
+            return str(path), check_bound(path, raw, step, read_key(self.key_path),
+                                          self.key_path)
         return None
+
+    @staticmethod
+    def _read_bound(path: Location, name: str, digests: dict[str, str]) -> bytes:
+        """`name`'s bytes in checkpoint `path`, refused unless they match the bound digest."""
+        raw = (ObjectStore(path).read_bytes(name) if isinstance(path, str)
+               else (path / name).read_bytes())
+        if hashlib.sha256(raw).hexdigest() != digests.get(name):
+            raise StageError(UNTRUSTED, f"checkpoint {path}: {name} is not the file its sealed "
+                             "manifest names (changed after it was verified); refused. Remove "
+                             "the checkpoint, or find what writes into the checkpoint store.",
+                             details={"checkpoint": str(path), "file": name})
+        return raw
 
 
 def prune_checkpoints(root: Location, keep: int, *, protected: Collection[Location] = (),
