@@ -29,7 +29,8 @@ class _RunsCodeAndForges:
         self.marker = marker
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        return eval, (f"[open({str(self.marker)!r}, 'w').write('code ran'), (-0.0, True)][1]",)
+        write = f"__import__('builtins').open({str(self.marker)!r}, 'w').write('code ran')"
+        return eval, (f"[{write}, (-0.0, True)][1]",)
 
 
 def _plant_everywhere(cache_dir: Path, payload: bytes) -> int:
