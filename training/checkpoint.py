@@ -32,7 +32,6 @@ file as bytes checked against the bound digest.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -55,13 +54,14 @@ from common import retention
 from common.digests import sha256_file
 from common.errors import StageError
 from training.checkpoint_trust import (
-    UNTRUSTED,
     check_bound,
+    check_bytes,
     default_key_path,
     load_bound,
     load_or_create_key,
     read_key,
     seal,
+    untrusted,
 )
 from training.storage import ObjectStore, is_object_store_uri
 
@@ -484,14 +484,14 @@ class CheckpointManager:
         if self.rank == 0:
             try:
                 choice[0] = self._newest_bound()
-            except StageError as exc:
-                choice[0] = (exc.code, str(exc.args[0]), exc.details)
+            except StageError as exc:  # TRAIN_CHECKPOINT_UNTRUSTED: every rank raises it
+                choice[0] = (exc.message, exc.details, None)
         dist.broadcast_object_list(choice, src=0)
         if choice[0] is None:
             return None, {}
         if len(choice[0]) == 3:
-            code, message, details = choice[0]
-            raise StageError(code, message.removeprefix(f"[{code}] "), details=details)
+            message, details, _ = choice[0]
+            raise untrusted(message, details)
         name, digests = choice[0]
         return (name if self.store is not None else Path(name)), digests
 
@@ -514,12 +514,7 @@ class CheckpointManager:
         """`name`'s bytes in checkpoint `path`, refused unless they match the bound digest."""
         raw = (ObjectStore(path).read_bytes(name) if isinstance(path, str)
                else (path / name).read_bytes())
-        if hashlib.sha256(raw).hexdigest() != digests.get(name):
-            raise StageError(UNTRUSTED, f"checkpoint {path}: {name} is not the file its sealed "
-                             "manifest names (changed after it was verified); refused. Remove "
-                             "the checkpoint, or find what writes into the checkpoint store.",
-                             details={"checkpoint": str(path), "file": name})
-        return raw
+        return check_bytes(path, name, raw, digests)
 
 
 def prune_checkpoints(root: Location, keep: int, *, protected: Collection[Location] = (),

@@ -50,6 +50,11 @@ METADATA = ".metadata"  # DCP's global metadata file: a pickle
 _KEY_BYTES = 32
 
 
+def untrusted(message: str, details: dict[str, Any]) -> StageError:
+    """The refusal of a checkpoint this installation cannot authenticate."""
+    return StageError("TRAIN_CHECKPOINT_UNTRUSTED", message, details=details)
+
+
 def default_key_path() -> Path:
     return load_settings().keys_dir / KEY_FILE
 
@@ -62,9 +67,10 @@ def read_key(path: Path) -> bytes | None:
         return None
     key = bytes.fromhex(text)
     if len(key) < _KEY_BYTES:
-        raise StageError(UNTRUSTED, f"checkpoint key {path} holds {len(key)} bytes; it must "
-                         f"hold at least {_KEY_BYTES} (hex). Restore the key that sealed the "
-                         "checkpoints, or remove it to start over with a fresh checkpoint_dir.")
+        raise untrusted(f"checkpoint key {path} holds {len(key)} bytes; it must hold at least "
+                        f"{_KEY_BYTES} (hex). Restore the key that sealed the checkpoints, or "
+                        "remove it to start over with a fresh train.checkpoint_dir.",
+                        {"key_file": str(path)})
     return key
 
 
@@ -109,10 +115,10 @@ def check_bound(path: object, raw_manifest: bytes, step: int, key: bytes | None,
            "another machine resumes only with the key that sealed it (copy that key file to "
            f"{key_path}); otherwise start with a fresh train.checkpoint_dir.")
     if key is None:
-        raise StageError(UNTRUSTED, f"checkpoint {path} cannot be authenticated: there is no "
-                         f"checkpoint key at {key_path} (rule: resume only loads checkpoints "
-                         f"whose manifest carries a MAC by this installation's key). {fix}",
-                         details={"checkpoint": str(path), "key_file": str(key_path)})
+        raise untrusted(f"checkpoint {path} cannot be authenticated: there is no checkpoint "
+                        f"key at {key_path} (rule: resume only loads checkpoints whose "
+                        f"manifest carries a MAC by this installation's key). {fix}",
+                        {"checkpoint": str(path), "key_file": str(key_path)})
     manifest = json.loads(raw_manifest)
     recorded = manifest.get(MAC_FIELD)
     problem = ("its manifest carries no MAC (written by an older shipyard, or not by shipyard)"
@@ -122,12 +128,22 @@ def check_bound(path: object, raw_manifest: bytes, step: int, key: bytes | None,
                else f"its manifest was sealed for step {manifest.get('step')}, not {step}"
                if manifest.get("step") != step else None)
     if problem is not None:
-        raise StageError(UNTRUSTED, f"checkpoint {path} is not bound to this installation: "
-                         f"{problem} (rule: DCP checkpoints are pickles and are loaded only when "
-                         f"rank 0's key at {key_path} sealed them). {fix}",
-                         details={"checkpoint": str(path), "key_file": str(key_path)})
+        raise untrusted(f"checkpoint {path} is not bound to this installation: {problem} "
+                        f"(rule: DCP checkpoints are pickles and are loaded only when rank 0's "
+                        f"key at {key_path} sealed them). {fix}",
+                        {"checkpoint": str(path), "key_file": str(key_path)})
     files: dict[str, str] = manifest["files"]
     return files
+
+
+def check_bytes(path: object, name: str, data: bytes, digests: dict[str, str]) -> bytes:
+    """`data` (file `name` of checkpoint `path`) if it is what the sealed manifest names."""
+    if digests.get(name) != hashlib.sha256(data).hexdigest():
+        raise untrusted(f"checkpoint {path}: {name} is not the file its sealed manifest names "
+                        "(changed after it was verified, or never listed); refused before "
+                        "parsing it. Remove the checkpoint, or find what writes into the "
+                        "checkpoint store.", {"checkpoint": str(path), "file": name})
+    return data
 
 
 class _BoundFileSystem:
@@ -149,13 +165,7 @@ class _BoundFileSystem:
             raise ValueError(f"checkpoint {self._root}: {name} opened to write while loading")
         with self._inner.create_stream(path, mode) as stream:
             data = stream.read()
-        expected = self._digests.get(name)
-        if expected is None or hashlib.sha256(data).hexdigest() != expected:
-            raise StageError(UNTRUSTED, f"checkpoint {self._root}: {name} is not the file its "
-                             "sealed manifest names (changed after it was verified, or never "
-                             "listed); refused before parsing it. Remove the checkpoint, or "
-                             "find what writes into the checkpoint store.",
-                             details={"checkpoint": self._root, "file": name})
+        check_bytes(self._root, name, data, self._digests)
         yield io.BytesIO(data)
 
 

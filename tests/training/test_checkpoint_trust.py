@@ -31,10 +31,12 @@ from training.checkpoint import (
     step_dir_name,
     verify_checkpoint,
 )
-from training.checkpoint_trust import KEY_FILE, UNTRUSTED
+from training.checkpoint_trust import KEY_FILE
 from training.storage import ObjectStore
 
 pytestmark = pytest.mark.unit
+
+UNTRUSTED = "TRAIN_CHECKPOINT_UNTRUSTED"
 
 PROVENANCE = Provenance("c" * 64, {"lr": 1}, {"train.jsonl": "d" * 64})
 
