@@ -187,8 +187,14 @@ def test_an_unbound_checkpoint_is_refused_without_the_key_with_another_key_or_un
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
+    from s3fs import S3FileSystem
+
+    # fsspec caches filesystems by arguments, not by AWS_ENDPOINT_URL: a cached one would
+    # still point at another module's (stopped) endpoint, or this one at theirs.
+    S3FileSystem.clear_instance_cache()
     with moto_s3("trust") as endpoint:
         yield endpoint
+    S3FileSystem.clear_instance_cache()
 
 
 def test_a_planted_s3_checkpoint_is_refused_before_unpickling(
