@@ -26,7 +26,6 @@ from cli.common import (
     print_json_error,
 )
 from common.settings import PROJECT_ROOT, Settings
-from deploy.control import deploy_in_progress
 from deploy.state import deployments_dir, load_state
 
 STALE_TEMP_SECONDS = 24 * 3600
@@ -71,24 +70,33 @@ def _iso(seconds: float) -> str:
 
 
 # -- gc ----------------------------------------------------------------------------------------
-def garbage(home: Path, temp_dir: Path, now: float) -> list[dict[str, Any]]:
-    """What `gc` may remove: model copies no running track uses (deployments with no deploy
-    in progress), and stale shipyard temp dirs."""
+def _deployment_garbage(home: Path, name: str) -> list[dict[str, Any]]:
+    """What gc may take from one deployment (its deploy lock held): model copies no running
+    track uses, and an engine a killed deploy left starting."""
+    folder = deployments_dir(home) / name
+    state = load_state(home, name)
     found: list[dict[str, Any]] = []
-    for name in known_deployments(home):
-        folder = deployments_dir(home) / name
-        models = folder / "models"
-        if not models.is_dir() or deploy_in_progress(folder):
-            continue  # a deploy may be verifying into models/ right now
-        state = load_state(home, name)
-        in_use = [Path(r.model_dir).resolve() for r in (state.stable, state.canary)
-                  if r is not None and r.model_dir]
-        for copy in sorted(models.iterdir()):
-            resolved = copy.resolve()
-            if any(resolved == used or resolved in used.parents for used in in_use):
-                continue
-            found.append({"path": str(copy), "why": f"model copy of deployment {name} that "
-                          "no running stable or canary uses", "bytes": _size(copy)})
+    if state.starting is not None:  # load_state checked it is still that engine
+        found.append({"path": f"pid {state.starting.pid}", "process": state.starting.pid,
+                      "why": f"engine of deployment {name} left starting by an interrupted "
+                             f"deploy (port {state.starting.port}, {state.starting.model_uri})",
+                      "bytes": 0})
+    models = folder / "models"
+    if not models.is_dir():
+        return found
+    in_use = [Path(r.model_dir).resolve() for r in (state.stable, state.canary)
+              if r is not None and r.model_dir]
+    for copy in sorted(models.iterdir()):
+        resolved = copy.resolve()
+        if any(resolved == used or resolved in used.parents for used in in_use):
+            continue
+        found.append({"path": str(copy), "why": f"model copy of deployment {name} that "
+                      "no running stable or canary uses", "bytes": _size(copy)})
+    return found
+
+
+def _stale_temp_dirs(temp_dir: Path, now: float) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
     for prefix in TEMP_PREFIXES:
         for path in sorted(temp_dir.glob(f"{prefix}*")):
             with contextlib.suppress(OSError):
@@ -110,24 +118,68 @@ def _size(path: Path) -> int:
     return total
 
 
+def _remove(home: Path, name: str | None, item: dict[str, Any]) -> None:
+    if "process" in item:
+        from deploy.local_backend import LocalBackend
+
+        assert name is not None
+        LocalBackend(home, name, engine_kind="local").stop_orphan()
+        return
+    path = Path(item["path"])
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def collect_garbage(home: Path, temp_dir: Path, now: float, *, dry_run: bool
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Find and (unless `dry_run`) remove or stop what `garbage` lists. Each deployment is
+    looked at and cleaned while holding its deploy lock (deploy.stage.deployment_lock), so a
+    deploy never starts in the middle (it gets DEPLOY_LOCKED for that moment) and gc never
+    touches a deployment a deploy holds: those are skipped, and returned by name."""
+    from common.errors import StageError
+    from deploy.stage import deployment_lock
+
+    items: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for name in known_deployments(home):
+        folder = deployments_dir(home) / name
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(deployment_lock(folder, name))
+            except StageError as exc:
+                if exc.code != "DEPLOY_LOCKED":
+                    raise
+                skipped.append(name)  # a deploy may be verifying into models/ right now
+                continue
+            found = _deployment_garbage(home, name)
+            for item in found if not dry_run else []:
+                _remove(home, name, item)
+            items += found
+    for item in _stale_temp_dirs(temp_dir, now):
+        if not dry_run:
+            _remove(home, None, item)
+        items.append(item)
+    return items, skipped
+
+
 def run_gc(args: argparse.Namespace, settings: Settings) -> int:
     temp_dir = Path(args.temp_dir) if args.temp_dir else Path(tempfile.gettempdir())
-    items = garbage(settings.home, temp_dir, time.time())
-    freed = 0
-    for item in items:
-        if not args.dry_run:
-            path = Path(item["path"])
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-        freed += item["bytes"]
+    items, skipped = collect_garbage(settings.home, temp_dir, time.time(),
+                                     dry_run=args.dry_run)
+    freed = sum(item["bytes"] for item in items)
     verb = "would free" if args.dry_run else "freed"
     if args.json:
-        print_json({"dry_run": args.dry_run, "removed": items, "bytes": freed})
+        print_json({"dry_run": args.dry_run, "removed": items, "bytes": freed,
+                    "skipped_deploying": skipped})
     else:
+        for name in skipped:
+            print(f"skipped deployment {name}: a deploy of it is in progress")
         for item in items:
-            print(f"{'would remove' if args.dry_run else 'removed'} {item['path']} "
+            action = "stop" if "process" in item else "remove"
+            done = "stopped" if "process" in item else "removed"
+            print(f"{'would ' + action if args.dry_run else done} {item['path']} "
                   f"({human_bytes(item['bytes'])}): {item['why']}")
         print(f"shipyard gc: {verb} {human_bytes(freed)} in {len(items)} item(s)")
     return OK

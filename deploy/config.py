@@ -48,6 +48,14 @@ class DeployConfig:
     max_extra_bake_seconds: float = 60.0
     # How often metrics are read during a bake (one Mann-Whitney sample per interval).
     scrape_interval_seconds: float = 2.0
+    # Lease on the canary's router weight (local backend), renewed by the controller every
+    # scrape interval: a rollout whose controller dies (SIGKILL) or hangs stops holding users
+    # on its canary when it lapses (the router sends everything back to the stable). None:
+    # 3 x scrape_interval_seconds, at least 10 s. At least 2 x scrape_interval_seconds.
+    canary_lease_seconds: float | None = None
+    # A pause (`shipyard pause`) lasts at most this long; then the step ends INCONCLUSIVE and
+    # the canary is rolled back (weight 0), so a forgotten pause never holds a canary forever.
+    max_pause_seconds: float = 900.0
 
     # -- SLOs (absolute, and canary versus stable) ----------------------------------------------
     max_ttft_p95_seconds: float = 1.0
@@ -143,6 +151,15 @@ class DeployConfig:
                      "load_requests_per_second"):
             if getattr(self, name) <= 0:
                 raise StageError("CONFIG_INVALID", f"deploy.{name} must be > 0.")
+        if self.max_pause_seconds <= 0:
+            raise StageError("CONFIG_INVALID", "deploy.max_pause_seconds must be > 0.")
+        if self.canary_lease_seconds is not None and \
+                self.canary_lease_seconds < 2 * self.scrape_interval_seconds:
+            raise StageError("CONFIG_INVALID",
+                             f"deploy.canary_lease_seconds={self.canary_lease_seconds} must be "
+                             f">= 2 x deploy.scrape_interval_seconds "
+                             f"({2 * self.scrape_interval_seconds}): the controller renews it "
+                             "once per interval. Leave it unset for 3 x the interval.")
         for name in ("min_requests", "load_concurrency", "load_max_tokens", "load_max_requests"):
             if getattr(self, name) < 1:
                 raise StageError("CONFIG_INVALID", f"deploy.{name} must be >= 1.")
@@ -184,6 +201,13 @@ class DeployConfig:
                              "deploy.backend='kubernetes' needs deploy.prometheus_url (the "
                              "Prometheus HTTP API that scrapes the vLLM PodMonitor) and "
                              "deploy.gateway_url (where clients reach the HTTPRoute).")
+
+
+    def canary_lease(self) -> float:
+        """The lease the controller holds on the canary's weight, in seconds."""
+        if self.canary_lease_seconds is not None:
+            return self.canary_lease_seconds
+        return max(3 * self.scrape_interval_seconds, 10.0)
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:

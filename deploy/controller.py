@@ -14,7 +14,13 @@ interval (`rollout-status.json`, read by `shipyard status`) and obeys the contro
 promote ends the step as PASS (`--full`: straight to 100 % and PASS), abort ends it as FAIL
 (rolled back), pause holds the weight and stops the bake clock until resume. Who acted and
 when goes on the timeline point of the interval that obeyed (`control`), so into the decision
-record. While paused, a canary that breaks an absolute SLO still fails fast.
+record. While paused, a canary that breaks an absolute SLO still fails fast, and a pause that
+outlasts `max_pause_seconds` ends the step INCONCLUSIVE (rolled back).
+
+No unsupervised canary: where the traffic control leases the canary's weight (the local
+router), the controller renews the lease every scrape interval; if this process dies or
+stalls, the lease lapses and the router sends all traffic back to the stable by itself. A
+renewal that comes too late (DEPLOY_CANARY_LEASE_LOST) ends the step INCONCLUSIVE.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from common.errors import StageError
 from deploy.analysis import (
@@ -45,6 +51,14 @@ TRACKS = ("stable", "canary")
 
 class TrafficControl(Protocol):
     def set_canary_weight(self, percent: int) -> None: ...
+
+
+@runtime_checkable
+class LeasedTraffic(Protocol):
+    """Traffic control whose canary weight lapses unless renewed (the local router). An
+    HTTPRoute has no lease: docs/security.md, "Supervised canary"."""
+
+    def renew_canary_lease(self) -> None: ...
 
 
 @dataclass
@@ -95,6 +109,7 @@ class CanaryController:
         self.work_dir = work_dir
         self._started_unix_seconds = time.time()
         self._paused = False
+        self._paused_since: float | None = None  # clock seconds of the pause being held
         self._finish_now = False  # `promote --full`: no further steps
         self._step_index = 0
         self._set_weight = 0
@@ -188,6 +203,7 @@ class CanaryController:
             self._sleep(config.scrape_interval_seconds)
             if self._paused:
                 paused_seconds += self._clock() - interval_start
+            manual = self._renew_lease()
             current = self.source.snapshot(TRACKS)
             self._add_interval(report, percent, previous, current, samples)
             both = sum(current[t].minus(previous[t]).requests for t in TRACKS)
@@ -198,8 +214,10 @@ class CanaryController:
             elapsed = self._clock() - started - paused_seconds
             self._bake_elapsed_seconds = elapsed
             command = self._take_control(report.timeline[-1])
-            if command is not None:
+            if command is not None and manual is None:
                 manual = self._obey(command)
+            if manual is None:
+                manual = self._pause_expired()
             self._publish("Progressing")
             if manual is not None:
                 break
@@ -226,12 +244,38 @@ class CanaryController:
         return StepRecord(percent, started - self._start, self._clock() - self._start,
                           analysis, canary, baseline, source)
 
+    def _renew_lease(self) -> tuple[Outcome, str] | None:
+        """Renew the canary's weight lease; (INCONCLUSIVE, why) if it already lapsed."""
+        if self._set_weight == 0 or not isinstance(self.traffic, LeasedTraffic):
+            return None
+        try:
+            self.traffic.renew_canary_lease()
+        except StageError as exc:
+            if exc.code != "DEPLOY_CANARY_LEASE_LOST":
+                raise
+            logger.error("%s", exc)
+            return "INCONCLUSIVE", f"{exc.code}: {exc.message}"
+        return None
+
+    def _pause_expired(self) -> tuple[Outcome, str] | None:
+        if self._paused_since is None:
+            return None
+        paused = self._clock() - self._paused_since
+        if paused < self.config.max_pause_seconds:
+            return None
+        self._paused, self._paused_since = False, None
+        return "INCONCLUSIVE", (f"paused for {paused:.0f} s, past deploy.max_pause_seconds="
+                                f"{self.config.max_pause_seconds:g}: the canary is rolled back")
+
     def _obey(self, command: ControlCommand) -> tuple[Outcome, str] | None:
         """Apply `command`; (outcome, reason) when it ends the step, else None."""
         who = f"{command.actor} at {command.issued_at}"
         if command.action == "pause":
+            if not self._paused:
+                self._paused_since = self._clock()
             self._paused = True
             return None
+        self._paused_since = None
         if command.action == "resume":
             self._paused = False
             return None

@@ -26,17 +26,18 @@ from deploy.model_ref import VerifiedModel
 from deploy.state import (
     ServerRecord,
     load_state,
+    process_start_ticks,
     save_state,
     state_path,
 )
-from serving.engine import start_engine
+from serving.engine import EngineProcess, start_engine
 from serving.process import (
     free_port,
     spawn,
     stop_process_group,
     wait_until_healthy,
 )
-from serving.router import FaultSpec
+from serving.router import DEFAULT_CANARY_LEASE_SECONDS, FaultSpec
 from serving.router_admin import (
     AdminClient,
     read_admin_token,
@@ -57,7 +58,8 @@ WARM_UP_MAX_SECONDS = 120.0
 class LocalBackend:
     def __init__(self, home: Path, name: str, *, engine_kind: str,
                  ready_timeout_seconds: float = 300.0, max_model_len: int | None = None,
-                 vllm_venv_dir: Path | None = None, enforce_eager: bool = False) -> None:
+                 vllm_venv_dir: Path | None = None, enforce_eager: bool = False,
+                 canary_lease_seconds: float = DEFAULT_CANARY_LEASE_SECONDS) -> None:
         self.home = home
         self.name = name
         self.engine_kind = engine_kind
@@ -65,6 +67,7 @@ class LocalBackend:
         self.max_model_len = max_model_len
         self.vllm_venv_dir = vllm_venv_dir
         self.enforce_eager = enforce_eager
+        self.canary_lease_seconds = canary_lease_seconds
         self.log_dir = state_path(home, name).parent / "logs"
         self.state = load_state(home, name)
 
@@ -131,13 +134,29 @@ class LocalBackend:
         return None
 
     def repair(self) -> list[str]:
-        """Bring back what a crash took: a dead router in front of a live stable is
-        restarted (on a new port: the endpoint changes, and the record says so)."""
+        """Bring back what a crash took and stop what it left: an engine a killed deploy was
+        still starting is stopped; a dead router in front of a live stable is restarted (on a
+        new port: the endpoint changes, and the record says so)."""
+        notes = self.stop_orphan()
         if self.state.stable is not None and self.state.router is None:
             router = self.ensure_router()
-            return [f"the router was gone: restarted on port {router.port} "
-                    f"(new endpoint {router.base_url})"]
-        return []
+            notes.append(f"the router was gone: restarted on port {router.port} "
+                         f"(new endpoint {router.base_url})")
+        return notes
+
+    def stop_orphan(self) -> list[str]:
+        """Stop the engine recorded as `starting` by a deploy that died before it was ready
+        (load_state already dropped the record if its PID is gone or now names another
+        process: a recycled PID is never signalled)."""
+        orphan = self.state.starting
+        if orphan is None:
+            return []
+        if orphan.is_alive():  # checked again right before the signal: the PID is still it
+            stop_process_group(orphan.pid, grace_seconds=10)
+        self.state.starting = None
+        self.save()
+        return [f"an engine (pid {orphan.pid}, port {orphan.port}, model "
+                f"{orphan.model_uri}) left starting by an interrupted deploy was stopped"]
 
     def describe(self) -> dict[str, Any]:
         return {r.role: {"pid": r.pid, "port": r.port, "kind": r.kind, "log": r.log_path,
@@ -172,23 +191,44 @@ class LocalBackend:
 
     def start_track(self, role: str, model_dir: Path, served_model_name: str, *,
                     model_uri: str, version: str, digest: str) -> ServerRecord:
-        engine = start_engine(
-            self.engine_kind, model_dir, served_model_name, log_dir=self.log_dir,
-            ready_timeout_seconds=self.ready_timeout_seconds, max_model_len=self.max_model_len,
-            vllm_venv_dir=self.vllm_venv_dir, enforce_eager=self.enforce_eager,
-            outlive_parent=True,
-        )
-        engine.detach()
+        self.stop_orphan()  # one `starting` slot: a leftover is stopped, never overwritten
+
+        def record_as(record_role: str, engine: EngineProcess) -> ServerRecord:
+            return ServerRecord(role=record_role, kind=engine.kind, pid=engine.pid,
+                                port=engine.port, log_path=str(engine.log_path),
+                                served_model_name=served_model_name, model_uri=model_uri,
+                                model_version=version, model_digest=digest,
+                                model_dir=str(model_dir),
+                                start_ticks=process_start_ticks(engine.pid))
+
+        def note_starting(engine: EngineProcess) -> None:
+            # Saved before the minutes-long wait for health: if this process is SIGKILLed
+            # now, the detached engine is still in the state file for cleanup to find.
+            self.state.starting = record_as("starting", engine)
+            self.save()
+
         try:
-            warm_up(engine.base_url, served_model_name)
+            engine = start_engine(
+                self.engine_kind, model_dir, served_model_name, log_dir=self.log_dir,
+                ready_timeout_seconds=self.ready_timeout_seconds,
+                max_model_len=self.max_model_len, vllm_venv_dir=self.vllm_venv_dir,
+                enforce_eager=self.enforce_eager, outlive_parent=True,
+                on_spawned=note_starting,
+            )
+            engine.detach()
+            try:
+                warm_up(engine.base_url, served_model_name)
+            except BaseException:
+                engine.stop(grace_seconds=10)
+                raise
         except BaseException:
-            engine.stop(grace_seconds=10)  # not recorded yet: nobody else could stop it
+            if self.state.starting is not None:  # stopped above or by start_engine
+                self.state.starting = None
+                self.save()
             raise
-        record = ServerRecord(role=role, kind=engine.kind, pid=engine.pid, port=engine.port,
-                              log_path=str(engine.log_path), served_model_name=served_model_name,
-                              model_uri=model_uri, model_version=version, model_digest=digest,
-                              model_dir=str(model_dir))
+        record = record_as(role, engine)
         setattr(self.state, role, record)
+        self.state.starting = None
         self.save()
         return record
 
@@ -218,7 +258,8 @@ class LocalBackend:
             raise
         self.state.router = ServerRecord(role="router", kind="router", pid=process.pid,
                                          port=port, log_path=str(log_path),
-                                         admin_port=admin_port)
+                                         admin_port=admin_port,
+                                         start_ticks=process_start_ticks(process.pid))
         self.save()
         return self.state.router
 
@@ -230,13 +271,37 @@ class LocalBackend:
             raise StageError("DEPLOY_NO_STABLE", "no stable engine to route to")
         backends = {"stable": stable.base_url}
         weights = {"stable": 100 - canary_percent}
+        body: dict[str, Any] = {"backends": backends, "weights": weights}
         if canary is not None and canary_percent > 0:
             backends["canary"] = canary.base_url
             weights["canary"] = canary_percent
-        self._admin("backends", {"backends": backends, "weights": weights})
+            # the router reverts to the stable unless renew_canary_lease comes in time
+            body["lease_seconds"] = self.canary_lease_seconds
+        self._admin("backends", body)
 
     def set_canary_weight(self, percent: int) -> None:
         self.route(canary_percent=percent)
+
+    def renew_canary_lease(self) -> None:
+        """The controller's heartbeat to the router. DEPLOY_CANARY_LEASE_LOST when the lease
+        already lapsed: the router has sent the canary's traffic back to the stable."""
+        client = self.admin_client()
+        try:
+            client.post("lease", {"lease_seconds": self.canary_lease_seconds})
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise StageError("DEPLOY_ROUTER_REFUSED", f"router refused the canary lease "
+                                 f"renewal: {exc.read().decode()[:500]}") from exc
+            raise StageError(
+                "DEPLOY_CANARY_LEASE_LOST",
+                f"deployment {self.name}: the router's canary lease "
+                f"({self.canary_lease_seconds:g} s) lapsed before the controller renewed it, "
+                "so the router sent all traffic back to the stable. The controller was stalled "
+                "longer than deploy.canary_lease_seconds (a slow metrics scrape, a suspended "
+                "process): raise it, or find what stalled it in the deploy log.") from exc
+        except OSError as exc:
+            raise StageError("DEPLOY_ROUTER_UNREACHABLE",
+                             f"router at {client.admin_url} unreachable: {exc}") from exc
 
     def inject_faults(self, canary: FaultSpec | None) -> None:
         self._admin("faults", {"faults": {"canary": asdict(canary)} if canary else {}})
@@ -269,11 +334,13 @@ class LocalBackend:
     def stop_all(self) -> list[ServerRecord]:
         """Stop every server of this deployment (router first, so no new request arrives)."""
         stopped = []
-        for record in (self.state.router, self.state.canary, self.state.stable):
+        for record in (self.state.router, self.state.starting, self.state.canary,
+                       self.state.stable):
             if record is not None:
                 stop_process_group(record.pid, grace_seconds=30)
                 stopped.append(record)
         self.state.router = self.state.stable = self.state.canary = None
+        self.state.starting = None
         self.save()
         return stopped
 

@@ -243,7 +243,8 @@ def _build_backend(config: DeployConfig, settings: Settings, name: str,
     return LocalBackend(settings.home, name, engine_kind=kind,
                         ready_timeout_seconds=config.engine_ready_timeout_seconds,
                         max_model_len=config.max_model_len, vllm_venv_dir=venv_dir,
-                        enforce_eager=config.enforce_eager)
+                        enforce_eager=config.enforce_eager,
+                        canary_lease_seconds=config.canary_lease())
 
 
 def current_champion(client: Any, model: ModelToDeploy,

@@ -1,11 +1,14 @@
 """What a local deployment leaves running, recorded in
 `<SHIPYARD_HOME>/deployments/<name>/state.json`: the router and the stable (and, during a
-rollout, canary) engines with their PIDs, ports and models.
+rollout, canary) engines with their PIDs, ports and models, and an engine still `starting`
+(recorded as soon as it is spawned, before the wait for its health: a deploy killed then
+leaves an engine that the next deploy, `shipyard stop` or `shipyard gc` finds and stops).
 
 The next deploy reads it to find the stable it canaries against; `python -m deploy.cli
 status|stop` reads it to show and stop the servers. A record counts only while its process is
 alive and still the one we started (its command line names its port): a PID reused by some
-other program after a reboot is never signalled.
+other program after a reboot is never signalled. Records written since issue #19 also carry
+the process's start time (`start_ticks`), which a recycled PID cannot match.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from serving.process import pid_alive
 
 @dataclass
 class ServerRecord:
-    role: str  # "router", "stable" or "canary"
+    role: str  # "router", "stable", "canary" or "starting" (not yet healthy and warmed up)
     kind: str  # "router", "vllm" or "local"
     pid: int
     port: int
@@ -34,6 +37,9 @@ class ServerRecord:
     model_dir: str | None = None
     admin_port: int | None = None  # the router's admin listener (router records only)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # /proc/PID/stat start time (clock ticks since boot) of the process recorded; None in
+    # records written before it existed (then the port on the command line decides alone)
+    start_ticks: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -46,7 +52,19 @@ class ServerRecord:
             cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
+        if self.start_ticks is not None and process_start_ticks(self.pid) != self.start_ticks:
+            return False  # the PID was recycled by a process that happens to name the port
         return str(self.port).encode() in cmdline
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot): a PID and its start time name one
+    process for the machine's uptime."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[19])  # field 22 of stat(5); the list starts at field 3
 
 
 @dataclass
@@ -55,10 +73,12 @@ class DeploymentState:
     router: ServerRecord | None = None
     stable: ServerRecord | None = None
     canary: ServerRecord | None = None
+    starting: ServerRecord | None = None  # an engine spawned, not yet stable or canary
     updated_at: str = ""
 
     def servers(self) -> list[ServerRecord]:
-        return [r for r in (self.canary, self.stable, self.router) if r is not None]
+        return [r for r in (self.starting, self.canary, self.stable, self.router)
+                if r is not None]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +90,7 @@ class DeploymentState:
 
         return cls(name=str(raw["name"]), router=record(raw.get("router")),
                    stable=record(raw.get("stable")), canary=record(raw.get("canary")),
+                   starting=record(raw.get("starting")),
                    updated_at=str(raw.get("updated_at", "")))
 
 
@@ -87,7 +108,7 @@ def load_state(home: Path, name: str) -> DeploymentState:
     if not path.is_file():
         return DeploymentState(name=name)
     state = DeploymentState.from_dict(json.loads(path.read_text()))
-    for role in ("router", "stable", "canary"):
+    for role in ("router", "stable", "canary", "starting"):
         record = getattr(state, role)
         if record is not None and not record.is_alive():
             setattr(state, role, None)

@@ -17,8 +17,8 @@ log-likelihood (perplexity) has no context and is unchanged.
 
 Each sample is kept with the sha256 of its document's canonical JSON (`doc_hash`): the
 candidate's and the champion's results pair by it, whatever order lm-eval ran them in.
-lm-eval's response cache is keyed by request, not by model, so it lives in one directory
-per (model digest, model path).
+The response cache (eval/cache.py, JSON rows, not lm-eval's pickle cache) is keyed by
+model digest, model path and request, in one file per (model digest, model path).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.cache import RESPONSE_CACHE_FILE, ResponseCache, install_response_cache
 from eval.errors import EvalError
 from eval.suite.specs import TASK_SPECS, Suite
 
@@ -129,30 +130,35 @@ def run_harness(source: ModelSource, suite: Suite, options: HarnessOptions) -> H
 
     started = time.perf_counter()
     lm = _build_lm(source, options)
-    use_cache = None
+    cache = None
     if options.cache_dir is not None:
-        cache = options.cache_dir / source.digest / source.path
-        cache.mkdir(parents=True, exist_ok=True)
-        use_cache = str(cache / "responses")  # lm-eval appends _rank0.db
+        # Ours, JSON rows (eval/cache.py), never lm-eval's pickle cache (use_cache=None).
+        cache = ResponseCache(options.cache_dir / source.digest / source.path
+                              / RESPONSE_CACHE_FILE, source.digest, source.path)
+        install_response_cache(lm, cache)
     chat = ({"apply_chat_template": True, "system_instruction": options.system_instruction}
             if options.apply_chat_template else {})
     limit, selection = _document_selection(suite, options)
-    results = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=list(suite.tasks),
-        task_manager=TaskManager(include_path=str(suite.include_dir), include_defaults=False),
-        limit=limit,
-        samples=selection,
-        use_cache=use_cache,
-        log_samples=True,
-        # lm-eval bootstraps only non-mean metrics and gives perplexities "N/A" anyway;
-        # `_perplexity_stderr` computes those intervals from the samples instead.
-        bootstrap_iters=0,
-        # None: lm-eval adds no console handler of its own; its records propagate to the
-        # root logger, which the quiet console sends to the run's log file
-        verbosity=None,
-        **chat,
-    )
+    try:
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(suite.tasks),
+            task_manager=TaskManager(include_path=str(suite.include_dir), include_defaults=False),
+            limit=limit,
+            samples=selection,
+            use_cache=None,
+            log_samples=True,
+            # lm-eval bootstraps only non-mean metrics and gives perplexities "N/A" anyway;
+            # `_perplexity_stderr` computes those intervals from the samples instead.
+            bootstrap_iters=0,
+            # None: lm-eval adds no console handler of its own; its records propagate to the
+            # root logger, which the quiet console sends to the run's log file
+            verbosity=None,
+            **chat,
+        )
+    finally:
+        if cache is not None:
+            cache.close()
     if results is None:
         raise EvalError("EVAL_HARNESS_FAILED", "lm-eval returned no results (non-zero rank?).")
     samples = {task: [_sample(task, s) for s in results["samples"][task]] for task in suite.tasks}

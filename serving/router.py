@@ -11,6 +11,15 @@
   the deployment's allow-list file: the router routes only to the deployment's own engines.
   A request keeps the backend it was routed to, so a change never drops or reroutes one in
   flight.
+- No unsupervised canary: a positive weight on any backend but `stable` holds a lease
+  (`lease_seconds` in the change, else `--canary-lease-seconds`). The controller renews it
+  (`POST /admin/lease`) while it bakes; when it lapses (the controller was SIGKILLed, hung or
+  lost) the router itself puts all traffic back on `stable` and refuses later renewals (409),
+  so a dead rollout never keeps users on its canary.
+- Bounded connections: a client must send a whole request head within
+  `--header-timeout-seconds` of connecting (or of its previous response) and its body within
+  `BODY_READ_TIMEOUT_SECONDS`; past `--max-connections` open connections a new one is answered
+  503 and closed. A slowloris client that drips its headers is disconnected.
 - `/v1/models` answers with the engines' model list minus local paths (`root`, `parent`).
 - Fault injection per backend (added latency before forwarding, an error rate answered by the
   router itself) works the same in front of vLLM and the local engine.
@@ -29,7 +38,7 @@ import random
 import sys
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +74,17 @@ ROUTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize", "/tokenizer_info")
 # Request bodies above this are refused (413), chunked uploads included: aiohttp counts the
 # bytes it reads whatever the framing.
 MAX_BODY_BYTES = 2 << 20
+STABLE = "stable"
+# A canary weight set without `lease_seconds` holds this long unless renewed.
+DEFAULT_CANARY_LEASE_SECONDS = 60.0
+# Slowloris bounds: the request head must arrive within this long of connecting (aiohttp
+# closes a connection whose next request is not complete when its keep-alive timer fires, and
+# starts that timer at connect), the body within BODY_READ_TIMEOUT_SECONDS of the head.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 15.0
+BODY_READ_TIMEOUT_SECONDS = 60.0
+DEFAULT_MAX_CONNECTIONS = 512
+_BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                  b"Content-Length: 0\r\nConnection: close\r\n\r\n")
 
 def is_routed_path(raw_path: str) -> bool:
     """Whether a request path is one the router forwards. The raw path is what is forwarded,
@@ -94,15 +114,27 @@ class FaultSpec:
             raise ValueError("error_status must be a 4xx or 5xx code")
 
 
+class LeaseLost(ValueError):
+    """A renewal came after the canary lease lapsed (the router already reverted)."""
+
+
 @dataclass
 class RoutingTable:
     backends: dict[str, str] = field(default_factory=dict)  # name -> base URL
     weights: dict[str, int] = field(default_factory=dict)
     faults: dict[str, FaultSpec] = field(default_factory=dict)
+    default_lease_seconds: float = DEFAULT_CANARY_LEASE_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    # While a backend other than `stable` has a positive weight: when that weight lapses
+    # (clock seconds), unless renewed. None: nothing to supervise.
+    lease_expires_at: float | None = None
+    lease_seconds: float | None = None
+    lapsed: list[dict[str, Any]] = field(default_factory=list)  # what each lapse reverted
     _current: dict[str, int] = field(default_factory=dict)
 
     def set(self, backends: Mapping[str, str] | None = None,
-            weights: Mapping[str, int] | None = None) -> None:
+            weights: Mapping[str, int] | None = None,
+            lease_seconds: float | None = None) -> None:
         new_backends = dict(self.backends if backends is None else backends)
         new_weights = dict(self.weights if weights is None else weights)
         new_weights = {n: w for n, w in new_weights.items() if n in new_backends}
@@ -113,11 +145,58 @@ class RoutingTable:
             raise ValueError("weights must be >= 0")
         if new_backends and sum(new_weights.values()) <= 0:
             raise ValueError("at least one backend needs a positive weight")
+        if lease_seconds is not None and not 0 < lease_seconds <= 3600:
+            raise ValueError("lease_seconds must be in (0, 3600]")
         self.backends, self.weights = new_backends, new_weights
         self._current = {n: 0 for n in new_weights}
+        if self.supervised():
+            self.lease_seconds = lease_seconds or self.default_lease_seconds
+            self.lease_expires_at = self.clock() + self.lease_seconds
+        else:
+            self.lease_seconds = self.lease_expires_at = None
+
+    def supervised(self) -> bool:
+        """Whether any traffic goes to a backend other than `stable` (a canary)."""
+        return any(w > 0 for n, w in self.weights.items() if n != STABLE)
+
+    def renew(self, lease_seconds: float | None = None) -> None:
+        """Extend the canary lease from now; LeaseLost once it lapsed or where none is held."""
+        self.expire()
+        if self.lease_expires_at is None:
+            raise LeaseLost("no canary lease to renew: it lapsed (all traffic went back to "
+                            "stable) or no canary has a weight")
+        if lease_seconds is not None and not 0 < lease_seconds <= 3600:
+            raise ValueError("lease_seconds must be in (0, 3600]")
+        self.lease_seconds = lease_seconds or self.lease_seconds
+        assert self.lease_seconds is not None
+        self.lease_expires_at = self.clock() + self.lease_seconds
+
+    def expire(self) -> bool:
+        """Revert to `stable` only if the canary lease lapsed; True when it did just now."""
+        if self.lease_expires_at is None or self.clock() < self.lease_expires_at:
+            return False
+        reverted = {n: w for n, w in self.weights.items() if n != STABLE and w > 0}
+        self.weights = {n: (100 if n == STABLE else 0) for n in self.weights}
+        if STABLE in self.backends and STABLE not in self.weights:
+            self.weights[STABLE] = 100
+        # No stable backend: every weight is 0 and requests get 503, never the canary.
+        self._current = {n: 0 for n in self.weights}
+        self.lapsed.append({"at": time.time(), "reverted_weights": reverted,
+                            "lease_seconds": self.lease_seconds})
+        self.lease_seconds = self.lease_expires_at = None
+        logger.warning("canary lease lapsed with no renewal: weights %s reverted to 0, all "
+                       "traffic to %s", reverted, STABLE)
+        return True
+
+    def lease_state(self) -> dict[str, Any]:
+        left = None if self.lease_expires_at is None else \
+            round(max(0.0, self.lease_expires_at - self.clock()), 3)
+        return {"held": self.lease_expires_at is not None, "lease_seconds": self.lease_seconds,
+                "expires_in_seconds": left, "lapsed": list(self.lapsed[-10:])}
 
     def pick(self) -> tuple[str, str] | None:
         """Smooth weighted round-robin: deterministic and exact over each cycle."""
+        self.expire()
         total = 0
         best: str | None = None
         for name, weight in self.weights.items():
@@ -197,7 +276,15 @@ class Router:
         app.router.add_post("/admin/weights", self.set_weights)
         app.router.add_post("/admin/backends", self.set_backends)
         app.router.add_post("/admin/faults", self.set_faults)
+        app.router.add_post("/admin/lease", self.renew_lease)
         return app
+
+    async def watch_lease(self, interval_seconds: float = 0.2) -> None:
+        """Lapse the canary lease on time even with no traffic (state and gauges follow)."""
+        while True:
+            await asyncio.sleep(interval_seconds)
+            if self.table.expire():
+                self._refresh_weight_gauges()
 
     # -- admin -------------------------------------------------------------------------------
     async def health(self, _: web.Request) -> web.Response:
@@ -213,14 +300,31 @@ class Router:
             "weights": dict(self.table.weights),
             "faults": {n: asdict(f) for n, f in self.table.faults.items()},
             "in_flight": dict(self._in_flight),
+            "lease": self.table.lease_state(),
         }
 
     async def state(self, _: web.Request) -> web.Response:
+        if self.table.expire():
+            self._refresh_weight_gauges()
         return web.json_response(self.snapshot())
 
     async def set_weights(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        return self._apply(lambda: self.table.set(weights=_int_map(body.get("weights"))))
+        return self._apply(lambda: self.table.set(weights=_int_map(body.get("weights")),
+                                                  lease_seconds=_lease(body)))
+
+    async def renew_lease(self, request: web.Request) -> web.Response:
+        """The controller's heartbeat: 409 once the lease lapsed (it must not assume its
+        canary still has traffic)."""
+        body = await _json_body(request)
+        try:
+            self.table.renew(_lease(body))
+        except LeaseLost as exc:
+            return web.json_response({"error": {"message": str(exc), "type": "LeaseLost",
+                                                "code": 409}, **self.snapshot()}, status=409)
+        except (ValueError, TypeError) as exc:
+            return _bad(str(exc))
+        return web.json_response(self.snapshot())
 
     async def set_backends(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -237,7 +341,8 @@ class Router:
                            "URLs listed in the router's allow-list file)",
                 "type": "ForbiddenError", "code": 403}}, status=403)
         weights = _int_map(body["weights"]) if "weights" in body else None
-        return self._apply(lambda: self.table.set(backends=backends, weights=weights))
+        return self._apply(lambda: self.table.set(backends=backends, weights=weights,
+                                                  lease_seconds=_lease(body)))
 
     async def set_faults(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -305,7 +410,14 @@ class Router:
                            "type": "InjectedFault", "code": fault.error_status}},
                 status=fault.error_status, headers={BACKEND_HEADER: name})
         assert self._session is not None
-        body = await request.read()
+        try:  # a body dripped byte by byte holds a connection no longer than this
+            async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
+                body = await request.read()
+        except TimeoutError:
+            return 408, web.json_response(
+                {"error": {"message": f"request body not received within "
+                           f"{BODY_READ_TIMEOUT_SECONDS:.0f} s", "type": "RequestTimeout",
+                           "code": 408}}, status=408, headers={"Connection": "close"})
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         try:
             upstream = await self._session.request(
@@ -375,6 +487,15 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _lease(body: dict[str, Any]) -> float | None:
+    value = body.get("lease_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("lease_seconds must be a number of seconds")
+    return float(value)
+
+
 def _int_map(value: Any) -> dict[str, int]:
     if not isinstance(value, dict) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in value.values()
@@ -411,9 +532,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="file holding the admin bearer token (mode 0600)")
     parser.add_argument("--allowed-backends-file", type=Path, default=None,
                         help="JSON list of the base URLs the router may route to")
+    parser.add_argument("--canary-lease-seconds", type=float,
+                        default=DEFAULT_CANARY_LEASE_SECONDS,
+                        help="lease of a canary weight set without lease_seconds")
+    parser.add_argument("--header-timeout-seconds", type=float,
+                        default=DEFAULT_HEADER_TIMEOUT_SECONDS,
+                        help="a request head must arrive within this long (slowloris bound)")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="open client connections on the serving port; more get 503")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    table = RoutingTable()
+    if args.canary_lease_seconds <= 0 or args.header_timeout_seconds <= 0 \
+            or args.max_connections < 1:
+        raise SystemExit("--canary-lease-seconds and --header-timeout-seconds must be > 0, "
+                         "--max-connections >= 1")
+    table = RoutingTable(default_lease_seconds=args.canary_lease_seconds)
     try:
         weights = {k: int(v) for k, v in _pairs(args.weight, "weight").items()}
         table.set(backends=_pairs(args.backend, "backend"), weights=weights)
@@ -425,28 +558,70 @@ def main(argv: list[str] | None = None) -> int:
     if refused:
         raise SystemExit(f"invalid routing: backends {refused} are not in the allow-list")
     router = Router(table, seed=args.seed, allow_list=allow_list)
+    limits = ConnectionLimits(args.header_timeout_seconds, args.max_connections)
     asyncio.run(_serve(router, args.host, args.port, AdminGuard(token, args.admin_port),
-                       args.admin_port))
+                       args.admin_port, limits))
     return 0
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class _Busy(asyncio.Protocol):
+    """A connection past the limit: one 503 and closed, before reading anything."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_BUSY_RESPONSE)
+        transport.close()
+
+
+class CappedServer:
+    """Protocol factory for the serving listener: aiohttp's handler while fewer than
+    `max_connections` are open (aiohttp has no such limit of its own), else `_Busy`."""
+
+    def __init__(self, server: web.Server, max_connections: int) -> None:
+        self.server = server
+        self.max_connections = max_connections
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if len(self.server.connections) >= self.max_connections:
+            logger.warning("refused a connection: %d open (--max-connections)",
+                           len(self.server.connections))
+            return _Busy()
+        return self.server()
+
+
 async def _serve(router: Router, host: str, port: int, guard: AdminGuard,
-                 admin_port: int) -> None:
+                 admin_port: int, limits: ConnectionLimits = ConnectionLimits()) -> None:
     """Both listeners until SIGTERM/SIGINT; then stop accepting and let in-flight requests
     finish (up to 30 s), as aiohttp's run_app does."""
     import signal
 
-    runners = [web.AppRunner(router.build_app(), access_log=None, shutdown_timeout=30.0),
-               web.AppRunner(router.build_admin_app(guard), access_log=None)]
+    # keepalive_timeout doubles as the header timeout: aiohttp arms it at connect and closes
+    # a connection still waiting for a complete request head when it fires.
+    timeout = limits.header_timeout_seconds
+    runners = [web.AppRunner(router.build_app(), access_log=None, shutdown_timeout=30.0,
+                             keepalive_timeout=timeout),
+               web.AppRunner(router.build_admin_app(guard), access_log=None,
+                             keepalive_timeout=timeout)]
     for runner in runners:
         await runner.setup()
-    await web.TCPSite(runners[0], host, port).start()
-    await web.TCPSite(runners[1], "127.0.0.1", admin_port).start()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    assert runners[0].server is not None
+    listener = await loop.create_server(CappedServer(runners[0].server,
+                                                     limits.max_connections), host, port)
+    await web.TCPSite(runners[1], "127.0.0.1", admin_port).start()
+    watcher = asyncio.create_task(router.watch_lease())
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    watcher.cancel()
+    listener.close()
     for runner in reversed(runners):
         await runner.cleanup()
 

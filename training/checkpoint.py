@@ -23,6 +23,16 @@ same checkpoint is written through DCP's fsspec writer, in place under ``step-00
 there is no rename and no fsync, so the manifest, written last by rank 0 once every rank's
 digests are in, is what publishes it (see training/storage.py). Verification, resume and
 pruning read the same manifest the same way.
+
+The manifest is bound to this installation (training/checkpoint_trust.py): rank 0 MACs it with
+a key the store does not hold, and resume refuses an unbound checkpoint
+(TRAIN_CHECKPOINT_UNTRUSTED) before anything in it is unpickled; every rank then reads each DCP
+file as bytes checked against the bound digest.
+
+Modules: checkpoint_manifest.py (manifest, verification, listing), checkpoint_local.py (local
+writer and publish protocol), checkpoint_remote.py (object-store writer, pruning, leftovers),
+checkpoint_provenance.py (config/data provenance), checkpoint_trust.py (the MAC and the bound
+reader); this module keeps `CheckpointManager` and the public API.
 """
 
 from __future__ import annotations
@@ -30,227 +40,58 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import re
-import shutil
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemWriter
-from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from common import retention
-from common.digests import sha256_file
 from common.errors import StageError
+from training.checkpoint_local import (
+    RecordingWriter,
+    clean_leftovers,
+    fsync_dir,
+    hash_and_sync,
+    publish,
+    write_durably,
+)
+from training.checkpoint_manifest import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    TRAIN_STATE,
+    Location,
+    build_manifest,
+    list_checkpoints,
+    merge_manifests,
+    step_dir_name,
+    verify_checkpoint,
+)
+from training.checkpoint_provenance import Provenance, check_provenance
+from training.checkpoint_remote import RecordingFsspecWriter, clean_remote_leftovers, prune_remote
+from training.checkpoint_trust import (
+    check_bound,
+    check_bytes,
+    default_key_path,
+    load_bound,
+    load_or_create_key,
+    read_key,
+    untrusted,
+)
 from training.storage import ObjectStore, is_object_store_uri
 
+# The public API, wherever each part now lives (tests and training/loop.py import it here).
+__all__ = ["MANIFEST", "MANIFEST_FORMAT", "TRAIN_STATE", "CheckpointManager", "Location",
+           "Provenance", "check_provenance", "list_checkpoints", "prune_checkpoints",
+           "step_dir_name", "verify_checkpoint"]
+
 logger = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-TRAIN_STATE = "train_state.json"
-# 1: {"step", "world_size", "files"}, hashed by rank 0 alone (no "format" key).
-# 2: adds "format", "sizes" and "hashed_by_rank"; "files" unchanged, so both load alike.
-MANIFEST_FORMAT = 2
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:08d}"
-
-
-# A checkpoint location: a local directory, or an object-store URI (a str, s3://...).
-Location = Path | str
-
-
-def verify_checkpoint(path: Location, *, check_digests: bool = True) -> str | None:
-    """None if `path` is a complete checkpoint matching its manifest, else the reason.
-
-    `check_digests=False` checks only names and sizes (no file is read): what the writer
-    uses right after sealing a checkpoint whose files it has just hashed."""
-    if isinstance(path, str) and is_object_store_uri(path):
-        return _verify_remote(ObjectStore(path), check_digests=check_digests)
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        return "no manifest.json (incomplete write)"
-    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
-    present.discard(MANIFEST)
-    checked = _check_manifest(manifest_path.read_bytes(), present)
-    if isinstance(checked, str):
-        return checked
-    expected, sizes = checked
-    if not check_digests:
-        for name, size in sorted(sizes.items()):
-            if (path / name).stat().st_size != size:
-                return f"size mismatch in {name}"
-        return None
-    for name, digest in expected.items():
-        if sha256_file(path / name) != digest:
-            return f"sha256 mismatch in {name}"
-    return None
-
-
-def _check_manifest(raw: bytes, present: set[str]
-                    ) -> tuple[dict[str, str], dict[str, int]] | str:
-    """(sha256 by file, size by file) of a readable manifest whose file list is exactly
-    `present` (the checkpoint's files but the manifest), else why the checkpoint is not
-    usable. Local directories and object stores share it."""
-    try:
-        manifest = json.loads(raw)
-        expected: dict[str, str] = manifest["files"]
-        sizes: dict[str, int] = manifest.get("sizes", {})
-        version = int(manifest.get("format", 1))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return f"unreadable manifest.json ({exc})"
-    if version > MANIFEST_FORMAT:
-        return (f"manifest.json format {version} is newer than this version of shipyard reads "
-                f"(<= {MANIFEST_FORMAT}); resume it with the version that wrote it")
-    if missing := sorted(set(expected) - present):
-        return f"files missing: {missing}"
-    if extra := sorted(present - set(expected)):
-        return f"files not in the manifest: {extra}"
-    return expected, sizes
-
-
-def _verify_remote(store: ObjectStore, *, check_digests: bool) -> str | None:
-    """`verify_checkpoint` for a checkpoint prefix on an object store."""
-    present = store.files()
-    if MANIFEST not in present:
-        return "no manifest.json (incomplete write)"
-    raw = store.read_bytes(MANIFEST)
-    present.pop(MANIFEST)
-    checked = _check_manifest(raw, set(present))
-    if isinstance(checked, str):
-        return checked
-    expected, sizes = checked
-    for name, size in sorted(sizes.items()):
-        if present[name] != size:
-            return f"size mismatch in {name}"
-    if check_digests:
-        for name, digest in expected.items():
-            if store.sha256(name) != digest:
-                return f"sha256 mismatch in {name}"
-    return None
-
-
-def list_checkpoints(root: Location) -> list[tuple[int, Location]]:
-    """(step, path) of every finished-looking checkpoint directory, newest first (URIs for
-    an object-store root)."""
-    if isinstance(root, str) and is_object_store_uri(root):
-        store = ObjectStore(root)
-        remote: list[tuple[int, Location]] = [
-            (int(m.group(1)), store.url(name)) for name in store.children()
-            if (m := _STEP_DIR.match(name))]
-        return sorted(remote, reverse=True)
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found: list[tuple[int, Location]] = [
-        (int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
-    return sorted(found, reverse=True)
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """What the weights of a run are trained from; a resume must match it exactly."""
-
-    config_digest: str  # TrainConfig.digest()
-    config: dict[str, Any]  # the config itself, to name the fields that differ
-    dataset_digests: dict[str, str] = field(default_factory=dict)  # file/dir name -> sha256
-
-    def as_train_state(self) -> dict[str, Any]:
-        return {"config_digest": self.config_digest, "config": self.config,
-                "dataset_digests": self.dataset_digests}
-
-
-def check_provenance(path: Location, train_state: dict[str, Any], expected: Provenance) -> None:
-    """Refuse to resume from `path` unless it was written under `expected`'s config and data."""
-    _check_config(path, train_state, expected)
-    _check_dataset(path, train_state, expected)
-
-
-def _check_config(path: Location, train_state: dict[str, Any], expected: Provenance) -> None:
-    recorded = train_state.get("config_digest")
-    if recorded == expected.config_digest:
-        return
-    old = train_state.get("config") or {}
-    changed = sorted(k for k in set(old) | set(expected.config)
-                     if old.get(k) != expected.config.get(k)) if old else []
-    raise StageError(
-        "TRAIN_CHECKPOINT_CONFIG_MISMATCH",
-        f"checkpoint {path} was written under train config digest {recorded}, but this run's "
-        f"config digest is {expected.config_digest}"
-        + (f" (fields that differ: {changed})" if changed else "")
-        + ". Resuming would finish a model the recorded config does not describe. Use a "
-        "fresh train.checkpoint_dir, or restore the config the checkpoint was written with.",
-        details={"checkpoint": str(path), "checkpoint_config_digest": recorded,
-                 "config_digest": expected.config_digest},
-    )
-
-
-def _check_dataset(path: Location, train_state: dict[str, Any], expected: Provenance) -> None:
-    # A checkpoint that recorded no dataset digests cannot be verified: refused, not trusted.
-    found: dict[str, str] = train_state.get("dataset_digests") or {}
-    differing = sorted(k for k in set(found) | set(expected.dataset_digests)
-                       if found.get(k) != expected.dataset_digests.get(k))
-    if not differing:
-        return
-    pairs = "; ".join(f"{k}: checkpoint {found.get(k, 'not recorded')}, this run "
-                      f"{expected.dataset_digests.get(k, 'absent')}" for k in differing)
-    raise StageError(
-        "TRAIN_CHECKPOINT_DATASET_MISMATCH",
-        f"checkpoint {path} was trained on other data than this run's dataset ({pairs}). "
-        "Resuming would finish a model on two datasets. Use a fresh train.checkpoint_dir, "
-        "or restore the dataset the checkpoint was written with.",
-        details={"checkpoint": str(path), "checkpoint_dataset_digests": found,
-                 "dataset_digests": expected.dataset_digests},
-    )
-
-
-class _RecordsWrittenFiles:
-    """Mixed into DCP's writers: remembers the shard files this rank wrote, so that this
-    rank, not rank 0, hashes them."""
-
-    written: set[str]
-
-    def write_data(self, plan: Any, planner: Any) -> Any:
-        future = super().write_data(plan, planner)  # type: ignore[misc]
-        # Runs where DCP runs the write (the background thread under async_save); the result
-        # lists one WriteResult per tensor/blob, naming the file it landed in.
-        for result in future.wait():
-            self.written.add(result.storage_data.relative_path)
-        return future
-
-
-class _RecordingWriter(_RecordsWrittenFiles, FileSystemWriter):
-    """DCP's file writer; `sync_files=True`: DCP fsyncs each shard as it closes it."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, sync_files=True)
-        self.written = set()
-
-
-class _RecordingFsspecWriter(_RecordsWrittenFiles, FsspecWriter):
-    """DCP's fsspec writer (object stores: nothing to fsync)."""
-
-    def __init__(self, uri: str) -> None:
-        super().__init__(uri, sync_files=False)
-        self.written = set()
-
-
-def _manifest(step: int, files: dict[str, str], sizes: dict[str, int],
-              hashed_by_rank: dict[str, list[str]]) -> str:
-    """manifest.json of a checkpoint: every file's sha256 and size, and who hashed what."""
-    return json.dumps({"format": MANIFEST_FORMAT, "step": step,
-                       "world_size": dist.get_world_size(), "files": dict(sorted(files.items())),
-                       "sizes": dict(sorted(sizes.items())), "hashed_by_rank": hashed_by_rank},
-                      indent=1)
 
 
 @dataclass
@@ -258,27 +99,30 @@ class _Pending:
     step: int
     partial: Path  # local: the directory written; object store: unused (== final's URI)
     final: Location
-    writer: _RecordingWriter | _RecordingFsspecWriter
+    writer: RecordingWriter | RecordingFsspecWriter
     future: Any  # concurrent Future from dcp.async_save, or None when saved synchronously
 
 
 class CheckpointManager:
     """Saves and restores the full training state; call the same methods on every rank."""
 
-    def __init__(self, root: Location, *, keep: int, use_async: bool) -> None:
+    def __init__(self, root: Location, *, keep: int, use_async: bool,
+                 key_path: Path | None = None) -> None:
         self.store = ObjectStore(root) if isinstance(root, str) and is_object_store_uri(root) \
             else None
         self.root = Path(root) if self.store is None else root
         self.keep = keep
         self.use_async = use_async
+        # The MAC key of the manifests (rank 0 only): outside the store, never beside it.
+        self.key_path = key_path or default_key_path()
         self.rank = dist.get_rank()
         self._pending: _Pending | None = None
         if self.rank == 0:
             if self.store is not None:
-                _clean_remote_leftovers(self.store)
+                clean_remote_leftovers(self.store)
             else:
                 Path(root).mkdir(parents=True, exist_ok=True)
-                _clean_leftovers(Path(root))
+                clean_leftovers(Path(root))
         dist.barrier()
 
     # -- save ---------------------------------------------------------------------------
@@ -298,12 +142,12 @@ class CheckpointManager:
         partial = self.root / f".{step_dir_name(step)}.partial"
         if self.rank == 0:
             partial.mkdir(parents=True, exist_ok=True)
-            _write_durably(partial / TRAIN_STATE, json.dumps(train_state, sort_keys=True))
+            write_durably(partial / TRAIN_STATE, json.dumps(train_state, sort_keys=True))
         dist.barrier()
         torch.save(torch.get_rng_state(), partial / _rng_name(self.rank))
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        writer = _RecordingWriter(partial)
+        writer = RecordingWriter(partial)
         future = None
         if self.use_async:
             # Copies to CPU now, writes in the background; training continues meanwhile.
@@ -329,7 +173,7 @@ class CheckpointManager:
         store.write_bytes(rng.getvalue(), name, _rng_name(self.rank))
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        writer = _RecordingFsspecWriter(store.url(name))
+        writer = RecordingFsspecWriter(store.url(name))
         future = None
         if self.use_async:
             future = dcp.async_save(state, storage_writer=writer)
@@ -359,7 +203,7 @@ class CheckpointManager:
             store = self.store
             mine = {name: store.sha256(pending.partial.name, name) for name in own}
         else:
-            mine = {name: _hash_and_sync(pending.partial / name) for name in own}
+            mine = {name: hash_and_sync(pending.partial / name) for name in own}
         gathered: list[dict[str, str] | None] | None = (
             [None] * dist.get_world_size() if self.rank == 0 else None)
         dist.gather_object(mine, gathered, dst=0)  # also waits for every rank's writes
@@ -375,7 +219,7 @@ class CheckpointManager:
                      store: ObjectStore) -> None:
         """Rank 0, object store: the manifest (written last) publishes; then prune."""
         name = pending.partial.name
-        files, hashed_by_rank = _merge_manifests(per_rank)
+        files, hashed_by_rank = merge_manifests(per_rank)
         listing = store.files(name)
         unclaimed = sorted(n for n in listing if n not in files)
         for other in unclaimed:
@@ -383,7 +227,8 @@ class CheckpointManager:
         hashed_by_rank["0"] = sorted([*hashed_by_rank.get("0", []), *unclaimed])
         if missing := sorted(set(files) - set(listing)):
             raise RuntimeError(f"checkpoint {pending.final}: hashed files not listed: {missing}")
-        manifest = _manifest(pending.step, files, {n: listing[n] for n in files}, hashed_by_rank)
+        manifest = build_manifest(pending.step, files, {n: listing[n] for n in files},
+                                  hashed_by_rank, load_or_create_key(self.key_path))
         store.write_bytes(manifest.encode(), name, MANIFEST)
         self._verify_then_prune(pending)
 
@@ -399,23 +244,24 @@ class CheckpointManager:
 
     def _seal(self, pending: _Pending, per_rank: list[dict[str, str]]) -> None:
         """Rank 0: merge the per-rank digests into the manifest, publish, then prune."""
-        files, hashed_by_rank = _merge_manifests(per_rank)
+        files, hashed_by_rank = merge_manifests(per_rank)
         # What no rank claimed was written by the coordinator: DCP's .metadata and
         # train_state.json. Rank 0 hashes those (small) files itself.
         unclaimed = sorted(
             name for p in pending.partial.rglob("*")
             if p.is_file() and (name := p.relative_to(pending.partial).as_posix()) not in files)
         for name in unclaimed:
-            files[name] = _hash_and_sync(pending.partial / name)
+            files[name] = hash_and_sync(pending.partial / name)
         hashed_by_rank["0"] = sorted([*hashed_by_rank.get("0", []), *unclaimed])
         sizes = {name: (pending.partial / name).stat().st_size for name in files}
-        _write_durably(pending.partial / MANIFEST,
-                       _manifest(pending.step, files, sizes, hashed_by_rank))
+        write_durably(pending.partial / MANIFEST,
+                      build_manifest(pending.step, files, sizes, hashed_by_rank,
+                                     load_or_create_key(self.key_path)))
         for directory in [*(p for p in pending.partial.rglob("*") if p.is_dir()),
                           pending.partial]:
-            _fsync_dir(directory)  # the directory entries of every file, before the rename
+            fsync_dir(directory)  # the directory entries of every file, before the rename
         assert isinstance(pending.final, Path)
-        _publish(pending.partial, pending.final)
+        publish(pending.partial, pending.final)
         self._verify_then_prune(pending)
 
     # -- load ---------------------------------------------------------------------------
@@ -425,55 +271,73 @@ class CheckpointManager:
         """Restore the newest checkpoint that verifies; returns its train_state or None.
 
         Raises StageError, on every rank and before loading any weights, if that checkpoint
-        was written under another config or dataset than `provenance`.
+        was written under another config or dataset than `provenance`, or if it is not bound
+        to this installation's key (TRAIN_CHECKPOINT_UNTRUSTED, before anything is unpickled).
         """
-        choice: list[str | None] = [None]
-        if self.rank == 0:
-            choice[0] = self._newest_valid()
-        dist.broadcast_object_list(choice, src=0)
-        if choice[0] is None:
+        path, digests = self._choose_bound()
+        if path is None:
             return None
-        path: Location = choice[0] if self.store is not None else Path(choice[0])
-        if isinstance(path, str):
-            store = ObjectStore(path)
-            train_state: dict[str, Any] = json.loads(store.read_bytes(TRAIN_STATE))
-        else:
-            train_state = json.loads((path / TRAIN_STATE).read_text())
+        train_state: dict[str, Any] = json.loads(self._read_bound(path, TRAIN_STATE, digests))
         check_provenance(path, train_state, provenance)
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
-        if isinstance(path, str):
-            dcp.load(state, storage_reader=FsspecReader(path))
-        else:
-            dcp.load(state, checkpoint_id=str(path))
+        # Every file DCP opens (its pickled .metadata first) is read as bytes checked against
+        # the bound manifest, on this rank, after rank 0's check: nothing unbound is parsed.
+        reader = FsspecReader(path) if isinstance(path, str) else FileSystemReader(path)
+        load_bound(state, reader, digests)
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])
-        rng_state = self._read_rng(path)
+        rng_state = self._read_rng(path, digests)
         if rng_state is not None:  # absent when the world size changed: keep the fresh seed
             torch.set_rng_state(rng_state)
         if self.rank == 0:
             logger.warning("resumed from checkpoint %s (step %d)", path, train_state["step"])
         return train_state
 
-    def _read_rng(self, path: Location) -> torch.Tensor | None:
-        if isinstance(path, str):
-            store = ObjectStore(path)
-            if not store.exists(_rng_name(self.rank)):
-                return None
-            return torch.load(io.BytesIO(store.read_bytes(_rng_name(self.rank))),
-                              weights_only=True)
-        rng_file = path / _rng_name(self.rank)
-        if not rng_file.is_file():
+    def _read_rng(self, path: Location, digests: dict[str, str]) -> torch.Tensor | None:
+        name = _rng_name(self.rank)
+        if name not in digests:  # the world size changed: no RNG state for this rank
             return None
-        return torch.load(rng_file, weights_only=True)
+        return torch.load(io.BytesIO(self._read_bound(path, name, digests)), weights_only=True)
 
-    def _newest_valid(self) -> str | None:
-        for _, path in list_checkpoints(self.root):
+    def _choose_bound(self) -> tuple[Location | None, dict[str, str]]:
+        """Rank 0 picks the newest intact checkpoint and checks its MAC; every rank gets the
+        choice and its bound digests, or raises the same TRAIN_CHECKPOINT_UNTRUSTED."""
+        choice: list[Any] = [None]
+        if self.rank == 0:
+            try:
+                choice[0] = self._newest_bound()
+            except StageError as exc:  # TRAIN_CHECKPOINT_UNTRUSTED: every rank raises it
+                choice[0] = (exc.message, exc.details, None)
+        dist.broadcast_object_list(choice, src=0)
+        if choice[0] is None:
+            return None, {}
+        if len(choice[0]) == 3:
+            message, details, _ = choice[0]
+            raise untrusted(message, details)
+        name, digests = choice[0]
+        return (name if self.store is not None else Path(name)), digests
+
+    def _newest_bound(self) -> tuple[str, dict[str, str]] | None:
+        """(path, {file: sha256}) of the newest checkpoint that verifies, once its manifest's
+        MAC is checked; a torn one is skipped, an unbound one refused (StageError)."""
+        for step, path in list_checkpoints(self.root):
             reason = verify_checkpoint(path)
-            if reason is None:
-                return str(path)
-            logger.warning("skipping checkpoint %s: %s", path, reason)
+            if reason is not None:
+                logger.warning("skipping checkpoint %s: %s", path, reason)
+                continue
+            raw = (ObjectStore(path).read_bytes(MANIFEST) if isinstance(path, str)
+                   else (path / MANIFEST).read_bytes())
+            return str(path), check_bound(path, raw, step, read_key(self.key_path),
+                                          self.key_path)
         return None
+
+    @staticmethod
+    def _read_bound(path: Location, name: str, digests: dict[str, str]) -> bytes:
+        """`name`'s bytes in checkpoint `path`, refused unless they match the bound digest."""
+        raw = (ObjectStore(path).read_bytes(name) if isinstance(path, str)
+               else (path / name).read_bytes())
+        return check_bytes(path, name, raw, digests)
 
 
 def prune_checkpoints(root: Location, keep: int, *, protected: Collection[Location] = (),
@@ -488,7 +352,7 @@ def prune_checkpoints(root: Location, keep: int, *, protected: Collection[Locati
     On an object store the result lists nothing in `removed`/`kept` (they are not local
     paths); the same checkpoints are removed, manifest first."""
     if isinstance(root, str) and is_object_store_uri(root):
-        _prune_remote(ObjectStore(root), keep, {str(p) for p in protected}, dry_run)
+        prune_remote(ObjectStore(root), keep, {str(p) for p in protected}, dry_run)
         return retention.PruneResult()
     root = Path(root)
     entries = retention.scan([Path(p) for _, p in list_checkpoints(root)],
@@ -497,78 +361,7 @@ def prune_checkpoints(root: Location, keep: int, *, protected: Collection[Locati
                                        dry_run=dry_run)
 
 
-def _prune_remote(store: ObjectStore, keep: int, protected: set[str], dry_run: bool) -> None:
-    steps = list_checkpoints(store.uri)
-    for _, uri in steps[keep:]:
-        if str(uri) not in protected and not dry_run:
-            store.remove_tree(str(uri).rsplit("/", 1)[-1], first=MANIFEST)
-            logger.info("pruned checkpoint %s", uri)
-
-
-def _clean_remote_leftovers(store: ObjectStore) -> None:
-    """Remove step prefixes an interrupted save left without a manifest (never loaded)."""
-    for name in store.children():
-        if _STEP_DIR.match(name) and not store.exists(name, MANIFEST):
-            store.remove_tree(name)
-
-
 def _rng_name(rank: int) -> str:
     return f"rng-rank{rank}.pt"
 
 
-def _merge_manifests(per_rank: list[dict[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """One {file: sha256} from each rank's; two ranks claiming one file is a bug, not a merge."""
-    files: dict[str, str] = {}
-    hashed_by_rank: dict[str, list[str]] = {}
-    for rank, digests in enumerate(per_rank):
-        if clash := sorted(set(files) & set(digests)):
-            raise RuntimeError(f"checkpoint files claimed by two ranks (rank {rank}): {clash}")
-        files.update(digests)
-        hashed_by_rank[str(rank)] = sorted(digests)
-    return files, hashed_by_rank
-
-
-def _publish(partial: Path, final: Path) -> None:
-    """Rename `partial` to `final`, durably; a same-step `final` from an earlier attempt is
-    moved aside first and removed only once the new one is in place."""
-    aside = final.with_name(f".{final.name}.replaced")
-    if final.exists():
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(final, aside)
-    os.replace(partial, final)
-    _fsync_dir(final.parent)  # the rename itself must reach the disk before any pruning
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _clean_leftovers(root: Path) -> None:
-    """Remove half-written checkpoints; restore one moved aside by a crash mid-`_publish`."""
-    for leftover in root.glob(".step-*.partial"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    for aside in root.glob(".step-*.replaced"):
-        final = root / aside.name[1 : -len(".replaced")]
-        if final.exists():
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(aside, final)
-
-
-def _hash_and_sync(path: Path) -> str:
-    """sha256 of `path`, after fsyncing it: the digest describes bytes that are on disk."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-    return sha256_file(path)
-
-
-def _write_durably(path: Path, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from eval.errors import EvalError
-from eval.judge.cache import JudgeCache
+from eval.judge.cache import JudgeCache, endpoint_key
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TOP_LOGPROBS = 5
@@ -136,13 +136,15 @@ class JudgeClient:
 
     async def _complete(self, session: aiohttp.ClientSession, slots: asyncio.Semaphore,
                         request: JudgeRequest) -> JudgeReply:
-        if self.cache is not None and (hit := self.cache.get(request.cache_key)) is not None:
+        key = endpoint_key(request.cache_key, chat_url=self.endpoint.chat_url,
+                           model_digest=self.endpoint.model_digest)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1
             return _reply_from_cache(hit)
         async with slots:
             reply = await self._call_with_retries(session, request.prompt)
         if reply.text is not None and self.cache is not None:
-            self.cache.put(request.cache_key, {
+            self.cache.put(key, {
                 "text": reply.text, "top_logprobs": reply.top_logprobs,
                 "prompt_tokens": reply.prompt_tokens,
                 "completion_tokens": reply.completion_tokens})
