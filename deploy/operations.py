@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +29,15 @@ from mlflow.exceptions import MlflowException
 
 from common.errors import StageError
 from common.settings import Settings
-from common.signals import signals_raise_stage_interrupted
 from deploy import history
+from deploy.backend import roll_back_leftover_canary
 from deploy.config import DeployConfig
-from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
+from deploy.decision_record import DecisionRecord
 from deploy.model_ref import ModelToDeploy
-from deploy.stage import (
-    _append_history,
-    _build_backend,
-    _history_keys,
-    _roll_back_leftover_canary,
-    _smoke_check,
-    current_champion,
-    deployment_lock,
-    verify_for_serving,
-)
+from deploy.session import DeploySession, smoke_check
 from deploy.state import load_state, state_path
 from registry import mlflow_registry as reg
-from registry.aliases import champion_version, move_champion
+from registry.aliases import champion_version
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +118,12 @@ def serve_version(registered_model_name: str, version: str, config: DeployConfig
     the current champion. Without it (`serve`), the eval evidence must be measured against
     the current champion, as in a deploy."""
     name = config.deployment_name or registered_model_name
-    work_dir = state_path(settings.home, name).parent
-    with deployment_lock(work_dir, name), signals_raise_stage_interrupted():
-        return _serve_locked(registered_model_name, str(version), config, settings, name,
-                             work_dir, action, reason, signed_digest)
+    model = _model_to_serve(registered_model_name, str(version), settings, signed_digest)
+    record = DecisionRecord.start(name, model, config)
+    record.note(reason or f"{action}: {model.model_uri} served as the stable by hand, "
+                          "no canary")
+    with DeploySession.open(name, registered_model_name, config, settings, record) as session:
+        return _serve(session, model, action, undo=signed_digest is not None)
 
 
 def undo(name: str, config: DeployConfig, settings: Settings, *,
@@ -143,7 +135,7 @@ def undo(name: str, config: DeployConfig, settings: Settings, *,
     registered = registered_model_of(records, name)
     client = reg.client_for(settings.mlflow_tracking_uri)
     # signed, chained and reaching the head MLflow anchors: a cut or swapped history fails
-    entries = history.read_history(work_dir, public_key_path=_history_keys(settings)[1],
+    entries = history.read_history(work_dir, public_key_path=history.history_keys(settings)[1],
                                    anchor=history.read_anchor(client, registered, name))
     if not records and not entries:
         raise StageError("DEPLOY_NOT_FOUND",
@@ -185,9 +177,8 @@ def _same_engine(config: DeployConfig, settings: Settings, name: str) -> DeployC
     return dataclasses.replace(config, engine=stable.kind)
 
 
-def _serve_locked(registered: str, version: str, config: DeployConfig, settings: Settings,
-                  name: str, work_dir: Path, action: str, reason: str | None,
-                  signed_digest: str | None) -> ManualDeploy:
+def _model_to_serve(registered: str, version: str, settings: Settings,
+                    signed_digest: str | None) -> ModelToDeploy:
     client = reg.client_for(settings.mlflow_tracking_uri)
     try:
         model_version = client.get_model_version(registered, version)
@@ -197,35 +188,31 @@ def _serve_locked(registered: str, version: str, config: DeployConfig, settings:
                          f"{settings.mlflow_tracking_uri}: {exc}") from exc
     # undo: the bytes must be the ones the signed history recorded, whatever the tag says
     digest = signed_digest or str(dict(model_version.tags).get(reg.TAG_MODEL_DIGEST, ""))
-    model = ModelToDeploy(registered, version, digest, model_version.run_id)
-    served = config.served_model_name or registered
-    record = DecisionRecord.start(name, model, config)
-    record.note(reason or f"{action}: models:/{registered}/{version} served as the stable "
-                          "by hand, no canary")
-    before = champion_version(client, registered, config.champion_alias)
-    against = None if signed_digest else current_champion(client, model, before)
-    verified = verify_for_serving(model.model_uri, digest, config, settings, work_dir, served,
-                                  evaluated_against=against)
-    record.data["verification"] = {"model_uri": verified.model_uri, "passed": True,
-                                   "model_digest": verified.digest}
-    record.data["champion"] = {"before": before, "after": before, "moved": False}
-    backend = _build_backend(config, settings, name, verified, record)
-    record.data["engine"] = backend.engine_kind
-    record.data["backend"] = config.backend
-    _roll_back_leftover_canary(backend, record)
+    return ModelToDeploy(registered, version, digest, model_version.run_id)
+
+
+def _serve(session: DeploySession, model: ModelToDeploy, action: str, *,
+           undo: bool) -> ManualDeploy:
+    """The same session as a deploy, without the canary: verify (undo: as the signed
+    history's digest; serve: with evidence against the current champion), start as the
+    stable, parity and smoke check, move the champion, record, prune."""
+    config = session.config
+    served = config.served_model_name or model.registered_model_name
+    verified = session.verify(model.model_uri, model.model_digest, served,
+                              evaluated_against=None if undo
+                              else session.current_champion(model))
+    backend = session.backend(verified)
+    roll_back_leftover_canary(backend, session.record)
     previous = backend.running_stable_version()
     if previous is not None:
-        record.data["stable_before"] = {"model_uri": f"models:/{registered}/{previous}"}
+        session.record.data["stable_before"] = {
+            "model_uri": f"models:/{model.registered_model_name}/{previous}"}
     backend.start_stable(verified)
-    _smoke_check(backend.endpoint, served, config.smoke_requests)
-    # compare-and-set against what this action read; recorded in the signed history
-    move_champion(client, registered, version, config.champion_alias, expected_current=before)
-    record.data["champion"].update({"after": version, "moved": True,
-                                    "moved_at": datetime.now(UTC).isoformat()})
-    record.finish("PASS", action, backend.endpoint, backend.describe())
-    path = write_record(work_dir, record.data)
-    _append_history(work_dir, settings, "undo" if action == "undo" else "served", version,
-                    verified.digest, path)
-    log_to_mlflow(client, model, record.data)
-    return ManualDeploy(action, model.model_uri, verified.digest, before, version,
-                        backend.endpoint, path)
+    # a stable that serves another model than the one verified serves nobody
+    session.require_parity(backend, "stable", verified, model, stop_all=True)
+    smoke_check(backend.endpoint, served, config.smoke_requests)
+    session.move_champion(model)
+    path, _ = session.finish("PASS", "undo" if action == "undo" else "served", backend, model,
+                             verified.digest)
+    return ManualDeploy(action, model.model_uri, verified.digest, session.champion_before,
+                        model.version, backend.endpoint, path)

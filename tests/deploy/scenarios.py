@@ -70,10 +70,10 @@ def assert_serving(outcome: DeployOutcome, settings: Settings, version: str) -> 
 
 
 def assert_record(outcome: DeployOutcome, settings: Settings) -> dict[str, Any]:
-    record = json.loads(Path(outcome.record_path).read_text())
+    record = json.loads(Path(outcome.decision_record_path).read_text())
     assert record["outcome"] == outcome.outcome and record["action"] == outcome.action
-    assert outcome.record_uri is not None
-    run_id = outcome.record_uri.split("/")[1]
+    assert outcome.decision_record_uri is not None
+    run_id = outcome.decision_record_uri.split("/")[1]
     client = client_for(settings.mlflow_tracking_uri)
     artifact_root = urlparse(client.get_run(run_id).info.artifact_uri).path
     logged = json.loads((Path(artifact_root) / "deploy" / "decision_record.json").read_text())
