@@ -7,7 +7,9 @@ identified by its model-signing root digest; every other file by its sha256.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
@@ -19,8 +21,19 @@ from flytekit.types.file import FlyteFile
 from deploy.outcomes import DeployAction, DeploymentResult, Outcome
 from training.pretrained import BaseModelIdentity
 
-__all__ = ["BaseModel", "DeployAction", "DeploymentResult", "EvalReport", "Outcome",
-           "RegisteredModel", "TrainedModel", "ValidatedDataset"]
+T = TypeVar("T")
+
+__all__ = [
+    "BaseModel",
+    "DeployAction",
+    "DeploymentResult",
+    "EvalReport",
+    "Outcome",
+    "RegisteredModel",
+    "TrainedModel",
+    "ValidatedDataset",
+    "from_result",
+]
 
 
 @dataclass(frozen=True)
@@ -142,3 +155,13 @@ class EvalReport:
     # digest; None when there is none (gate_mode "absolute")
     champion_version: str | None = None
     champion_digest: str | None = None
+
+
+def from_result(contract: type[T], result: Any, **fields_: Any) -> T:
+    """The Flyte contract `contract` built from a stage library's result: each field from
+    `fields_` when given (a renamed or converted value), else the result's attribute of the
+    same name. One rule instead of a field-by-field copy per stage; a contract field the
+    result does not have and `fields_` does not give is an AttributeError, not a default."""
+    values = {f.name: fields_[f.name] if f.name in fields_ else getattr(result, f.name)
+              for f in dataclasses.fields(contract)}  # type: ignore[arg-type]
+    return contract(**values)

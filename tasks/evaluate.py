@@ -22,7 +22,7 @@ from common.settings import load_settings
 from eval.config import EvalConfig
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
-from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset
+from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset, from_result
 from tasks.flyte_adapter import JUDGE_SECRETS, MLFLOW_SECRETS, STAGE_DECK_FIELDS, quiet_console
 from tasks.shell import stage_shell
 
@@ -93,23 +93,7 @@ def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
 
 
 def to_eval_report(summary: EvalSummary) -> EvalReport:
-    return EvalReport(
-        gate_outcome=summary.outcome,
-        gate_reasons=list(summary.reasons),
-        gate_mode=summary.mode,
-        model_digest=summary.model_digest,
-        model_path=summary.model_path,
-        metrics=summary.metrics,
-        comparisons=summary.comparisons,
-        judge=summary.judge,
-        judge_gating=summary.judge_gating,
-        judge_non_gating_reasons=list(summary.judge_non_gating_reasons),
-        calibration=summary.calibration,
-        task_versions=summary.task_versions,
-        task_data_digests=summary.task_data_digests,
-        report_json=FlyteFile(str(summary.report_path)),
-        report_digest=summary.report_digest,
-        mlflow_run_id=summary.mlflow_run_id,
-        champion_version=summary.champion_version,
-        champion_digest=summary.champion_digest,
-    )
+    return from_result(EvalReport, summary, gate_outcome=summary.outcome,
+                       gate_reasons=list(summary.reasons), gate_mode=summary.mode,
+                       judge_non_gating_reasons=list(summary.judge_non_gating_reasons),
+                       report_json=FlyteFile(str(summary.report_path)))

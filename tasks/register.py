@@ -21,6 +21,7 @@ from tasks.contracts import (
     RegisteredModel,
     TrainedModel,
     ValidatedDataset,
+    from_result,
 )
 from tasks.flyte_adapter import (
     MLFLOW_SECRETS,
@@ -115,26 +116,10 @@ def _request(model: TrainedModel, dataset: ValidatedDataset, config: RegisterCon
 
 
 def _registered_model(result: RegistrationResult) -> RegisteredModel:
-    return RegisteredModel(
-        registered_model_name=result.registered_model_name,
-        version=result.version,
-        model_uri=result.model_uri,
-        model_digest=result.model_digest,
-        created=result.created,
-        aliases=list(result.aliases),
-        signing_mode=result.signing_mode,
-        signer=result.signer,
-        signature_uri=result.signature_uri,
-        signature_digest=result.signature_sha256,
-        provenance_uri=result.provenance_uri,
-        provenance_digest=result.provenance_sha256,
-        sbom_uri=result.sbom_uri,
-        sbom_digest=result.sbom_sha256,
-        builder_id=result.builder_id,
-        source_repository=result.source_repository,
-        source_commit=result.source_commit,
-        mlflow_run_id=result.mlflow_run_id,
-    )
+    return from_result(RegisteredModel, result, aliases=list(result.aliases),
+                       signature_digest=result.signature_sha256,
+                       provenance_digest=result.provenance_sha256,
+                       sbom_digest=result.sbom_sha256)
 
 
 def _eval_report(evaluation: EvalReport | None, model_digest: str) -> dict | None:
