@@ -18,7 +18,6 @@ with the pipeline's process and takes its installer children with it.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -31,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import PROJECT_ROOT
 
@@ -219,7 +219,7 @@ def _tail(path: Path, num_lines: int = 15) -> str:
 
 
 def _requirements_digest(requirements: Path) -> str:
-    return hashlib.sha256(requirements.read_bytes()).hexdigest()
+    return sha256_file(requirements)
 
 
 @contextmanager
