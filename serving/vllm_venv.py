@@ -17,7 +17,6 @@ with the pipeline's process and takes its installer children with it.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -25,13 +24,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from common.digests import sha256_file
 from common.errors import StageError
+from common.locks import file_lock
 from common.settings import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
@@ -86,7 +84,7 @@ def ensure_vllm_venv(
     venv_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = venv_dir.parent / f"{venv_dir.name}.install.log"
     waiting_since = time.monotonic()
-    with _exclusive_lock(venv_dir.parent / f"{venv_dir.name}.lock", on_wait=lambda: print(
+    with file_lock(venv_dir.parent / f"{venv_dir.name}.lock", on_wait=lambda: print(
             f"[shipyard] waiting for the vLLM CPU venv that another process is creating "
             f"(log: {log_path})", flush=True)):
         if is_ready(venv_dir, requirements):  # another installer finished while we waited
@@ -220,22 +218,6 @@ def _tail(path: Path, num_lines: int = 15) -> str:
 
 def _requirements_digest(requirements: Path) -> str:
     return sha256_file(requirements)
-
-
-@contextmanager
-def _exclusive_lock(path: Path, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on `path`; `on_wait` runs once if another holder makes us wait."""
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _main(argv: list[str] | None = None) -> int:
