@@ -49,7 +49,12 @@ def test_a_waiting_caller_is_told_once_and_gets_the_lock_after_the_holder(
         tmp_path: Path) -> None:
     path, order = tmp_path / "x.lock", []
     child = _holder(path)
-    releaser = threading.Timer(0.5, lambda: (child.terminate(), child.wait()))
+
+    def release() -> None:
+        child.terminate()
+        child.wait()
+
+    releaser = threading.Timer(0.5, release)
     releaser.start()
     started = time.monotonic()
     with file_lock(path, on_wait=lambda: order.append("told")):
