@@ -202,7 +202,7 @@ def pyflyte_command(args: argparse.Namespace) -> list[str]:
 
 def run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     command = pyflyte_command(args)
-    log_dir = settings.home / "logs"
+    log_dir = settings.layout.logs_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.log"
     print(f"shipyard run: {' '.join(command)}\nshipyard run: full output in {log_path}",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.fs import atomic_write_text, private_dir
+from common.layout import HomeLayout
 from serving.process import pid_alive
 
 
@@ -95,11 +96,11 @@ class DeploymentState:
 
 
 def deployments_dir(home: Path) -> Path:
-    return home / "deployments"
+    return HomeLayout(home).deployments_dir
 
 
 def state_path(home: Path, name: str) -> Path:
-    return deployments_dir(home) / name / "state.json"
+    return HomeLayout(home).deployment_dir(name) / "state.json"
 
 
 def load_state(home: Path, name: str) -> DeploymentState:

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from common.layout import HomeLayout
 from common.settings import load_settings, mlflow_tracking_uri
 from registry.errors import RegistryError
 
@@ -110,11 +111,11 @@ def add_verify_arguments(
     parser.add_argument(
         "--public-key",
         type=Path,
-        default=home / "keys" / PUBLIC_KEY_NAME,
+        default=HomeLayout(home).keys_dir / PUBLIC_KEY_NAME,
         help="PEM public key for key-mode signatures; trusted only when the policy pins its "
         "fingerprint (default: %(default)s)",
     )
-    parser.set_defaults(keys_dir=home / "keys")
+    parser.set_defaults(keys_dir=HomeLayout(home).keys_dir)
     parser.add_argument("--json", action="store_true",
                         help="print JSON for scripts: the result, or {\"error\": {...}} when "
                         "a check fails (also on stdout)")

