@@ -17,6 +17,14 @@ from common.layout import HomeLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# The project's top-level packages, in layer order (pyproject's import-linter layers): the
+# ones setuptools installs and the image copies. The one list: Python code imports it, and
+# tests/unit/test_packages.py checks pyproject.toml and the Dockerfile against it.
+SHIPPED_PACKAGES = ("workflows", "tasks", "cli", "testing", "deploy", "eval", "serving",
+                    "registry", "training", "data", "common")
+# Packages that stay in the repository: benchmarks and tests.
+REPO_ONLY_PACKAGES = ("bench", "tests")
+
 
 @dataclass(frozen=True)
 class Settings:
