@@ -125,11 +125,11 @@ def _remove(home: Path, name: str | None, item: dict[str, Any]) -> None:
 def collect_garbage(home: Path, temp_dir: Path, now: float, *, dry_run: bool
                     ) -> tuple[list[dict[str, Any]], list[str]]:
     """Find and (unless `dry_run`) remove or stop what `garbage` lists. Each deployment is
-    looked at and cleaned while holding its deploy lock (deploy.stage.deployment_lock), so a
+    looked at and cleaned while holding its deploy lock (deploy.state.deployment_lock), so a
     deploy never starts in the middle (it gets DEPLOY_LOCKED for that moment) and gc never
     touches a deployment a deploy holds: those are skipped, and returned by name."""
     from common.errors import StageError
-    from deploy.stage import deployment_lock
+    from deploy.state import deployment_lock
 
     items: list[dict[str, Any]] = []
     skipped: list[str] = []

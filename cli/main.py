@@ -123,9 +123,10 @@ def _add_rollout_controls(commands: _Commands) -> None:
 def _add_undo_and_history(commands: _Commands) -> None:
     sub = _command(commands, "undo", "serve the previous champion again (verified first)",
                    "Serve the version the champion alias held before it last moved (from the "
-                   "decision records), or --to-version N, as the stable: verify it, start it "
-                   "behind the router, smoke-check it, move the champion alias, write a "
-                   "decision record.")
+                   "signed deployment history, never the unsigned decision records), or "
+                   "--to-version N (a former champion), as the stable: verify it as the "
+                   "digest the history recorded, start it behind the router, smoke-check it, "
+                   "move the champion alias, write a decision record.")
     _name_argument(sub)
     sub.add_argument("--to-version", type=int, metavar="N", default=None,
                      help="the registered version to go back to")

@@ -145,7 +145,7 @@ def read_status(work_dir: Path) -> dict[str, Any] | None:
 
 
 def deploy_in_progress(work_dir: Path) -> bool:
-    """True while a process holds the deployment's lock (deploy.stage.deployment_lock writes
+    """True while a process holds the deployment's lock (deploy.state.deployment_lock writes
     "pid N" into the file it locks; the kernel drops the lock when that process dies)."""
     try:
         text = (work_dir / LOCK_FILE).read_text().split()

@@ -32,7 +32,7 @@ Lines written before sequence numbers existed (no `deployment`/`sequence` keys) 
 as a prefix, checked by their chain and signature as before; every line after them is of
 the new form.
 
-Writers hold the deployment lock (deploy/stage.py `deployment_lock`): appends never interleave.
+Writers hold the deployment lock (deploy/state.py `deployment_lock`): appends never interleave.
 
 Action `imported`: the base model was imported into the registry and made the first champion
 (`import_base_as_champion`); it has no decision record, since nothing was served or judged.
@@ -55,9 +55,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from common.errors import StageError
 from common.fs import atomic_write_bytes, fsync_dir, private_dir
 from common.redact import redact_text
+from deploy.state import deployment_lock, state_path
 from registry.dsse import sign_envelope, verify_envelope
 from registry.errors import RegistryError
-from registry.signing import KeyPair
+from registry.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, KeyPair
 
 if TYPE_CHECKING:  # the import machinery (MLflow, model signing) loads when it is used
     from common.settings import Settings
@@ -73,7 +74,7 @@ HistoryAction = Literal["promoted", "rolled_back", "first_deployment", "undo", "
                         "imported"]
 # Actions after which the champion alias names the entry's version.
 CHAMPION_ACTIONS = ("promoted", "first_deployment", "undo", "served", "imported")
-# Decision-record actions that append a history line (deploy/stage.py `_append_history`).
+# Decision-record actions that append a history line (deploy/session.py `append_history`).
 RECORDED_ACTIONS = ("promoted", "rolled_back", "first_deployment", "undo", "served")
 
 
@@ -296,7 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     from common.settings import load_settings
-    from deploy.stage import _history_keys
     from registry.mlflow_registry import client_for
 
     parser = argparse.ArgumentParser(prog="python -m deploy.history")
@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     anchor = read_anchor(client_for(settings.mlflow_tracking_uri),
                          args.registered_model or args.deployment, args.deployment)
     try:
-        repair = repair_history(work_dir, public_key_path=_history_keys(settings)[1],
+        repair = repair_history(work_dir, public_key_path=history_keys(settings)[1],
                                 anchor=anchor)
     except StageError as exc:
         print(exc, file=sys.stderr)
@@ -328,7 +328,8 @@ def import_base_as_champion(
 ) -> tuple[ImportResult, HistoryEntry | None]:
     """Import a base model (registry.imports) and record it in the deployment's history when
     it is the champion and the history does not say so yet: then `deploy` accepts it
-    (`_check_champion_in_history`). Returns the import and the entry written (None: none).
+    (`deploy.session.check_champion_in_history`). Returns the import and the entry written
+    (None: none).
 
     Under the deployment lock, so no deploy moves the alias meanwhile. A deployment whose
     history already records a champion keeps it: the import then only registers the version
@@ -338,8 +339,6 @@ def import_base_as_champion(
     import getpass
     import socket
 
-    from deploy.stage import _history_keys, deployment_lock
-    from deploy.state import state_path
     from registry.imports import import_base_model
     from registry.mlflow_registry import client_for
 
@@ -349,7 +348,7 @@ def import_base_as_champion(
     client = client_for(settings.mlflow_tracking_uri)
     with deployment_lock(work_dir, name):
         anchor = read_anchor(client, registered, name)
-        entries = read_history(work_dir, public_key_path=_history_keys(settings)[1],
+        entries = read_history(work_dir, public_key_path=history_keys(settings)[1],
                                anchor=anchor)
         recorded = current_champion(entries)
         result = import_base_model(dataclasses.replace(
@@ -361,7 +360,7 @@ def import_base_as_champion(
             return result, None
         # The keys after the import: on a fresh home the import generated them, and a
         # history that starts unsigned could never be signed later.
-        key_pair, public_key = _history_keys(settings)
+        key_pair, public_key = history_keys(settings)
         entry = append_entry(
             work_dir, action="imported", version=result.version, digest=result.model_digest,
             decision_record_sha256=None,
@@ -550,3 +549,12 @@ def _torn(path: Path, number: int) -> StageError:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def history_keys(settings: Settings) -> tuple[KeyPair | None, Path | None]:
+    """The registry's key pair signs the history when this machine has it (key mode)."""
+    keys = settings.keys_dir
+    private, public = keys / PRIVATE_KEY_NAME, keys / PUBLIC_KEY_NAME
+    if private.is_file() and public.is_file():
+        return KeyPair(private, public), public
+    return None, public if public.is_file() else None

@@ -7,8 +7,13 @@ Both actions serve one registered version as the stable, with no canary:
     old stable drains, then stops)  ->  smoke check  ->  move the champion alias  ->  decision
     record (on disk and in MLflow)
 
-`undo` picks the version the champion alias pointed at before it last moved (from the
-decision records), or the version given, and refuses one that does not verify.
+`undo` picks the version the champion alias pointed at before it last moved, or the version
+given, from the signed deployment history (deploy/history.py: hash-chained, each entry signed
+with the registry's key), never from the decision records, which are unsigned JSON anyone with
+write access to the deployment folder can edit. The target must be a version the history made
+champion, and it is served only if it verifies as the very digest the history recorded.
+`serve` (a version by hand) needs eval evidence measured against the current champion, as a
+deploy does (DEPLOY_EVIDENCE_STALE).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +29,15 @@ from mlflow.exceptions import MlflowException
 
 from common.errors import StageError
 from common.settings import Settings
-from common.signals import signals_raise_stage_interrupted
+from deploy import history
+from deploy.backend import roll_back_leftover_canary
 from deploy.config import DeployConfig
-from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
+from deploy.decision_record import DecisionRecord
 from deploy.model_ref import ModelToDeploy
-from deploy.stage import (
-    _append_history,
-    _build_backend,
-    _roll_back_leftover_canary,
-    _smoke_check,
-    deployment_lock,
-    verify_for_serving,
-)
+from deploy.session import DeploySession, smoke_check
 from deploy.state import load_state, state_path
 from registry import mlflow_registry as reg
-from registry.aliases import champion_version, move_champion
+from registry.aliases import champion_version
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +69,9 @@ def decision_records(work_dir: Path) -> list[dict[str, Any]]:
 
 
 def previous_champion(records: list[dict[str, Any]], current: str | None) -> str | None:
-    """The version the champion alias held before it last moved to `current`."""
+    """The version the champion alias held before it last moved to `current`, as the
+    decision records tell it: for people reading the records. Undo does not trust them
+    (`previous_champion_entry` reads the signed history)."""
     for record in reversed(records):
         champion = record.get("champion") or {}
         before, after = champion.get("before"), champion.get("after")
@@ -79,6 +79,23 @@ def previous_champion(records: list[dict[str, Any]], current: str | None) -> str
                 and str(before) != str(current):
             return str(before)
     return None
+
+
+def previous_champion_entry(entries: list[history.HistoryEntry],
+                            current: str | None) -> history.HistoryEntry | None:
+    """The signed history's entry of the champion before the last move to `current`."""
+    moves = [e for e in entries if e.action in history.CHAMPION_ACTIONS]
+    last = max((i for i, e in enumerate(moves) if e.version == str(current)), default=None)
+    if last is None:
+        return None
+    return next((e for e in reversed(moves[:last]) if e.version != str(current)), None)
+
+
+def champion_entry(entries: list[history.HistoryEntry],
+                   version: str) -> history.HistoryEntry | None:
+    """The signed history's latest entry that made `version` the champion."""
+    moves = [e for e in entries if e.action in history.CHAMPION_ACTIONS and e.version == version]
+    return moves[-1] if moves else None
 
 
 def registered_model_of(records: list[dict[str, Any]], name: str) -> str:
@@ -92,38 +109,61 @@ def registered_model_of(records: list[dict[str, Any]], name: str) -> str:
 
 def serve_version(registered_model_name: str, version: str, config: DeployConfig,
                   settings: Settings, *, action: str = "served",
-                  reason: str | None = None) -> ManualDeploy:
+                  reason: str | None = None, signed_digest: str | None = None) -> ManualDeploy:
     """Verify `models:/NAME/VERSION` and serve it as the stable with no canary; move the
-    champion alias to it. One deploy per deployment at a time (DEPLOY_LOCKED)."""
+    champion alias to it. One deploy per deployment at a time (DEPLOY_LOCKED).
+
+    `signed_digest` (undo): the digest the signed history recorded for the version, which it
+    must verify as; the version was champion before, so its evidence is not judged against
+    the current champion. Without it (`serve`), the eval evidence must be measured against
+    the current champion, as in a deploy."""
     name = config.deployment_name or registered_model_name
-    work_dir = state_path(settings.home, name).parent
-    with deployment_lock(work_dir, name), signals_raise_stage_interrupted():
-        return _serve_locked(registered_model_name, str(version), config, settings, name,
-                             work_dir, action, reason)
+    model = _model_to_serve(registered_model_name, str(version), settings, signed_digest)
+    record = DecisionRecord.start(name, model, config)
+    record.note(reason or f"{action}: {model.model_uri} served as the stable by hand, "
+                          "no canary")
+    with DeploySession.open(name, registered_model_name, config, settings, record) as session:
+        return _serve(session, model, action, undo=signed_digest is not None)
 
 
 def undo(name: str, config: DeployConfig, settings: Settings, *,
          to_version: str | None = None) -> ManualDeploy:
-    """Serve the previous champion (or `to_version`) again, verified first."""
+    """Serve the previous champion (or `to_version`, a former champion) again; the target
+    comes from the signed history and must verify as the digest recorded there."""
     work_dir = state_path(settings.home, name).parent
     records = decision_records(work_dir)
-    if not records:
-        raise StageError("DEPLOY_NOT_FOUND",
-                         f"deployment {name!r} has no decision records under {work_dir}: "
-                         "nothing to undo. `shipyard history` lists what was deployed.")
     registered = registered_model_of(records, name)
     client = reg.client_for(settings.mlflow_tracking_uri)
+    # signed, chained and reaching the head MLflow anchors: a cut or swapped history fails
+    entries = history.read_history(work_dir, public_key_path=history.history_keys(settings)[1],
+                                   anchor=history.read_anchor(client, registered, name))
+    if not records and not entries:
+        raise StageError("DEPLOY_NOT_FOUND",
+                         f"deployment {name!r} has no decision records or history under "
+                         f"{work_dir}: nothing to undo. `shipyard history` lists what was "
+                         "deployed.")
     current = champion_version(client, registered, config.champion_alias)
-    target = str(to_version) if to_version is not None else previous_champion(records, current)
-    if target is None or target == current:
+    target = (champion_entry(entries, str(to_version)) if to_version is not None
+              else previous_champion_entry(entries, current))
+    if to_version is not None and target is None:
+        raise StageError(
+            "DEPLOY_UNDO_NOT_A_CHAMPION",
+            f"{registered}: version {to_version} was never the champion of deployment "
+            f"{name!r} by its signed history {history.history_path(work_dir)}; undo only goes "
+            f"back to a former champion (recorded: "
+            f"{sorted(history.champion_versions(entries)) or 'none'}). To serve another "
+            f"version, deploy it or `shipyard serve models:/{registered}/{to_version}` (its "
+            "evaluation must be against the current champion).")
+    if target is None or target.version == current:
+        why_not = ("it is the version asked for" if target
+                   else "no earlier champion in the signed history")
         raise StageError(
             "DEPLOY_UNDO_NO_PREVIOUS",
-            f"{registered}: no version to go back to (champion {current}; "
-            f"{'it is the version asked for' if target else 'no earlier champion recorded'}). "
+            f"{registered}: no version to go back to (champion {current}; {why_not}). "
             "Name one with --to-version N (see `shipyard history`).")
-    why = f"undo: champion {current} -> {target}, requested by hand"
-    return serve_version(registered, target, _same_engine(config, settings, name), settings,
-                         action="undo", reason=why)
+    why = f"undo: champion {current} -> {target.version} (signed history), requested by hand"
+    return serve_version(registered, target.version, _same_engine(config, settings, name),
+                         settings, action="undo", reason=why, signed_digest=target.digest)
 
 
 def _same_engine(config: DeployConfig, settings: Settings, name: str) -> DeployConfig:
@@ -137,8 +177,8 @@ def _same_engine(config: DeployConfig, settings: Settings, name: str) -> DeployC
     return dataclasses.replace(config, engine=stable.kind)
 
 
-def _serve_locked(registered: str, version: str, config: DeployConfig, settings: Settings,
-                  name: str, work_dir: Path, action: str, reason: str | None) -> ManualDeploy:
+def _model_to_serve(registered: str, version: str, settings: Settings,
+                    signed_digest: str | None) -> ModelToDeploy:
     client = reg.client_for(settings.mlflow_tracking_uri)
     try:
         model_version = client.get_model_version(registered, version)
@@ -146,34 +186,33 @@ def _serve_locked(registered: str, version: str, config: DeployConfig, settings:
         raise StageError("DEPLOY_NOT_FOUND",
                          f"models:/{registered}/{version} is not in the registry at "
                          f"{settings.mlflow_tracking_uri}: {exc}") from exc
-    digest = str(dict(model_version.tags).get(reg.TAG_MODEL_DIGEST, ""))
-    model = ModelToDeploy(registered, version, digest, model_version.run_id)
-    served = config.served_model_name or registered
-    record = DecisionRecord.start(name, model, config)
-    record.note(reason or f"{action}: models:/{registered}/{version} served as the stable "
-                          "by hand, no canary")
-    verified = verify_for_serving(model.model_uri, digest, config, settings, work_dir, served)
-    record.data["verification"] = {"model_uri": verified.model_uri, "passed": True,
-                                   "model_digest": verified.digest}
-    before = champion_version(client, registered, config.champion_alias)
-    record.data["champion"] = {"before": before, "after": before, "moved": False}
-    backend = _build_backend(config, settings, name, verified, record)
-    record.data["engine"] = backend.engine_kind
-    record.data["backend"] = config.backend
-    _roll_back_leftover_canary(backend, record)
+    # undo: the bytes must be the ones the signed history recorded, whatever the tag says
+    digest = signed_digest or str(dict(model_version.tags).get(reg.TAG_MODEL_DIGEST, ""))
+    return ModelToDeploy(registered, version, digest, model_version.run_id)
+
+
+def _serve(session: DeploySession, model: ModelToDeploy, action: str, *,
+           undo: bool) -> ManualDeploy:
+    """The same session as a deploy, without the canary: verify (undo: as the signed
+    history's digest; serve: with evidence against the current champion), start as the
+    stable, parity and smoke check, move the champion, record, prune."""
+    config = session.config
+    served = config.served_model_name or model.registered_model_name
+    verified = session.verify(model.model_uri, model.model_digest, served,
+                              evaluated_against=None if undo
+                              else session.current_champion(model))
+    backend = session.backend(verified)
+    roll_back_leftover_canary(backend, session.record)
     previous = backend.running_stable_version()
     if previous is not None:
-        record.data["stable_before"] = {"model_uri": f"models:/{registered}/{previous}"}
+        session.record.data["stable_before"] = {
+            "model_uri": f"models:/{model.registered_model_name}/{previous}"}
     backend.start_stable(verified)
-    _smoke_check(backend.endpoint, served, config.smoke_requests)
-    # compare-and-set against what this action read; recorded in the signed history
-    move_champion(client, registered, version, config.champion_alias, expected_current=before)
-    record.data["champion"].update({"after": version, "moved": True,
-                                    "moved_at": datetime.now(UTC).isoformat()})
-    record.finish("PASS", action, backend.endpoint, backend.describe())
-    path = write_record(work_dir, record.data)
-    _append_history(work_dir, settings, "undo" if action == "undo" else "served", version,
-                    verified.digest, path)
-    log_to_mlflow(client, model, record.data)
-    return ManualDeploy(action, model.model_uri, verified.digest, before, version,
-                        backend.endpoint, path)
+    # a stable that serves another model than the one verified serves nobody
+    session.require_parity(backend, "stable", verified, model, stop_all=True)
+    smoke_check(backend.endpoint, served, config.smoke_requests)
+    session.move_champion(model)
+    path, _ = session.finish("PASS", "undo" if action == "undo" else "served", backend, model,
+                             verified.digest)
+    return ManualDeploy(action, model.model_uri, verified.digest, session.champion_before,
+                        model.version, backend.endpoint, path)

@@ -13,12 +13,17 @@ the process's start time (`start_ticks`), which a recycled PID cannot match.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.errors import StageError
 from common.fs import atomic_write_text, private_dir
 from common.layout import HomeLayout
 from serving.process import pid_alive
@@ -127,3 +132,31 @@ def save_state(home: Path, state: DeploymentState) -> Path:
 def list_deployments(home: Path) -> list[str]:
     root = deployments_dir(home)
     return sorted(p.parent.name for p in root.glob("*/state.json")) if root.is_dir() else []
+
+
+@contextmanager
+def deployment_lock(work_dir: Path, name: str) -> Iterator[None]:
+    """An exclusive, non-blocking lock on the deployment: a second deploy of it fails at
+    once (DEPLOY_LOCKED) instead of interleaving with the first (shared staging directory,
+    state file, router). The kernel releases it when the holder dies, SIGKILL included."""
+    private_dir(work_dir)  # 0700: state, records, history and tokens live here
+    path = work_dir / "deploy.lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise StageError(
+                "DEPLOY_LOCKED",
+                f"deployment {name!r} is being deployed by another process ({holder}; lock "
+                f"{path}). Wait for it to finish, or stop it; two deploys never interleave.",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -311,6 +311,8 @@ def _judge_tables(judge: dict[str, Any]) -> str:
         return f"<h3>Judge</h3><p>{html.escape(judge['status'])}</p>"
     kind = judge.get("judge_kind", "judge")
     rows: list[list[Any]] = [["judge model", judge["judge_model"]],
+                             ["judge source", judge.get("source")],
+                             ["judge identity", judge.get("identity")],
                              ["judged task", judge.get("task")],
                              ["judges", "jury of " + ", ".join(judge["jury_members"])
                               if kind == "jury" else "one model (not a jury)"],

@@ -2,12 +2,15 @@
 (registry/eval_attestation.py) and signed SLSA provenance.
 
 All of them go into one directory outside the model directory, which the register stage
-logs to MLflow as `attestations/` next to `model/`.
+logs to MLflow as `attestations/` next to `model/`. A later evaluation of a registered
+digest (`write_evaluation`) adds its report and its own signed eval attestation under
+`attestations/evaluations/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import platform
@@ -130,6 +133,39 @@ def write_attestations(
         signature=SIGNATURE_FILE, provenance=provenance_file, sbom=SBOM_FILE,
         eval_attestation=eval_file,
     )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A later evaluation's files, relative to `attestations/`, and its report's digest."""
+
+    report: str
+    attestation: str
+    report_sha256: str
+
+
+def report_bytes(report: Mapping[str, Any]) -> bytes:
+    """How an eval report is stored (the first one as eval_report.json): one digest per report."""
+    return json.dumps(report, indent=2, sort_keys=True).encode()
+
+
+def evaluation_names(report: Mapping[str, Any], signing_mode: str) -> Evaluation:
+    """Where `write_evaluation` puts the report's files; the same report, the same names."""
+    digest = hashlib.sha256(report_bytes(report)).hexdigest()
+    attestation = eval_attestation.evaluation_file_name(signing_mode, digest)
+    return Evaluation(report=attestation.split(".", 1)[0] + ".report.json",
+                      attestation=attestation, report_sha256=digest)
+
+
+def write_evaluation(out_dir: Path, build: BuildInputs, signer: Signer) -> Evaluation:
+    """Write a later evaluation of the registered digest: its report (unsigned, for people)
+    and its own signed eval attestation, under `out_dir/evaluations/`."""
+    assert build.eval_report is not None
+    names = evaluation_names(build.eval_report, signer.mode)
+    (out_dir / names.report).parent.mkdir(parents=True, exist_ok=True)
+    (out_dir / names.report).write_bytes(report_bytes(build.eval_report))
+    _write_eval_attestation(out_dir / names.attestation, build, signer)
+    return names
 
 
 def write_import_attestations(
@@ -306,7 +342,7 @@ def _write_sbom(out_dir: Path) -> prov.ResourceDescriptor:
 
 def _write_eval_report(out_dir: Path, report: Mapping[str, Any]) -> prov.ResourceDescriptor:
     path = out_dir / prov.EVAL_REPORT_BYPRODUCT
-    path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    path.write_bytes(report_bytes(report))
     gate = report.get("gate_outcome")
     return prov.ResourceDescriptor(
         name=prov.EVAL_REPORT_BYPRODUCT,

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_ci_subjects(args)
     if args.command == "ci-verify":
         return run_ci_verify(args)
+    if args.command == "pin-key":
+        return run_pin_key(args)
     return run_verify(args)
 
 
@@ -81,7 +83,30 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     ci_verify.add_argument("--commit", default=None, help="expected source commit")
     ci_verify.add_argument("--staging", action="store_true",
                            help="Sigstore's staging instance (test signatures)")
+    pin = commands.add_parser(
+        "pin-key",
+        help="trust this machine's signing key: pin it in the local trust policy",
+        description="Pin the fingerprint of $SHIPYARD_HOME/keys/signing.key in "
+        "$SHIPYARD_HOME/keys/trust-policy.yaml. A key generated when the policy already pins "
+        "other keys is never pinned by itself: this is the explicit step.")
+    pin.add_argument("--keys-dir", type=Path, default=home / "keys")
     return parser
+
+
+def run_pin_key(args: argparse.Namespace) -> int:
+    from registry.policy import pin_local_key
+    from registry.signing import ensure_key_pair
+
+    try:
+        # the public key is derived from the private one (never a .pub file laid beside it)
+        pair = ensure_key_pair(args.keys_dir, allow_generation=False)
+        fingerprint = f"sha256:{pair.fingerprint}"
+        path = pin_local_key(args.keys_dir, fingerprint)
+    except RegistryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"pinned {fingerprint} in {path}")
+    return 0
 
 
 def add_verify_arguments(

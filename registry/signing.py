@@ -33,7 +33,7 @@ from common.digests import model_root_digest
 from common.fs import atomic_create_bytes, atomic_write_bytes, private_dir
 from registry.errors import RegistryError
 from registry.identity import SigstoreIdentity
-from registry.policy import LOCAL_TRUST_POLICY_NAME, pin_local_key
+from registry.policy import LOCAL_TRUST_POLICY_NAME, load_policy, pin_local_key
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +108,25 @@ def ensure_key_pair(key_dir: Path, *, allow_generation: bool = True) -> KeyPair:
 
 
 def _pin_in_local_trust_policy(key_dir: Path, pair: KeyPair, *, announce: bool) -> None:
+    """Pin a key generated here, once: when there is no local trust policy yet (first use),
+    or it pins no key. A trust policy that already trusts other keys is never extended behind
+    the user's back: a new key generated beside it (the old one deleted, perhaps by someone
+    else) is announced, and verification refuses its signatures until the user pins it
+    (`python -m registry.cli pin-key`)."""
     trust_path = key_dir / LOCAL_TRUST_POLICY_NAME
     if trust_path.exists() and not announce:
         return  # the user's trust policy decides; an existing key is not pinned behind it
     fingerprint = f"sha256:{pair.fingerprint}"
+    pinned = load_policy(trust_path).trusted_key_fingerprints if trust_path.exists() else ()
+    if pinned and fingerprint not in pinned:
+        print(
+            f"[shipyard] WARNING generated a new signing key {fingerprint}; the local trust "
+            f"policy {trust_path} pins other keys ({', '.join(pinned)}) and was NOT extended. "
+            "Models signed with the new key will not verify until you pin it: "
+            "`python -m registry.cli pin-key` (if you replaced the key yourself).",
+            flush=True,
+        )
+        return
     pin_local_key(key_dir, fingerprint)
     print(
         f"[shipyard] pinned signing key {fingerprint} in the local trust policy {trust_path} "

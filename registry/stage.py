@@ -3,13 +3,15 @@
 Order matters for "nothing half-written looks valid": the inputs are checked before any
 work; the signature and provenance exist before MLflow sees anything; the new version is
 verified with the same `verify_model` deploy uses before it gets the `challenger` alias, and
-deleted if that fails. Registering a digest that already has a version returns that version;
-two registrations of one digest at once cannot both create one: on a local store (sqlite file
-or directory) the look-up and the creation run under a file lock next to the store
-(`registration_lock`). A remote tracking server has no lock we can take: two concurrent
-registrations of one digest on different machines can still create two versions (MLflow has
-no unique constraint on tags); run one registration per model at a time there (Flyte's cache
-and the workflow's single register task do), and verify by digest (`--expected-digest`).
+deleted if that fails. Registering a digest that already has a version returns that version,
+and its eval report (a new evaluation, e.g. against a newer champion) is added to it as its
+own signed eval attestation; the older ones stay (`_add_evaluation`). Two registrations of
+one digest at once cannot both create one: on a local store (sqlite file or directory) the
+look-up and the creation run under a file lock next to the store (`registration_lock`). A
+remote tracking server has no lock we can take: two concurrent registrations of one digest
+on different machines can still create two versions (MLflow has no unique constraint on
+tags); run one registration per model at a time there (Flyte's cache and the workflow's
+single register task do), and verify by digest (`--expected-digest`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,15 @@ from registry import eval_attestation
 from registry import mlflow_registry as reg
 from registry import provenance as prov
 from registry.aliases import aliases_of, set_challenger
-from registry.attest import Attestations, BuildInputs, ImportInputs, Signer, write_attestations
+from registry.attest import (
+    Attestations,
+    BuildInputs,
+    ImportInputs,
+    Signer,
+    evaluation_names,
+    write_attestations,
+    write_evaluation,
+)
 from registry.base_model import BaseModelRef, base_tags, parse_base_identity
 from registry.config import RegisterConfig
 from registry.description import version_description
@@ -195,6 +205,8 @@ def _register_locked(
             # existing version gets the same check before it may become the challenger, and
             # the description a crash left out is written now.
             builder = existing.tags.get(reg.TAG_BUILDER_ID, "")
+            if build.eval_report is not None:
+                _add_evaluation(client, existing, build, signer)
             _self_check(client, tracking_uri, existing, config, builder, signer, delete=False)
             if not (existing.description or "").strip():
                 _describe(client, build, existing, signer)
@@ -252,6 +264,47 @@ def _publish(client: MlflowClient, build: BuildInputs, signer: Signer, run_id: s
         client, name=build.config.registered_model_name, run_id=run_id, tags=tags
     )
     return _describe(client, build, version, signer)
+
+
+def _add_evaluation(client: MlflowClient, version: ModelVersion, build: BuildInputs,
+                    signer: Signer) -> None:
+    """Every evaluation leaves its own signed attestation on the version: deploy needs the
+    one measured against the current champion, so a new eval report is never dropped. The
+    same report twice (a retried registration) is added once."""
+    assert build.eval_report is not None
+    run_id = str(version.run_id)
+    names = evaluation_names(build.eval_report, signer.mode)
+    if names.report_sha256 in _recorded_report_digests(client, run_id):
+        return
+    with tempfile.TemporaryDirectory(prefix="shipyard-evaluation-") as tmp:
+        write_evaluation(Path(tmp), build, signer)
+        client.log_artifacts(run_id, str(Path(tmp) / eval_attestation.EVALUATIONS_DIR),
+                             f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{eval_attestation.EVALUATIONS_DIR}")
+    # for readers (the verifier reads the signed statements only): the latest evaluation
+    client.set_model_version_tag(version.name, version.version, reg.TAG_EVAL_GATE,
+                                 str(build.eval_report.get("gate_outcome")))
+    summary = build.eval_report.get("summary", build.eval_report)
+    client.set_model_version_tag(version.name, version.version, reg.TAG_EVAL_SUMMARY,
+                                 reg.truncate_tag(json.dumps(redact(summary), sort_keys=True)))
+    logger.info("%s version %s: evaluation %s added (%s)", version.name, version.version,
+                names.attestation, build.eval_report.get("gate_outcome"))
+
+
+def _recorded_report_digests(client: MlflowClient, run_id: str) -> set[str]:
+    """The sha256 of every eval report the version already holds (first and later ones)."""
+    found = set()
+    folder = f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{eval_attestation.EVALUATIONS_DIR}"
+    for info in client.list_artifacts(run_id, folder):
+        if info.path.endswith(".report.json"):
+            found.add(Path(info.path).name.removeprefix("eval-").split(".", 1)[0])
+    with tempfile.TemporaryDirectory(prefix="shipyard-evaluation-") as tmp:
+        try:
+            first = Path(client.download_artifacts(
+                run_id, f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{prov.EVAL_REPORT_BYPRODUCT}", tmp))
+            found.add(sha256_file(first))
+        except (MlflowException, OSError):
+            pass  # registered without an eval report
+    return found
 
 
 def _describe(client: MlflowClient, build: BuildInputs, version: ModelVersion,

@@ -30,11 +30,15 @@ the signatures vouch for.
                            source; a listed import skips the eval checks below (never gated)
   policy_base_model        the base model (a fine-tune's `base_model` dependency, or the
                            imported model itself) is in allowed_base_models (if set)
-  eval_attestation         the signed eval attestation exists (refused when missing only if
-                           the policy has an eval requirement)
-  eval_attestation_signature  it verifies with the trusted signer (same as the provenance)
-  eval_attestation_format  it is an in-toto test-result statement with Shipyard's claims
-  eval_attestation_subject its subject digest equals the recomputed digest
+  eval_attestation         a signed eval attestation exists (refused when missing only if
+                           the policy has an eval requirement); a version holds one per
+                           evaluation (eval.*.json, then evaluations/eval-*.json)
+  eval_attestation_signature  each verifies with the trusted signer (same as the provenance)
+  eval_attestation_format  each is an in-toto test-result statement with Shipyard's claims
+  eval_attestation_subject each one's subject digest equals the recomputed digest
+  eval_attestation_champion with `evaluated_against` (deploy) and an eval requirement: the
+                           newest evaluation measured against that champion is the evidence,
+                           DEPLOY_EVIDENCE_STALE when there is none; without it, the newest
   byproduct_digest         the SBOM / eval report / eval attestation logged next to the
                            provenance match its byproducts
   policy_builder           builder.id is in the policy's allowed_builder_ids
@@ -112,6 +116,7 @@ def verify_model(
     public_key: Path | None = None,
     download_dir: Path | None = None,
     expected_digest: str | None = None,
+    evaluated_against: eval_att.CurrentChampion | None = None,
 ) -> VerificationResult:
     """Verify `models:/NAME@ALIAS` or `models:/NAME/VERSION` against `policy`.
 
@@ -119,10 +124,13 @@ def verify_model(
     `policy.trusted_key_fingerprints` pins its fingerprint. Sigstore-mode signatures are
     checked against `policy.sigstore_identity` / `sigstore_oidc_issuer`. With
     `expected_digest` (`sha256:<hex>` or `<hex>`) the model's root digest must equal it.
-    With `download_dir`, the verified model stays in `download_dir/model`.
+    With `download_dir`, the verified model stays in `download_dir/model`. With
+    `evaluated_against` (deploy: the champion the model would replace), the eval policy judges
+    the newest evaluation measured against that champion; DEPLOY_EVIDENCE_STALE without one.
     """
     name = _parse_model_uri(model_uri)[0]
-    request = _Request(model_uri, name, policy, public_key, _digest_hex(expected_digest))
+    request = _Request(model_uri, name, policy, public_key, _digest_hex(expected_digest),
+                       evaluated_against)
     client = reg.client_for(tracking_uri)
     version = _resolve(client, model_uri)
     if download_dir is not None:
@@ -139,6 +147,7 @@ class _Request:
     policy: Policy
     public_key: Path | None
     expected_digest: str | None
+    evaluated_against: eval_att.CurrentChampion | None = None
 
 
 def _verify(
@@ -220,8 +229,8 @@ def _verify(
     if imported:  # allowed by the check above: never trained or gated by Shipyard
         checks.extend(_imported_eval_skips())
     else:
-        evidence = _check_eval_attestation(
-            attest_dir / eval_att.file_name(mode), digest, key_path, sigstore, policy, checks
+        evidence = _check_eval_attestations(
+            attest_dir, mode, digest, (key_path, sigstore), request, checks
         )
     checks.append(_check_byproducts(statement, attest_dir))
     checks.extend(_check_policy(statement, policy))
@@ -477,37 +486,63 @@ def _download(client: MlflowClient, uri: str, work_dir: Path, version: ModelVers
         ) from exc
 
 
-def _check_eval_attestation(
-    path: Path,
+def _check_eval_attestations(
+    attest_dir: Path,
+    mode: str,
     digest: str,
-    key_path: Path | None,
-    sigstore: SigstoreIdentity | None,
-    policy: Policy,
+    trust: tuple[Path | None, SigstoreIdentity | None],
+    request: _Request,
     checks: list[CheckOutcome],
 ) -> eval_att.EvalEvidence | None:
-    """The verified eval evidence, or None (no attestation, and the policy needs none)."""
-    if not path.is_file():
+    """The eval evidence the policy judges, or None (no attestation, and the policy needs
+    none). Every attestation is verified (one that fails is tampering, whichever is chosen);
+    then the newest one, or with `evaluated_against` the newest measured against it."""
+    policy = request.policy
+    first = attest_dir / eval_att.file_name(mode)
+    later = sorted((attest_dir / eval_att.EVALUATIONS_DIR).glob(
+        f"eval-*.{eval_att.file_name(mode).removeprefix('eval.')}"))
+    paths = [p for p in (first, *later) if p.is_file()]
+    if not paths:
         if policy.requires_eval:
             raise RegistryError(
                 "VERIFICATION_FAILED",
-                f"the version has no signed eval attestation ({path.name}), and policy "
+                f"the version has no signed eval attestation ({first.name}), and policy "
                 f"{policy.source} has eval requirements: an unevaluated model (or one whose "
                 "attestation was removed) cannot show its gate passed. Evaluate the model and "
                 "register it with its eval report.",
                 check=eval_att.CHECK_PRESENT,
-                expected=path.name,
+                expected=first.name,
                 found="missing",
             )
         checks.append(CheckOutcome(eval_att.CHECK_PRESENT, "skipped", "not evaluated"))
         return None
-    statement = verify_statement(
-        path, public_key_path=key_path, sigstore=sigstore, check=eval_att.CHECK_SIGNATURE
-    )
-    checks.append(CheckOutcome(eval_att.CHECK_SIGNATURE, "passed", path.name))
-    evidence = eval_att.read_evidence(statement, digest)
+    evidence = []
+    for path in paths:
+        statement = verify_statement(
+            path, public_key_path=trust[0], sigstore=trust[1], check=eval_att.CHECK_SIGNATURE
+        )
+        evidence.append(eval_att.read_evidence(
+            statement, digest, path.relative_to(attest_dir).as_posix()))
+    names = ", ".join(e.file for e in evidence)
+    checks.append(CheckOutcome(eval_att.CHECK_SIGNATURE, "passed", names))
     checks.append(CheckOutcome(eval_att.CHECK_FORMAT, "passed", eval_att.TEST_RESULT_PREDICATE))
     checks.append(CheckOutcome(eval_att.CHECK_SUBJECT, "passed", f"sha256:{digest}"))
-    return evidence
+    return _chosen_evidence(evidence, request, checks)
+
+
+def _chosen_evidence(evidence: list[eval_att.EvalEvidence], request: _Request,
+                     checks: list[CheckOutcome]) -> eval_att.EvalEvidence:
+    current = request.evaluated_against
+    if current is None or not request.policy.requires_eval:
+        chosen = eval_att.newest(evidence)
+        assert chosen is not None  # there is at least one
+        checks.append(CheckOutcome(eval_att.CHECK_CHAMPION, "skipped",
+                                   f"no champion named: the newest evaluation, {chosen.file}"))
+        return chosen
+    chosen = eval_att.select_evidence(evidence, current, request.model_uri)
+    checks.append(CheckOutcome(eval_att.CHECK_CHAMPION, "passed",
+                               f"{chosen.file} was measured against {current.label}"))
+    return chosen
 
 
 def _check_eval_policy(

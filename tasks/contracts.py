@@ -14,9 +14,13 @@ from flytekit.types.file import FlyteFile
 
 # Flyte's type engine carries typing.Literal fields as strings with the allowed values in the
 # type (checked with `pyflyte package` and flytekit local execution), so outcomes and actions
-# are the deploy stage's own Literal types, not free text.
-from deploy.outcomes import DeployAction, Outcome
+# are the deploy stage's own Literal types, not free text. The deploy stage's result is its
+# library's own type, not a copy of it.
+from deploy.outcomes import DeployAction, DeploymentResult, Outcome
 from training.pretrained import BaseModelIdentity
+
+__all__ = ["BaseModel", "DeployAction", "DeploymentResult", "EvalReport", "Outcome",
+           "RegisteredModel", "TrainedModel", "ValidatedDataset"]
 
 
 @dataclass(frozen=True)
@@ -95,33 +99,6 @@ class RegisteredModel:
     source_commit: str
     # MLflow run holding the model files and attestations
     mlflow_run_id: str
-
-
-@dataclass(frozen=True)
-class DeploymentResult:
-    # The outcome of `deploy_canary` (docs/stages/deploy_canary.md). The decision record holds
-    # every number behind it; `endpoint` is where the served model answers.
-    deployment_name: str
-    model_uri: str
-    # model-signing root digest of the version deployed (verified before serving)
-    model_digest: str
-    # PASS, FAIL or INCONCLUSIVE
-    outcome: Outcome
-    # first_deployment, promoted, rolled_back or already_serving
-    action: DeployAction
-    # vllm or local; local backend or kubernetes
-    engine: str
-    backend: str
-    # OpenAI-compatible base URL (router on loopback, or the Gateway); append /v1
-    endpoint: str
-    served_model_name: str
-    # MLflow `champion` version after the stage (None when there is none)
-    champion_version: str | None
-    # the decision record: local JSON path and its MLflow artifact URI (None if not logged)
-    decision_record_path: str
-    decision_record_uri: str | None
-    # how to stop what the stage left running
-    stop_command: str
 
 
 @dataclass

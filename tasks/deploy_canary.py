@@ -49,18 +49,4 @@ def deploy_canary(model: RegisteredModel, config: DeployConfig,
         run.publish(report_html(outcome.record),
                     status="succeeded" if outcome.outcome == "PASS" else "failed",
                     facts=overview_facts(outcome.record))
-        return DeploymentResult(
-            deployment_name=outcome.deployment_name,
-            model_uri=outcome.model_uri,
-            model_digest=outcome.model_digest,
-            outcome=outcome.outcome,
-            action=outcome.action,
-            engine=outcome.engine,
-            backend=outcome.backend,
-            endpoint=outcome.endpoint,
-            served_model_name=outcome.served_model_name,
-            champion_version=outcome.champion_version,
-            decision_record_path=str(outcome.record_path),
-            decision_record_uri=outcome.record_uri,
-            stop_command=outcome.stop_command,
-        )
+        return outcome.result()

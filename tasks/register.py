@@ -11,7 +11,7 @@ from flytekit import Resources, task
 
 from common.cost import CostConfig
 from common.html import StageFacts, key_value_table, short_digest
-from common.settings import PROJECT_ROOT, load_settings
+from common.settings import PROJECT_ROOT, Settings, load_settings
 from registry.config import RegisterConfig
 from registry.errors import RegistryError
 from tasks import timeouts
@@ -32,7 +32,7 @@ from tasks.flyte_adapter import (
 from tasks.shell import stage_shell
 
 if TYPE_CHECKING:
-    from registry.stage import RegistrationResult
+    from registry.stage import RegistrationRequest, RegistrationResult
 
 _STAGE = "register"
 
@@ -66,65 +66,75 @@ def register(
     `base`: the provisioned model it was fine-tuned from; its identity (package, wheel and
     GGUF digests, licence) goes into the provenance's resolvedDependencies and MLflow."""
     # MLflow, model-signing and the eval stack load when the task runs, not at import
-    from eval.summary import attestation_claims
-    from registry.stage import RegistrationRequest, register_model
+    from registry.stage import register_model
 
     with stage_shell(_STAGE, _REPORT_TITLE, prices) as run:
         settings = load_settings()
-        model_dir = Path(model.model_dir.download())
-        data_dir = Path(dataset.files.download())
-        splits = sorted(model.dataset_digests)
-        remote = dataset.files.remote_source
-        eval_report = _eval_report(evaluation, model.model_digest)
-        request = RegistrationRequest(
-            model_dir=model_dir,
-            model_digest=model.model_digest,
-            dataset_digests=model.dataset_digests,
-            dataset_files={split: data_dir / f"{split}.jsonl" for split in splits},
-            dataset_uris={s: f"{str(remote).rstrip('/')}/{s}.jsonl" for s in splits}
-            if remote
-            else None,
-            config_digest=model.config_digest,
-            resolved_config_json=model.resolved_config_json,
-            training_run_id=model.mlflow_run_id or None,
-            eval_report=eval_report,
-            eval_claims=attestation_claims(eval_report) if eval_report is not None else None,
-            config=config,
-            tracking_uri=settings.mlflow_tracking_uri,
-            artifact_root=settings.mlflow_artifact_root,
-            key_dir=settings.keys_dir,
-            execution_id=invocation_id(),
-            project_root=PROJECT_ROOT,
-            # with a provisioned base its recorded identity stands for it (re-hashing the
-            # directory again here would only repeat what train checked)
-            base_model_dir=None if base is not None
-            else _base_model_dir(model.resolved_config_json),
-            base_model_identity=base.identity.to_json() if base is not None else None,
-        )
-        result = register_model(request)
+        result = register_model(_request(model, dataset, config, evaluation, base, settings))
         run.cost.mlflow_run_id = result.mlflow_run_id or None
         run.cost.mlflow_tracking_uri = settings.mlflow_tracking_uri
         run.publish(_report_html(result), facts=_overview_facts(result, evaluation))
-        return RegisteredModel(
-            registered_model_name=result.registered_model_name,
-            version=result.version,
-            model_uri=result.model_uri,
-            model_digest=result.model_digest,
-            created=result.created,
-            aliases=list(result.aliases),
-            signing_mode=result.signing_mode,
-            signer=result.signer,
-            signature_uri=result.signature_uri,
-            signature_digest=result.signature_sha256,
-            provenance_uri=result.provenance_uri,
-            provenance_digest=result.provenance_sha256,
-            sbom_uri=result.sbom_uri,
-            sbom_digest=result.sbom_sha256,
-            builder_id=result.builder_id,
-            source_repository=result.source_repository,
-            source_commit=result.source_commit,
-            mlflow_run_id=result.mlflow_run_id,
-        )
+        return _registered_model(result)
+
+
+def _request(model: TrainedModel, dataset: ValidatedDataset, config: RegisterConfig,
+             evaluation: EvalReport | None, base: BaseModel | None,
+             settings: Settings) -> RegistrationRequest:
+    from eval.summary import attestation_claims
+    from registry.stage import RegistrationRequest
+
+    data_dir = Path(dataset.files.download())
+    splits = sorted(model.dataset_digests)
+    remote = dataset.files.remote_source
+    eval_report = _eval_report(evaluation, model.model_digest)
+    return RegistrationRequest(
+        model_dir=Path(model.model_dir.download()),
+        model_digest=model.model_digest,
+        dataset_digests=model.dataset_digests,
+        dataset_files={split: data_dir / f"{split}.jsonl" for split in splits},
+        dataset_uris={s: f"{str(remote).rstrip('/')}/{s}.jsonl" for s in splits}
+        if remote
+        else None,
+        config_digest=model.config_digest,
+        resolved_config_json=model.resolved_config_json,
+        training_run_id=model.mlflow_run_id or None,
+        eval_report=eval_report,
+        eval_claims=attestation_claims(eval_report) if eval_report is not None else None,
+        config=config,
+        tracking_uri=settings.mlflow_tracking_uri,
+        artifact_root=settings.mlflow_artifact_root,
+        key_dir=settings.keys_dir,
+        execution_id=invocation_id(),
+        project_root=PROJECT_ROOT,
+        # with a provisioned base its recorded identity stands for it (re-hashing the
+        # directory again here would only repeat what train checked)
+        base_model_dir=None if base is not None
+        else _base_model_dir(model.resolved_config_json),
+        base_model_identity=base.identity.to_json() if base is not None else None,
+    )
+
+
+def _registered_model(result: RegistrationResult) -> RegisteredModel:
+    return RegisteredModel(
+        registered_model_name=result.registered_model_name,
+        version=result.version,
+        model_uri=result.model_uri,
+        model_digest=result.model_digest,
+        created=result.created,
+        aliases=list(result.aliases),
+        signing_mode=result.signing_mode,
+        signer=result.signer,
+        signature_uri=result.signature_uri,
+        signature_digest=result.signature_sha256,
+        provenance_uri=result.provenance_uri,
+        provenance_digest=result.provenance_sha256,
+        sbom_uri=result.sbom_uri,
+        sbom_digest=result.sbom_sha256,
+        builder_id=result.builder_id,
+        source_repository=result.source_repository,
+        source_commit=result.source_commit,
+        mlflow_run_id=result.mlflow_run_id,
+    )
 
 
 def _eval_report(evaluation: EvalReport | None, model_digest: str) -> dict | None:

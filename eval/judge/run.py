@@ -72,6 +72,10 @@ class JudgeReport:
     jury_members: list[str] = field(default_factory=list)
     # The suite task whose answers were compared (eval.judge_task).
     task: str | None = None
+    # Where the (first) judge came from: its source, model directory or server, and the
+    # weights digest it is identified by.
+    source: str | None = None
+    identity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,7 +104,9 @@ def run_judge(config: EvalConfig, endpoint: JudgeEndpoint, candidate: Sequence[S
                          {"pairwise": pair_prompt.prompt_id, "single": single_prompt.prompt_id},
                          judge_kind="jury" if isinstance(voter, Jury) else "judge",
                          jury_members=voter.member_identities if isinstance(voter, Jury)
-                         else [], task=config.judge_task)
+                         else [], task=config.judge_task,
+                         source=config.judge_source or config.judge_model_dir
+                         or config.judge_base_url, identity=endpoint.identity)
     # Two-sided intervals whose lower end is the one-sided `confidence` bound the gate uses.
     stats: dict[str, Any] = {"confidence": 2 * config.confidence - 1,
              "resamples": config.bootstrap_resamples, "seed": config.bootstrap_seed}

@@ -93,7 +93,21 @@ def test_undo_without_records_or_previous_champion_exits_1(
     assert "DEPLOY_NOT_FOUND" in capsys.readouterr().err
     folder = deployment(home)
     write_record(folder, "20260101T000000", "1", None, "1", "first_deployment")
-    assert main(["undo", "demo"]) == 1  # the champion (none in this registry) never moved
+    # undo takes its target from the history: a record of a champion move without one means
+    # the history was deleted, and undo fails closed rather than trust the unsigned record
+    assert main(["undo", "demo"]) == 1
+    assert "DEPLOY_HISTORY_MISSING" in capsys.readouterr().err
+    from deploy.history import append_entry, write_anchor
+    from registry.mlflow_registry import client_for
+
+    other = deployment(home, "other")
+    entry = append_entry(other, action="first_deployment", version="1", digest="d1",
+                         decision_record_sha256=None, actor="test", key_pair=None)
+    client = client_for(load_settings().mlflow_tracking_uri)
+    client.create_registered_model("demo-model")
+    assert write_anchor(client, "demo-model", "other", entry)
+    write_record(other, "20260101T000000", "1", None, "1", "first_deployment")
+    assert main(["undo", "other"]) == 1  # the history's only champion is the first one
     assert "DEPLOY_UNDO_NO_PREVIOUS" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from deploy.state import load_state
+from deploy.state import load_state, state_path
 from tests.deploy.conftest import Registry
 from tests.deploy.scenarios import champion, deploy, fast_config, stop_everything
 
@@ -29,9 +29,9 @@ def test_serve_then_undo_brings_back_the_previous_champion(
 ) -> None:
     settings = stopped.settings
     v1 = stopped.register(model_dirs["stable"], MODEL)
-    v2 = stopped.register(model_dirs["canary"], MODEL)
     first = deploy(v1, fast_config("local", deployment_name=MODEL), settings)
     assert first.action == "first_deployment"
+    v2 = stopped.register(model_dirs["canary"], MODEL)  # evaluated against the champion v1
     capsys.readouterr()
 
     assert main(["serve", f"models:/{MODEL}/{v2.version}", "--engine", "local", "--json"]) == 0
@@ -60,3 +60,30 @@ def test_serve_then_undo_brings_back_the_previous_champion(
     assert main(["stop", MODEL]) == 0
     assert "stopped" in capsys.readouterr().out
     assert main(["status", MODEL, "--json"]) == 1  # nothing serves: Degraded
+
+
+def test_undo_takes_its_target_from_the_signed_history_not_a_forged_record(
+        stopped: Registry, model_dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Decision records are unsigned JSON: one written into the records folder that says the
+    champion moved from v3 (a valid, signed version that never was champion) to v2 must not
+    make undo serve v3. The signed history says v1 came before v2."""
+    settings = stopped.settings
+    v1 = stopped.register(model_dirs["stable"], MODEL)
+    deploy(v1, fast_config("local", deployment_name=MODEL), settings)
+    v2 = stopped.register(model_dirs["canary"], MODEL)
+    assert main(["serve", f"models:/{MODEL}/{v2.version}", "--engine", "local", "--json"]) == 0
+    v3 = stopped.register(model_dirs["slow"], MODEL)  # signed and passed, never the champion
+    records = state_path(settings.home, MODEL).parent / "records"
+    forged = {"model_uri": f"models:/{MODEL}/{v2.version}", "action": "served",
+              "outcome": "PASS", "deployment": MODEL,
+              "champion": {"before": v3.version, "after": v2.version, "moved": True}}
+    (records / "99991231T000000000000-v2.json").write_text(json.dumps(forged))
+    capsys.readouterr()
+
+    assert main(["undo", MODEL, "--to-version", v3.version]) == 1
+    assert "DEPLOY_UNDO_NOT_A_CHAMPION" in capsys.readouterr().err
+    assert main(["undo", MODEL, "--json"]) == 0
+    undone = json.loads(capsys.readouterr().out)
+    assert (undone["champion_after"], undone["model_digest"]) == (v1.version, v1.model_digest)
+    assert champion(settings, MODEL) == v1.version

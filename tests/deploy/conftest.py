@@ -20,12 +20,16 @@ from typing import Any
 
 import psutil
 import pytest
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 from common.digests import model_root_digest, sha256_file
 from common.errors import StageError
 from common.settings import PROJECT_ROOT, Settings
 from deploy.model_ref import ModelToDeploy
+from registry.aliases import DEFAULT_CHAMPION_ALIAS
 from registry.config import RegisterConfig
+from registry.mlflow_registry import TAG_MODEL_DIGEST, client_for
 from registry.stage import RegistrationRequest, RegistrationResult, register_model
 from serving.engine import EngineProcess, start_engine
 from serving.process import port_is_listening
@@ -111,8 +115,41 @@ class Registry:
     dataset_files: dict[str, Path]
 
     def register(self, model_dir: Path, name: str) -> ModelToDeploy:
-        result = register_model(RegistrationRequest(**register_kwargs(self, model_dir, name)))
+        """Register `model_dir`, evaluated (a PASS) against the current champion: the
+        evaluation is attested with it, as the pipeline's evaluate stage would."""
+        kwargs = register_kwargs(self, model_dir, name)
+        result = register_model(RegistrationRequest(**kwargs))
+        _REGISTERED[(self.settings.mlflow_tracking_uri, result.model_digest)] = (
+            self, model_dir, kwargs["eval_report"]["champion"])
         return to_request(result)
+
+
+# (tracking URI, model digest) -> where it was registered from and the champion its last
+# evaluation was measured against, for `evaluated_now`
+_REGISTERED: dict[tuple[str, str], tuple[Registry, Path, dict[str, str] | None]] = {}
+
+
+def current_champion_digest(tracking_uri: str, name: str) -> str | None:
+    client = client_for(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, DEFAULT_CHAMPION_ALIAS)
+    except (MlflowException, SQLAlchemyError):  # none yet, or a store the registration fails on
+        return None
+    return str(dict(version.tags)[TAG_MODEL_DIGEST])
+
+
+def evaluated_now(model: ModelToDeploy, settings: Settings) -> ModelToDeploy:
+    """`model` evaluated against the champion of now: a test that registers v1 and v2 before
+    it deploys v1 re-registers v2 before its deploy (as the pipeline evaluates right before
+    it deploys), which adds the new evaluation to the version. Deploy refuses a PASS measured
+    against another champion (DEPLOY_EVIDENCE_STALE)."""
+    registered = _REGISTERED.get((settings.mlflow_tracking_uri, model.model_digest))
+    if registered is None:
+        return model
+    registry, model_dir, evaluated_against = registered
+    if evaluated_against == _champion_now(registry, model.registered_model_name):
+        return model
+    return registry.register(model_dir, model.registered_model_name)
 
 
 def to_request(result: RegistrationResult) -> ModelToDeploy:
@@ -130,8 +167,10 @@ def register_kwargs(registry: Registry, model_dir: Path, name: str) -> dict[str,
         "config_digest": hashlib.sha256(RESOLVED_CONFIG_JSON.encode()).hexdigest(),
         "resolved_config_json": RESOLVED_CONFIG_JSON,
         "training_run_id": None,
-        # the default verification policy requires a passed eval gate
-        "eval_report": {"gate_outcome": "PASS", "summary": {"suite": "deploy-test"}},
+        # the default verification policy requires a passed eval gate, measured against the
+        # champion the deploy replaces
+        "eval_report": {"gate_outcome": "PASS", "summary": {"suite": "deploy-test"},
+                        "champion": _champion_now(registry, name)},
         "config": RegisterConfig(registered_model_name=name),
         "tracking_uri": registry.settings.mlflow_tracking_uri,
         "artifact_root": registry.settings.mlflow_artifact_root,
@@ -139,6 +178,11 @@ def register_kwargs(registry: Registry, model_dir: Path, name: str) -> dict[str,
         "execution_id": "local:development:deploy-test",
         "project_root": PROJECT_ROOT,
     }
+
+
+def _champion_now(registry: Registry, name: str) -> dict[str, str] | None:
+    digest = current_champion_digest(registry.settings.mlflow_tracking_uri, name)
+    return None if digest is None else {"digest": digest}
 
 
 def make_registry(home: Path) -> Registry:

@@ -16,7 +16,7 @@ from deploy.stage import DeployOutcome, deploy_canary
 from deploy.state import load_state
 from registry.aliases import DEFAULT_CHAMPION_ALIAS as CHAMPION_ALIAS
 from registry.mlflow_registry import client_for
-from tests.deploy.conftest import VLLM_VENV_DIR
+from tests.deploy.conftest import VLLM_VENV_DIR, evaluated_now
 from tests.deploy.http import request
 
 # Injected latency well above the test SLOs below, so a rollback never depends on timing luck.
@@ -47,7 +47,8 @@ def fast_config(engine: str, **overrides: object) -> DeployConfig:
 
 
 def deploy(model: ModelToDeploy, config: DeployConfig, settings: Settings) -> DeployOutcome:
-    return deploy_canary(model, config, settings)
+    """Deploy `model` evaluated against the champion of now (`evaluated_now`)."""
+    return deploy_canary(evaluated_now(model, settings), config, settings)
 
 
 def champion(settings: Settings, name: str) -> str | None:
@@ -69,10 +70,10 @@ def assert_serving(outcome: DeployOutcome, settings: Settings, version: str) -> 
 
 
 def assert_record(outcome: DeployOutcome, settings: Settings) -> dict[str, Any]:
-    record = json.loads(Path(outcome.record_path).read_text())
+    record = json.loads(Path(outcome.decision_record_path).read_text())
     assert record["outcome"] == outcome.outcome and record["action"] == outcome.action
-    assert outcome.record_uri is not None
-    run_id = outcome.record_uri.split("/")[1]
+    assert outcome.decision_record_uri is not None
+    run_id = outcome.decision_record_uri.split("/")[1]
     client = client_for(settings.mlflow_tracking_uri)
     artifact_root = urlparse(client.get_run(run_id).info.artifact_uri).path
     logged = json.loads((Path(artifact_root) / "deploy" / "decision_record.json").read_text())

@@ -19,7 +19,7 @@ from common.errors import StageError
 from deploy.kubernetes_backend import KubernetesBackend, find_kubectl, render_overlay, with_model
 from deploy.local_backend import LocalBackend, warm_up
 from deploy.model_ref import VerifiedModel
-from deploy.stage import _smoke_check
+from deploy.session import smoke_check
 from deploy.state import ServerRecord
 from serving.process import free_port, spawn, stop_process_group, wait_until_healthy
 from testing.scripted_server import Reply, ScriptedServer, chat_reply
@@ -155,7 +155,7 @@ def _no_choices(path: str, request: dict[str, Any], n: int) -> Reply:
                          ids=["no-choices", "http-503", "not-json"])
 def test_smoke_check_fails_on_bad_answers(script: Any) -> None:
     with ScriptedServer(script) as engine, pytest.raises(StageError) as info:
-        _smoke_check(engine.base_url, "shipyard", 3)
+        smoke_check(engine.base_url, "shipyard", 3)
     assert info.value.code == "DEPLOY_SMOKE_CHECK_FAILED"
     assert "3/3" in info.value.message
     assert [path for path, _ in engine.requests] == ["/v1/chat/completions"] * 3
@@ -164,14 +164,14 @@ def test_smoke_check_fails_on_bad_answers(script: Any) -> None:
 @pytest.mark.unit
 def test_smoke_check_passes_a_serving_engine() -> None:
     with ScriptedServer(lambda path, request, n: chat_reply("fine")) as engine:
-        _smoke_check(engine.base_url, "shipyard", 3)
+        smoke_check(engine.base_url, "shipyard", 3)
     assert engine.requests[0][1]["model"] == "shipyard"
 
 
 @pytest.mark.unit
 def test_smoke_check_unreachable_engine() -> None:
     with pytest.raises(StageError) as info:
-        _smoke_check(f"http://127.0.0.1:{free_port()}", "shipyard", 2)
+        smoke_check(f"http://127.0.0.1:{free_port()}", "shipyard", 2)
     assert info.value.code == "DEPLOY_SMOKE_CHECK_FAILED"
 
 

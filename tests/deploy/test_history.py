@@ -13,7 +13,7 @@ from common.errors import StageError
 from common.settings import Settings
 from deploy import history
 from deploy.decision_record import write_record
-from deploy.stage import _check_champion_in_history
+from deploy.session import check_champion_in_history
 from registry.dsse import sign_envelope
 from registry.signing import KeyPair, ensure_key_pair
 
@@ -139,13 +139,13 @@ def test_an_alias_the_history_never_set_is_refused(
     settings = Settings(home=tmp_path / "home", mlflow_tracking_uri="sqlite:///x.db",
                         mlflow_artifact_root=tmp_path / "a")
     # No history yet: any alias (or none) is accepted, this is how a deployment starts.
-    _check_champion_in_history(None, work_dir, settings, "champion")
+    check_champion_in_history(None, work_dir, settings, "champion")
     _three(work_dir, keys)
-    _check_champion_in_history("3", work_dir, settings, "champion")
-    _check_champion_in_history("1", work_dir, settings, "champion")  # e.g. after an undo
+    check_champion_in_history("3", work_dir, settings, "champion")
+    check_champion_in_history("1", work_dir, settings, "champion")  # e.g. after an undo
     for tampered in ("2", "7", None):  # rolled back, never deployed, alias removed
         with pytest.raises(StageError) as failure:
-            _check_champion_in_history(tampered, work_dir, settings, "champion")
+            check_champion_in_history(tampered, work_dir, settings, "champion")
         assert failure.value.code == "DEPLOY_CHAMPION_UNKNOWN"
         assert failure.value.details["alias_version"] == tampered
 
@@ -158,7 +158,7 @@ def test_an_imported_champion_is_a_champion_move(work_dir: Path, keys: KeyPair,
     _append(work_dir, keys, "promoted", "2")
     read = history.read_history(work_dir, public_key_path=keys.public_key_path)
     assert history.champion_versions(read) == {"1", "2"}
-    _check_champion_in_history("1", work_dir, settings, "champion")  # the base, after an undo
+    check_champion_in_history("1", work_dir, settings, "champion")  # the base, after an undo
 
 
 @pytest.mark.integration

@@ -14,7 +14,7 @@ from common.errors import StageError
 from common.settings import PROJECT_ROOT, Settings
 from deploy import history
 from deploy.config import DeployConfig
-from deploy.stage import _check_champion_in_history, verify_for_serving
+from deploy.session import check_champion_in_history, verify_for_serving
 from deploy.state import state_path
 from eval.champion import load_champion
 from eval.config import EvalConfig
@@ -62,7 +62,7 @@ def _as_eval_and_deploy_would(settings: Settings, tmp_path: Path) -> tuple[str, 
                              tmp_path / "eval-download")
     assert champion is not None
     work_dir = state_path(settings.home, NAME).parent
-    _check_champion_in_history(champion.version, work_dir, settings, "champion")
+    check_champion_in_history(champion.version, work_dir, settings, "champion")
     served = verify_for_serving(f"models:/{NAME}/{champion.version}", champion.digest,
                                 DeployConfig(), settings, work_dir, NAME)
     assert (served.model_dir / "tokenizer_config.json").is_file()

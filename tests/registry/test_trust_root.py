@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from common.config import build_config, load_preset
+from registry import cli as registry_cli
 from registry import mlflow_registry as reg
 from registry.cli import main
 from registry.config import RegisterConfig
@@ -229,15 +230,22 @@ def test_generating_a_key_pair_pins_it_in_a_private_local_trust_policy(
 
 
 @pytest.mark.unit
-def test_a_new_key_is_added_to_the_pins_and_a_found_key_is_not(tmp_path: Path) -> None:
+def test_a_new_key_is_never_pinned_behind_a_policy_that_trusts_others(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 19: the policy used to extend itself whenever a key was generated, so deleting
+    signing.key made the next registration mint and trust a new key silently."""
     keys = tmp_path / "keys"
     first = f"sha256:{ensure_key_pair(keys).fingerprint}"
-    # the user replaces the key pair: the newly generated key is pinned next to the old one
+    capsys.readouterr()
     (keys / "signing.key").unlink()
     second = f"sha256:{ensure_key_pair(keys).fingerprint}"
+    assert load_policy(keys_dir=keys).trusted_key_fingerprints == (first,)
+    warning = capsys.readouterr().out
+    assert "was NOT extended" in warning and second in warning and "pin-key" in warning
+    # the explicit step pins it
+    assert registry_cli.main(["pin-key", "--keys-dir", str(keys)]) == 0
     assert load_policy(keys_dir=keys).trusted_key_fingerprints == (first, second)
-    # a key that merely appears in key_dir (not generated here) is not pinned behind the
-    # user's existing trust policy
+    # a key that merely appears in key_dir (not generated here) is not pinned either
     (keys / "signing.key").unlink()
     ensure_key_pair(tmp_path / "elsewhere")
     os.link(tmp_path / "elsewhere" / "signing.key", keys / "signing.key")
