@@ -89,7 +89,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         description="Pin the fingerprint of $SHIPYARD_HOME/keys/signing.key in "
         "$SHIPYARD_HOME/keys/trust-policy.yaml. A key generated when the policy already pins "
         "other keys is never pinned by itself: this is the explicit step.")
-    pin.add_argument("--keys-dir", type=Path, default=home / "keys")
+    pin.add_argument("--keys-dir", type=Path, default=HomeLayout(home).keys_dir)
     return parser
 
 
