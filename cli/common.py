@@ -63,12 +63,3 @@ def print_json_error(code: str, message: str, **context: Any) -> None:
 
 def error(command: str, message: str) -> None:
     print(f"shipyard {command}: {message}", file=sys.stderr, flush=True)
-
-
-def human_bytes(num_bytes: int) -> str:
-    size = float(num_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"

@@ -20,11 +20,12 @@ from cli.common import (
     NOTHING_TO_SHOW,
     OK,
     UsageError,
-    human_bytes,
     known_deployments,
     print_json,
     print_json_error,
 )
+from common.fs import directory_bytes
+from common.html import format_bytes
 from common.settings import PROJECT_ROOT, Settings
 from deploy.state import deployments_dir, load_state
 
@@ -91,7 +92,7 @@ def _deployment_garbage(home: Path, name: str) -> list[dict[str, Any]]:
         if any(resolved == used or resolved in used.parents for used in in_use):
             continue
         found.append({"path": str(copy), "why": f"model copy of deployment {name} that "
-                      "no running stable or canary uses", "bytes": _size(copy)})
+                      "no running stable or canary uses", "bytes": directory_bytes(copy)})
     return found
 
 
@@ -103,19 +104,8 @@ def _stale_temp_dirs(temp_dir: Path, now: float) -> list[dict[str, Any]]:
                 age = now - path.stat().st_mtime
                 if path.is_dir() and not path.is_symlink() and age > STALE_TEMP_SECONDS:
                     found.append({"path": str(path), "why": f"temp dir {age / 3600:.0f} h old",
-                                  "bytes": _size(path)})
+                                  "bytes": directory_bytes(path)})
     return found
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for f in path.rglob("*"):
-        with contextlib.suppress(OSError):
-            if f.is_file() and not f.is_symlink():
-                total += f.stat().st_size
-    return total
 
 
 def _remove(home: Path, name: str | None, item: dict[str, Any]) -> None:
@@ -180,8 +170,8 @@ def run_gc(args: argparse.Namespace, settings: Settings) -> int:
             action = "stop" if "process" in item else "remove"
             done = "stopped" if "process" in item else "removed"
             print(f"{'would ' + action if args.dry_run else done} {item['path']} "
-                  f"({human_bytes(item['bytes'])}): {item['why']}")
-        print(f"shipyard gc: {verb} {human_bytes(freed)} in {len(items)} item(s)")
+                  f"({format_bytes(item['bytes'])}): {item['why']}")
+        print(f"shipyard gc: {verb} {format_bytes(freed)} in {len(items)} item(s)")
     return OK
 
 
@@ -212,7 +202,7 @@ def pyflyte_command(args: argparse.Namespace) -> list[str]:
 
 def run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     command = pyflyte_command(args)
-    log_dir = settings.home / "logs"
+    log_dir = settings.layout.logs_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.log"
     print(f"shipyard run: {' '.join(command)}\nshipyard run: full output in {log_path}",

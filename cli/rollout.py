@@ -91,14 +91,18 @@ def _progress_to_stderr(json_output: bool) -> contextlib.AbstractContextManager[
 
 
 def parse_model_uri(uri: str) -> tuple[str, str]:
-    """models:/NAME/VERSION -> (NAME, VERSION)."""
-    body = uri.removeprefix("models:/")
-    if body == uri or "/" not in body:
-        raise UsageError(f"{uri!r}: give models:/NAME/VERSION, e.g. models:/shipyard-tiny/3")
-    name, version = body.rsplit("/", 1)
-    if not name or not version.isdigit():
+    """models:/NAME/VERSION -> (NAME, VERSION): serve takes a version, never a moving alias."""
+    from registry.errors import RegistryError
+    from registry.model_uri import ModelUri
+
+    try:
+        parsed = ModelUri.parse(uri)
+    except RegistryError as exc:
+        raise UsageError(f"{uri!r}: give models:/NAME/VERSION, e.g. models:/shipyard-tiny/3"
+                         ) from exc
+    if parsed.version is None:
         raise UsageError(f"{uri!r}: give models:/NAME/VERSION with a numeric version")
-    return name, version
+    return parsed.name, parsed.version
 
 
 def _report_manual(args: argparse.Namespace, done: ManualDeploy) -> None:

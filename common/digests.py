@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import BinaryIO
 
 from model_signing import hashing
 
@@ -28,12 +29,21 @@ def model_root_digest(model_dir: Path, ignore_paths: list[Path] | None = None) -
     return root.hexdigest()
 
 
+_CHUNK_BYTES = 1 << 20
+
+
 def sha256_file(path: Path) -> str:
     """sha256 of one file: the identity of every artifact that is not a model directory."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
+        return sha256_stream(handle)
+
+
+def sha256_stream(handle: BinaryIO) -> str:
+    """sha256 of what is left to read in an open binary handle (a local file or an fsspec
+    object-store file), read in 1 MiB chunks: a large file is never held in memory."""
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK_BYTES):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -73,6 +73,24 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def directory_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file below a directory: what deleting it would free.
+    Symlinks count as themselves (never followed: a link to a shared model is not its
+    size); a file removed or unreadable while we walk takes no space."""
+    path = Path(path)
+    try:
+        if path.is_symlink() or not path.is_dir():
+            return path.lstat().st_size
+    except OSError:
+        return 0
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(root) / name).lstat().st_size
+    return total
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename or link in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

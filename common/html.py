@@ -93,7 +93,8 @@ def _cell(value: Any) -> str:
 
 # ---- numbers for people ---------------------------------------------------------------------
 
-_SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+# IEC binary units, as `ls -h`, `df -h` and every byte bound in docs/ and the configs use
+_IEC_PREFIXES = ((1 << 40, "Ti"), (1 << 30, "Gi"), (1 << 20, "Mi"), (1 << 10, "Ki"))
 _COUNT_SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"))
 
 
@@ -147,10 +148,11 @@ def format_count(value: float, unit: str = "") -> str:
 
 
 def format_bytes(num_bytes: float) -> str:
-    """SI units, three significant digits: ``892 MB``, ``1.5 kB``, ``512 B``."""
+    """IEC units, three significant digits: ``851 MiB``, ``1.5 KiB``, ``512 B``; the one
+    byte format of reports and the CLI."""
     if not math.isfinite(num_bytes):
         return format_number(num_bytes) + " B"
-    for scale, prefix in _SI_PREFIXES:
+    for scale, prefix in _IEC_PREFIXES:
         if abs(num_bytes) >= scale * 0.9995:
             return f"{_three_digits(num_bytes / scale)} {prefix}B"
     return f"{round(num_bytes)} B"

@@ -22,10 +22,10 @@ from types import ModuleType
 from typing import Any
 
 from common.redact import RedactingFilter
+from common.settings import SHIPPED_PACKAGES
 
 # Top-level packages of this project: their loggers are "ours" (logging.getLogger(__name__)).
-OUR_PACKAGES = ("shipyard", "workflows", "tasks", "cli", "testing", "deploy", "eval", "serving",
-                "registry", "training", "data", "common", "bench")
+OUR_PACKAGES = (*SHIPPED_PACKAGES, "bench")
 
 # Libraries known to attach their own console handler (and often propagate=False): their
 # records are sent up to the root logger, where the file handler is.

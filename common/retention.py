@@ -25,6 +25,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.fs import directory_bytes
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,19 +47,6 @@ class PruneResult:
     kept_bytes: int = 0
 
 
-def size_bytes(path: Path) -> int:
-    """Bytes of a file, or of every file below a directory (symlinks not followed)."""
-    if path.is_symlink() or path.is_file():
-        return path.lstat().st_size
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            # removed while we walked: it takes no space
-            with contextlib.suppress(FileNotFoundError):
-                total += (Path(root) / name).lstat().st_size
-    return total
-
-
 def newest_mtime(path: Path) -> float:
     """Latest mtime of `path` or anything below it: when it was last written (or touched)."""
     latest = path.lstat().st_mtime
@@ -71,7 +60,7 @@ def newest_mtime(path: Path) -> float:
 
 def scan(paths: Iterable[Path], newness: Callable[[Path], float] = newest_mtime) -> list[Entry]:
     """Entries for `paths` (each sized recursively); `newness` orders them, mtime by default."""
-    return [Entry(p, size_bytes(p), newness(p)) for p in paths]
+    return [Entry(p, directory_bytes(p), newness(p)) for p in paths]
 
 
 def _order_newest_first(entries: Sequence[Entry]) -> list[Entry]:

@@ -19,7 +19,6 @@ indexed by row number in the file, so a split larger than memory costs one chunk
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.digests import sha256_file
+from common.digests import sha256_file, sha256_stream
 from common.errors import StageError
 from common.settings import PROJECT_ROOT
 
@@ -41,7 +40,6 @@ SUPPORTED_SUFFIXES = (".jsonl", ".parquet")
 # Object stores and local files only: no http(s) (an unauthenticated, mutable source), no
 # fsspec chaining or caching schemes that can reach elsewhere.
 ALLOWED_URI_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs", "abfss", "memory")
-_CHUNK_BYTES = 1 << 20
 _MAX_INT_DIGITS = 100
 
 
@@ -474,8 +472,5 @@ def sha256_location(location: str) -> str:
     resolved = resolve_location(location)
     if not is_uri(resolved):
         return sha256_file(Path(resolved))
-    digest = hashlib.sha256()
     with fsspec.open(resolved, "rb") as handle:
-        while chunk := handle.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_stream(handle)

@@ -13,11 +13,9 @@ the process's start time (`start_ticks`), which a recycled PID cannot match.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +23,8 @@ from typing import Any
 
 from common.errors import StageError
 from common.fs import atomic_write_text, private_dir
+from common.layout import HomeLayout
+from common.locks import LockHeld, file_lock
 from serving.process import pid_alive
 
 
@@ -100,11 +100,11 @@ class DeploymentState:
 
 
 def deployments_dir(home: Path) -> Path:
-    return home / "deployments"
+    return HomeLayout(home).deployments_dir
 
 
 def state_path(home: Path, name: str) -> Path:
-    return deployments_dir(home) / name / "state.json"
+    return HomeLayout(home).deployment_dir(name) / "state.json"
 
 
 def load_state(home: Path, name: str) -> DeploymentState:
@@ -140,22 +140,13 @@ def deployment_lock(work_dir: Path, name: str) -> Iterator[None]:
     state file, router). The kernel releases it when the holder dies, SIGKILL included."""
     private_dir(work_dir)  # 0700: state, records, history and tokens live here
     path = work_dir / "deploy.lock"
-    with path.open("a+") as handle:
+    with ExitStack() as held:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            held.enter_context(file_lock(path, wait=False))
+        except LockHeld as busy:  # only the lock's own refusal, never one from the deploy
             raise StageError(
                 "DEPLOY_LOCKED",
-                f"deployment {name!r} is being deployed by another process ({holder}; lock "
-                f"{path}). Wait for it to finish, or stop it; two deploys never interleave.",
+                f"deployment {name!r} is being deployed by another process ({busy.holder}; "
+                f"lock {path}). Wait for it to finish, or stop it; two deploys never interleave.",
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield

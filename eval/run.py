@@ -25,7 +25,6 @@ from eval.errors import EvalError
 from eval.stage import run_eval
 from eval.summary import EvalSummary, summarize
 from eval.tracking import log_to_mlflow
-from training.pretrained import BASE_MODELS_DIRNAME
 
 
 def evaluate_model(*, model_dir: Path, model_digest: str, training_run_id: str,
@@ -89,7 +88,7 @@ def _evaluate(*, model_dir: Path, model_digest: str, training_run_id: str, eval_
                         f"{model_dir}: files digest {found} != the model digest {model_digest} "
                         "train recorded. The model files changed after training; re-run train "
                         "(do not edit its outputs).")
-    cache_dir = Path(config.cache_dir) if config.cache_dir else settings.home / "eval-cache"
+    cache_dir = Path(config.cache_dir) if config.cache_dir else settings.layout.eval_cache_dir
     with ExitStack() as engines:
         # The champion's files are only needed while it is evaluated (they can be large).
         champion_dir = Path(engines.enter_context(
@@ -108,7 +107,7 @@ def _evaluate(*, model_dir: Path, model_digest: str, training_run_id: str, eval_
         outcome = run_eval(config, candidate, work_dir=work_dir, champion=champion_source,
                            start_judges=lambda: judge_endpoints(
                                config, engines, judge_api_key,
-                               settings.home / BASE_MODELS_DIRNAME),
+                               settings.layout.base_models_dir),
                            eval_split=eval_split, cache_dir=cache_dir)
     run_id = log_to_mlflow(outcome, settings.mlflow_tracking_uri, training_run_id)
     if config.cache_max_bytes is not None:

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from common.layout import HomeLayout
 from common.settings import load_settings, mlflow_tracking_uri
 from registry.errors import RegistryError
 
@@ -88,7 +89,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         description="Pin the fingerprint of $SHIPYARD_HOME/keys/signing.key in "
         "$SHIPYARD_HOME/keys/trust-policy.yaml. A key generated when the policy already pins "
         "other keys is never pinned by itself: this is the explicit step.")
-    pin.add_argument("--keys-dir", type=Path, default=home / "keys")
+    pin.add_argument("--keys-dir", type=Path, default=HomeLayout(home).keys_dir)
     return parser
 
 
@@ -135,11 +136,11 @@ def add_verify_arguments(
     parser.add_argument(
         "--public-key",
         type=Path,
-        default=home / "keys" / PUBLIC_KEY_NAME,
+        default=HomeLayout(home).keys_dir / PUBLIC_KEY_NAME,
         help="PEM public key for key-mode signatures; trusted only when the policy pins its "
         "fingerprint (default: %(default)s)",
     )
-    parser.set_defaults(keys_dir=home / "keys")
+    parser.set_defaults(keys_dir=HomeLayout(home).keys_dir)
     parser.add_argument("--json", action="store_true",
                         help="print JSON for scripts: the result, or {\"error\": {...}} when "
                         "a check fails (also on stdout)")

@@ -17,7 +17,6 @@ single register task do), and verify by digest (`--expected-digest`).
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -36,6 +35,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from common.digests import model_root_digest, sha256_file
+from common.locks import file_lock
 from common.redact import redact, redact_text
 from common.signals import signals_raise_stage_interrupted
 from registry import eval_attestation
@@ -326,12 +326,8 @@ def registration_lock(tracking_uri: str, name: str) -> Iterator[None]:
     lock_dir = store / ".shipyard-locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(name.encode()).hexdigest()[:16]
-    with (lock_dir / f"register-{key}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(lock_dir / f"register-{key}.lock"):
+        yield
 
 
 def _local_store_dir(tracking_uri: str) -> Path | None:

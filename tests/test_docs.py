@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import SHIPPED_PACKAGES
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("data", "training", "serving", "deploy", "eval", "registry", "common", "tasks",
-            "cli", "workflows")
+PACKAGES = tuple(p for p in SHIPPED_PACKAGES if p != "testing")  # test helpers: no codes
 ERROR_TYPES = frozenset({"StageError", "RegistryError", "EvalError"})
 TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
 

@@ -22,7 +22,6 @@ after a restart: mount the same key file there (a Kubernetes secret).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import io
@@ -30,7 +29,6 @@ import json
 import os
 import pickle
 import secrets
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +39,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import StorageMeta
 
 from common.errors import StageError
+from common.fs import atomic_create_bytes, private_dir
 from common.settings import load_settings
 
 KEY_FILE = "checkpoint-hmac.key"
@@ -79,17 +78,9 @@ def load_or_create_key(path: Path) -> bytes:
     key = read_key(path)
     if key is not None:
         return key
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_bytes(_KEY_BYTES).hex())
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another run created it meanwhile: theirs
-            os.link(tmp, path)  # never replaces an existing key
-    finally:
-        os.unlink(tmp)
+    private_dir(path.parent)
+    # never replaces an existing key: another run that created it meanwhile keeps theirs
+    atomic_create_bytes(path, secrets.token_bytes(_KEY_BYTES).hex().encode("ascii"))
     created = read_key(path)
     assert created is not None
     return created

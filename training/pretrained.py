@@ -33,9 +33,6 @@ from common.settings import PROJECT_ROOT
 logger = logging.getLogger(__name__)
 
 ASSETS_REQUIREMENTS = PROJECT_ROOT / "requirements" / "assets.txt"
-# Under SHIPYARD_HOME: where sources are converted, one directory per GGUF digest and converter
-# (shared by the base model's provisioning and the judges provisioned from sources).
-BASE_MODELS_DIRNAME = "base-models"
 IDENTITY_FILE = "shipyard_base_model.json"  # beside the converted model, not inside it
 # Bump when the conversion changes what is written (dtype, files): the cache key includes it.
 CONVERTER_VERSION = "1"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -87,10 +86,6 @@ def overview_facts(metrics: dict[str, float], loss_curve: list[float],
     return StageFacts(headline=", ".join(parts),
                       facts=[*facts.items(), *metric_rows(metrics)],
                       chart=loss_chart(loss_curve, val_losses))
-
-
-def directory_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def training_report_html(

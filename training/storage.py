@@ -12,9 +12,10 @@ AWS_* environment, e.g. AWS_ENDPOINT_URL for an S3-compatible server, or an inst
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 from urllib.parse import urlparse
+
+from common.digests import sha256_stream
 
 LOCAL_SCHEMES = ("", "file", "local")
 
@@ -73,11 +74,8 @@ class ObjectStore:
         self.fs.pipe_file(self._path(*names), data)
 
     def sha256(self, *names: str) -> str:
-        digest = hashlib.sha256()
         with self.fs.open(self._path(*names), "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return sha256_stream(handle)
 
     def remove_tree(self, *names: str, first: str | None = None) -> None:
         """Delete everything below `names`, the object `first` (the manifest) before the rest."""

@@ -15,7 +15,6 @@ with the plain CLI (docs/stages/evaluate.md)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import string
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from common.digests import sha256_file
 from eval.errors import EvalError
 from eval.suite.build import (
     MANIFEST_NAME,
@@ -157,7 +157,7 @@ def prepare_suite(work_dir: Path, tasks: list[str], *, bos_token: str, max_gen_t
     include_dir = work_dir / "include"
     versions = render_templates(include_dir, tasks, data_files=data_files,
                                 bos_token=bos_token, caps=caps)
-    digests = {task: _sha256(data_files[task]) for task in tasks}
+    digests = {task: sha256_file(data_files[task]) for task in tasks}
     generation = {task: caps.for_task(task) for task in tasks if TASK_SPECS[task].generates}
     return Suite(include_dir, data_dir, tuple(tasks), versions, digests,
                  str(manifest["source_sha256"]), shipped, data_files, chat_digest, generation)
@@ -190,10 +190,6 @@ def _without_tags(text: str) -> str:
 def _yaml_escape(text: str) -> str:
     # The BOS string lands inside a double-quoted YAML scalar.
     return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ from eval.engines import judge_endpoints
 from eval.harness import SampleResult, doc_hash
 from eval.judge.run import run_judge
 from tests.deploy.conftest import VLLM_VENV_DIR, vllm_python  # noqa: F401 (fixture)
-from training.pretrained import BASE_MODELS_DIRNAME
 
 PAIRS = 12
 
@@ -49,7 +48,7 @@ def test_the_packaged_small_judge_serves_on_vllm_and_does_not_earn_a_vote(
         bootstrap_resamples=500)
     with ExitStack() as engines:
         judges = judge_endpoints(config, engines, None,
-                                 load_settings().home / BASE_MODELS_DIRNAME)
+                                 load_settings().layout.base_models_dir)
         assert len(judges) == 1 and judges[0].model_digest is not None
         report = run_judge(config, judges[0], _ifeval_like(True), _ifeval_like(False),
                            tmp_path / "cache")

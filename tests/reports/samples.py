@@ -40,7 +40,7 @@ def training_outcome() -> tuple[dict[str, float], list[float], dict[int, float],
                "num_parameters": 1_971_200.0, "mean_step_seconds": 0.21,
                "tokens_per_second": 9731.4, "world_size": 2.0,
                "peak_memory_bytes": 8.92404e08, "mfu": float("nan")}
-    facts = {"model digest": f"sha256:{DIGEST}", "model size": "7.9 MB",
+    facts = {"model digest": f"sha256:{DIGEST}", "model size": "7.53 MiB",
              "MLflow run": "abc123"}
     return metrics, loss_curve, val_losses, facts
 

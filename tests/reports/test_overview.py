@@ -21,7 +21,7 @@ def test_overview_shows_every_stage_its_status_duration_and_key_numbers(
     assert f"Pipeline run {RUN_ID}" in page
     assert "1 stage(s) failed: register" in page
     assert "1,500 rows validated in 3 split(s)" in page          # validate: rows
-    assert "1.97 M parameters" in page and "892 MB" in page    # train: numbers for people
+    assert "1.97 M parameters" in page and "851 MiB" in page    # train: numbers for people
     assert "<svg class='chart'" in page and "loss curve" in page  # train: the loss curve
     assert "floor:shipyard_mc" in page                          # evaluate: the gate table
     assert "SELF_CHECK_FAILED" in page and "&lt;signature&gt;" in page  # register: the error

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import tasks.caching
-from common.settings import PROJECT_ROOT
+from common.settings import PROJECT_ROOT, SHIPPED_PACKAGES
 from tasks.caching import COMMON, code_version
 
 pytestmark = pytest.mark.unit
@@ -129,8 +129,7 @@ def test_an_uninstalled_package_fails_loudly(root: Path) -> None:
 
 # ---- the repository's cached tasks -------------------------------------------------------
 
-FIRST_PARTY = {"common", "data", "training", "serving", "deploy", "eval", "registry", "tasks",
-               "cli", "workflows", "testing"}
+FIRST_PARTY = set(SHIPPED_PACKAGES)
 
 
 def _module_file(module: str) -> Path | None:
