@@ -11,7 +11,6 @@ mapped onto ``eval.judge.min_kappa`` with a deprecation line (`RENAMED_KEYS`).
 
 from __future__ import annotations
 
-import functools
 import math
 import typing
 from dataclasses import dataclass, field, fields
@@ -40,7 +39,6 @@ def _default_margins() -> dict[str, float]:
     return {"shipyard_mc": 0.05, "shipyard_exact": 0.05, "shipyard_ppl": 0.05}
 
 
-@functools.cache
 def _literal_fields(cls: type[Any]) -> dict[str, tuple[Any, ...]]:
     hints = typing.get_type_hints(cls)
     return {name: typing.get_args(hint) for name, hint in hints.items()

@@ -199,9 +199,10 @@ def _non_gating_reasons(report: JudgeReport, config: EvalConfig, has_champion: b
              "rubric": report.rubric_candidate.invalid_output_rate
              if report.rubric_candidate else None}
     for name, rate in rates.items():
-        if rate is not None and not rate <= config.judge.max_invalid_output_rate:
+        cap = config.judge.max_invalid_output_rate
+        if rate is not None and not rate <= cap:
             reasons.append(f"{name} invalid-output rate {rate:.3f} > "
-                           f"eval.judge.max_invalid_output_rate {config.judge.max_invalid_output_rate}")
+                           f"eval.judge.max_invalid_output_rate {cap}")
     if not has_champion:
         reasons.append("no champion: nothing to compare pairwise")
     elif report.pairwise is not None and report.pairwise.num_valid_pairs == 0:

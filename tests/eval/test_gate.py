@@ -108,7 +108,8 @@ def test_config_refuses_rules_it_cannot_apply() -> None:
         EvalConfig(hard_floors={"shipyard_ppl": 1.0})
     with pytest.raises(EvalError, match="must include 'shipyard_scoring_check'"):
         EvalConfig(tasks=["shipyard_mc"])
-    with pytest.raises(EvalError, match="must include 'shipyard_exact' when a judge"):
+    with pytest.raises(EvalError, match=r"must include 'shipyard_exact' \(eval\.judge\.task\) "
+                                        "when a judge"):
         EvalConfig(tasks=["shipyard_scoring_check"],
                    judge=JudgeConfig(base_url="http://127.0.0.1:1"))
 
