@@ -139,7 +139,7 @@ def build_config(cls: type[T], section: str, values: dict[str, Any],
 
     A field typed as a dataclass is a nested section (``eval.judge``): its mapping is built
     the same way, and its errors name the full dotted key (``eval.judge.min_kappa``).
-    `renamed` maps deprecated keys to their new dotted key in this section (e.g.
+    `renamed` maps deprecated keys to their new key one section down (e.g.
     ``judge_min_kappa`` -> ``judge.min_kappa``): the old key keeps working for one release,
     with a deprecation line; giving both is an error."""
     values = _renamed(section, values, renamed or {})
@@ -186,7 +186,13 @@ def _renamed(section: str, values: dict[str, Any], renames: Mapping[str, str]
             continue
         parent, _, leaf = new.partition(".")
         target = out.setdefault(parent, {})
-        if not isinstance(target, dict) or leaf in target:
+        if not isinstance(target, dict):
+            raise StageError(
+                "CONFIG_TYPE",
+                f"config {section}.{parent}={shown(target)}: expected a section (a mapping), "
+                f"got {type(target).__name__}.",
+            )
+        if leaf in target:
             raise StageError(
                 "CONFIG_INVALID",
                 f"config {section}.{old} and {section}.{new} are both given (in the preset or "
@@ -194,7 +200,7 @@ def _renamed(section: str, values: dict[str, Any], renames: Mapping[str, str]
                 f"Keep only {section}.{new}.",
             )
         logger.warning("config %s.%s is deprecated and will be removed in the next release: "
-                       "use %s.%s (docs/stages/evaluate.md, \"Migrating presets\").",
+                       "use %s.%s (the stage's docs page, \"Migrating presets\").",
                        section, old, section, new)
         target[leaf] = out.pop(old)
     return out

@@ -352,6 +352,9 @@ def test_a_renamed_key_and_its_new_form_together_are_an_error() -> None:
         build_config(Outer, "s", {"inner_rate": 0.9, "inner": {"rate": 0.1}}, renamed=RENAMED)
     assert info.value.code == "CONFIG_INVALID"
     assert "s.inner_rate and s.inner.rate are both given" in info.value.message
+    with pytest.raises(StageError) as info:
+        build_config(Outer, "s", {"inner_rate": 0.9, "inner": 3}, renamed=RENAMED)
+    assert info.value.code == "CONFIG_TYPE" and "s.inner=3" in info.value.message
     # without the rename table the old key is just unknown
     with pytest.raises(StageError) as info:
         build_config(Outer, "s", {"inner_rate": 0.9})
