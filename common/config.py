@@ -8,11 +8,13 @@ never silently dropped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import reprlib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +26,8 @@ from common.settings import PROJECT_ROOT
 CONFIGS_DIR = PROJECT_ROOT / "configs"
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 def preset_path(preset: str) -> Path:
@@ -110,12 +114,35 @@ def load_preset(preset: str, overrides: list[str] | None = None) -> dict[str, di
                 f"override {override!r}: the value is not valid YAML ({exc}). Quote strings "
                 "with special characters, e.g. data.train_path='\"a: b.jsonl\"'.",
             ) from exc
-        raw.setdefault(section, {})[field] = parsed
+        _set_dotted(raw.setdefault(section, {}), override, field, parsed)
     return raw
 
 
-def build_config(cls: type[T], section: str, values: dict[str, Any]) -> T:
-    """Build dataclass `cls` from a preset section; unknown keys and wrong types are errors."""
+def _set_dotted(values: dict[str, Any], override: str, field: str, parsed: Any) -> None:
+    """`field` may name a key of a nested section: `judge.min_kappa` sets values["judge"]."""
+    *parents, leaf = field.split(".")
+    for parent in parents:
+        values = values.setdefault(parent, {})
+        if not isinstance(values, dict) or not parent or not leaf:
+            raise StageError(
+                "CONFIG_OVERRIDE_INVALID",
+                f"override {override!r}: {parent!r} is not a section here; expected "
+                "SECTION.FIELD=VALUE or SECTION.SUBSECTION.FIELD=VALUE, e.g. "
+                "eval.judge.min_kappa=0.5.",
+            )
+    values[leaf] = parsed
+
+
+def build_config(cls: type[T], section: str, values: dict[str, Any],
+                 renamed: Mapping[str, str] | None = None) -> T:
+    """Build dataclass `cls` from a preset section; unknown keys and wrong types are errors.
+
+    A field typed as a dataclass is a nested section (``eval.judge``): its mapping is built
+    the same way, and its errors name the full dotted key (``eval.judge.min_kappa``).
+    `renamed` maps deprecated keys to their new key one section down (e.g.
+    ``judge_min_kappa`` -> ``judge.min_kappa``): the old key keeps working for one release,
+    with a deprecation line; giving both is an error."""
+    values = _renamed(section, values, renamed or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -125,10 +152,58 @@ def build_config(cls: type[T], section: str, values: dict[str, Any]) -> T:
             f"{sorted(fields)}.",
         )
     hints = typing.get_type_hints(cls)
+    built: dict[str, Any] = {}
     for name, value in values.items():
-        _check_type(f"{section}.{name}", value, hints[name])
-        _check_range(f"{section}.{name}", value)
-    return cls(**values)
+        key = f"{section}.{name}"
+        if dataclasses.is_dataclass(hints[name]):
+            built[name] = _build_section(hints[name], key, value)
+            continue
+        _check_type(key, value, hints[name])
+        _check_range(key, value)
+        built[name] = value
+    return cls(**built)
+
+
+def _build_section(cls: type[Any], key: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise StageError(
+            "CONFIG_TYPE",
+            f"config {key}={shown(value)}: expected a section (a mapping of "
+            f"{cls.__name__} keys), got {type(value).__name__}.",
+        )
+    return build_config(cls, key, value)
+
+
+def _renamed(section: str, values: dict[str, Any], renames: Mapping[str, str]
+             ) -> dict[str, Any]:
+    """Move renamed keys to their new place, with a deprecation line; an old key and its new
+    form both given is an error, never a silent choice."""
+    if not set(values) & set(renames):
+        return values
+    out = {name: dict(v) if isinstance(v, dict) else v for name, v in values.items()}
+    for old, new in renames.items():
+        if old not in out:
+            continue
+        parent, _, leaf = new.partition(".")
+        target = out.setdefault(parent, {})
+        if not isinstance(target, dict):
+            raise StageError(
+                "CONFIG_TYPE",
+                f"config {section}.{parent}={shown(target)}: expected a section (a mapping), "
+                f"got {type(target).__name__}.",
+            )
+        if leaf in target:
+            raise StageError(
+                "CONFIG_INVALID",
+                f"config {section}.{old} and {section}.{new} are both given (in the preset or "
+                f"an override): {section}.{old} is the deprecated spelling of {section}.{new}. "
+                f"Keep only {section}.{new}.",
+            )
+        logger.warning("config %s.%s is deprecated and will be removed in the next release: "
+                       "use %s.%s (the stage's docs page, \"Migrating presets\").",
+                       section, old, section, new)
+        target[leaf] = out.pop(old)
+    return out
 
 
 # A duration beyond a week is a typo (seconds for milliseconds, an extra zero), not a plan.
@@ -142,6 +217,11 @@ def _check_type(key: str, value: Any, hint: Any) -> None:
         raise StageError(
             "CONFIG_TYPE",
             f"config {key}={shown(value)}: expected {names}, got {type(value).__name__}.",
+        )
+    if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+        raise StageError(
+            "CONFIG_INVALID",
+            f"config {key}={shown(value)}: must be one of {list(typing.get_args(hint))}.",
         )
     # Elements of list[X] / tuple[X, ...] / dict[K, V] are checked too, each named.
     origin, args = typing.get_origin(hint), typing.get_args(hint)

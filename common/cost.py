@@ -7,7 +7,7 @@ edge's context manager: it measures the body (common/resources.py), prices the u
 stage of the run into ``cost.json`` beside it and logs ``cost_usd_<stage>`` to the stage's
 MLflow run when the body names one.
 
-The judge's tokens are priced by ``eval.judge_price_per_1k_prompt_tokens`` /
+The judge's tokens are priced by ``eval.judge.price_per_1k_prompt_tokens`` /
 ``..._completion_tokens`` (eval/config.py, already reported in the eval report's judge usage);
 the evaluate task passes that amount in as `extra_usd`.
 """

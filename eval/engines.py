@@ -31,23 +31,23 @@ def judge_endpoints(config: EvalConfig, engines: ExitStack, api_key: str | None,
     on a model directory or a provisioned base-model source (`models_cache`: where sources
     are converted, shared with the base model's provisioning). Empty: no judge configured."""
     first: list[JudgeEndpoint] = []
-    if config.judge_base_url is not None:
-        model = config.judge_model or first_served_model(config.judge_base_url, api_key)
-        first = [JudgeEndpoint(config.judge_base_url, model, api_key,
-                               model_digest=config.judge_model_digest)]
-    elif config.judge_model_dir is not None:
-        model_dir = Path(config.judge_model_dir)
-        digest = config.judge_model_digest or model_root_digest(model_dir)
+    if config.judge.base_url is not None:
+        model = config.judge.model or first_served_model(config.judge.base_url, api_key)
+        first = [JudgeEndpoint(config.judge.base_url, model, api_key,
+                               model_digest=config.judge.model_digest)]
+    elif config.judge.model_dir is not None:
+        model_dir = Path(config.judge.model_dir)
+        digest = config.judge.model_digest or model_root_digest(model_dir)
         first = [_served_judge(config, model_dir, digest, JUDGE_NAME, engines,
-                               config.judge_model)]
-    elif config.judge_source is not None:
-        first = [_provisioned_judge(config, config.judge_source, engines, models_cache)]
+                               config.judge.model)]
+    elif config.judge.source is not None:
+        first = [_provisioned_judge(config, config.judge.source, engines, models_cache)]
     # Every served judge answers as "judge" (on its own port): its identity in a jury and in
     # the caches is then its weights' digest, so the same weights twice are refused as a jury.
     jury = [_provisioned_judge(config, source, engines, models_cache)
-            for source in config.judge_jury_sources]
+            for source in config.judge.jury_sources]
     jury += [JudgeEndpoint(url, first_served_model(url, api_key), api_key)
-             for url in config.judge_jury_base_urls]
+             for url in config.judge.jury_base_urls]
     return first + jury
 
 

@@ -176,7 +176,7 @@ def _judge_check(config: EvalConfig, judge: JudgeReport) -> GateCheck | list[str
         return [f"judge {judge.status}"]
     if not judge.gating or judge.pairwise is None:
         return [f"judge non-gating: {reason}" for reason in judge.non_gating_reasons]
-    threshold = 0.5 - config.judge_non_inferiority_margin
+    threshold = 0.5 - config.judge.non_inferiority_margin
     lc = judge.length_control
     if lc is not None:
         # Length-controlled: a judge that prefers longer answers cannot credit verbosity.

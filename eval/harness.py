@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from eval.cache import RESPONSE_CACHE_FILE, ResponseCache, install_response_cache
 from eval.errors import EvalError
@@ -39,7 +39,9 @@ from eval.suite.specs import TASK_SPECS, Suite
 
 logger = logging.getLogger(__name__)
 
-MODEL_PATHS = ("hf", "local-completions")
+# How the harness reaches the model (eval.model_path).
+ModelPath = Literal["hf", "local-completions"]
+MODEL_PATHS: tuple[str, ...] = get_args(ModelPath)
 # IFEval's instruction-level metrics: lm-eval aggregates them over all instructions of all
 # prompts; a sample keeps the share of its prompt's instructions followed.
 _PER_INSTRUCTION_METRICS = ("inst_level_strict_acc", "inst_level_loose_acc")

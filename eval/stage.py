@@ -73,7 +73,7 @@ def run_eval(config: EvalConfig, candidate: ModelSource, *, work_dir: Path,
         [judge_endpoint] if judge_endpoint is not None else [])
     judge = JudgeReport("not_configured")
     if judges:
-        task = config.judge_task
+        task = config.judge.task
         judge = run_judge(
             config, judges[0], candidate_result.samples[task],
             None if champion_result is None else champion_result.samples[task],

@@ -156,7 +156,7 @@ def _check_claim(check: Mapping[str, Any], report: Mapping[str, Any],
                      sample_size=comparison.get("num_pairs"))
     elif name == "judge_win_rate" and judge.get("length_control"):
         lc = judge["length_control"]
-        margin = config.get("judge_non_inferiority_margin")
+        margin = judge_margin(config)
         claim.update(metric="judge length-controlled pairwise win rate", comparator=">",
                      threshold=None if margin is None else 0.5 - margin,
                      value=lc.get("lc_win_rate"),
@@ -165,7 +165,7 @@ def _check_claim(check: Mapping[str, Any], report: Mapping[str, Any],
                      sample_size=lc.get("num_pairs"))
     elif name == "judge_win_rate":
         pairwise = judge.get("pairwise") or {}
-        margin = config.get("judge_non_inferiority_margin")
+        margin = judge_margin(config)
         claim.update(metric="judge pairwise win rate", comparator=">",
                      threshold=None if margin is None else 0.5 - margin,
                      value=pairwise.get("win_rate"),
@@ -173,3 +173,14 @@ def _check_claim(check: Mapping[str, Any], report: Mapping[str, Any],
                                           pairwise.get("win_rate_interval_high")],
                      sample_size=pairwise.get("num_valid_pairs"))
     return claim
+
+
+def judge_margin(config: Mapping[str, Any]) -> float | None:
+    """eval.judge.non_inferiority_margin of a report's config: nested since the judge got its
+    own section, flat (`judge_non_inferiority_margin`) in reports written before."""
+    judge = config.get("judge")
+    if isinstance(judge, Mapping) and "non_inferiority_margin" in judge:
+        value = judge["non_inferiority_margin"]
+    else:
+        value = config.get("judge_non_inferiority_margin")
+    return None if value is None else float(value)

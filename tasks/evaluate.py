@@ -75,13 +75,13 @@ def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
             eval_split_digest=dataset.split_digests.get("eval"), config=config,
             settings=load_settings(), work_dir=Path(tempfile.mkdtemp(prefix="shipyard-eval-")),
             # A Flyte secret is mounted as this environment variable; read here, at the edge.
-            judge_api_key=os.environ.get(config.judge_api_key_env) or None)
+            judge_api_key=os.environ.get(config.judge.api_key_env) or None)
         check_compared_against(champion, config.registered_model_name,
                                summary.champion_version, summary.champion_digest)
         report = json.loads(summary.report_path.read_text())
         judge_usage = (report.get("judge") or {}).get("usage") or {}
         run.cost.extra_usd = float(judge_usage.get("cost") or 0.0)
-        run.cost.extra_usd_basis = "judge tokens at eval.judge_price_per_1k_*_tokens"
+        run.cost.extra_usd_basis = "judge tokens at eval.judge.price_per_1k_*_tokens"
         run.cost.mlflow_run_id = summary.mlflow_run_id or None
         run.cost.mlflow_tracking_uri = load_settings().mlflow_tracking_uri
         run.publish(summary.report_html, json_path=summary.report_path,

@@ -92,10 +92,10 @@ STAGE_DECK_FIELDS = (DeckField.SOURCE_CODE, DeckField.TIMELINE, DeckField.INPUT,
 
 # Credentials a task asks the cluster's secret manager for (`secret_requests`). Each is mounted
 # as the environment variable its reader already uses locally, so there is one path: the
-# judge's key as EvalConfig.judge_api_key_env's default (read in tasks/evaluate.py), MLflow's
+# judge's key as JudgeConfig.api_key_env's default (read in tasks/evaluate.py), MLflow's
 # credentials as the variables MLflow itself reads. Nothing calls current_context().secrets.
 SECRET_GROUP = "shipyard"
-JUDGE_API_KEY_ENV = "SHIPYARD_JUDGE_API_KEY"  # eval.config.EvalConfig.judge_api_key_env
+JUDGE_API_KEY_ENV = "SHIPYARD_JUDGE_API_KEY"  # eval.config.JudgeConfig.api_key_env
 MLFLOW_CREDENTIAL_ENVS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                           "MLFLOW_TRACKING_TOKEN")
 

@@ -19,6 +19,7 @@ from common.errors import StageError
 from data.config import DataConfig
 from data.io import check_split_location, sha256_location
 from deploy.config import DeployConfig
+from eval.config import RENAMED_KEYS as EVAL_RENAMED_KEYS
 from eval.config import EvalConfig
 from registry.config import RegisterConfig
 from tasks import timeouts
@@ -66,7 +67,8 @@ def resolve(preset: str, overrides: list[str] | None = None) -> ResolvedConfig:
                for split, location in data.split_paths().items()}
     register = build_config(RegisterConfig, "register", raw.get("register", {}))
     shared = {"champion_alias": register.champion_alias}
-    evaluation = build_config(EvalConfig, "eval", {**raw.get("eval", {}), **shared})
+    evaluation = build_config(EvalConfig, "eval", {**raw.get("eval", {}), **shared},
+                              renamed=EVAL_RENAMED_KEYS)
     deploy = build_config(DeployConfig, "deploy", {**raw.get("deploy", {}), **shared})
     cost = build_config(CostConfig, "cost", raw.get("cost", {}))
     return ResolvedConfig(base=base, data=data, train=train, eval=evaluation,

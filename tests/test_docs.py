@@ -421,11 +421,22 @@ CONFIG_PAGES = {
 }
 
 
-def _dataclass_fields(path: Path, name: str) -> list[str]:
+def _dataclass_fields(path: Path, name: str, prefix: str = "") -> list[str]:
+    """Field names of class `name`; a field typed as another class of the same file is a
+    nested section, listed as its own fields under a dotted prefix (`judge.min_kappa`)."""
     tree = ast.parse(path.read_text())
-    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name)
-    return [s.target.id for s in cls.body
-            if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+    classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    out = []
+    for statement in classes[name].body:
+        if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
+            continue
+        field_name = statement.target.id
+        hint = statement.annotation
+        if isinstance(hint, ast.Name) and hint.id in classes:
+            out += _dataclass_fields(path, hint.id, f"{prefix}{field_name}.")
+        else:
+            out.append(prefix + field_name)
+    return out
 
 
 @pytest.mark.parametrize(("source", "page"), [(k, v) for k, v in CONFIG_PAGES.items()],
@@ -435,7 +446,7 @@ def test_every_config_field_is_on_its_stage_page(source: tuple[str, str], page: 
     text = (ROOT / "docs" / page).read_text()
     section = re.search(r"^## Configuration.*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
     assert section, f"docs/{page} has no '## Configuration' section"
-    rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", section.group(0), re.MULTILINE))
+    rows = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", section.group(0), re.MULTILINE))
     fields = _dataclass_fields(ROOT / path, name)
     missing = [f for f in fields if f not in rows]
     assert not missing, f"docs/{page} has no table row for {name} field(s) {missing}"

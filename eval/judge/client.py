@@ -34,7 +34,7 @@ class JudgeEndpoint:
     model: str
     api_key: str | None = None
     # Digest of the served weights when known (a model directory the stage serves, or
-    # eval.judge_model_digest): two models served under one name are then two judges.
+    # eval.judge.model_digest): two models served under one name are then two judges.
     model_digest: str | None = None
 
     @property
@@ -173,8 +173,8 @@ class JudgeClient:
                             "EVAL_JUDGE_REQUEST_REJECTED",
                             f"judge {self.endpoint.chat_url} answered HTTP {response.status} "
                             f"for model {self.endpoint.model!r}: {body}. Check "
-                            "eval.judge_base_url, eval.judge_model and the API key variable "
-                            "named by eval.judge_api_key_env.")
+                            "eval.judge.base_url, eval.judge.model and the API key variable "
+                            "named by eval.judge.api_key_env.")
                     error = f"HTTP {response.status}"
                     delay = self._backoff(attempt, response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as exc:
@@ -311,7 +311,7 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int, *,
 
 def first_served_model(base_url: str, api_key: str | None = None,
                        timeout_seconds: float = 30.0) -> str:
-    """The first model id of the server's ``/v1/models`` (when eval.judge_model is unset).
+    """The first model id of the server's ``/v1/models`` (when eval.judge.model is unset).
 
     The key goes to the configured host only: a redirect is refused, not followed (urllib
     followed one to another host with the Authorization header). `timeout_seconds` bounds the
@@ -326,7 +326,7 @@ def first_served_model(base_url: str, api_key: str | None = None,
         reason = "no answer within the timeout" if isinstance(exc, TimeoutError) else exc
         raise EvalError("EVAL_JUDGE_UNREACHABLE",
                         f"cannot list the judge's models at {url} ({reason}). Check "
-                        "eval.judge_base_url, or set eval.judge_model explicitly.") from exc
+                        "eval.judge.base_url, or set eval.judge.model explicitly.") from exc
 
 
 async def _get_models(url: str, api_key: str | None, timeout_seconds: float) -> bytes:

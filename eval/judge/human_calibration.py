@@ -16,7 +16,7 @@ candidates: order 1 shows output 1 as A, order 2 shows output 2 as A. Per pair:
 
 Intervals: percentile bootstrap over pairs (`eval.stats.mean_interval` for the means, the
 same resampling vectorised for kappa), seeded. The judge may gate only when the pooled kappa
-clears `eval.judge_min_kappa` and the pooled order agreement `eval.judge_min_order_agreement`.
+clears `eval.judge.min_kappa` and the pooled order agreement `eval.judge.min_order_agreement`.
 
 A calibration depends on the judge (model and weights), the prompt, the data and the decoding
 settings, not on the candidate: `CalibrationCache` keeps it under that identity, so it runs

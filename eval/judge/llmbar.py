@@ -91,7 +91,7 @@ def load_subset(subset: str, limit: int | None = None, data_dir: Path = DATA_DIR
     """The first `limit` pairs of `subset` (all when None), after checking the file's sum."""
     if subset not in SUBSETS:
         raise EvalError("EVAL_CONFIG_INVALID",
-                        f"unknown LLMBar subset {subset!r}; eval.judge_calibration_subsets "
+                        f"unknown LLMBar subset {subset!r}; eval.judge.calibration_subsets "
                         f"takes names from {list(SUBSETS)}.")
     name = SUBSETS[subset][0]
     path = data_dir / name

@@ -2,7 +2,7 @@
 
 A verdict is valid only when the whole output (surrounding whitespace aside) is exactly one
 allowed token: ``A``/``B``/``TIE`` for pairwise, ``1``..``5`` for rubric grading. Anything
-else is an invalid output, counted and capped (`EvalConfig.judge_max_invalid_output_rate`),
+else is an invalid output, counted and capped (`JudgeConfig.max_invalid_output_rate`),
 never guessed at.
 
 Where the endpoint returns top logprobs for the first output token, the score is the

@@ -43,7 +43,7 @@ def load_prompt(kind: str, version: str, prompts_dir: Path = PROMPTS_DIR) -> Jud
     path = prompts_dir / f"{kind}_{version}.txt"
     if kind not in PROMPT_KINDS or not path.is_file():
         raise EvalError("EVAL_JUDGE_PROMPT_MISSING",
-                        f"no judge prompt {path}; eval.judge_prompt_version={version!r} needs "
+                        f"no judge prompt {path}; eval.judge.prompt_version={version!r} needs "
                         f"{[f'{k}_{version}.txt' for k in PROMPT_KINDS]} in {prompts_dir}.")
     raw = path.read_bytes()
     header, _, body = raw.decode("utf-8").partition("\n")

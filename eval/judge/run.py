@@ -1,7 +1,7 @@
 """One judge run: calibration on human labels, rubric grading, pairwise comparison with a
 length-controlled win rate, and whether the judge may gate.
 
-The judged items are the first `judge_max_items` prompts of `eval.judge_task` (shipyard_exact,
+The judged items are the first `eval.judge.max_items` prompts of `eval.judge.task` (shipyard_exact,
 the chat skill, or IFEval), with the answers each model generated in the harness run (greedy),
 paired by document hash. The judge sees the question as a person would (the conversation's
 text, not the chat-template markup); rubric grades need a reference answer, so a task without
@@ -70,7 +70,7 @@ class JudgeReport:
     # "judge", or "jury" when several different models voted on the pairwise verdicts.
     judge_kind: str = "judge"
     jury_members: list[str] = field(default_factory=list)
-    # The suite task whose answers were compared (eval.judge_task).
+    # The suite task whose answers were compared (eval.judge.task).
     task: str | None = None
     # Where the (first) judge came from: its source, model directory or server, and the
     # weights digest it is identified by.
@@ -98,15 +98,15 @@ def run_judge(config: EvalConfig, endpoint: JudgeEndpoint, candidate: Sequence[S
     if jury_endpoints:
         voter = Jury([client, *(JudgeClient(e, _policy(config), cache)
                                 for e in jury_endpoints)])
-    pair_prompt = load_prompt("pairwise", config.judge_prompt_version)
-    single_prompt = load_prompt("single", config.judge_prompt_version)
+    pair_prompt = load_prompt("pairwise", config.judge.prompt_version)
+    single_prompt = load_prompt("single", config.judge.prompt_version)
     report = JudgeReport("ok", endpoint.model, endpoint.base_url,
                          {"pairwise": pair_prompt.prompt_id, "single": single_prompt.prompt_id},
                          judge_kind="jury" if isinstance(voter, Jury) else "judge",
                          jury_members=voter.member_identities if isinstance(voter, Jury)
-                         else [], task=config.judge_task,
-                         source=config.judge_source or config.judge_model_dir
-                         or config.judge_base_url, identity=endpoint.identity)
+                         else [], task=config.judge.task,
+                         source=config.judge.source or config.judge.model_dir
+                         or config.judge.base_url, identity=endpoint.identity)
     # Two-sided intervals whose lower end is the one-sided `confidence` bound the gate uses.
     stats: dict[str, Any] = {"confidence": 2 * config.confidence - 1,
              "resamples": config.bootstrap_resamples, "seed": config.bootstrap_seed}
@@ -114,10 +114,10 @@ def run_judge(config: EvalConfig, endpoint: JudgeEndpoint, candidate: Sequence[S
     report.calibration = human_calibration(config, voter, pair_prompt, cache_dir)
     report.reference_calibration = calib.calibrate(
         voter, pair_prompt, calib.load_pairs(calib.calibration_path(
-            config.judge_calibration_version)),
-        version=config.judge_calibration_version, min_kappa=config.judge_min_kappa)
+            config.judge.calibration_version)),
+        version=config.judge.calibration_version, min_kappa=config.judge.min_kappa)
 
-    chosen = list(candidate)[: config.judge_max_items]
+    chosen = list(candidate)[: config.judge.max_items]
     graded = all(has_reference(s) for s in chosen)
     if graded:
         report.rubric_candidate = rubric.summarise(
@@ -148,7 +148,7 @@ def human_calibration(config: EvalConfig, judge: Judge, prompt: JudgePrompt,
     """The judge's calibration on LLMBar: from the cache when this judge, prompt, data and
     decoding were measured before, else measured (and cached unless a call failed: an
     unreachable judge is measured again next time, not remembered as a bad one)."""
-    subsets, limit = config.judge_calibration_subsets, config.judge_calibration_limit_per_subset
+    subsets, limit = config.judge.calibration_subsets, config.judge.calibration_limit_per_subset
     statistics_ = Statistics(2 * config.confidence - 1, config.bootstrap_resamples,
                              config.bootstrap_seed)
     key = calibration_key(judge_identity=judge.identity, prompt_id=prompt.prompt_id,
@@ -157,11 +157,11 @@ def human_calibration(config: EvalConfig, judge: Judge, prompt: JudgePrompt,
                           logprobs=judge.policy.request_logprobs, stats=statistics_)
     cache = CalibrationCache(cache_dir / CALIBRATION_CACHE_DIR) if cache_dir else None
     if cache is not None and (hit := cache.get(key)) is not None:
-        return with_floors(hit, config.judge_min_kappa, config.judge_min_order_agreement)
+        return with_floors(hit, config.judge.min_kappa, config.judge.min_order_agreement)
     failures_before = judge.stats.failures
     result = calibrate_on_human(
-        judge, prompt, subsets, limit, statistics_, min_kappa=config.judge_min_kappa,
-        min_order_agreement=config.judge_min_order_agreement,
+        judge, prompt, subsets, limit, statistics_, min_kappa=config.judge.min_kappa,
+        min_order_agreement=config.judge.min_order_agreement,
         jury_members=judge.member_identities if isinstance(judge, Jury) else ())
     if cache is not None and judge.stats.failures == failures_before:
         cache.put(key, result)
@@ -170,9 +170,9 @@ def human_calibration(config: EvalConfig, judge: Judge, prompt: JudgePrompt,
 
 def _policy(config: EvalConfig) -> CallPolicy:
     return CallPolicy(
-        concurrency=config.judge_concurrency, timeout_seconds=config.judge_timeout_seconds,
-        max_retries=config.judge_max_retries, backoff_seconds=config.judge_backoff_seconds,
-        max_tokens=config.judge_max_tokens, request_logprobs=config.judge_request_logprobs)
+        concurrency=config.judge.concurrency, timeout_seconds=config.judge.timeout_seconds,
+        max_retries=config.judge.max_retries, backoff_seconds=config.judge.backoff_seconds,
+        max_tokens=config.judge.max_tokens, request_logprobs=config.judge.request_logprobs)
 
 
 def judged_question(sample: SampleResult) -> str:
@@ -205,9 +205,10 @@ def _non_gating_reasons(report: JudgeReport, config: EvalConfig, has_champion: b
              "rubric": report.rubric_candidate.invalid_output_rate
              if report.rubric_candidate else None}
     for name, rate in rates.items():
-        if rate is not None and not rate <= config.judge_max_invalid_output_rate:
+        cap = config.judge.max_invalid_output_rate
+        if rate is not None and not rate <= cap:
             reasons.append(f"{name} invalid-output rate {rate:.3f} > "
-                           f"judge_max_invalid_output_rate {config.judge_max_invalid_output_rate}")
+                           f"eval.judge.max_invalid_output_rate {cap}")
     if not has_champion:
         reasons.append("no champion: nothing to compare pairwise")
     elif report.pairwise is not None and report.pairwise.num_valid_pairs == 0:
@@ -242,8 +243,8 @@ def _usage(clients: Sequence[JudgeClient], config: EvalConfig) -> dict[str, floa
     totals = {name: sum(getattr(c.stats, name) for c in clients)
               for name in ("requests_sent", "cache_hits", "retries", "failures",
                            "prompt_tokens", "completion_tokens", "wall_seconds")}
-    cost = (totals["prompt_tokens"] * config.judge_price_per_1k_prompt_tokens
-            + totals["completion_tokens"] * config.judge_price_per_1k_completion_tokens) / 1000
+    cost = (totals["prompt_tokens"] * config.judge.price_per_1k_prompt_tokens
+            + totals["completion_tokens"] * config.judge.price_per_1k_completion_tokens) / 1000
     return {"requests_sent": totals["requests_sent"], "cache_hits": totals["cache_hits"],
             "retries": totals["retries"], "failed_calls": totals["failures"],
             "prompt_tokens": totals["prompt_tokens"],

@@ -127,6 +127,6 @@ def test_tasks_request_the_judge_key_and_mlflow_credentials_as_flyte_secrets() -
         return {s.env_var for s in secrets if s.group == "shipyard"}
 
     mlflow = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"}
-    assert mounted(evaluate) == {EvalConfig().judge_api_key_env} | mlflow
+    assert mounted(evaluate) == {EvalConfig().judge.api_key_env} | mlflow
     assert mounted(champion_reference) == mlflow
     assert mounted(register) == mlflow

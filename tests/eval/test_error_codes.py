@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from common.settings import load_settings
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.errors import EvalError
 from eval.harness import HarnessOptions, ModelSource, run_harness
 from eval.judge.client import first_served_model
@@ -31,8 +31,8 @@ from serving.process import free_port
         ({"serving_engine": "tgi"}, "serving_engine"),
         ({"tasks": ["shipyard_mc"]}, "tasks"),  # without the scoring check
         ({"tasks": ["shipyard_scoring_check", "nope"]}, "tasks"),
-        ({"judge_base_url": "http://127.0.0.1:1", "tasks": ["shipyard_scoring_check"]},
-         "tasks"),  # a judge needs shipyard_exact
+        ({"judge": {"base_url": "http://127.0.0.1:1"},
+          "tasks": ["shipyard_scoring_check"]}, "tasks"),  # a judge needs shipyard_exact
         ({"hard_floors": {"shipyard_ppl": 1.0}}, "hard_floors"),  # bits per byte: a ceiling
         ({"non_inferiority_margins": {"shipyard_mc": -0.1}}, "non_inferiority_margins"),
         ({"confidence": 1.0}, "confidence"),
@@ -40,12 +40,12 @@ from serving.process import free_port
         ({"ifeval_limit": 0}, "ifeval_limit"),
         ({"ifeval_max_gen_tokens": 0}, "ifeval_max_gen_tokens"),
         ({"must_improve": ["ifeval"]}, "must_improve"),  # not among the tasks run
-        ({"judge_max_retries": -1}, "judge_max_retries"),
+        ({"judge": {"max_retries": -1}}, "eval.judge.max_retries"),
     ],
 )
 def test_config_rules(overrides: dict[str, Any], field: str) -> None:
-    with pytest.raises(EvalError) as info:
-        EvalConfig(**overrides)
+    with pytest.raises(EvalError) as info:  # the judge's section is built inside: it may fail
+        EvalConfig(**(overrides | {"judge": JudgeConfig(**overrides.get("judge", {}))}))
     assert info.value.code == "EVAL_CONFIG_INVALID"
     assert field in info.value.message
 
@@ -102,7 +102,7 @@ def test_judge_unreachable() -> None:
     with pytest.raises(EvalError) as info:
         first_served_model(f"http://127.0.0.1:{free_port()}/v1", timeout_seconds=5)
     assert info.value.code == "EVAL_JUDGE_UNREACHABLE"
-    assert "eval.judge_model" in info.value.message
+    assert "eval.judge.model" in info.value.message
 
 
 # ---- the model -------------------------------------------------------------------------------

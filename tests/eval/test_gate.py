@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.errors import EvalError
 from eval.gate import FAIL, NO_EVIDENCE, PASS, decide
 from eval.harness import HarnessResult, SampleResult
@@ -108,8 +108,10 @@ def test_config_refuses_rules_it_cannot_apply() -> None:
         EvalConfig(hard_floors={"shipyard_ppl": 1.0})
     with pytest.raises(EvalError, match="must include 'shipyard_scoring_check'"):
         EvalConfig(tasks=["shipyard_mc"])
-    with pytest.raises(EvalError, match="must include 'shipyard_exact' when a judge"):
-        EvalConfig(tasks=["shipyard_scoring_check"], judge_base_url="http://127.0.0.1:1")
+    with pytest.raises(EvalError, match=r"must include 'shipyard_exact' \(eval\.judge\.task\) "
+                                        "when a judge"):
+        EvalConfig(tasks=["shipyard_scoring_check"],
+                   judge=JudgeConfig(base_url="http://127.0.0.1:1"))
 
 
 def _judge(low: float, gating: bool = True) -> JudgeReport:

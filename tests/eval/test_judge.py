@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.errors import EvalError
 from eval.harness import SampleResult
 from eval.judge import calibration as calib
@@ -93,13 +93,13 @@ def test_expected_scores_from_verdict_logprobs() -> None:
 def test_malformed_outputs_are_invalid_and_make_the_judge_non_gating(tmp_path: Path) -> None:
     samples = _samples(["2", "3"], ["2", "5"])
     with ScriptedServer(chatty_judge) as server:
-        report = run_judge(EvalConfig(judge_base_url=server.base_url,
-                                      judge_calibration_limit_per_subset=5), JudgeEndpoint(
+        report = run_judge(EvalConfig(judge=JudgeConfig(
+            base_url=server.base_url, calibration_limit_per_subset=5)), JudgeEndpoint(
             server.base_url, "scripted-judge"), samples[0], samples[1], tmp_path)
     assert report.pairwise is not None and report.pairwise.invalid_output_rate == 1.0
     assert report.pairwise.outcomes["invalid"] == 2
     assert not report.gating
-    assert any("pairwise invalid-output rate 1.000 > judge_max_invalid_output_rate 0.1" in r
+    assert any("pairwise invalid-output rate 1.000 > eval.judge.max_invalid_output_rate 0.1" in r
                for r in report.non_gating_reasons)
 
 
@@ -192,8 +192,8 @@ def test_calibration_kappa_of_a_reference_judge_and_a_biased_one() -> None:
 
 def test_run_judge_gates_only_with_a_champion_and_a_calibrated_judge(tmp_path: Path) -> None:
     candidate, champion = _samples(["2", "3", "4"], ["2", "9", "9"])
-    config = EvalConfig(judge_base_url="set", bootstrap_resamples=200,
-                        judge_calibration_limit_per_subset=10)
+    config = EvalConfig(judge=JudgeConfig(base_url="set", calibration_limit_per_subset=10),
+                        bootstrap_resamples=200)
     with ScriptedServer(reference_judge) as server:
         endpoint = JudgeEndpoint(server.base_url, first_served_model(server.base_url))
         report = run_judge(config, endpoint, candidate, champion, tmp_path)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.errors import EvalError
 from eval.gate import decide
 from eval.harness import HarnessResult, SampleResult
@@ -46,10 +46,10 @@ SUBSETS = list(llmbar.SUBSETS)
 LIMIT = 20
 
 
-def config(**overrides: Any) -> EvalConfig:
-    base: dict[str, Any] = {"judge_base_url": "scripted", "bootstrap_resamples": 300,
-                            "judge_calibration_limit_per_subset": LIMIT}
-    return EvalConfig(**(base | overrides))
+def config(judge: dict[str, Any] | None = None, **overrides: Any) -> EvalConfig:
+    judged: dict[str, Any] = {"base_url": "scripted", "calibration_limit_per_subset": LIMIT}
+    return EvalConfig(**({"bootstrap_resamples": 300} | overrides),
+                      judge=JudgeConfig(**(judged | (judge or {}))))
 
 
 def client(server: ScriptedServer, model: str = "scripted-judge",
@@ -132,8 +132,8 @@ def test_biased_and_random_judges_are_caught_by_calibration_and_never_gate(
     assert cal.kappa < 0.6 or cal.order_agreement < 0.75
     reason = next(r for r in report.non_gating_reasons if caught_by in r)
     # The reason carries the numbers and the floor it missed.
-    assert ("judge_min_kappa 0.6" in reason) if caught_by == "kappa" else (
-        "judge_min_order_agreement 0.75" in reason)
+    assert ("eval.judge.min_kappa 0.6" in reason) if caught_by == "kappa" else (
+        "eval.judge.min_order_agreement 0.75" in reason)
     decision = decide(config(tasks=["shipyard_scoring_check", "shipyard_exact"],
                              non_inferiority_margins={}),
                       harness(candidate), harness(champion), report)
@@ -177,7 +177,7 @@ def test_calibration_runs_once_per_judge_and_a_bad_entry_is_a_miss(tmp_path: Pat
         assert second.calibration.cached and not first.calibration.cached
         assert second.calibration.kappa == first.calibration.kappa
         # Stricter floors apply to the cached measurement too.
-        strict = run_judge(config(judge_min_order_agreement=1.0, judge_min_kappa=1.0),
+        strict = run_judge(config({"min_order_agreement": 1.0, "min_kappa": 1.0}),
                            endpoint_of(server), candidate, champion, tmp_path)
         assert strict.calibration is not None and strict.calibration.passed
         # Other weights under the same served name: another judge, calibrated again.
@@ -203,7 +203,7 @@ def test_a_calibration_with_failed_calls_is_not_cached(tmp_path: Path) -> None:
     def flaky(path: str, request: dict, call: int) -> Reply:
         return Reply(503, "busy") if call % 7 == 0 else reference_judge(path, request, call)
 
-    cfg = config(judge_max_retries=0, judge_backoff_seconds=0.01)
+    cfg = config({"max_retries": 0, "backoff_seconds": 0.01})
     with ScriptedServer(flaky) as server:
         run_judge(cfg, JudgeEndpoint(server.base_url, "j"), *samples(["2"], ["3"]), tmp_path)
     assert not list((tmp_path / CALIBRATION_CACHE_DIR).glob("*.json"))
@@ -253,13 +253,13 @@ def test_kappa_interval_is_seeded_and_brackets_the_estimate() -> None:
 
 def test_calibration_settings_are_validated() -> None:
     bad: dict[str, Any]
-    for bad in ({"judge_calibration_subsets": ["natural", "nope"]},
-                {"judge_calibration_subsets": []},
-                {"judge_calibration_subsets": ["natural", "natural"]},
-                {"judge_calibration_limit_per_subset": 0},
-                {"judge_min_order_agreement": 1.5}):
+    for bad in ({"calibration_subsets": ["natural", "nope"]},
+                {"calibration_subsets": []},
+                {"calibration_subsets": ["natural", "natural"]},
+                {"calibration_limit_per_subset": 0},
+                {"min_order_agreement": 1.5}):
         with pytest.raises(EvalError) as info:
-            EvalConfig(**bad)
+            JudgeConfig(**bad)
         assert info.value.code == "EVAL_CONFIG_INVALID"
 
 
@@ -287,8 +287,8 @@ def test_the_report_shows_the_calibration_table_beside_the_published_judges(
     from eval.report import calibration_table, jsonable
 
     with ScriptedServer(reference_judge) as server:
-        report = run_judge(config(judge_calibration_limit_per_subset=4,
-                                  judge_calibration_subsets=["natural", "mt_bench"]),
+        report = run_judge(config({"calibration_limit_per_subset": 4,
+                                   "calibration_subsets": ["natural", "mt_bench"]}),
                            JudgeEndpoint(server.base_url, "scripted-judge"),
                            *samples(["2"], ["3"]), tmp_path)
     table = calibration_table(jsonable(report.to_dict()))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.gate import FAIL, PASS, decide
 from eval.harness import SampleResult
 from eval.judge.client import JudgeEndpoint
@@ -50,11 +50,11 @@ def verbose_pairs(seed: int) -> tuple[list[SampleResult], list[SampleResult]]:
 
 
 def config(**overrides: Any) -> EvalConfig:
-    base: dict[str, Any] = {"judge_base_url": "scripted", "bootstrap_resamples": 500,
-                            "judge_calibration_limit_per_subset": 10,
-                            "judge_max_items": ITEMS,
+    base: dict[str, Any] = {"bootstrap_resamples": 500,
                             "tasks": ["shipyard_scoring_check", "shipyard_exact"],
-                            "non_inferiority_margins": {}}
+                            "non_inferiority_margins": {},
+                            "judge": JudgeConfig(base_url="scripted", max_items=ITEMS,
+                                                 calibration_limit_per_subset=10)}
     return EvalConfig(**(base | overrides))
 
 

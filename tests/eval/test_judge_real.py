@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import load_settings
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.engines import judge_endpoints
 from eval.harness import SampleResult, doc_hash
 from eval.judge.run import run_judge
@@ -40,11 +40,11 @@ def test_the_packaged_small_judge_serves_on_vllm_and_does_not_earn_a_vote(
         vllm_python: Path,  # noqa: F811 (the fixture)
         tmp_path: Path) -> None:
     config = EvalConfig(
-        judge_source="package:smollm2-135m-instruct", serving_engine="vllm",
-        vllm_venv_dir=str(VLLM_VENV_DIR), judge_task="ifeval",
+        judge=JudgeConfig(source="package:smollm2-135m-instruct", task="ifeval",
+                          calibration_subsets=["natural", "adversarial_neighbor"],
+                          calibration_limit_per_subset=10, max_items=PAIRS),
+        serving_engine="vllm", vllm_venv_dir=str(VLLM_VENV_DIR),
         tasks=["shipyard_scoring_check", "ifeval"], non_inferiority_margins={},
-        judge_calibration_subsets=["natural", "adversarial_neighbor"],
-        judge_calibration_limit_per_subset=10, judge_max_items=PAIRS,
         bootstrap_resamples=500)
     with ExitStack() as engines:
         judges = judge_endpoints(config, engines, None,

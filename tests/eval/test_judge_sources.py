@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.engines import judge_endpoints
 from eval.errors import EvalError
 from eval.harness import SampleResult, doc_hash
@@ -22,36 +22,35 @@ from tests.eval.test_judge_length_control import calibrated_but_verbose_judge
 
 SMOL = "package:smollm2-135m-instruct"
 # Calibration on a slice of LLMBar: these tests are about the wiring, not the judge.
-SLICE = {"judge_calibration_subsets": ["natural"], "judge_calibration_limit_per_subset": 8,
-         "bootstrap_resamples": 200}
+SLICE: dict[str, Any] = {"calibration_subsets": ["natural"], "calibration_limit_per_subset": 8}
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize(("settings", "named"), [
-    ({"judge_source": "hub:HuggingFaceTB/SmolLM2"}, "eval.judge_source='hub:"),
-    ({"judge_source": SMOL, "judge_jury_sources": ["dir:/m", "smollm"]},
-     "eval.judge_jury_sources[1]='smollm'"),
-    ({"judge_source": SMOL, "judge_base_url": "http://judge:8000"}, "set at most one"),
-    ({"judge_model_dir": "/m", "judge_source": SMOL}, "set at most one"),
-    ({"judge_jury_sources": [SMOL]}, "a jury needs a first judge"),
-    ({"judge_source": SMOL, "judge_jury_base_urls": ["judge:8000"]}, "not an http(s) URL"),
-    ({"judge_task": "shipyard_mc"}, "eval.judge_task='shipyard_mc': must be a task that "
-                                    "generates"),
-    ({"judge_source": SMOL, "judge_task": "ifeval"}, "must include 'ifeval' (eval.judge_task)"),
+    ({"source": "hub:HuggingFaceTB/SmolLM2"}, "eval.judge.source='hub:"),
+    ({"source": SMOL, "jury_sources": ["dir:/m", "smollm"]},
+     "eval.judge.jury_sources[1]='smollm'"),
+    ({"source": SMOL, "base_url": "http://judge:8000"}, "set at most one"),
+    ({"model_dir": "/m", "source": SMOL}, "set at most one"),
+    ({"jury_sources": [SMOL]}, "a jury needs a first judge"),
+    ({"source": SMOL, "jury_base_urls": ["judge:8000"]}, "not an http(s) URL"),
+    ({"task": "shipyard_mc"}, "eval.judge.task='shipyard_mc': must be one of "
+                              "['shipyard_exact', 'shipyard_skill', 'ifeval']"),
+    ({"source": SMOL, "task": "ifeval"}, "must include 'ifeval' (eval.judge.task)"),
 ])
 def test_judge_settings_are_checked_and_the_error_names_the_setting(
         settings: dict[str, Any], named: str) -> None:
     with pytest.raises(EvalError) as info:
-        EvalConfig(**settings)
+        EvalConfig(judge=JudgeConfig(**settings))
     assert info.value.code == "EVAL_CONFIG_INVALID" and named in info.value.message
 
 
 @pytest.mark.unit
 def test_a_packaged_judge_and_another_task_are_accepted() -> None:
-    config = EvalConfig(judge_source=SMOL, judge_task="ifeval",
+    config = EvalConfig(judge=JudgeConfig(source=SMOL, task="ifeval"),
                         tasks=["shipyard_scoring_check", "ifeval"], non_inferiority_margins={})
-    assert config.judge_enabled and config.judge_task == "ifeval"
-    assert not EvalConfig().judge_enabled
+    assert config.judge.enabled and config.judge.task == "ifeval"
+    assert not EvalConfig().judge.enabled
 
 
 def _sample(doc: dict[str, Any], output: str, task: str = "ifeval") -> SampleResult:
@@ -78,9 +77,9 @@ def test_a_task_without_references_is_judged_pairwise_only(tmp_path: Path) -> No
     candidate = [_sample(d, f"Item {d['key']} is a thing." + " Really." * (1 + d["key"] % 7))
                  for d in docs]
     champion = [_sample(d, f"Item {d['key']} is a thing.") for d in docs]
-    config = EvalConfig(**SLICE, judge_base_url="scripted", judge_task="ifeval",  # type: ignore[arg-type]
-                        tasks=["shipyard_scoring_check", "ifeval"], judge_max_items=30,
-                        non_inferiority_margins={})
+    config = EvalConfig(judge=JudgeConfig(**SLICE, base_url="scripted", task="ifeval",
+                                          max_items=30), bootstrap_resamples=200,
+                        tasks=["shipyard_scoring_check", "ifeval"], non_inferiority_margins={})
     with ScriptedServer(calibrated_but_verbose_judge) as server:
         report = run_judge(config, JudgeEndpoint(server.base_url, "scripted"), candidate,
                            champion, tmp_path)
@@ -102,8 +101,8 @@ def test_judges_from_sources_are_served_and_a_jury_needs_different_weights(
     one, two = (build_tiny_model(tmp_path / name, seed=seed)
                 for seed, name in ((0, "one"), (1, "two")))
     # the same weights under two sources: two engines, one identity
-    config = EvalConfig(judge_source=f"dir:{one}", judge_jury_sources=[f"dir:{two}",
-                                                                       f"dir:{one}"],
+    config = EvalConfig(judge=JudgeConfig(source=f"dir:{one}",
+                                          jury_sources=[f"dir:{two}", f"dir:{one}"]),
                         serving_engine="local")
     with ExitStack() as engines:
         judges = judge_endpoints(config, engines, None, tmp_path / "models")
@@ -117,6 +116,7 @@ def test_judges_from_sources_are_served_and_a_jury_needs_different_weights(
             assert reply.status == 200, reply.body
         assert len({j.base_url for j in judges}) == 3
         with pytest.raises(EvalError) as info:
-            run_judge(EvalConfig(**SLICE), judges[0], [], None, None,  # type: ignore[arg-type]
+            run_judge(EvalConfig(judge=JudgeConfig(**SLICE), bootstrap_resamples=200), judges[0],
+                      [], None, None,
                       jury_endpoints=judges[2:])
     assert info.value.code == "EVAL_JUDGE_JURY_INVALID"

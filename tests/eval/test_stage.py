@@ -16,7 +16,7 @@ from common.cost import CostConfig
 from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import load_settings
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.harness import ModelSource
 from eval.judge.client import JudgeEndpoint
 from eval.stage import run_eval
@@ -29,8 +29,7 @@ from tests.eval.judges import reference_judge
 
 pytestmark = pytest.mark.integration
 
-FAST = {"limit_per_task": 30, "min_paired_items": 20, "bootstrap_resamples": 500,
-        "judge_max_items": 10}
+FAST = {"limit_per_task": 30, "min_paired_items": 20, "bootstrap_resamples": 500}
 
 
 def test_run_eval_against_a_champion_with_a_judge(tiny_model: TinyModel, tmp_path: Path
@@ -38,7 +37,7 @@ def test_run_eval_against_a_champion_with_a_judge(tiny_model: TinyModel, tmp_pat
     # The champion is an exact copy of the candidate: every per-item difference is 0.
     champion_dir = tmp_path / "champion"
     shutil.copytree(tiny_model.model_dir, champion_dir)
-    config = EvalConfig(**FAST, judge_base_url="scripted")  # type: ignore[arg-type]
+    config = EvalConfig(**FAST, judge=JudgeConfig(base_url="scripted", max_items=10))  # type: ignore[arg-type]
     with ScriptedServer(reference_judge) as judge:
         outcome = run_eval(
             config, ModelSource(tiny_model.model_dir, tiny_model.digest), work_dir=tmp_path,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.harness import SampleResult
 from eval.judge import calibration as calib
 from eval.judge.client import JudgeEndpoint
@@ -56,11 +56,10 @@ def _garbage(path: str, request: dict[str, Any], call: int) -> Reply:
                          ids=["times-out", "429-forever", "garbage"])
 def test_a_judge_failing_every_call_makes_it_non_gating_in_bounded_work(
         script: Any, tmp_path: Path) -> None:
-    config = EvalConfig(judge_base_url="scripted", judge_max_items=ITEMS,
-                        judge_timeout_seconds=0.2, judge_max_retries=RETRIES,
-                        judge_backoff_seconds=0.01, judge_concurrency=8,
-                        judge_calibration_subsets=["natural", "mt_bench"],
-                        judge_calibration_limit_per_subset=HUMAN_PAIRS_PER_SUBSET)
+    config = EvalConfig(judge=JudgeConfig(
+        base_url="scripted", max_items=ITEMS, timeout_seconds=0.2, max_retries=RETRIES,
+        backoff_seconds=0.01, concurrency=8, calibration_subsets=["natural", "mt_bench"],
+        calibration_limit_per_subset=HUMAN_PAIRS_PER_SUBSET))
     with ScriptedServer(script) as server:
         report = run_judge(config, JudgeEndpoint(server.base_url, "scripted-judge"),
                            _samples(["2"] * ITEMS), _samples(["3"] * ITEMS), None)
@@ -71,7 +70,7 @@ def test_a_judge_failing_every_call_makes_it_non_gating_in_bounded_work(
     assert any("invalid-output rate 1.000" in r for r in report.non_gating_reasons), \
         report.non_gating_reasons
     # bounded work: every prompt is tried at most 1 + RETRIES times, then given up
-    pairs = len(calib.load_pairs(calib.calibration_path(config.judge_calibration_version)))
+    pairs = len(calib.load_pairs(calib.calibration_path(config.judge.calibration_version)))
     pairs += 2 * HUMAN_PAIRS_PER_SUBSET  # the human-labelled calibration (LLMBar)
     prompts = 2 * pairs + 2 * ITEMS + 2 * ITEMS  # calibration and pairwise in both orders,
     assert prompts <= server.num_requests <= prompts * (1 + RETRIES)  # a rubric grade each

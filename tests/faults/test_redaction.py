@@ -86,7 +86,7 @@ from deploy.decision_record import log_to_mlflow as log_decision, write_record
 from deploy.history import append_entry
 from deploy.model_ref import ModelToDeploy
 from deploy.report import report_page
-from eval.config import EvalConfig
+from eval.config import EvalConfig, JudgeConfig
 from eval.gate import GateDecision
 from eval.harness import HarnessResult
 from eval.judge.run import JudgeReport
@@ -145,7 +145,7 @@ report = build_report(
     candidate=HarnessResult(result.model_digest, "hf", {}, {}, {}, {}, 0.0),
     champion=None, judge=JudgeReport("ok", "judge", judge),
     suite=Suite(out, out, (), {}, {}, "", True),
-    config=asdict(EvalConfig(judge_base_url=judge)), timings={})
+    config=asdict(EvalConfig(judge=JudgeConfig(base_url=judge))), timings={})
 report_path = home / "eval" / "eval_report.json"
 digest = write_json(report, report_path)
 html = render_html(report)

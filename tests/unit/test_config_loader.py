@@ -296,3 +296,79 @@ def test_a_hostile_preset_cannot_make_a_huge_error_message(tmp_path: Path) -> No
         build_config(TrainConfig, "train", load_preset(write_preset(tmp_path, text))["train"])
     assert info.value.code == "CONFIG_TYPE" and "train.max_steps" in info.value.message
     assert len(info.value.message) < 400
+
+
+# ---- nested sections, Literal choices, renamed keys ------------------------------------------
+
+@dataclass
+class Inner:
+    rate: float = 0.5
+    kind: Literal["x", "y"] = "x"
+
+
+@dataclass
+class Outer:
+    name: str = "n"
+    inner: Inner = field(default_factory=Inner)
+
+
+RENAMED = {"inner_rate": "inner.rate"}
+
+
+def test_a_nested_section_is_built_from_its_mapping() -> None:
+    built = build_config(Outer, "s", {"inner": {"rate": 1, "kind": "y"}})
+    assert built.inner == Inner(rate=1, kind="y") and built.name == "n"
+    assert build_config(Outer, "s", {}).inner == Inner()
+
+
+@pytest.mark.parametrize(("values", "code", "named"), [
+    ({"inner": {"rate": "fast"}}, "CONFIG_TYPE", "config s.inner.rate='fast': expected float"),
+    ({"inner": {"kind": "z"}}, "CONFIG_INVALID", "config s.inner.kind='z': must be one of "
+                                                 "['x', 'y']"),
+    ({"inner": {"speed": 1}}, "CONFIG_UNKNOWN_KEY", "config section 's.inner': unknown key(s) "
+                                                    "['speed']"),
+    ({"inner": 3}, "CONFIG_TYPE", "config s.inner=3: expected a section"),
+    ({"inner": {"rate": float("inf")}}, "CONFIG_INVALID", "config s.inner.rate=inf"),
+])
+def test_errors_in_a_nested_section_name_the_full_dotted_key(
+        values: dict, code: str, named: str) -> None:
+    with pytest.raises(StageError) as info:
+        build_config(Outer, "s", values)
+    assert info.value.code == code and named in info.value.message, info.value.message
+
+
+def test_a_renamed_key_still_loads_with_a_deprecation_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="common.config"):
+        built = build_config(Outer, "s", {"inner_rate": 0.9, "inner": {"kind": "y"}},
+                             renamed=RENAMED)
+    assert built.inner == Inner(rate=0.9, kind="y")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "s.inner_rate is deprecated" in line and "use s.inner.rate" in line
+
+
+def test_a_renamed_key_and_its_new_form_together_are_an_error() -> None:
+    with pytest.raises(StageError) as info:
+        build_config(Outer, "s", {"inner_rate": 0.9, "inner": {"rate": 0.1}}, renamed=RENAMED)
+    assert info.value.code == "CONFIG_INVALID"
+    assert "s.inner_rate and s.inner.rate are both given" in info.value.message
+    with pytest.raises(StageError) as info:
+        build_config(Outer, "s", {"inner_rate": 0.9, "inner": 3}, renamed=RENAMED)
+    assert info.value.code == "CONFIG_TYPE" and "s.inner=3" in info.value.message
+    # without the rename table the old key is just unknown
+    with pytest.raises(StageError) as info:
+        build_config(Outer, "s", {"inner_rate": 0.9})
+    assert info.value.code == "CONFIG_UNKNOWN_KEY"
+
+
+def test_overrides_reach_into_a_nested_section(tmp_path: Path) -> None:
+    preset = write_preset(tmp_path, "eval:\n  judge:\n    task: ifeval\n")
+    raw = load_preset(preset, ["eval.judge.min_kappa=0.5", "eval.judge.max_items=7"])
+    assert raw["eval"]["judge"] == {"task": "ifeval", "min_kappa": 0.5, "max_items": 7}
+    for bad in ("eval.judge..x=1", "eval.judge.=1"):
+        with pytest.raises(StageError) as info:
+            load_preset(preset, [bad])
+        assert info.value.code == "CONFIG_OVERRIDE_INVALID", bad
+    with pytest.raises(StageError) as info:  # a scalar is not a section to reach into
+        load_preset(write_preset(tmp_path, "eval:\n  judge: 3\n"), ["eval.judge.task=x"])
+    assert info.value.code == "CONFIG_OVERRIDE_INVALID"
