@@ -81,6 +81,7 @@ from pathlib import Path
 import flytekit
 from mlflow import MlflowClient
 
+from common.digests import sha256_file
 from common.html import StageFacts
 from deploy.decision_record import log_to_mlflow as log_decision, write_record
 from deploy.history import append_entry
@@ -169,13 +170,16 @@ work = home / "deployments" / "audit"
 record = {"deployment": "audit", "model_uri": result.model_uri, "outcome": "PASS",
           "action": "promoted", "endpoint": tracking, "config": {"metrics_url": ckpt},
           "notes": [f"judge {judge}"], "steps": [], "timeline": []}
-write_record(work, record)
+record_path = write_record(work, record)
 (work / "report.html").write_text(report_page(record))
 model = ModelToDeploy(result.registered_model_name, result.version, result.model_digest,
                       result.mlflow_run_id)
 assert log_decision(MlflowClient(registry.settings.mlflow_tracking_uri), model, record)
+# the entry names the record it appends for, as a deploy's does (a record of a champion move
+# without its history entry is a lost history: DEPLOY_HISTORY_MISSING)
 append_entry(work, action="promoted", version="1", digest="0" * 64,
-             decision_record_sha256=None, actor=f"ci {tracking}", key_pair=None)
+             decision_record_sha256=sha256_file(record_path), actor=f"ci {tracking}",
+             key_pair=None)
 publish_report("deploy_canary", "Deploy", report_page(record))
 
 # the Flyte decks of this process
