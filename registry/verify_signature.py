@@ -113,8 +113,9 @@ def _check_pinned_key(key_path: Path, policy: Policy) -> CheckOutcome:
             "VERIFICATION_FAILED",
             f"public key {key_path} is not pinned by policy {policy.source}: a key file is no "
             "trust root by itself. If you trust this key, add its fingerprint to the policy's "
-            "trusted_key_fingerprints (the local trust policy is "
-            "$SHIPYARD_HOME/keys/trust-policy.yaml); otherwise pass the pinned key.",
+            "trusted_key_fingerprints (this machine's key: `python -m registry.cli pin-key` "
+            "pins it in $SHIPYARD_HOME/keys/trust-policy.yaml); otherwise pass the pinned "
+            "key.",
             check="policy_trusted_key",
             expected=f"one of {list(policy.trusted_key_fingerprints)}",
             found=fingerprint,
