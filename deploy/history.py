@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -74,8 +75,9 @@ HistoryAction = Literal["promoted", "rolled_back", "first_deployment", "undo", "
                         "imported"]
 # Actions after which the champion alias names the entry's version.
 CHAMPION_ACTIONS = ("promoted", "first_deployment", "undo", "served", "imported")
-# Decision-record actions that append a history line (deploy/session.py `append_history`).
-RECORDED_ACTIONS = ("promoted", "rolled_back", "first_deployment", "undo", "served")
+# Decision-record actions that append a history line (deploy/session.py `append_history`):
+# every action but "imported" (written by the import itself).
+RECORDED_ACTIONS = tuple(a for a in typing.get_args(HistoryAction) if a != "imported")
 
 
 @dataclass(frozen=True)
@@ -307,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "deployment name)")
     args = parser.parse_args(argv)
     settings = load_settings()
-    work_dir = settings.home / "deployments" / args.deployment
+    work_dir = settings.layout.deployment_dir(args.deployment)
     anchor = read_anchor(client_for(settings.mlflow_tracking_uri),
                          args.registered_model or args.deployment, args.deployment)
     try:

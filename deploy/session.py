@@ -54,9 +54,6 @@ from registry.verify import verify_model
 
 logger = logging.getLogger(__name__)
 
-# What each action writes into the signed champion history (already_serving moves nothing).
-HISTORY_ACTIONS = ("promoted", "rolled_back", "first_deployment", "undo", "served")
-
 
 @dataclass
 class DeploySession:
@@ -305,7 +302,7 @@ def check_champion_in_history(champion: str | None, work_dir: Path, settings: Se
 
 def append_history(work_dir: Path, settings: Settings, action: str, version: str,
                     digest: str, record_path: Path) -> None:
-    if action not in HISTORY_ACTIONS:
+    if action not in history.RECORDED_ACTIONS:  # already_serving moves nothing
         return  # already_serving: nothing moved, nothing was decided about traffic
     key_pair, public_key = history.history_keys(settings)
     # The record names the registered model whose tag anchors the history's head.
