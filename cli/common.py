@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import StageError
-from deploy.state import deployments_dir, state_path
+from deploy.state import deployments_dir, list_deployments, state_path
 
 # Exit codes (docs/cli.md): scripts branch on these.
 OK = 0
@@ -21,20 +21,11 @@ class UsageError(Exception):
     """What the user typed cannot be acted on; exit 2."""
 
 
-def known_deployments(home: Path) -> list[str]:
-    """Deployment directories that hold a state file or a decision record."""
-    root = deployments_dir(home)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (
-        (p / "state.json").is_file() or (p / "records").is_dir()))
-
-
 def resolve_name(home: Path, name: str | None) -> str:
     """`name`, or the only deployment there is; a UsageError when that is ambiguous."""
     if name:
         return name
-    names = known_deployments(home)
+    names = list_deployments(home)
     if len(names) == 1:
         return names[0]
     if not names:

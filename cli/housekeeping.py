@@ -20,14 +20,13 @@ from cli.common import (
     NOTHING_TO_SHOW,
     OK,
     UsageError,
-    known_deployments,
     print_json,
     print_json_error,
 )
 from common.fs import directory_bytes
 from common.html import format_bytes
 from common.settings import PROJECT_ROOT, Settings
-from deploy.state import deployments_dir, load_state
+from deploy.state import deployments_dir, list_deployments, load_state
 
 STALE_TEMP_SECONDS = 24 * 3600
 TEMP_PREFIXES = ("shipyard-eval-", "shipyard-champion-")
@@ -133,7 +132,7 @@ def collect_garbage(home: Path, temp_dir: Path, now: float, *, dry_run: bool
 
     items: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for name in known_deployments(home):
+    for name in list_deployments(home):
         folder = deployments_dir(home) / name
         with contextlib.ExitStack() as held:
             try:

@@ -173,10 +173,10 @@ def run_history(args: argparse.Namespace, home: Path) -> int:
 
 # -- stop --------------------------------------------------------------------------------------
 def run_stop(args: argparse.Namespace, home: Path) -> int:
-    from cli.common import known_deployments
     from deploy.local_backend import LocalBackend
+    from deploy.state import list_deployments
 
-    names = [args.name] if args.name else known_deployments(home)
+    names = [args.name] if args.name else list_deployments(home)
     stopped_all: list[dict[str, Any]] = []
     status = OK
     for name in names:

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("name", nargs="?", help="deployment name (default: all)")
     args = parser.parse_args(argv)
     home = load_settings().home
-    names = [args.name] if args.name else list_deployments(home)
+    names = [args.name] if args.name else list_deployments(home, with_state_only=True)
     if not names:
         print("no local deployments")
         return 0

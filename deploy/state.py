@@ -128,9 +128,15 @@ def save_state(home: Path, state: DeploymentState) -> Path:
     return path
 
 
-def list_deployments(home: Path) -> list[str]:
+def list_deployments(home: Path, *, with_state_only: bool = False) -> list[str]:
+    """The deployments under `home`: directories holding a state file (servers recorded) or
+    decision records (history of what was deployed). `with_state_only`: those with a state
+    file, the only ones that can have servers to show or stop."""
     root = deployments_dir(home)
-    return sorted(p.parent.name for p in root.glob("*/state.json")) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (
+        (p / "state.json").is_file() or (not with_state_only and (p / "records").is_dir())))
 
 
 @contextmanager
