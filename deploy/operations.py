@@ -18,6 +18,7 @@ deploy does (DEPLOY_EVIDENCE_STALE).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -38,6 +39,8 @@ from deploy.session import DeploySession, smoke_check
 from deploy.state import load_state, state_path
 from registry import mlflow_registry as reg
 from registry.aliases import champion_version
+from registry.errors import RegistryError
+from registry.model_uri import ModelUri
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +105,8 @@ def registered_model_of(records: list[dict[str, Any]], name: str) -> str:
     """The registered model a deployment serves (from its newest record's model URI)."""
     for record in reversed(records):
         uri = str(record.get("model_uri", ""))
-        if uri.startswith("models:/") and uri.count("/") >= 2:
-            return uri.removeprefix("models:/").rsplit("/", 1)[0]
+        with contextlib.suppress(RegistryError):  # a record without a URI names none
+            return ModelUri.parse(uri).name
     return name
 
 

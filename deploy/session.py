@@ -48,6 +48,7 @@ from registry import mlflow_registry as reg
 from registry.aliases import champion_version, move_champion
 from registry.errors import RegistryError
 from registry.eval_attestation import CurrentChampion
+from registry.model_uri import ModelUri
 from registry.policy import load_policy
 from registry.signing import PUBLIC_KEY_NAME
 from registry.verify import verify_model
@@ -307,7 +308,7 @@ def append_history(work_dir: Path, settings: Settings, action: str, version: str
     key_pair, public_key = history.history_keys(settings)
     # The record names the registered model whose tag anchors the history's head.
     model_uri = str(json.loads(record_path.read_text())["model_uri"])
-    registered = model_uri.removeprefix("models:/").rsplit("/", 1)[0]
+    registered = ModelUri.parse(model_uri).name
     client = reg.client_for(settings.mlflow_tracking_uri)
     anchor = history.read_anchor(client, registered, work_dir.name)
     entry = history.append_entry(

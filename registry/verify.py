@@ -72,6 +72,7 @@ from registry import mlflow_registry as reg
 from registry import provenance as prov
 from registry.base_model import BaseModelRef
 from registry.errors import RegistryError
+from registry.model_uri import ModelUri
 from registry.policy import Policy
 from registry.verify_checks import CheckOutcome, VerifyRequest, require
 from registry.verify_eval import check_eval_attestations, check_eval_policy, imported_eval_skips
@@ -80,7 +81,6 @@ from registry.verify_fetch import (
     attestations_uri,
     check_download_size,
     download,
-    parse_model_uri,
     resolve,
 )
 from registry.verify_origin import check_origin
@@ -133,7 +133,7 @@ def verify_model(
     `evaluated_against` (deploy: the champion the model would replace), the eval policy judges
     the newest evaluation measured against that champion; DEPLOY_EVIDENCE_STALE without one.
     """
-    name = parse_model_uri(model_uri)[0]
+    name = ModelUri.parse(model_uri).name
     request = VerifyRequest(model_uri, name, policy, public_key, _digest_hex(expected_digest),
                             evaluated_against)
     client = reg.client_for(tracking_uri)

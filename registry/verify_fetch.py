@@ -13,40 +13,23 @@ from mlflow.exceptions import MlflowException
 
 from registry import mlflow_registry as reg
 from registry.errors import RegistryError
+from registry.model_uri import ModelUri
 from registry.policy import Policy
 from registry.verify_checks import CheckOutcome
 
 
 def resolve(client: MlflowClient, model_uri: str) -> ModelVersion:
-    name, version_or_alias, by_alias = parse_model_uri(model_uri)
+    uri = ModelUri.parse(model_uri)
     try:
-        if by_alias:
-            return client.get_model_version_by_alias(name, version_or_alias)
-        return client.get_model_version(name, version_or_alias)
+        if uri.alias is not None:
+            return client.get_model_version_by_alias(uri.name, uri.alias)
+        return client.get_model_version(uri.name, uri.version_or_alias)
     except MlflowException as exc:
         raise RegistryError(
             "VERIFICATION_FAILED",
             f"{model_uri} does not name a registered model version: {exc.message}",
             check="resolve",
         ) from exc
-
-
-def parse_model_uri(model_uri: str) -> tuple[str, str, bool]:
-    rest = model_uri.removeprefix("models:/")
-    if rest != model_uri:
-        if "@" in rest and "/" not in rest:
-            name, _, alias = rest.partition("@")
-            if name and alias:
-                return name, alias, True
-        name, _, version = rest.rpartition("/")
-        if name and version.isdigit():
-            return name, version, False
-    raise RegistryError(
-        "MODEL_URI_INVALID",
-        f"{model_uri!r}: expected models:/NAME@ALIAS (e.g. models:/shipyard-tiny@challenger) "
-        "or models:/NAME/VERSION.",
-        check="resolve",
-    )
 
 
 def check_download_size(
