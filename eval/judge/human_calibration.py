@@ -174,13 +174,13 @@ def failed_floors(result: HumanCalibration) -> list[str]:
              f"({', '.join(result.subsets)})")
     if not result.kappa >= result.min_kappa:
         reasons.append(f"human-label kappa {result.kappa:.3f} [{result.kappa_interval_low:.3f}, "
-                       f"{result.kappa_interval_high:.3f}] < judge_min_kappa "
+                       f"{result.kappa_interval_high:.3f}] < eval.judge.min_kappa "
                        f"{result.min_kappa} {where}")
     if not result.order_agreement >= result.min_order_agreement:
         reasons.append(f"answer-order agreement {result.order_agreement:.3f} "
                        f"[{result.order_agreement_interval_low:.3f}, "
                        f"{result.order_agreement_interval_high:.3f}] < "
-                       f"judge_min_order_agreement {result.min_order_agreement} {where}")
+                       f"eval.judge.min_order_agreement {result.min_order_agreement} {where}")
     return reasons
 
 
