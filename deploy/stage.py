@@ -112,11 +112,12 @@ def _roll_out(session: DeploySession, backend: Backend, verified: VerifiedModel,
     if champion is None:
         record.note("no champion yet: first deployment, served as stable after a smoke check")
         backend.start_stable(verified)
+        # an unproven first stable serves nobody (a parity refusal stops it too)
+        session.require_parity(backend, "stable", verified, model, stop_all=True)
         try:
-            session.require_parity(backend, "stable", verified, model, stop_all=True)
             smoke_check(backend.endpoint, verified.served_model_name, config.smoke_requests)
         except StageError:
-            backend.stop_all()  # an unproven first stable serves nobody
+            backend.stop_all()
             raise
         session.move_champion(model)
         return "PASS", "first_deployment"
