@@ -11,14 +11,44 @@ the logs is the one the model signature vouches for.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, NewType
 
-from model_signing import hashing
+from common.errors import StageError
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-def model_root_digest(model_dir: Path, ignore_paths: list[Path] | None = None) -> str:
+def is_sha256(value: object) -> bool:
+    """Whether `value` is a sha256 as this project writes every digest: 64 lowercase hex
+    digits, no "sha256:" prefix (what `sha256sum` prints)."""
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
+
+
+# A digest checked once where it entered: a file's sha256 or a model-signing root digest, 64
+# lowercase hex digits. A NewType, not a str subclass: at run time it is the plain `str` that
+# JSON, YAML, MLflow tags and Flyte's strictly typed literals take unchanged; for mypy a
+# function that takes a `Sha256` refuses an unchecked `str`. Make one with `sha256_digest`.
+Sha256 = NewType("Sha256", str)
+
+
+def sha256_digest(value: object, what: str = "digest") -> Sha256:
+    """`value` as a checked `Sha256`; StageError DIGEST_INVALID naming `what` otherwise."""
+    if not is_sha256(value):
+        raise StageError(
+            "DIGEST_INVALID",
+            f"{what}={str(value)[:100]!r}: a digest is 64 lowercase hex digits (a sha256 as "
+            "sha256sum prints it, without a 'sha256:' prefix). Pass the digest the producing "
+            "stage reported, unchanged.")
+    return Sha256(str(value))
+
+
+def model_root_digest(model_dir: Path, ignore_paths: list[Path] | None = None) -> Sha256:
+    from model_signing import hashing  # heavy: only where a model is hashed
+
     config = hashing.Config()
     if ignore_paths:
         config.set_ignored_paths(paths=[Path(p) for p in ignore_paths])
@@ -26,31 +56,46 @@ def model_root_digest(model_dir: Path, ignore_paths: list[Path] | None = None) -
     root = hashlib.sha256()
     for descriptor in manifest.resource_descriptors():
         root.update(descriptor.digest.digest_value)
-    return root.hexdigest()
+    return Sha256(root.hexdigest())
 
 
 _CHUNK_BYTES = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> Sha256:
     """sha256 of one file: the identity of every artifact that is not a model directory."""
     with open(path, "rb") as handle:
         return sha256_stream(handle)
 
 
-def sha256_stream(handle: BinaryIO) -> str:
+def sha256_stream(handle: BinaryIO) -> Sha256:
     """sha256 of what is left to read in an open binary handle (a local file or an fsspec
     object-store file), read in 1 MiB chunks: a large file is never held in memory."""
     digest = hashlib.sha256()
     while chunk := handle.read(_CHUNK_BYTES):
         digest.update(chunk)
-    return digest.hexdigest()
+    return Sha256(digest.hexdigest())
 
 
-def sha256_tree(root: Path) -> str:
+def sha256_tree(root: Path) -> Sha256:
     """Digest of a directory: sha256 over sorted (relative path, file digest) lines."""
     lines = [
         f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n"
         for path in sorted(p for p in root.rglob("*") if p.is_file())
     ]
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    return Sha256(hashlib.sha256("".join(lines).encode()).hexdigest())
+
+
+def check_digest_fields(value: Any) -> None:
+    """Every digest a dataclass carries, checked by its name: a field `*_digest` holds one
+    digest (or None), a field `*_digests` a mapping of them. For the values stages hand each
+    other (tasks/contracts.py): a malformed digest is refused where the value is made or read
+    back from a Flyte literal, with the field's name, not deep inside the next stage."""
+    owner = type(value).__name__
+    for field in dataclasses.fields(value):
+        found = getattr(value, field.name)
+        if field.name.endswith("_digest") and found is not None:
+            sha256_digest(found, f"{owner}.{field.name}")
+        elif field.name.endswith("_digests"):
+            for key, digest in dict(found).items():
+                sha256_digest(digest, f"{owner}.{field.name}[{key!r}]")

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from common.errors import StageError
 from eval.config import EvalConfig
 from eval.errors import EvalError
 from registry.aliases import champion_version
 from registry.errors import RegistryError
 from registry.mlflow_registry import TAG_MODEL_DIGEST, client_for
+from registry.model_uri import ChampionReference, ModelReference
 from registry.policy import load_policy
 from registry.signing import PUBLIC_KEY_NAME
 from registry.verify import verify_model
@@ -34,19 +36,20 @@ class Champion:
 
 
 # `champion_reference` of a registered model without a champion (or with no model name).
-NO_CHAMPION = "none"
+NO_CHAMPION = ChampionReference()
 
 
-def champion_reference(config: EvalConfig, tracking_uri: str) -> str:
+def champion_reference(config: EvalConfig, tracking_uri: str) -> ChampionReference:
     """Which champion an evaluation would compare against, read from MLflow without
-    downloading or verifying anything: ``models:/NAME/VERSION sha256:<digest>`` (the digest is
-    the version's `model_digest` tag), or NO_CHAMPION.
+    downloading or verifying anything: the alias's version and the digest its `model_digest`
+    tag names, or NO_CHAMPION.
 
     The pipeline reads it just before evaluate and hands it in as an input, so evaluate's cache
     key names its baseline: a re-run with the same candidate, data, config and champion is a
     cache hit, and a moved champion alias re-runs the comparison. `check_compared_against`
     makes sure evaluate measured against this very version. Raises EvalError
-    EVAL_CHAMPION_LOOKUP_FAILED when MLflow cannot be read."""
+    EVAL_CHAMPION_LOOKUP_FAILED when MLflow cannot be read, or when the version's digest tag
+    is not a digest (a version no registration of this project wrote)."""
     name = config.registered_model_name
     if name is None:
         return NO_CHAMPION
@@ -56,28 +59,29 @@ def champion_reference(config: EvalConfig, tracking_uri: str) -> str:
         if version is None:
             return NO_CHAMPION
         digest = client.get_model_version(name, version).tags.get(TAG_MODEL_DIGEST, "")
-    except (RegistryError, MlflowException) as exc:
+        return ChampionReference(ModelReference(name, version, digest))
+    except (StageError, MlflowException) as exc:
         raise EvalError("EVAL_CHAMPION_LOOKUP_FAILED",
                         f"MLflow {tracking_uri}: cannot read alias {config.champion_alias!r} "
                         f"of {name!r} or its version: {getattr(exc, 'message', exc)}") from exc
-    return f"models:/{name}/{version} sha256:{digest}"
 
 
-def check_compared_against(reference: str, name: str | None, version: str | None,
-                           digest: str | None) -> None:
+def check_compared_against(reference: ChampionReference, name: str | None,
+                           version: str | None, digest: str | None) -> None:
     """EvalError EVAL_CHAMPION_MOVED unless the champion an evaluation used (`version` and
     verified `digest` of `name`; all None without one) is the one `reference` names: a result
     measured against another baseline must not be stored under this reference's cache key."""
-    used = (NO_CHAMPION if version is None
-            else f"models:/{name}/{version} sha256:{digest}")
-    if used != reference:
+    compared = (NO_CHAMPION if name is None or version is None or digest is None
+                else ChampionReference(ModelReference(name, version, digest)))
+    if compared != reference:
         raise EvalError(
             "EVAL_CHAMPION_MOVED",
-            f"the champion changed while evaluate ran: the pipeline looked up {reference!r} "
-            f"before the stage, the evaluation compared against {used!r}. Another deploy or "
-            "`shipyard undo`/`serve` moved the champion alias meanwhile; run the pipeline "
-            "again to compare against the champion that serves now.",
-            details={"looked_up": reference, "compared_against": used})
+            f"the champion changed while evaluate ran: the pipeline looked up "
+            f"{str(reference)!r} before the stage, the evaluation compared against "
+            f"{str(compared)!r}. Another deploy or `shipyard undo`/`serve` moved the champion "
+            "alias meanwhile; run the pipeline again to compare against the champion that "
+            "serves now.",
+            details={"looked_up": str(reference), "compared_against": str(compared)})
 
 
 def load_champion(config: EvalConfig, tracking_uri: str, keys_dir: Path,

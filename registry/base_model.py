@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from common.digests import is_sha256
 from registry import provenance as prov
 from registry.errors import RegistryError
 
 BASE_MODEL = "base_model"
 BASE_GGUF = "base_model/gguf"
 BASE_WHEEL = "base_model/wheel"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _REQUIRED = ("name", "source", "model_digest", "licence")
 _PURL = re.compile(r"^pkg:pypi/(?P<package>[^@#?]+)@(?P<version>[^#?]+)")
 
@@ -80,7 +80,7 @@ def parse_base_identity(value: str | Mapping[str, Any]) -> BaseModelRef:
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise _invalid(f"field {key!r} must be a string or null")
     for key in ("model_digest", "wheel_sha256", "gguf_sha256"):
-        if raw.get(key) is not None and not _HEX64.fullmatch(raw[key]):
+        if raw.get(key) is not None and not is_sha256(raw[key]):
             raise _invalid(f"field {key!r}={raw[key]!r} must be 64 lowercase hex (a sha256)")
     if (raw.get("package") is None) != (raw.get("package_version") is None):
         raise _invalid("set both package and package_version, or neither")

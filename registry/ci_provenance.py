@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from common.digests import sha256_file
+from common.digests import is_sha256, sha256_file
 from registry import provenance as prov
 from registry.errors import RegistryError
 
@@ -30,7 +30,6 @@ CI_BUILD_TYPE = f"{prov.PROJECT_URL}/blob/main/registry/BUILD_TYPE.md#ci-v1"
 PROVENANCE_DEPENDENCY = "shipyard-provenance"
 EVAL_ATTESTATION_DEPENDENCY = "shipyard-eval-attestation"
 CHECK = "ci_provenance"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -71,13 +70,13 @@ def check_subjects(subjects: Any) -> None:
         problems.append("model_name")
     if not str(subjects.get("model_version", "")).isdigit():
         problems.append("model_version")
-    if not _HEX64.fullmatch(str(subjects.get("model_digest", ""))):
+    if not is_sha256(subjects.get("model_digest")):
         problems.append("model_digest")
     for key, required in (("provenance", True), ("eval_attestation", False)):
         entry = subjects.get(key)
         if entry is None and not required:
             continue
-        if not (isinstance(entry, dict) and _HEX64.fullmatch(str(entry.get("sha256", "")))
+        if not (isinstance(entry, dict) and is_sha256(entry.get("sha256"))
                 and _NAME.fullmatch(str(entry.get("name", "")))):
             problems.append(key)
     if problems:

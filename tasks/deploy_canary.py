@@ -14,7 +14,7 @@ from common.settings import load_settings
 from deploy.config import DeployConfig
 from tasks import timeouts
 from tasks.contracts import DeploymentResult, RegisteredModel
-from tasks.flyte_adapter import STAGE_DECK_FIELDS
+from tasks.flyte_adapter import MLFLOW_SECRETS, STAGE_DECK_FIELDS
 from tasks.shell import stage_shell
 
 _STAGE = "deploy_canary"
@@ -30,6 +30,7 @@ _TITLE = "Canary deployment"
     deck_fields=STAGE_DECK_FIELDS,
     requests=Resources(cpu="1", mem="4Gi"),
     limits=Resources(cpu="2", mem="12Gi"),
+    secret_requests=MLFLOW_SECRETS,  # the registry: verification, aliases, decision record
 )
 def deploy_canary(model: RegisteredModel, config: DeployConfig,
                   prices: CostConfig) -> DeploymentResult:

@@ -20,6 +20,7 @@ from flytekit.types.file import FlyteFile
 from common.cost import CostConfig
 from common.settings import load_settings
 from eval.config import EvalConfig
+from registry.model_uri import ChampionReference
 from tasks import timeouts
 from tasks.caching import COMMON, code_version
 from tasks.contracts import EvalReport, TrainedModel, ValidatedDataset, from_result
@@ -35,8 +36,8 @@ _STAGE = "evaluate"
 # Never cached: it reads the live champion alias. Run just before evaluate (after train), so
 # the alias has the least time to move before evaluate compares against it.
 @task(cache=False, retries=2, timeout=timeouts.RESOLVE, secret_requests=MLFLOW_SECRETS)
-def champion_reference(config: EvalConfig) -> str:
-    """``models:/NAME/VERSION sha256:<digest>`` of the champion, or ``none``
+def champion_reference(config: EvalConfig) -> ChampionReference:
+    """The champion's version pinned to its digest, or no champion
     (`eval.champion.champion_reference`)."""
     from eval.champion import champion_reference as read_reference
 
@@ -61,7 +62,7 @@ def champion_reference(config: EvalConfig) -> str:
     secret_requests=[*JUDGE_SECRETS, *MLFLOW_SECRETS],
 )
 def evaluate(model: TrainedModel, dataset: ValidatedDataset, config: EvalConfig,
-             champion: str, prices: CostConfig) -> EvalReport:
+             champion: ChampionReference, prices: CostConfig) -> EvalReport:
     """`champion`: `champion_reference`'s answer, read just before this stage."""
     from eval.champion import check_compared_against
     from eval.report import overview_facts

@@ -10,23 +10,25 @@ from flytekit import Resources, task
 from common.settings import PROJECT_ROOT, load_settings
 from deploy.config import DeployConfig
 from registry.config import RegisterConfig
+from registry.model_uri import ModelReference
 from tasks import timeouts
 from tasks.contracts import BaseModel
-from tasks.flyte_adapter import STAGE_DECK_FIELDS, quiet_console
+from tasks.flyte_adapter import MLFLOW_SECRETS, STAGE_DECK_FIELDS, quiet_console
 
 
 # Never cached: whether the registered model has a champion is a fact about the live registry.
 # Import is idempotent by digest and never moves a champion that exists.
 @task(cache=False, retries=2, timeout=timeouts.REGISTER, enable_deck=False,
-      deck_fields=STAGE_DECK_FIELDS, requests=Resources(cpu="1", mem="2Gi"))
+      deck_fields=STAGE_DECK_FIELDS, requests=Resources(cpu="1", mem="2Gi"),
+      secret_requests=MLFLOW_SECRETS)
 def import_base_champion(base: BaseModel | None, register_config: RegisterConfig,
-                         deploy_config: DeployConfig) -> str:
+                         deploy_config: DeployConfig) -> ModelReference | None:
     """Register the base model as its own, signed, imported version and make it the first
     champion when the registered model has none, so the first fine-tune is gated against its
-    base and canaried against it. Returns ``models:/NAME/VERSION`` of the imported version,
-    or ``none`` when there is no base."""
+    base and canaried against it. Returns the imported version pinned to its digest, or None
+    when there is no base."""
     if base is None:
-        return "none"
+        return None
     # MLflow and model-signing load when the task runs, not at import
     from deploy.history import import_base_as_champion
     from registry.imports import ImportRequest
@@ -47,4 +49,4 @@ def import_base_champion(base: BaseModel | None, register_config: RegisterConfig
              else f"already registered (champion: version {result.champion_version})")
     recorded = "; recorded in the signed champion history" if entry is not None else ""
     print(f"[shipyard] base model {base.identity.source}: {result.model_uri} {state}{recorded}")
-    return result.model_uri
+    return ModelReference(result.registered_model_name, result.version, result.model_digest)

@@ -97,7 +97,7 @@ def _request(model: TrainedModel, dataset: ValidatedDataset, config: RegisterCon
         if remote
         else None,
         config_digest=model.config_digest,
-        resolved_config_json=model.resolved_config_json,
+        resolved_config_json=model.config.to_json(),  # its digest is checked against train's
         training_run_id=model.mlflow_run_id or None,
         eval_report=eval_report,
         eval_claims=attestation_claims(eval_report) if eval_report is not None else None,
@@ -110,7 +110,7 @@ def _request(model: TrainedModel, dataset: ValidatedDataset, config: RegisterCon
         # with a provisioned base its recorded identity stands for it (re-hashing the
         # directory again here would only repeat what train checked)
         base_model_dir=None if base is not None
-        else _base_model_dir(model.resolved_config_json),
+        else _base_model_dir(model.config.base_model_dir),
         base_model_identity=base.identity.to_json() if base is not None else None,
     )
 
@@ -141,9 +141,8 @@ def _eval_report(evaluation: EvalReport | None, model_digest: str) -> dict | Non
     return report
 
 
-def _base_model_dir(resolved_config_json: str) -> Path | None:
+def _base_model_dir(value: str | None) -> Path | None:
     # Relative paths in the train config resolve against the project root, as training did.
-    value = json.loads(resolved_config_json).get("base_model_dir")
     if not value:
         return None
     path = Path(value)

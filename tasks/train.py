@@ -38,7 +38,7 @@ from tasks import timeouts
 from tasks.base_model import with_base_model_dir
 from tasks.caching import COMMON, code_version
 from tasks.contracts import BaseModel, TrainedModel, ValidatedDataset
-from tasks.flyte_adapter import STAGE_DECK_FIELDS
+from tasks.flyte_adapter import MLFLOW_SECRETS, STAGE_DECK_FIELDS
 from tasks.shell import StageRun, stage_shell
 from training.config import TrainConfig
 from training.storage import is_object_store_uri
@@ -119,7 +119,7 @@ def to_trained_model(result: TrainResult, config: TrainConfig,
         dataset_digests=dict(dataset.split_digests),
         metrics=result.metrics,
         loss_curve=result.loss_curve,
-        resolved_config_json=config.to_json(),
+        config=config,
         config_digest=config.digest(),
         mlflow_run_id=result.mlflow_run_id,
     )
@@ -146,6 +146,7 @@ def _train_task(elastic: Elastic) -> Any:
         enable_deck=True,
         deck_fields=STAGE_DECK_FIELDS,
         shared_memory=True,
+        secret_requests=MLFLOW_SECRETS,  # the training run's metrics and artifacts
     )
 
 

@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.digests import model_root_digest, sha256_file
+from common.digests import is_sha256, model_root_digest, sha256_file
 from common.errors import StageError
 from common.settings import PROJECT_ROOT
 
@@ -55,7 +55,7 @@ class BaseConfig:
     def __post_init__(self) -> None:
         if self.source is not None:
             parse_source(self.source)
-        if self.gguf_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.gguf_sha256):
+        if self.gguf_sha256 is not None and not is_sha256(self.gguf_sha256):
             raise StageError("CONFIG_INVALID",
                              f"base.gguf_sha256={self.gguf_sha256!r}: must be 64 lowercase hex "
                              "digits (the output of sha256sum).")

@@ -157,7 +157,7 @@ def prepare_suite(work_dir: Path, tasks: list[str], *, bos_token: str, max_gen_t
     include_dir = work_dir / "include"
     versions = render_templates(include_dir, tasks, data_files=data_files,
                                 bos_token=bos_token, caps=caps)
-    digests = {task: sha256_file(data_files[task]) for task in tasks}
+    digests: dict[str, str] = {task: sha256_file(data_files[task]) for task in tasks}
     generation = {task: caps.for_task(task) for task in tasks if TASK_SPECS[task].generates}
     return Suite(include_dir, data_dir, tuple(tasks), versions, digests,
                  str(manifest["source_sha256"]), shipped, data_files, chat_digest, generation)

@@ -118,15 +118,26 @@ def test_progress_on_a_terminal_is_a_live_bar() -> None:
 
 
 def test_tasks_request_the_judge_key_and_mlflow_credentials_as_flyte_secrets() -> None:
+    # Every task that talks to MLflow mounts its credentials; the others mount nothing (least
+    # privilege: a data validation pod has no registry password to leak).
     from eval.config import EvalConfig
+    from tasks.base_model import provision_base
+    from tasks.deploy_canary import deploy_canary
     from tasks.evaluate import champion_reference, evaluate
+    from tasks.import_base import import_base_champion
     from tasks.register import register
+    from tasks.resolve import resolve_config
+    from tasks.train import train, train_1_gpu, train_2_nodes_8_gpus, train_8_gpus
+    from tasks.validate import validate_data
 
     def mounted(task: object) -> set[str]:
-        secrets = task.security_context.secrets  # type: ignore[attr-defined]
+        secrets = task.security_context.secrets if task.security_context else []  # type: ignore[attr-defined]
         return {s.env_var for s in secrets if s.group == "shipyard"}
 
     mlflow = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"}
     assert mounted(evaluate) == {EvalConfig().judge.api_key_env} | mlflow
-    assert mounted(champion_reference) == mlflow
-    assert mounted(register) == mlflow
+    for uses_mlflow in (champion_reference, register, import_base_champion, deploy_canary,
+                        train, train_1_gpu, train_8_gpus, train_2_nodes_8_gpus):
+        assert mounted(uses_mlflow) == mlflow, uses_mlflow.name
+    for no_mlflow in (resolve_config, validate_data, provision_base):
+        assert mounted(no_mlflow) == set(), no_mlflow.name

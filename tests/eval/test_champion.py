@@ -18,6 +18,7 @@ from eval.champion import (
 )
 from eval.config import EvalConfig
 from eval.errors import EvalError
+from registry.model_uri import ChampionReference, ModelReference
 from tests.eval.champions import register_champion, settings_store, tamper_with_weights
 from tests.eval.conftest import TinyModel
 from tests.registry.conftest import SPLITS, register
@@ -61,14 +62,15 @@ def test_the_champion_is_read_by_the_configured_alias_and_verified(
     # verified champion has, so an evaluation against this champion passes the check ...
     config = EvalConfig(registered_model_name="aliased", champion_alias="production")
     reference = champion_reference(config, load_settings().mlflow_tracking_uri)
-    assert reference == f"models:/aliased/1 sha256:{tiny_model.digest}"
+    assert reference == ChampionReference(ModelReference("aliased", "1", tiny_model.digest))
+    assert str(reference) == f"models:/aliased/1 sha256:{tiny_model.digest}"
     check_compared_against(reference, "aliased", champion.version, champion.digest)
     # ... and one measured against any other baseline is refused, never cached under it.
     for used in (("2", champion.digest), ("1", "0" * 64), (None, None)):
         with pytest.raises(EvalError) as caught:
             check_compared_against(reference, "aliased", *used)
         assert caught.value.code == "EVAL_CHAMPION_MOVED"
-        assert caught.value.details["looked_up"] == reference
+        assert caught.value.details["looked_up"] == str(reference)
     with pytest.raises(EvalError) as caught:  # a champion appeared after the lookup
         check_compared_against(NO_CHAMPION, "aliased", "1", champion.digest)
     assert caught.value.code == "EVAL_CHAMPION_MOVED"

@@ -26,6 +26,7 @@ from testing.scripted_server import ScriptedServer
 from tests.eval.champions import register_champion, tamper_with_weights
 from tests.eval.conftest import TinyModel
 from tests.eval.judges import reference_judge
+from training.config import TrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +67,11 @@ def test_run_eval_against_a_champion_with_a_judge(tiny_model: TinyModel, tmp_pat
 
 
 def _flyte_inputs(model: TinyModel, dataset_dir: Path) -> tuple[TrainedModel, ValidatedDataset]:
-    trained = TrainedModel(FlyteDirectory(str(model.model_dir)), model.digest, {}, {}, [], "{}",
-                           "0" * 64, model.mlflow_run_id)
-    digests = {s: sha256_file(dataset_dir / f"{s}.jsonl")
-               for s in ("train", "validation", "eval")}
-    dataset = ValidatedDataset(FlyteDirectory(str(dataset_dir)), digests, {}, "", "")
+    trained = TrainedModel(FlyteDirectory(str(model.model_dir)), model.digest, {}, {}, [],
+                           TrainConfig(), TrainConfig().digest(), model.mlflow_run_id)
+    digests: dict[str, str] = {s: sha256_file(dataset_dir / f"{s}.jsonl")
+                               for s in ("train", "validation", "eval")}
+    dataset = ValidatedDataset(FlyteDirectory(str(dataset_dir)), digests, {}, "0" * 64, "0" * 64)
     return trained, dataset
 
 
@@ -83,7 +84,7 @@ def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
     config = EvalConfig(**FAST, registered_model_name="shipyard-eval-test")  # type: ignore[arg-type]
 
     champion = champion_reference(config=config)
-    assert champion == f"models:/shipyard-eval-test/1 sha256:{tiny_model.digest}"
+    assert str(champion) == f"models:/shipyard-eval-test/1 sha256:{tiny_model.digest}"
     report = evaluate(model=trained, dataset=dataset, config=config, champion=champion,
                       prices=CostConfig())
 

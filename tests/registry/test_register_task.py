@@ -3,7 +3,6 @@ written, and the version verifiable with the key the task generated under SHIPYA
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,9 +18,12 @@ from registry.policy import load_policy
 from registry.verify import verify_model
 from tasks.contracts import EvalReport, RegisteredModel, TrainedModel, ValidatedDataset
 from tasks.register import register
-from tests.registry.conftest import RESOLVED_CONFIG_JSON, Store
+from tests.registry.conftest import Store
+from training.config import TrainConfig
 
 pytestmark = pytest.mark.integration
+
+TRAIN_CONFIG = TrainConfig(max_steps=12)
 
 
 def test_register_task_returns_a_verifiable_registered_model(
@@ -33,15 +35,15 @@ def test_register_task_returns_a_verifiable_registered_model(
 ) -> None:
     # A tracking server is chosen through MLFLOW_TRACKING_URI; here it is the shared store.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
-    digests = {split: sha256_file(path) for split, path in dataset_files.items()}
+    digests: dict[str, str] = {split: sha256_file(path) for split, path in dataset_files.items()}
     trained = TrainedModel(
         model_dir=FlyteDirectory(path=str(model_copy)),
         model_digest=model_root_digest(model_copy),
         dataset_digests=digests,
         metrics={"final_loss": 1.0},
         loss_curve=[2.0, 1.0],
-        resolved_config_json=RESOLVED_CONFIG_JSON,
-        config_digest=hashlib.sha256(RESOLVED_CONFIG_JSON.encode()).hexdigest(),
+        config=TRAIN_CONFIG,
+        config_digest=TRAIN_CONFIG.digest(),
         mlflow_run_id="",  # training without MLflow logging
     )
     dataset = ValidatedDataset(
@@ -92,12 +94,11 @@ def test_register_task_refuses_an_eval_report_about_another_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
-    digests = {split: sha256_file(path) for split, path in dataset_files.items()}
+    digests: dict[str, str] = {split: sha256_file(path) for split, path in dataset_files.items()}
     trained = TrainedModel(
         model_dir=FlyteDirectory(path=str(model_copy)), model_digest=model_root_digest(model_copy),
         dataset_digests=digests, metrics={}, loss_curve=[],
-        resolved_config_json=RESOLVED_CONFIG_JSON,
-        config_digest=hashlib.sha256(RESOLVED_CONFIG_JSON.encode()).hexdigest(), mlflow_run_id="",
+        config=TRAIN_CONFIG, config_digest=TRAIN_CONFIG.digest(), mlflow_run_id="",
     )
     dataset = ValidatedDataset(
         files=FlyteDirectory(path=str(dataset_files["train"].parent)), split_digests=digests,

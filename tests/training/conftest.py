@@ -82,7 +82,7 @@ def validated_dataset(dataset_dir: Path, token_files: list[str] | None = None
     return ValidatedDataset(
         files=FlyteDirectory(str(dataset_dir)),
         split_digests={split: sha256_file(dataset_dir / f"{split}.jsonl") for split in splits},
-        split_rows={"train": 1, "validation": 1}, tokenizer_digest="t" * 64,
-        report_digest="r" * 64,
+        split_rows={"train": 1, "validation": 1}, tokenizer_digest="7" * 64,
+        report_digest="8" * 64,
         token_file_digests={name: sha256_file(dataset_dir / name) for name in token_files or []},
     )
