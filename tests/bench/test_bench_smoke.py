@@ -29,6 +29,9 @@ SMOKE_TESTS = {
     "data_scaling": "test_data_scaling_smoke",
     "pipeline_setup": "test_pipeline_setup_dry_run_smoke",
     "sft_peer": "test_sft_peer_runs_both_trainers_and_prints_json",
+    # the parts of sft_peer, run by its smoke test
+    "sft_peer_trainers": "test_sft_peer_runs_both_trainers_and_prints_json",
+    "sft_peer_compare": "test_sft_peer_runs_both_trainers_and_prints_json",
 }
 
 
