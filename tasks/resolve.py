@@ -17,7 +17,7 @@ from common.config import build_config, load_preset
 from common.cost import CostConfig
 from common.errors import StageError
 from data.config import DataConfig
-from data.io import check_split_location, sha256_location
+from data.io_location import check_split_location, sha256_location
 from deploy.config import DeployConfig
 from eval.config import RENAMED_KEYS as EVAL_RENAMED_KEYS
 from eval.config import EvalConfig
