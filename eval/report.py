@@ -5,19 +5,20 @@ numbers, per-task metrics of both models, every per-sample result (doc hash, met
 generated text), task versions and data digests, the judge's summary and calibration, and
 the resolved config. NaN/inf become null so the file is strict JSON. Top-level
 ``gate_outcome`` and ``summary`` are what registration records (tags, provenance).
+
+Modules: report_judge.py (the HTML's judge section and calibration table), report_plot.py
+(the metrics plot); this module builds the JSON and the rest of the HTML.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import html
-import io
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.fs import SHARED_FILE_MODE, atomic_write_bytes
 from common.html import StageFacts, format_value, short_digest, table
@@ -25,10 +26,26 @@ from common.redact import redact
 from eval.gate import GateDecision
 from eval.harness import HarnessResult
 from eval.judge.run import JudgeReport
+from eval.report_judge import calibration_table, judge_tables
+from eval.report_plot import metrics_figure, plot_html
 from eval.suite.specs import TASK_SPECS, Suite
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+# The public API, wherever each part now lives (the judge section and the plot have modules
+# of their own; callers and tests import them from here).
+__all__ = [
+    "SCHEMA_VERSION",
+    "build_report",
+    "calibration_table",
+    "gate_table",
+    "jsonable",
+    "metrics_figure",
+    "mlflow_metrics",
+    "overview_facts",
+    "render_html",
+    "side_by_side",
+    "summary",
+    "write_json",
+]
 
 SCHEMA_VERSION = 1
 
@@ -166,8 +183,8 @@ def render_html(report: dict[str, Any]) -> str:
         _metrics_table(report),
         _comparisons_table(report),
         _generations_table(report),
-        _judge_tables(report["judge"]),
-        _plot(report),
+        judge_tables(report["judge"]),
+        plot_html(report),
     ]
     return "\n".join(p for p in parts if p)
 
@@ -304,109 +321,3 @@ def _shorten(text: str | None, limit: int = 240) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[:limit] + f"… ({len(text):,} characters)"
-
-
-def _judge_tables(judge: dict[str, Any]) -> str:
-    if judge["status"] != "ok":
-        return f"<h3>Judge</h3><p>{html.escape(judge['status'])}</p>"
-    kind = judge.get("judge_kind", "judge")
-    rows: list[list[Any]] = [["judge model", judge["judge_model"]],
-                             ["judge source", judge.get("source")],
-                             ["judge identity", judge.get("identity")],
-                             ["judged task", judge.get("task")],
-                             ["judges", "jury of " + ", ".join(judge["jury_members"])
-                              if kind == "jury" else "one model (not a jury)"],
-                             ["prompts", ", ".join(judge["prompt_ids"].values())],
-                             ["gating", judge["gating"]]]
-    rows += [["non-gating because", r] for r in judge["non_gating_reasons"]]
-    for section in ("calibration", "length_control", "pairwise", "rubric_candidate",
-                    "rubric_champion"):
-        for key, value in (judge.get(section) or {}).items():
-            if key != "per_subset":  # its own table below
-                rows.append([f"{section}.{key}", value])
-    rows += [[f"lengths.{k}", v] for k, v in judge["lengths"].items()]
-    rows += [[f"usage.{k}", v] for k, v in judge["usage"].items()]
-    return "<h3>LLM judge</h3>" + _table(["", ""], rows) + calibration_table(judge)
-
-
-def calibration_table(judge: dict[str, Any]) -> str:
-    """The judge against human labels per subset, the published judges beside it."""
-    calibration = judge.get("calibration") or {}
-    if not calibration.get("per_subset"):
-        return ""
-
-    def cell(s: dict[str, Any], key: str) -> str:
-        return (f"{_fmt(s[key])} [{_fmt(s[f'{key}_interval_low'])}, "
-                f"{_fmt(s[f'{key}_interval_high'])}]")
-
-    rows: list[list[Any]] = []
-    for s in calibration["per_subset"]:
-        rows.append([s["subset"], calibration.get("judge_identity"), s["num_pairs"],
-                     cell(s, "accuracy"), cell(s, "accuracy_both_orders"), cell(s, "kappa"),
-                     cell(s, "order_agreement")])
-        rows += [[s["subset"], f"{r['judge']} ({r['strategy']}, published)", "",
-                  r["accuracy_average"], r["accuracy_both_orders"], "",
-                  r["order_agreement"]] for r in s["reference_judges"]]
-    return ("<h3>Judge calibration on human labels (LLMBar)</h3>" + _table(
-        ["subset", "judge", "pairs", "accuracy (both orders averaged)",
-         "accuracy (both orders right)", "kappa", "order agreement"], rows))
-
-
-def _plot(report: dict[str, Any]) -> str:
-    figure = metrics_figure(report)
-    if figure is None:
-        return ""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"<h3>Plot</h3><img alt='eval metrics' src='data:image/png;base64,{encoded}'/>"
-
-
-def metrics_figure(report: dict[str, Any]) -> Figure | None:
-    """The primary metric per task and, only when there is a champion, the paired
-    improvements against it; None when there is nothing to draw."""
-    # matplotlib's object API with the Agg canvas: no pyplot global state, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    tasks = list(report["metrics"])
-    if not tasks:
-        return None
-    champion = report["champion_metrics"] or {}
-    comparisons = report["gate"]["comparisons"]
-    # Without a champion there is nothing to compare: one chart, no empty "vs champion" axes.
-    figure = Figure(figsize=(10, 3.6) if comparisons else (5.5, 3.6))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2) if comparisons else [figure.subplots(1, 1)]
-    for i, task in enumerate(tasks):
-        metric = TASK_SPECS[task].primary_metric
-        value = report["metrics"][task].get(metric)
-        err = report["metrics"][task].get(f"{metric}_stderr")
-        axes[0].bar(i - 0.2, value or 0, 0.4, yerr=1.96 * err if err else None,
-                    color="tab:blue", label="candidate" if i == 0 else None)
-        if task in champion:
-            axes[0].bar(i + 0.2, champion[task].get(metric) or 0, 0.4, color="tab:gray",
-                        label="champion" if i == 0 else None)
-    axes[0].set_xticks(range(len(tasks)),
-                       [f"{t}\n{TASK_SPECS[t].primary_metric}" for t in tasks], fontsize=7)
-    axes[0].set_title("primary metric (±1.96 stderr)", fontsize=9)
-    if champion:
-        axes[0].legend(fontsize=7)
-    if comparisons:
-        _plot_comparisons(axes[1], report)
-    figure.tight_layout()
-    return figure
-
-
-def _plot_comparisons(ax: Any, report: dict[str, Any]) -> None:
-    comparisons = report["gate"]["comparisons"]
-    margins = report["config"].get("non_inferiority_margins", {})
-    for j, c in enumerate(comparisons):
-        low, high = c["interval_low"], c["interval_high"]
-        if low is not None and high is not None:
-            ax.plot([low, high], [j, j], color="tab:blue")
-        ax.plot([c["improvement"]], [j], "o", color="tab:blue")
-        ax.plot([-margins.get(c["task"], 0)] * 2, [j - 0.3, j + 0.3], color="tab:red")
-    ax.axvline(0, color="black", linewidth=0.5)
-    ax.set_yticks(range(len(comparisons)), [c["task"] for c in comparisons], fontsize=7)
-    ax.set_title("improvement vs champion (red: -margin)", fontsize=9)

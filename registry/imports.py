@@ -48,14 +48,10 @@ from registry.config import RegisterConfig
 from registry.description import import_description
 from registry.errors import RegistryError
 from registry.policy import Policy, load_policy
+from registry.register_inputs import make_signer
+from registry.register_store import artifact_location, mlflow_errors, registration_lock
+from registry.register_tags import attestation_tags
 from registry.source import source_info
-from registry.stage import (
-    _artifact_location,
-    _mlflow_errors,
-    _signer,
-    attestation_tags,
-    registration_lock,
-)
 from registry.verify import verify_model
 
 logger = logging.getLogger(__name__)
@@ -118,12 +114,12 @@ def import_base_model(request: ImportRequest) -> ImportResult:
     _check_model_dir(Path(request.model_dir), base)
     config = request.config
     key_dir = Path(config.key_dir) if config.key_dir else Path(request.key_dir)
-    signer = _signer(config, key_dir)
+    signer = make_signer(config, key_dir)
     policy = _import_policy(config, key_dir, signer)  # a bad policy fails before any work
     client = reg.client_for(request.tracking_uri)
     name = config.registered_model_name
     with signals_raise_stage_interrupted(), registration_lock(request.tracking_uri, name), \
-            _mlflow_errors(request.tracking_uri):
+            mlflow_errors(request.tracking_uri):
         version, created = _imported_version(request, client, signer, policy, base)
         number = str(version.version)
         champion = champion_version(client, name, config.champion_alias)
@@ -175,7 +171,7 @@ def _imported_version(
         client,
         training_run_id=None,
         experiment_name=config.experiment_name,
-        artifact_root=_artifact_location(request.tracking_uri, request.artifact_root),
+        artifact_root=artifact_location(request.tracking_uri, request.artifact_root),
         run_name=run_name,
         registered_model_name=name,
     )

@@ -5,64 +5,75 @@ work; the signature and provenance exist before MLflow sees anything; the new ve
 verified with the same `verify_model` deploy uses before it gets the `challenger` alias, and
 deleted if that fails. Registering a digest that already has a version returns that version,
 and its eval report (a new evaluation, e.g. against a newer champion) is added to it as its
-own signed eval attestation; the older ones stay (`_add_evaluation`). Two registrations of
+own signed eval attestation; the older ones stay (`add_evaluation`). Two registrations of
 one digest at once cannot both create one: on a local store (sqlite file or directory) the
 look-up and the creation run under a file lock next to the store (`registration_lock`). A
 remote tracking server has no lock we can take: two concurrent registrations of one digest
 on different machines can still create two versions (MLflow has no unique constraint on
 tags); run one registration per model at a time there (Flyte's cache and the workflow's
 single register task do), and verify by digest (`--expected-digest`).
+
+Modules: register_inputs.py (the checks before any work, the signer), register_store.py (the
+registration lock, MLflow errors, artifact location), register_tags.py (the version's tags),
+register_evaluation.py (a later evaluation of a registered digest); this module runs them in
+the order above, publishes and self-checks the version, and keeps the public API.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
-from common.digests import model_root_digest, sha256_file
-from common.locks import file_lock
 from common.redact import redact, redact_text
 from common.signals import signals_raise_stage_interrupted
 from registry import eval_attestation
 from registry import mlflow_registry as reg
 from registry import provenance as prov
 from registry.aliases import aliases_of, set_challenger
-from registry.attest import (
-    Attestations,
-    BuildInputs,
-    ImportInputs,
-    Signer,
-    evaluation_names,
-    write_attestations,
-    write_evaluation,
-)
-from registry.base_model import BaseModelRef, base_tags, parse_base_identity
+from registry.attest import BuildInputs, Signer, write_attestations
+from registry.base_model import BaseModelRef, base_tags
 from registry.config import RegisterConfig
 from registry.description import version_description
 from registry.errors import RegistryError
 from registry.policy import Policy, load_policy
-from registry.signing import SigstoreIdentity, ambient_identity_token, ensure_key_pair
+from registry.register_evaluation import add_evaluation
+from registry.register_inputs import (
+    check_base_model,
+    check_inputs,
+    make_signer,
+    recorded_dataset_uris,
+)
+from registry.register_store import (
+    artifact_location,
+    mlflow_errors,
+    registration_lock,
+    run_start,
+)
+from registry.register_tags import attestation_tags, version_tags
 from registry.source import source_info
 from registry.verify import verify_model
 
-logger = logging.getLogger(__name__)
+# The public API, wherever each part now lives (registry/imports.py, tasks/register.py and
+# the tests import from here).
+__all__ = [
+    "RegistrationRequest",
+    "RegistrationResult",
+    "attestation_tags",
+    "register_model",
+    "registration_lock",
+]
 
-_SERVER_SCHEMES = ("http", "https", "databricks")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -144,7 +155,7 @@ def register_model(request: RegistrationRequest) -> RegistrationResult:
     """Register `request.model_dir` as a signed, attested MLflow model version."""
     stage_started = datetime.now(UTC)
     model_dir = Path(request.model_dir)
-    _check_inputs(
+    check_inputs(
         model_dir,
         request.model_digest,
         request.dataset_digests,
@@ -154,10 +165,10 @@ def register_model(request: RegistrationRequest) -> RegistrationResult:
     )
     # an eval report about another model is refused before any work
     eval_attestation.check_report_is_about(request.eval_report, request.model_digest)
-    base = _base_model(request.base_model_identity, request.base_model_dir)
+    base = check_base_model(request.base_model_identity, request.base_model_dir)
     config = request.config
     client = reg.client_for(request.tracking_uri)
-    signer = _signer(config, Path(config.key_dir) if config.key_dir else Path(request.key_dir))
+    signer = make_signer(config, Path(config.key_dir) if config.key_dir else Path(request.key_dir))
     # SIGTERM (Flyte stopping the pod) raises StageInterrupted: the registration run is
     # marked FAILED instead of staying RUNNING; a version already created is complete (its
     # tags are written with it) and the re-run checks it before it becomes the challenger.
@@ -173,13 +184,13 @@ def _register_locked(
     config, model_digest, model_dir = request.config, request.model_digest, Path(request.model_dir)
     training_run_id, tracking_uri = request.training_run_id, request.tracking_uri
     name = config.registered_model_name
-    with _mlflow_errors(tracking_uri):
+    with mlflow_errors(tracking_uri):
         build = BuildInputs(
             config=config,
             model_dir=model_dir,
             model_digest=model_digest,
             dataset_digests=dict(request.dataset_digests),
-            dataset_uris=_dataset_uris(request.dataset_files, request.dataset_uris),
+            dataset_uris=recorded_dataset_uris(request.dataset_files, request.dataset_uris),
             config_digest=request.config_digest,
             resolved_config_json=request.resolved_config_json,
             training_run_id=training_run_id,
@@ -187,7 +198,7 @@ def _register_locked(
             eval_report=redact(request.eval_report),
             execution_id=request.execution_id,
             builder_id=config.builder_id or prov.default_builder_id(request.execution_id),
-            started_on=request.started_on or _run_start(client, training_run_id, stage_started),
+            started_on=request.started_on or run_start(client, training_run_id, stage_started),
             source=source_info(request.project_root, config.source_repository),
             project_root=request.project_root,
             workflow_inputs=request.workflow_inputs,
@@ -206,7 +217,7 @@ def _register_locked(
             # the description a crash left out is written now.
             builder = existing.tags.get(reg.TAG_BUILDER_ID, "")
             if build.eval_report is not None:
-                _add_evaluation(client, existing, build, signer)
+                add_evaluation(client, existing, build, signer)
             _self_check(client, tracking_uri, existing, config, builder, signer, delete=False)
             if not (existing.description or "").strip():
                 _describe(client, build, existing, signer)
@@ -218,7 +229,7 @@ def _register_locked(
             client,
             training_run_id=training_run_id,
             experiment_name=config.experiment_name,
-            artifact_root=_artifact_location(tracking_uri, request.artifact_root),
+            artifact_root=artifact_location(tracking_uri, request.artifact_root),
             run_name=run_name,
             registered_model_name=name,
         )
@@ -259,221 +270,17 @@ def _publish(client: MlflowClient, build: BuildInputs, signer: Signer, run_id: s
     client.set_tag(run_id, reg.TAG_MODEL_DIGEST, build.model_digest)
     for key, value in (base_tags(build.base_model) if build.base_model else {}).items():
         client.set_tag(run_id, key, value)
-    tags = _version_tags(build, signer, run_id, names, digests)
+    tags = version_tags(build, signer, run_id, names, digests)
     version = reg.create_version(
         client, name=build.config.registered_model_name, run_id=run_id, tags=tags
     )
     return _describe(client, build, version, signer)
-
-
-def _add_evaluation(client: MlflowClient, version: ModelVersion, build: BuildInputs,
-                    signer: Signer) -> None:
-    """Every evaluation leaves its own signed attestation on the version: deploy needs the
-    one measured against the current champion, so a new eval report is never dropped. The
-    same report twice (a retried registration) is added once."""
-    assert build.eval_report is not None
-    run_id = str(version.run_id)
-    names = evaluation_names(build.eval_report, signer.mode)
-    if names.report_sha256 in _recorded_report_digests(client, run_id):
-        return
-    with tempfile.TemporaryDirectory(prefix="shipyard-evaluation-") as tmp:
-        write_evaluation(Path(tmp), build, signer)
-        client.log_artifacts(run_id, str(Path(tmp) / eval_attestation.EVALUATIONS_DIR),
-                             f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{eval_attestation.EVALUATIONS_DIR}")
-    # for readers (the verifier reads the signed statements only): the latest evaluation
-    client.set_model_version_tag(version.name, version.version, reg.TAG_EVAL_GATE,
-                                 str(build.eval_report.get("gate_outcome")))
-    summary = build.eval_report.get("summary", build.eval_report)
-    client.set_model_version_tag(version.name, version.version, reg.TAG_EVAL_SUMMARY,
-                                 reg.truncate_tag(json.dumps(redact(summary), sort_keys=True)))
-    logger.info("%s version %s: evaluation %s added (%s)", version.name, version.version,
-                names.attestation, build.eval_report.get("gate_outcome"))
-
-
-def _recorded_report_digests(client: MlflowClient, run_id: str) -> set[str]:
-    """The sha256 of every eval report the version already holds (first and later ones)."""
-    found = set()
-    folder = f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{eval_attestation.EVALUATIONS_DIR}"
-    for info in client.list_artifacts(run_id, folder):
-        if info.path.endswith(".report.json"):
-            found.add(Path(info.path).name.removeprefix("eval-").split(".", 1)[0])
-    with tempfile.TemporaryDirectory(prefix="shipyard-evaluation-") as tmp:
-        try:
-            first = Path(client.download_artifacts(
-                run_id, f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{prov.EVAL_REPORT_BYPRODUCT}", tmp))
-            found.add(sha256_file(first))
-        except (MlflowException, OSError):
-            pass  # registered without an eval report
-    return found
-
 
 def _describe(client: MlflowClient, build: BuildInputs, version: ModelVersion,
               signer: Signer) -> ModelVersion:
     """The text people read first in the MLflow UI: gate, digest, data, how to verify."""
     description = redact_text(version_description(build, str(version.version), signer.label))
     return client.update_model_version(version.name, version.version, description=description)
-
-
-@contextmanager
-def registration_lock(tracking_uri: str, name: str) -> Iterator[None]:
-    """Serialize registrations of `name` on one local store (a blocking file lock next to the
-    sqlite file or store directory; the kernel drops it when the holder dies). A tracking
-    server gets no lock: see the module docstring for the race that remains there."""
-    store = _local_store_dir(tracking_uri)
-    if store is None:
-        yield
-        return
-    lock_dir = store / ".shipyard-locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(name.encode()).hexdigest()[:16]
-    with file_lock(lock_dir / f"register-{key}.lock"):
-        yield
-
-
-def _local_store_dir(tracking_uri: str) -> Path | None:
-    """The directory holding a local store (sqlite file or file store); None for a server."""
-    parts = urlsplit(tracking_uri)
-    if parts.scheme == "sqlite":
-        path = tracking_uri.removeprefix("sqlite:///")
-        return None if path in ("", ":memory:") else Path("/" + path.lstrip("/")).parent
-    if parts.scheme in ("", "file"):
-        return Path(parts.path if parts.scheme else tracking_uri).expanduser()
-    return None
-
-
-def _check_inputs(
-    model_dir: Path,
-    model_digest: str,
-    dataset_digests: Mapping[str, str],
-    dataset_files: Mapping[str, Path],
-    config_digest: str,
-    resolved_config_json: str,
-) -> None:
-    if not model_dir.is_dir():
-        raise RegistryError("MODEL_DIR_MISSING", f"model_dir {model_dir} is not a directory.")
-    found = model_root_digest(model_dir)
-    if found != model_digest:
-        raise RegistryError(
-            "MODEL_DIGEST_MISMATCH",
-            f"the files in {model_dir} are not the model the train stage produced: refusing "
-            "to sign them. Re-run training or pass the matching directory.",
-            expected=model_digest,
-            found=found,
-        )
-    if set(dataset_files) != set(dataset_digests):
-        raise RegistryError(
-            "DATASET_DIGEST_MISMATCH",
-            "dataset splits given do not match the splits the model was trained on.",
-            expected=str(sorted(dataset_digests)),
-            found=str(sorted(dataset_files)),
-        )
-    for split, path in sorted(dataset_files.items()):
-        found = sha256_file(Path(path))
-        if found != dataset_digests[split]:
-            raise RegistryError(
-                "DATASET_DIGEST_MISMATCH",
-                f"dataset split {split!r} ({path}) is not the data the model was trained on.",
-                expected=dataset_digests[split],
-                found=found,
-            )
-    found = hashlib.sha256(resolved_config_json.encode()).hexdigest()
-    if found != config_digest:
-        raise RegistryError(
-            "CONFIG_DIGEST_MISMATCH",
-            "config_digest is not the sha256 of resolved_config_json.",
-            expected=config_digest,
-            found=found,
-        )
-
-
-def _base_model(
-    identity: str | Mapping[str, Any] | None, base_model_dir: Path | None
-) -> BaseModelRef | None:
-    """The checked base identity; its directory, when given, must still be that model."""
-    if identity is None:
-        return None
-    base = parse_base_identity(identity)
-    if base_model_dir is not None:
-        found = model_root_digest(Path(base_model_dir))
-        if found != base.model_digest:
-            raise RegistryError(
-                "BASE_MODEL_MISMATCH",
-                f"base_model_dir {base_model_dir} is not the base model its identity names "
-                f"({base.source}): the provenance would name the wrong base. Pass the directory "
-                "training started from with its own identity (provision it again).",
-                expected=base.model_digest,
-                found=found,
-            )
-    return base
-
-
-def _signer(config: RegisterConfig, key_dir: Path) -> Signer:
-    if config.signing_mode == "key":
-        pair = ensure_key_pair(key_dir, allow_generation=config.allow_key_generation)
-        logger.info("signing key %s (public key %s)", pair.private_key_path, pair.public_key_path)
-        return Signer("key", pair, None)
-    assert config.sigstore_identity and config.sigstore_oidc_issuer  # RegisterConfig checks
-    ambient_identity_token()  # no OIDC identity: fail before anything is written to MLflow
-    identity = SigstoreIdentity(
-        config.sigstore_identity, config.sigstore_oidc_issuer, config.sigstore_staging
-    )
-    return Signer("sigstore", None, identity)
-
-
-def attestation_tags(build: BuildInputs | ImportInputs, signer: Signer, run_id: str,
-                     names: Attestations, digests: Mapping[str, str]) -> dict[str, str]:
-    """Where a version came from and its signed attestations: the tags every version carries,
-    trained (`register_model`) or imported (`registry.imports`)."""
-    def location(name: str) -> str:
-        return reg.run_artifact_uri(run_id, f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{name}")
-
-    source = build.source
-    return {
-        reg.TAG_SOURCE_REPOSITORY: source.repository,
-        reg.TAG_SOURCE_COMMIT: source.commit,
-        reg.TAG_SOURCE_DIRTY: "unknown" if source.dirty is None else str(source.dirty).lower(),
-        reg.TAG_EXECUTION_ID: build.execution_id,
-        reg.TAG_BUILDER_ID: build.builder_id,
-        reg.TAG_SIGNING_MODE: signer.mode,
-        reg.TAG_SIGNER: signer.label,
-        reg.TAG_SIGNATURE_URI: location(names.signature),
-        reg.TAG_SIGNATURE_SHA256: digests[names.signature],
-        reg.TAG_PROVENANCE_URI: location(names.provenance),
-        reg.TAG_PROVENANCE_SHA256: digests[names.provenance],
-        reg.TAG_SBOM_URI: location(names.sbom),
-        reg.TAG_SBOM_SHA256: digests[names.sbom],
-    }
-
-
-def _version_tags(
-    build: BuildInputs,
-    signer: Signer,
-    run_id: str,
-    names: Attestations,
-    digests: Mapping[str, str],
-) -> dict[str, str]:
-    def location(name: str) -> str:
-        return reg.run_artifact_uri(run_id, f"{reg.ATTESTATIONS_ARTIFACT_PATH}/{name}")
-
-    tags = {
-        reg.TAG_MODEL_DIGEST: build.model_digest,
-        reg.TAG_CONFIG_DIGEST: build.config_digest,
-        **attestation_tags(build, signer, run_id, names, digests),
-    }
-    if names.eval_attestation is not None:  # for readers: the verifier finds it by file name
-        tags["eval_attestation_uri"] = location(names.eval_attestation)
-    for split, digest in build.dataset_digests.items():
-        tags[f"{reg.TAG_DATASET_DIGEST_PREFIX}{split}"] = digest
-    if build.training_run_id is not None:
-        tags[reg.TAG_TRAINING_RUN_ID] = build.training_run_id
-    if build.base_model is not None:
-        tags.update(base_tags(build.base_model))
-    if build.eval_report is not None:
-        summary = build.eval_report.get("summary", build.eval_report)
-        tags[reg.TAG_EVAL_SUMMARY] = reg.truncate_tag(json.dumps(summary, sort_keys=True))
-        if build.eval_report.get("gate_outcome") is not None:
-            tags[reg.TAG_EVAL_GATE] = str(build.eval_report["gate_outcome"])
-    return redact(tags)
 
 
 def _self_check(
@@ -547,44 +354,3 @@ def _result(client: MlflowClient, version: ModelVersion, *, created: bool) -> Re
         source_commit=tags.get(reg.TAG_SOURCE_COMMIT, ""),
         mlflow_run_id=str(version.run_id),
     )
-
-
-@contextmanager
-def _mlflow_errors(tracking_uri: str) -> Iterator[None]:
-    """Turn MLflow and I/O failures into RegistryError, the package's one error type."""
-    from sqlalchemy.exc import SQLAlchemyError  # a locked or broken sqlite store
-
-    try:
-        yield
-    except (MlflowException, OSError, SQLAlchemyError) as exc:
-        raise RegistryError(
-            "MLFLOW_ERROR", redact_text(
-                f"MLflow at {tracking_uri} failed: {exc}. If the store is locked by another "
-                "writer, retry when it is done: registration is idempotent by digest.")
-        ) from exc
-
-
-def _dataset_uris(
-    dataset_files: Mapping[str, Path], dataset_uris: Mapping[str, str] | None
-) -> dict[str, str]:
-    uris = {split: Path(path).resolve().as_uri() for split, path in dataset_files.items()}
-    uris.update(dataset_uris or {})
-    return redact(uris)  # recorded in MLflow and the provenance: no credential in a URI
-
-
-def _run_start(client: MlflowClient, training_run_id: str | None, fallback: datetime) -> datetime:
-    # The build started when training did; the training run knows when that was.
-    if training_run_id is None:
-        return fallback
-    start_ms = reg.get_training_run(client, training_run_id).info.start_time
-    return datetime.fromtimestamp(start_ms / 1000, tz=UTC) if start_ms else fallback
-
-
-def _artifact_location(tracking_uri: str, artifact_root: Path | str | None) -> str | None:
-    # A tracking server decides where artifacts go (and may proxy them); a local store
-    # gets our artifact root, or MLflow would write ./mlruns under the working directory.
-    if artifact_root is None or urlsplit(tracking_uri).scheme in _SERVER_SCHEMES:
-        return None
-    root = str(artifact_root)
-    return root if "://" in root else Path(root).expanduser().resolve().as_uri()
-

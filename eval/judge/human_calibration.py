@@ -18,9 +18,11 @@ Intervals: percentile bootstrap over pairs (`eval.stats.mean_interval` for the m
 same resampling vectorised for kappa), seeded. The judge may gate only when the pooled kappa
 clears `eval.judge.min_kappa` and the pooled order agreement `eval.judge.min_order_agreement`.
 
-A calibration depends on the judge (model and weights), the prompt, the data and the decoding
-settings, not on the candidate: `CalibrationCache` keeps it under that identity, so it runs
-once per judge rather than once per evaluation.
+A calibration depends on the judge (model and weights, and the server that answers: the
+chat URL of the judge or of each jury member), the prompt, the data and the calibration and
+decoding settings, not on the candidate: `CalibrationCache` keeps it under that key (as the
+verdict cache binds URL + weights digest, eval/judge/cache.py), so it runs once per judge
+rather than once per evaluation.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import typing
 from collections.abc import Sequence
@@ -41,8 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from common.fs import atomic_write_text, private_dir
 from eval.judge import llmbar
-from eval.judge.client import Judge
+from eval.judge.client import Judge, JudgeClient
+from eval.judge.jury import Jury
 from eval.judge.pairwise import PairItem, PairVerdict, judge_pairs
 from eval.judge.prompts import JudgePrompt
 from eval.stats import cohen_kappa, mean_interval
@@ -254,10 +257,19 @@ def kappa_interval(rater_a: Sequence[str], rater_b: Sequence[str], stats: Statis
 
 # ---- cache -----------------------------------------------------------------------------------
 
+# The entry's format and key recipe: bump it when either changes, so older entries are misses
+# (2: the key binds the judge's chat URLs; an entry records its format and key).
+CALIBRATION_CACHE_FORMAT = 2
+
+
 def calibration_key(*, judge_identity: str, prompt_id: str, data_sha256: str,
                     subsets: Sequence[str], limit_per_subset: int | None, max_tokens: int,
-                    logprobs: bool, stats: Statistics) -> str:
-    payload = json.dumps({"judge": judge_identity, "prompt_id": prompt_id,
+                    logprobs: bool, stats: Statistics, endpoints: Sequence[str]) -> str:
+    """What decides a calibration: the judge's identity (model name and weights digest) and
+    the servers that answer (`endpoints`: `judge_endpoints`), the prompt, the data, the
+    calibration settings and the decoding settings."""
+    payload = json.dumps({"format": CALIBRATION_CACHE_FORMAT, "judge": judge_identity,
+                          "endpoints": sorted(endpoints), "prompt_id": prompt_id,
                           "data_sha256": data_sha256, "subsets": list(subsets),
                           "limit_per_subset": limit_per_subset, "max_tokens": max_tokens,
                           "logprobs": logprobs, "statistics": dataclasses.asdict(stats)},
@@ -265,9 +277,19 @@ def calibration_key(*, judge_identity: str, prompt_id: str, data_sha256: str,
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def judge_endpoints(judge: Judge) -> list[str]:
+    """The chat URLs whose verdicts make `judge`'s calibration: its own, or each jury
+    member's. Another server under the same name may serve other weights or settings, so
+    (as for verdicts) its calibration is its own. Hashed into the key, never written out."""
+    members = judge.members if isinstance(judge, Jury) else [judge]
+    return sorted(m.endpoint.chat_url for m in members if isinstance(m, JudgeClient))
+
+
 class CalibrationCache:
-    """One JSON file per calibration (`<root>/<key>.json`), written to a temp name and renamed.
-    An unreadable or malformed entry is a miss: the calibration runs again and replaces it."""
+    """One JSON file per calibration (`<root>/<key>.json`): `{"format", "key",
+    "calibration"}`, written whole or not at all (common.fs). An unreadable or malformed
+    entry, one of another format, or one filed under a key that is not its own is a miss:
+    the calibration runs again and replaces it."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -275,19 +297,21 @@ class CalibrationCache:
     def get(self, key: str) -> HumanCalibration | None:
         path = self.root / f"{key}.json"
         try:
-            result = _from_dict(HumanCalibration, json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if not (isinstance(entry, dict) and entry.get("key") == key
+                    and entry.get("format") == CALIBRATION_CACHE_FORMAT):
+                return None
+            result = _from_dict(HumanCalibration, entry.get("calibration"))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: eval/cache.py evicts it last
         return dataclasses.replace(result, cached=True)
 
     def put(self, key: str, result: HumanCalibration) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(dataclasses.asdict(result), handle)
-        os.replace(tmp, self.root / f"{key}.json")
+        entry = {"format": CALIBRATION_CACHE_FORMAT, "key": key,
+                 "calibration": dataclasses.asdict(result)}
+        atomic_write_text(private_dir(self.root) / f"{key}.json", json.dumps(entry))
 
 
 _CLASSES: dict[str, type] = {"SubsetCalibration": SubsetCalibration,

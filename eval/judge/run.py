@@ -30,6 +30,7 @@ from eval.judge.human_calibration import (
     calibrate_on_human,
     calibration_key,
     failed_floors,
+    judge_endpoints,
     with_floors,
 )
 from eval.judge.jury import Jury
@@ -154,7 +155,8 @@ def human_calibration(config: EvalConfig, judge: Judge, prompt: JudgePrompt,
     key = calibration_key(judge_identity=judge.identity, prompt_id=prompt.prompt_id,
                           data_sha256=llmbar.data_digest(subsets), subsets=subsets,
                           limit_per_subset=limit, max_tokens=judge.policy.max_tokens,
-                          logprobs=judge.policy.request_logprobs, stats=statistics_)
+                          logprobs=judge.policy.request_logprobs, stats=statistics_,
+                          endpoints=judge_endpoints(judge))
     cache = CalibrationCache(cache_dir / CALIBRATION_CACHE_DIR) if cache_dir else None
     if cache is not None and (hit := cache.get(key)) is not None:
         return with_floors(hit, config.judge.min_kappa, config.judge.min_order_agreement)

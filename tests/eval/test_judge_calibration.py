@@ -7,6 +7,7 @@ answers at random are each caught by calibration and never gate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -187,9 +188,10 @@ def test_calibration_runs_once_per_judge_and_a_bad_entry_is_a_miss(tmp_path: Pat
         assert server.num_requests - before >= 2 * 8 * LIMIT
         # A malformed entry is a miss, not a crash and not a vote.
         (entry,) = [p for p in (tmp_path / CALIBRATION_CACHE_DIR).glob("*.json")
-                    if json.loads(p.read_text())["judge_identity"] == "scripted-judge"]
+                    if json.loads(p.read_text())["calibration"]["judge_identity"]
+                    == "scripted-judge"]
         broken = json.loads(entry.read_text())
-        broken["kappa"] = "1.0"
+        broken["calibration"]["kappa"] = "1.0"
         entry.write_text(json.dumps(broken))
         assert CalibrationCache(entry.parent).get(entry.stem) is None
         before = server.num_requests
@@ -197,6 +199,62 @@ def test_calibration_runs_once_per_judge_and_a_bad_entry_is_a_miss(tmp_path: Pat
         assert server.num_requests - before >= 2 * 8 * LIMIT
         assert third.calibration is not None and not third.calibration.cached
         assert third.calibration.kappa == pytest.approx(1.0)
+
+
+def test_a_cached_calibration_is_another_endpoints_or_settings_miss(tmp_path: Path) -> None:
+    # Two servers, one served name and one weights digest: like the verdict cache, the key
+    # binds the URL, so each server is calibrated once; other settings are their own too.
+    small = {"calibration_limit_per_subset": 2, "calibration_subsets": ["natural", "mt_bench"]}
+    candidate, champion = samples(["2"], ["3"])
+
+    def cached(server: ScriptedServer, **settings: Any) -> bool:
+        endpoint = JudgeEndpoint(server.base_url, "scripted-judge", model_digest="sha256:same")
+        report = run_judge(config(small | settings), endpoint, candidate, champion, tmp_path)
+        assert report.calibration is not None
+        return report.calibration.cached
+
+    with ScriptedServer(reference_judge) as one, ScriptedServer(reference_judge) as two:
+        assert not cached(one) and cached(one)
+        assert not cached(two) and cached(two)
+        assert not cached(one, calibration_limit_per_subset=3)
+        assert not cached(one, calibration_subsets=["natural"])
+        assert not cached(one, max_tokens=16)
+        assert cached(one) and cached(two)
+        urls = (one.base_url, two.base_url)
+    folder = tmp_path / CALIBRATION_CACHE_DIR
+    entries = list(folder.iterdir())
+    assert len(entries) == 5 and all(p.suffix == ".json" for p in entries)  # no temp file
+    for entry in entries:  # common.fs writes it: private, and the URL is only hashed in
+        assert entry.stat().st_mode & 0o777 == 0o600
+        assert not any(url in entry.read_text() for url in urls)
+
+
+def test_a_malformed_or_misfiled_calibration_entry_is_a_miss(tmp_path: Path) -> None:
+    with ScriptedServer(reference_judge) as server:
+        result = calibrate_on_human(client(server), PAIRWISE, ["natural"], 2, STATS,
+                                    min_kappa=0.6, min_order_agreement=0.75)
+    cache = CalibrationCache(tmp_path / "calibration")
+    cache.put("k1", result)
+    hit = cache.get("k1")
+    assert hit is not None and hit.cached
+    assert json.dumps(dataclasses.asdict(dataclasses.replace(hit, cached=False))) == \
+        json.dumps(dataclasses.asdict(result))
+    text = (cache.root / "k1.json").read_text()
+    entry = json.loads(text)
+    bad = {
+        "k2": text,  # another key's entry filed under this key
+        "k3": json.dumps(entry["calibration"]),  # format 1: the bare calibration
+        "k4": json.dumps(entry | {"format": 1, "key": "k4"}),
+        "k5": text[: len(text) // 2],  # torn
+        "k6": "[" * 100_000,  # nested past the recursion limit
+        "k7": "[]",
+        "k8": json.dumps(entry | {"key": "k8", "calibration": {"kappa": 1.0}}),
+    }
+    for key, body in bad.items():
+        (cache.root / f"{key}.json").write_text(body)
+        assert cache.get(key) is None, key
+    (cache.root / "k9.json").mkdir()
+    assert cache.get("k9") is None and cache.get("absent") is None
 
 
 def test_a_calibration_with_failed_calls_is_not_cached(tmp_path: Path) -> None:
