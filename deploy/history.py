@@ -46,16 +46,16 @@ import json
 import logging
 import os
 import sys
-import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from common.errors import StageError
 from common.fs import atomic_write_bytes, fsync_dir, private_dir
 from common.redact import redact_text
+from deploy.outcomes import CHAMPION_ACTIONS, RECORDED_ACTIONS, HistoryAction
 from deploy.state import deployment_lock, state_path
 from registry.dsse import sign_envelope, verify_envelope
 from registry.errors import RegistryError
@@ -71,13 +71,6 @@ HISTORY_FILE = "history.jsonl"
 TORN_SUFFIX = ".torn"
 PAYLOAD_TYPE = "application/vnd.shipyard.deployment-history+json"
 ANCHOR_TAG_PREFIX = "shipyard.history_head."
-HistoryAction = Literal["promoted", "rolled_back", "first_deployment", "undo", "served",
-                        "imported"]
-# Actions after which the champion alias names the entry's version.
-CHAMPION_ACTIONS = ("promoted", "first_deployment", "undo", "served", "imported")
-# Decision-record actions that append a history line (deploy/session.py `append_history`):
-# every action but "imported" (written by the import itself).
-RECORDED_ACTIONS = tuple(a for a in typing.get_args(HistoryAction) if a != "imported")
 
 
 @dataclass(frozen=True)
