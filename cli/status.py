@@ -33,12 +33,15 @@ from cli.common import (
 )
 from common.errors import StageError
 from deploy.control import deploy_in_progress, read_status
+from deploy.outcomes import RolledBack
 from deploy.state import load_state
 
 if TYPE_CHECKING:
     from deploy.state import DeploymentState, ServerRecord
 
 TERMINAL_PHASES = ("Healthy", "Degraded")
+# The decision record's action of a refused canary, typed by its owner (deploy/outcomes.py).
+ROLLED_BACK: RolledBack = "rolled_back"
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def _phase(seen: Observed) -> tuple[str, str]:
     if state.stable is None or state.router is None:
         missing = [r for r in ("router", "stable") if getattr(state, r) is None]
         return "Degraded", f"nothing serves: no live {' or '.join(missing)}"
-    if record is not None and record.get("action") == "rolled_back":
+    if record is not None and record.get("action") == ROLLED_BACK:
         reasons = "; ".join(((record.get("steps") or [{}])[-1]).get("reasons", []))
         return "Degraded", (f"the last rollout ({record.get('model_uri')}) was rolled back "
                             f"({record.get('outcome')}: {reasons}); the stable serves")

@@ -7,13 +7,47 @@ and the Flyte contract is this very type (tasks/contracts.py re-exports it)."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
 # The canary analysis verdict.
 Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
-# What the deploy did with the model it was given.
-DeployAction = Literal["first_deployment", "promoted", "rolled_back", "already_serving"]
+
+# -- action names ------------------------------------------------------------------------------
+# Every action a deployment's decision records and history name, each spelled exactly once, in
+# disjoint groups; every set of actions below is a union of these groups (Literals nest), so a
+# name cannot be spelled two ways (tests/deploy/test_outcomes.py checks the relations).
+# The canary moved the champion alias onto the model it deployed.
+CanaryChampionMove = Literal["first_deployment", "promoted"]
+# The canary was refused by the analysis: the champion stays, the history records the try.
+RolledBack = Literal["rolled_back"]
+# The model given is the champion already: nothing moved, nothing is recorded in the history.
+AlreadyServing = Literal["already_serving"]
+# By hand (deploy/operations.py): `shipyard serve` and `shipyard undo` make a version champion.
+ManualAction = Literal["served", "undo"]
+# A base model imported and made the first champion (deploy.history.import_base_as_champion):
+# history only, there is no decision record since nothing was served or judged.
+Imported = Literal["imported"]
+# An engine that does not serve the evaluated model (deploy/parity.py): decision record only.
+Refused = Literal["refused"]
+
+# What the deploy did with the model it was given (the canary stage's result).
+DeployAction = Literal[CanaryChampionMove, RolledBack, AlreadyServing]
+# The `action` of a decision record (deploy/decision_record.py).
+RecordAction = Literal[DeployAction, ManualAction, Refused]
+# The `action` of a history line (deploy/history.py).
+HistoryAction = Literal[CanaryChampionMove, RolledBack, ManualAction, Imported]
+# History actions after which the champion alias names the entry's version.
+ChampionAction = Literal[CanaryChampionMove, ManualAction, Imported]
+# Every action name.
+Action = Literal[RecordAction, Imported]
+
+CHAMPION_ACTIONS: tuple[str, ...] = typing.get_args(ChampionAction)
+# Decision-record actions that append a history line (deploy/session.py `append_history`):
+# every history action but "imported" (written by the import itself, without a record).
+RECORDED_ACTIONS: tuple[str, ...] = tuple(
+    a for a in typing.get_args(HistoryAction) if a in typing.get_args(RecordAction))
 
 
 @dataclass(frozen=True)

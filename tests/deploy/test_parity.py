@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import deploy.parity as parity
+import deploy.parity_prompts as parity_prompts
 from common.errors import StageError
 from deploy.config import DeployConfig
 from deploy.parity import (
@@ -157,7 +158,8 @@ def test_prompt_set_is_pinned_to_its_version(tmp_path: Path,
     assert len(prompts) == 8 and len({p.id for p in prompts}) == 8
     edited = tmp_path / "parity_prompts.jsonl"
     edited.write_text(parity.PROMPTS_FILE.read_text().replace("12 + 7", "12 + 8"))
-    monkeypatch.setattr(parity, "PROMPTS_FILE", edited)
+    # the owner of the prompt set reads its PROMPTS_FILE (deploy.parity re-exports it)
+    monkeypatch.setattr(parity_prompts, "PROMPTS_FILE", edited)
     with pytest.raises(StageError) as info:
         load_prompts(edited)
     assert info.value.code == "CONFIG_INVALID" and "PROMPTS_VERSION" in info.value.message
