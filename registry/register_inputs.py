@@ -58,13 +58,13 @@ def check_inputs(
                 expected=dataset_digests[split],
                 found=found,
             )
-    found = hashlib.sha256(resolved_config_json.encode()).hexdigest()
-    if found != config_digest:
+    config_found = hashlib.sha256(resolved_config_json.encode()).hexdigest()
+    if config_found != config_digest:
         raise RegistryError(
             "CONFIG_DIGEST_MISMATCH",
             "config_digest is not the sha256 of resolved_config_json.",
             expected=config_digest,
-            found=found,
+            found=config_found,
         )
 
 
