@@ -36,7 +36,6 @@ from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
 
-from common.digests import model_root_digest
 from common.redact import redact, redact_text
 from common.signals import signals_raise_stage_interrupted
 from registry import mlflow_registry as reg
@@ -48,7 +47,7 @@ from registry.config import RegisterConfig
 from registry.description import import_description
 from registry.errors import RegistryError
 from registry.policy import Policy, load_policy
-from registry.register_inputs import make_signer
+from registry.register_inputs import check_model_files, make_signer
 from registry.register_store import artifact_location, mlflow_errors, registration_lock
 from registry.register_tags import attestation_tags
 from registry.source import source_info
@@ -139,18 +138,10 @@ def import_base_model(request: ImportRequest) -> ImportResult:
 
 
 def _check_model_dir(model_dir: Path, base: BaseModelRef) -> None:
-    if not model_dir.is_dir():
-        raise RegistryError("MODEL_DIR_MISSING", f"model_dir {model_dir} is not a directory.")
-    found = model_root_digest(model_dir)
-    if found != base.model_digest:
-        raise RegistryError(
-            "MODEL_DIGEST_MISMATCH",
-            f"the files in {model_dir} are not the base model {base.source} was provisioned "
-            "as: refusing to sign them. Provision the base again (its cache re-checks the "
-            "digest) and import that directory.",
-            expected=base.model_digest,
-            found=found,
-        )
+    check_model_files(model_dir, base.model_digest,
+                      f"the base model {base.source} was provisioned as: refusing to sign "
+                      "them. Provision the base again (its cache re-checks the digest) and "
+                      "import that directory.")
 
 
 def _imported_version(

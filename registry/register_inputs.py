@@ -23,6 +23,19 @@ from registry.signing import SigstoreIdentity, ambient_identity_token, ensure_ke
 logger = logging.getLogger("registry.stage")
 
 
+def check_model_files(model_dir: Path, expected_digest: str, refusal: str) -> None:
+    """The directory about to be signed holds the bytes the request names: MODEL_DIR_MISSING
+    or MODEL_DIGEST_MISMATCH ("the files in DIR are not " + `refusal`) otherwise. One check
+    for a trained model (register) and a provisioned base (import)."""
+    if not model_dir.is_dir():
+        raise RegistryError("MODEL_DIR_MISSING", f"model_dir {model_dir} is not a directory.")
+    found = model_root_digest(model_dir)
+    if found != expected_digest:
+        raise RegistryError("MODEL_DIGEST_MISMATCH",
+                            f"the files in {model_dir} are not {refusal}",
+                            expected=expected_digest, found=found)
+
+
 def check_inputs(
     model_dir: Path,
     model_digest: str,
@@ -31,17 +44,9 @@ def check_inputs(
     config_digest: str,
     resolved_config_json: str,
 ) -> None:
-    if not model_dir.is_dir():
-        raise RegistryError("MODEL_DIR_MISSING", f"model_dir {model_dir} is not a directory.")
-    found = model_root_digest(model_dir)
-    if found != model_digest:
-        raise RegistryError(
-            "MODEL_DIGEST_MISMATCH",
-            f"the files in {model_dir} are not the model the train stage produced: refusing "
-            "to sign them. Re-run training or pass the matching directory.",
-            expected=model_digest,
-            found=found,
-        )
+    check_model_files(model_dir, model_digest,
+                      "the model the train stage produced: refusing to sign them. Re-run "
+                      "training or pass the matching directory.")
     if set(dataset_files) != set(dataset_digests):
         raise RegistryError(
             "DATASET_DIGEST_MISMATCH",
