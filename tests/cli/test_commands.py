@@ -263,6 +263,27 @@ def test_history_lists_champion_changes_with_who_acted(
     assert previous_champion(decision_records(folder).records, "1") is None
 
 
+def test_history_lists_a_tampered_record_as_invalid_and_exits_1(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Neither dropped from the audit trail nor a traceback: listed with its code, the records
+    that load listed as always, exit status 1."""
+    folder = deployment(home)
+    write_record(folder, "20260101T000000", "1", None, "1", "first_deployment")
+    write_record(folder, "20260102T000000", "2", "1", "2", "promoted",
+                 champion={"before": "1", "after": "2", "moved": "certainly"})
+    tampered = folder / "records" / "20260102T000000-v2.json"
+    assert main(["history", "demo", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [h["model_uri"] for h in out["history"]] == ["models:/demo-model/1"]
+    assert [(p["code"], p["record_path"]) for p in out["invalid_records"]] == [
+        ("DEPLOY_RECORD_INVALID", str(tampered))]
+    assert "champion.moved" in out["invalid_records"][0]["message"]
+    assert main(["history", "demo"]) == 1
+    text = capsys.readouterr().out
+    assert f"DEPLOY_RECORD_INVALID: decision record {tampered}" in text
+    assert "models:/demo-model/1" in text
+
+
 # -- gc and reports ----------------------------------------------------------------------------
 def test_gc_dry_run_lists_unused_copies_and_stale_temp_dirs(
         home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
