@@ -14,9 +14,9 @@ from common.settings import Settings
 from deploy import history
 from deploy.decision_record import write_record
 from deploy.session import check_champion_in_history
-from tests.deploy.records import finished_record
 from registry.dsse import sign_envelope
 from registry.signing import KeyPair, ensure_key_pair
+from tests.deploy.records import finished_record
 
 pytestmark = pytest.mark.unit
 
