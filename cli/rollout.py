@@ -29,6 +29,7 @@ from deploy.state import load_state
 
 if TYPE_CHECKING:
     from deploy.config import DeployConfig
+    from deploy.decision_record_schema import RecordFile
     from deploy.operations import ManualDeploy
 
 
@@ -119,44 +120,56 @@ def _report_manual(args: argparse.Namespace, done: ManualDeploy) -> None:
 
 
 # -- history -----------------------------------------------------------------------------------
-def history_entries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def history_entries(records: list[RecordFile]) -> list[dict[str, Any]]:
     entries = []
-    for record in records:
-        champion = record.get("champion") or {}
-        controls = [p["control"] for p in record.get("timeline") or [] if "control" in p]
+    for loaded in records:
+        record = loaded.record
+        champion = record.champion
+        # timeline points and steps are the controller's JSON (deploy/controller.py)
+        controls = [p["control"] for p in record.timeline if "control" in p]
         entries.append({
-            "finished_at": record.get("finished_at") or record.get("started_at"),
-            "model_uri": record.get("model_uri"),
-            "model_digest": record.get("model_digest"),
-            "outcome": record.get("outcome"),
-            "action": record.get("action"),
-            "champion_before": champion.get("before"),
-            "champion_after": champion.get("after"),
-            "champion_moved": bool(champion.get("moved")),
+            "finished_at": record.finished_at or record.started_at,
+            "model_uri": record.model_uri,
+            "model_digest": record.model_digest,
+            "outcome": record.outcome,
+            "action": record.action,
+            "champion_before": champion.before if champion else None,
+            "champion_after": champion.after if champion else None,
+            "champion_moved": bool(champion and champion.moved),
             "steps": [{"canary_percent": s.get("canary_percent"), "outcome": s.get("outcome"),
-                       "reasons": s.get("reasons")} for s in record.get("steps") or []],
+                       "reasons": s.get("reasons")} for s in record.steps],
             "controls": [{"action": c.get("action"), "actor": c.get("actor"),
                           "issued_at": c.get("issued_at")} for c in controls],
-            "notes": record.get("notes") or [],
-            "record_path": record.get("record_path"),
+            "notes": record.notes,
+            "record_path": str(loaded.path),
         })
     return entries
 
 
 def run_history(args: argparse.Namespace, home: Path) -> int:
+    """A record that does not load (DEPLOY_RECORD_INVALID: edited, truncated, or from a newer
+    release) is listed as such, with the rest, and the exit status is 1: it never silently
+    drops out of the audit trail, and it never hides the records that do load."""
     from deploy.operations import decision_records
 
     name = resolve_name(home, args.name)
-    entries = history_entries(decision_records(work_dir(home, name)))
+    listing = decision_records(work_dir(home, name))
+    entries = history_entries(listing.records)
+    invalid = [{"code": e.code, "record_path": e.details.get("path"), "message": e.message}
+               for e in listing.invalid]
+    status = FAILED if invalid or not entries else OK
     if args.json:
-        if not entries:
+        if not entries and not invalid:
             print_json_error(NOTHING_TO_SHOW, f"no decision records for {name!r}",
                              deployment=name, history=[])
-            return FAILED
-        print_json({"deployment": name, "history": entries})
-        return OK
+        else:
+            print_json({"deployment": name, "history": entries, "invalid_records": invalid})
+        return status
+    for problem in invalid:
+        print(f"shipyard history: {problem['code']}: {problem['message']}")
     if not entries:
-        print(f"shipyard history: no decision records for {name!r}")
+        if not invalid:
+            print(f"shipyard history: no decision records for {name!r}")
         return FAILED
     print(f"{'FINISHED':<27} {'MODEL':<34} {'ACTION':<17} {'OUTCOME':<13} CHAMPION")
     for entry in entries:
@@ -168,7 +181,7 @@ def run_history(args: argparse.Namespace, home: Path) -> int:
             print(f"{'':<27}   {control['action']} by {control['actor']} at "
                   f"{control['issued_at']}")
         print(f"{'':<27}   record: {entry['record_path']}")
-    return OK
+    return status
 
 
 # -- stop --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 TERMINAL_PHASES = ("Healthy", "Degraded")
 # The decision record's action of a refused canary, typed by its owner (deploy/outcomes.py).
 ROLLED_BACK: RolledBack = "rolled_back"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,13 @@ def observe(home: Path, name: str) -> Observed:
 
     folder = work_dir(home, name)
     state = load_state(home, name)
-    records = decision_records(folder)
+    listing = decision_records(folder)
+    for problem in listing.invalid:
+        logger.warning("%s", problem)
+    records = listing.records
+    # the view reads the newest record's JSON, with where it lies
+    latest = ({**records[-1].record.to_dict(), "record_path": str(records[-1].path)}
+              if records else None)
     weights, router_error = None, None
     if state.router is not None:
         try:
@@ -150,7 +159,7 @@ def observe(home: Path, name: str) -> Observed:
         except (StageError, OSError, ValueError) as exc:
             router_error = str(exc)
     return Observed(state, deploy_in_progress(folder), read_status(folder),
-                    records[-1] if records else None, weights, router_error)
+                    latest, weights, router_error)
 
 
 def found(home: Path, name: str, seen: Observed) -> bool:

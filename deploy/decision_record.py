@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,64 +22,43 @@ from mlflow.exceptions import MlflowException
 from common.fs import atomic_write_text, private_dir
 from common.redact import redact
 from deploy.config import DeployConfig
-from deploy.controller import RolloutReport
+from deploy.decision_record_schema import (
+    SCHEMA_VERSION,
+    DecisionRecord,
+    Thresholds,
+    load_record,
+)
 from deploy.model_ref import ModelToDeploy
 from deploy.report import report_page
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# The record's types, reader and schema live in deploy/decision_record_schema.py (no MLflow).
+__all__ = ["SCHEMA_VERSION", "DecisionRecord", "load_record", "log_to_mlflow", "start_record",
+           "write_record"]
 
 
-@dataclass
-class DecisionRecord:
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def start(cls, name: str, model: ModelToDeploy, config: DeployConfig) -> DecisionRecord:
-        return cls({
-            "schema_version": SCHEMA_VERSION,
-            "deployment": name,
-            "model_uri": model.model_uri,
-            "model_digest": model.model_digest,
-            "started_at": datetime.now(UTC).isoformat(),
-            "config": dataclasses.asdict(config),
-            "thresholds": {
-                "min_requests": config.min_requests,
-                "max_ttft_p95_seconds": config.max_ttft_p95_seconds,
-                "max_itl_p95_seconds": config.max_itl_p95_seconds,
-                "max_error_rate": config.max_error_rate,
-                "max_latency_ratio": config.max_latency_ratio,
-                "latency_slack_seconds": config.latency_slack_seconds,
-                "mann_whitney_alpha": config.mann_whitney_alpha,
-            },
-            "stable_before": None,
-            "steps": [],
-            "timeline": [],
-            "notes": [],
-        })
-
-    def note(self, text: str) -> None:
-        self.data["notes"].append(text)
-
-    def add_rollout(self, report: RolloutReport) -> None:
-        self.data["steps"] = [step.to_dict() for step in report.steps]
-        self.data["timeline"] = [p for p in report.timeline if "t_seconds" in p]
-        loads = [p["load"] for p in report.timeline if "load" in p]
-        self.data["load"] = loads[-1] if loads else None
-        self.data["rollout_outcome"] = report.outcome
-
-    def finish(self, outcome: str, action: str, endpoint: str, servers: dict[str, Any]) -> None:
-        self.data.update({"outcome": outcome, "action": action, "endpoint": endpoint,
-                          "servers": servers, "finished_at": datetime.now(UTC).isoformat()})
+def start_record(name: str, model: ModelToDeploy, config: DeployConfig) -> DecisionRecord:
+    """What was asked: the record a deploy, `serve` or `undo` fills in as it goes."""
+    return DecisionRecord(
+        deployment=name, model_uri=model.model_uri, model_digest=model.model_digest,
+        started_at=datetime.now(UTC).isoformat(), config=dataclasses.asdict(config),
+        thresholds=Thresholds(
+            min_requests=config.min_requests,
+            max_ttft_p95_seconds=config.max_ttft_p95_seconds,
+            max_itl_p95_seconds=config.max_itl_p95_seconds,
+            max_error_rate=config.max_error_rate,
+            max_latency_ratio=config.max_latency_ratio,
+            latency_slack_seconds=config.latency_slack_seconds,
+            mann_whitney_alpha=config.mann_whitney_alpha))
 
 
-def write_record(work_dir: Path, data: dict[str, Any]) -> Path:
+def write_record(work_dir: Path, record: DecisionRecord) -> Path:
     """Write the record (redacted: no credential from a URI in the config or the notes)."""
-    data = redact(data)
+    data = redact(record.to_dict())
     records = private_dir(work_dir / "records")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    version = str(data["model_uri"]).rsplit("/", 1)[-1]
+    version = record.model_uri.rsplit("/", 1)[-1]
     path = records / f"{stamp}-v{version}.json"
     text = json.dumps(data, indent=2, default=str) + "\n"
     atomic_write_text(path, text)  # 0600, fsynced: the history entry names its sha256
@@ -88,9 +66,9 @@ def write_record(work_dir: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def log_to_mlflow(client: Any, model: ModelToDeploy, data: dict[str, Any]) -> str | None:
+def log_to_mlflow(client: Any, model: ModelToDeploy, record: DecisionRecord) -> str | None:
     """A run in the registration run's experiment; returns runs:/ID/deploy/... or None."""
-    data = redact(data)
+    data = redact(record.to_dict())
     try:
         if model.mlflow_run_id:
             experiment_id = client.get_run(model.mlflow_run_id).info.experiment_id
@@ -99,9 +77,9 @@ def log_to_mlflow(client: Any, model: ModelToDeploy, data: dict[str, Any]) -> st
             experiment_id = experiment.experiment_id if experiment else \
                 client.create_experiment("shipyard")
         run = client.create_run(
-            experiment_id, run_name=f"deploy-{data['deployment']}-v{model.version}",
-            tags={"shipyard.stage": "deploy", "shipyard.deploy.outcome": str(data["outcome"]),
-                  "shipyard.deploy.action": str(data["action"]),
+            experiment_id, run_name=f"deploy-{record.deployment}-v{model.version}",
+            tags={"shipyard.stage": "deploy", "shipyard.deploy.outcome": str(record.outcome),
+                  "shipyard.deploy.action": str(record.action),
                   "model_uri": model.model_uri, "model_digest": model.model_digest})
         # (tags: a deployment name, outcomes, models:/ URI and digest; no URI with credentials)
         run_id = run.info.run_id
@@ -110,9 +88,9 @@ def log_to_mlflow(client: Any, model: ModelToDeploy, data: dict[str, Any]) -> st
             folder.mkdir()
             (folder / "decision_record.json").write_text(
                 json.dumps(data, indent=2, default=str))
-            (folder / "report.html").write_text(report_page(data))
+            (folder / "report.html").write_text(report_page(record))
             client.log_artifacts(run_id, str(folder), "deploy")
-        for step in data.get("steps", []):
+        for step in record.steps:
             canary = step.get("canary") or {}
             for key in ("ttft_p95_seconds", "itl_p95_seconds", "error_rate"):
                 if canary.get(key) is not None:

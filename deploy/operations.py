@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlflow.exceptions import MlflowException
 
@@ -33,7 +31,8 @@ from common.settings import Settings
 from deploy import history
 from deploy.backend import roll_back_leftover_canary
 from deploy.config import DeployConfig
-from deploy.decision_record import DecisionRecord
+from deploy.decision_record import start_record
+from deploy.decision_record_schema import RecordFile, RecordListing, StableBefore, list_records
 from deploy.model_ref import ModelToDeploy
 from deploy.session import DeploySession, smoke_check
 from deploy.state import load_state, state_path
@@ -56,31 +55,25 @@ class ManualDeploy:
     record_path: Path
 
 
-def decision_records(work_dir: Path) -> list[dict[str, Any]]:
-    """Every decision record of the deployment, oldest first (each with its `record_path`)."""
-    records = []
-    for path in sorted((work_dir / "records").glob("*.json")):
-        if path.name == "latest.json":
-            continue
-        try:
-            data = dict(json.loads(path.read_text()))
-        except (OSError, ValueError) as exc:
-            logger.warning("skipping unreadable decision record %s: %s", path, exc)
-            continue
-        records.append({**data, "record_path": str(path)})
-    return records
+def decision_records(work_dir: Path) -> RecordListing:
+    """Every decision record of the deployment, oldest first, and those that do not load
+    (DEPLOY_RECORD_INVALID each: `shipyard history` lists them; undo, which trusts only the
+    signed history, logs them)."""
+    return list_records(work_dir)
 
 
-def previous_champion(records: list[dict[str, Any]], current: str | None) -> str | None:
+def previous_champion(records: list[RecordFile], current: str | None) -> str | None:
     """The version the champion alias held before it last moved to `current`, as the
     decision records tell it: for people reading the records. Undo does not trust them
     (`previous_champion_entry` reads the signed history)."""
-    for record in reversed(records):
-        champion = record.get("champion") or {}
-        before, after = champion.get("before"), champion.get("after")
-        if champion.get("moved") and str(after) == str(current) and before is not None \
-                and str(before) != str(current):
-            return str(before)
+    for loaded in reversed(records):
+        champion = loaded.record.champion
+        if champion is None:
+            continue
+        before, after = champion.before, champion.after
+        if champion.moved and str(after) == str(current) and before is not None \
+                and before != str(current):
+            return before
     return None
 
 
@@ -101,12 +94,11 @@ def champion_entry(entries: list[history.HistoryEntry],
     return moves[-1] if moves else None
 
 
-def registered_model_of(records: list[dict[str, Any]], name: str) -> str:
+def registered_model_of(records: list[RecordFile], name: str) -> str:
     """The registered model a deployment serves (from its newest record's model URI)."""
-    for record in reversed(records):
-        uri = str(record.get("model_uri", ""))
-        with contextlib.suppress(RegistryError):  # a record without a URI names none
-            return ModelUri.parse(uri).name
+    for loaded in reversed(records):
+        with contextlib.suppress(RegistryError):  # a record with another URI names none
+            return ModelUri.parse(loaded.record.model_uri).name
     return name
 
 
@@ -122,7 +114,7 @@ def serve_version(registered_model_name: str, version: str, config: DeployConfig
     the current champion, as in a deploy."""
     name = config.deployment_name or registered_model_name
     model = _model_to_serve(registered_model_name, str(version), settings, signed_digest)
-    record = DecisionRecord.start(name, model, config)
+    record = start_record(name, model, config)
     record.note(reason or f"{action}: {model.model_uri} served as the stable by hand, "
                           "no canary")
     with DeploySession.open(name, registered_model_name, config, settings, record) as session:
@@ -134,7 +126,10 @@ def undo(name: str, config: DeployConfig, settings: Settings, *,
     """Serve the previous champion (or `to_version`, a former champion) again; the target
     comes from the signed history and must verify as the digest recorded there."""
     work_dir = state_path(settings.home, name).parent
-    records = decision_records(work_dir)
+    listing = decision_records(work_dir)
+    for problem in listing.invalid:  # undo trusts the signed history, not the records
+        logger.warning("%s", problem)
+    records = listing.records
     registered = registered_model_of(records, name)
     client = reg.client_for(settings.mlflow_tracking_uri)
     # signed, chained and reaching the head MLflow anchors: a cut or swapped history fails
@@ -208,8 +203,8 @@ def _serve(session: DeploySession, model: ModelToDeploy, action: str, *,
     roll_back_leftover_canary(backend, session.record)
     previous = backend.running_stable_version()
     if previous is not None:
-        session.record.data["stable_before"] = {
-            "model_uri": f"models:/{model.registered_model_name}/{previous}"}
+        session.record.stable_before = StableBefore(
+            f"models:/{model.registered_model_name}/{previous}")
     backend.start_stable(verified)
     # a stable that serves another model than the one verified serves nobody
     session.require_parity(backend, "stable", verified, model, stop_all=True)

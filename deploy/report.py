@@ -25,9 +25,11 @@ from common.html import (
     table,
 )
 from common.redact import redact
+from deploy.decision_record_schema import DecisionRecord
 
 
-def timeline_png(record: dict[str, Any]) -> bytes:
+def timeline_png(typed: DecisionRecord) -> bytes:
+    record = typed.to_dict()
     points = _timeline_points(record)
     fig, (ax_weight, ax_ttft, ax_err) = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
     t = [p["t_seconds"] for p in points]
@@ -50,8 +52,9 @@ def timeline_png(record: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def report_html(record: dict[str, Any]) -> str:
-    record = redact(record)  # the endpoint, config and notes may hold URIs with credentials
+def report_html(typed: DecisionRecord) -> str:
+    # the JSON as written, redacted: the endpoint, config and notes may hold URIs with credentials
+    record = redact(typed.to_dict())
     verdict_css = "verdict-pass" if record.get("outcome") == "PASS" else "verdict-fail"
     summary = [
         ("outcome", f"{record.get('outcome')} — {record.get('action')}"),
@@ -64,7 +67,7 @@ def report_html(record: dict[str, Any]) -> str:
     parts = [f"<h2 class='{verdict_css}'>{html.escape(_verdict(record))}</h2>",
              key_value_table(summary)]
     if _timeline_points(record):
-        png = base64.b64encode(timeline_png(record)).decode()
+        png = base64.b64encode(timeline_png(typed)).decode()
         parts.append(f"<img alt='timeline' src='data:image/png;base64,{png}'/>")
     for step in record.get("steps", []):
         checks = [[c["name"], c["status"], c["detail"]] for c in step["checks"]]
@@ -79,9 +82,9 @@ def report_html(record: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def overview_facts(record: dict[str, Any]) -> StageFacts:
+def overview_facts(typed: DecisionRecord) -> StageFacts:
     """The run overview's view: verdict, endpoint, the canary timeline and its steps."""
-    record = redact(record)
+    record = redact(typed.to_dict())
     points = _timeline_points(record)
     champion = record.get("champion") or {}
     facts = [("model", f"{record.get('model_uri')} ({short_digest(record.get('model_digest'))})"),
@@ -98,9 +101,9 @@ def overview_facts(record: dict[str, Any]) -> StageFacts:
                       table=(["canary step", "outcome", "why"], steps) if steps else None)
 
 
-def report_page(record: dict[str, Any]) -> str:
+def report_page(record: DecisionRecord) -> str:
     """The report as a standalone page (the copy logged to MLflow with the decision record)."""
-    return page(f"Canary deployment: {record.get('deployment')}", report_html(record))
+    return page(f"Canary deployment: {redact(record.deployment)}", report_html(record))
 
 
 def _verdict(record: dict[str, Any]) -> str:

@@ -41,8 +41,10 @@ from deploy import history, parity
 from deploy.backend import Backend, build_backend
 from deploy.config import DeployConfig
 from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
+from deploy.decision_record_schema import ChampionMove, Parity, RecordAction, Verification
 from deploy.loadgen import load_eval_prompts
 from deploy.model_ref import ModelToDeploy, VerifiedModel
+from deploy.outcomes import Outcome
 from deploy.state import deployment_lock, state_path
 from registry import mlflow_registry as reg
 from registry.aliases import champion_version, move_champion
@@ -81,7 +83,7 @@ class DeploySession:
             check_champion_in_history(
                 champion, work_dir, settings, config.champion_alias,
                 anchor=history.read_anchor(client, registered_model, name))
-            record.data["champion"] = {"before": champion, "after": champion, "moved": False}
+            record.champion = ChampionMove(before=champion, after=champion, moved=False)
             yield cls(name, registered_model, config, settings, work_dir, client, record,
                       champion)
 
@@ -89,9 +91,9 @@ class DeploySession:
                evaluated_against: CurrentChampion | None) -> VerifiedModel:
         verified = verify_for_serving(model_uri, digest, self.config, self.settings,
                                       self.work_dir, served, evaluated_against=evaluated_against)
-        self.record.data.setdefault("verification", {"model_uri": verified.model_uri,
-                                                     "passed": True,
-                                                     "model_digest": verified.digest})
+        if self.record.verification is None:  # the deployed model's (not a stable's after it)
+            self.record.verification = Verification(model_uri=verified.model_uri, passed=True,
+                                                    model_digest=verified.digest)
         return verified
 
     def current_champion(self, model: ModelToDeploy) -> CurrentChampion | None:
@@ -102,8 +104,8 @@ class DeploySession:
         a leftover canary first (deploy.backend.roll_back_leftover_canary)."""
         backend = given or build_backend(self.config, self.settings, self.name, verified,
                                          self.record)
-        self.record.data["engine"] = backend.engine_kind
-        self.record.data["backend"] = self.config.backend
+        self.record.engine = backend.engine_kind
+        self.record.backend = self.config.backend
         return backend
 
     def require_parity(self, backend: Backend, role: str, model: VerifiedModel,
@@ -125,20 +127,20 @@ class DeploySession:
         # Compare-and-set against the value read when this session started (CHAMPION_MOVED).
         move_champion(self.client, self.registered_model, model.version,
                       self.config.champion_alias, expected_current=self.champion_before)
-        self.record.data["champion"].update({"after": model.version, "moved": True,
-                                             "moved_at": datetime.now(UTC).isoformat()})
+        self.record.champion = ChampionMove(before=self.champion_before, after=model.version,
+                                            moved=True, moved_at=datetime.now(UTC).isoformat())
 
-    def finish(self, outcome: str, action: str, backend: Backend, model: ModelToDeploy,
-               digest: str) -> tuple[Path, str | None]:
+    def finish(self, outcome: Outcome, action: RecordAction, backend: Backend,
+               model: ModelToDeploy, digest: str) -> tuple[Path, str | None]:
         """The decision record (file and MLflow), the signed history entry, and retention of
         the verified model copies (never those the stable and a canary serve)."""
         self.record.finish(outcome, action, backend.endpoint, backend.describe())
-        path = write_record(self.work_dir, self.record.data)
+        path = write_record(self.work_dir, self.record)
         append_history(self.work_dir, self.settings, action, model.version, digest, path)
         prune_model_copies(self.work_dir, self.config.keep_model_copies, protected_versions=[
             v for v in (backend.running_stable_version(), backend.leftover_canary_version())
             if v])
-        return path, log_to_mlflow(self.client, model, self.record.data)
+        return path, log_to_mlflow(self.client, model, self.record)
 
     def _record_refusal(self, exc: StageError, backend: Backend,
                         model: ModelToDeploy) -> None:
@@ -152,9 +154,9 @@ class DeploySession:
         except StageError:  # the local backend's router was stopped with the refused stable
             endpoint = ""
         self.record.finish("FAIL", "refused", endpoint, backend.describe())
-        path = write_record(self.work_dir, self.record.data)
+        path = write_record(self.work_dir, self.record)
         exc.details["decision_record"] = str(path)
-        exc.details["decision_record_uri"] = log_to_mlflow(self.client, model, self.record.data)
+        exc.details["decision_record_uri"] = log_to_mlflow(self.client, model, self.record)
 
 
 def current_champion(client: Any, model: ModelToDeploy,
@@ -226,12 +228,14 @@ def require_parity(backend: Backend, role: str, model: VerifiedModel, config: De
     """Served = evaluated (deploy/parity.py) for the engine just started on track `role`,
     before it takes traffic; DEPLOY_SERVED_MODEL_MISMATCH when it serves another model. The
     caller stops the engine. Recorded in the decision record under `parity.<role>`."""
-    checks = record.data.setdefault("parity", {
-        "prompts_version": parity.PROMPTS_VERSION, "prompts_sha256": parity.PROMPTS_SHA256,
-        "max_tokens": config.parity_max_tokens, "tolerance": config.parity_logprob_tolerance,
-        "max_logprob_diff_allowed": config.parity_max_logprob_diff})
+    if record.parity is None:
+        record.parity = Parity(
+            prompts_version=parity.PROMPTS_VERSION, prompts_sha256=parity.PROMPTS_SHA256,
+            max_tokens=config.parity_max_tokens, tolerance=config.parity_logprob_tolerance,
+            max_logprob_diff_allowed=config.parity_max_logprob_diff)
+    checks = record.parity
     if not config.parity_check:
-        checks[role] = {"skipped": "deploy.parity_check is false"}
+        checks.record_check(role, {"skipped": "deploy.parity_check is false"})
         return
     url = backend.track_url(role)
     if url is None:
@@ -240,13 +244,13 @@ def require_parity(backend: Backend, role: str, model: VerifiedModel, config: De
                   "verified where')")
         record.note(f"served-model parity: {reason}")
         logger.warning("served-model parity: %s", reason)
-        checks[role] = {"skipped": reason}
+        checks.record_check(role, {"skipped": reason})
         return
     result = parity.check_engine(url, model.served_model_name, model.model_dir,
                                  max_tokens=config.parity_max_tokens,
                                  tolerance=config.parity_logprob_tolerance,
                                  max_logprob_diff=config.parity_max_logprob_diff)
-    checks[role] = {"model_uri": model.model_uri, **result.to_dict()}
+    checks.record_check(role, {"model_uri": model.model_uri, **result.to_dict()})
     logger.info("served-model parity of the %s engine (%s): %s, %d tokens compared, max "
                 "logprob diff %.3g, %.1f s", role, model.model_uri,
                 "matched" if result.matched else "MISMATCH", result.num_tokens_compared,

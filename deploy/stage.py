@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from common.errors import StageError
 from common.settings import Settings
 from deploy.backend import Backend, roll_back_leftover_canary, safe_rollback
 from deploy.config import DeployConfig
 from deploy.controller import CanaryController, RolloutReport
-from deploy.decision_record import DecisionRecord
+from deploy.decision_record import DecisionRecord, start_record
+from deploy.decision_record_schema import ChampionMove, StableBefore
 from deploy.loadgen import LoadGenerator, LoadSpec, load_eval_prompts
 from deploy.model_ref import ModelToDeploy, VerifiedModel
 from deploy.outcomes import DeployAction, DeploymentResult, Outcome
@@ -58,7 +58,7 @@ class DeployOutcome(DeploymentResult):
     """The stage's result (the Flyte contract's `DeploymentResult`) and, beside it, the
     decision record it wrote."""
 
-    record: dict[str, Any] = field(default_factory=dict)
+    record: DecisionRecord
 
     def result(self) -> DeploymentResult:
         return DeploymentResult(**{f.name: getattr(self, f.name)
@@ -71,7 +71,7 @@ def deploy_canary(model: ModelToDeploy, config: DeployConfig, settings: Settings
     deployment's lock, the champion checked against the signed history; SIGTERM rolls a
     started canary back before the process ends)."""
     name = config.deployment_name or model.registered_model_name
-    record = DecisionRecord.start(name, model, config)
+    record = start_record(name, model, config)
     with DeploySession.open(name, model.registered_model_name, config, settings,
                             record) as session:
         return _deploy(session, model, backend)
@@ -94,14 +94,15 @@ def _deploy(session: DeploySession, model: ModelToDeploy,
         safe_rollback(backend)
         raise
     path, uri = session.finish(outcome, action, backend, model, verified.digest)
-    record = session.record.data
+    record = session.record
     _print_summary(session.name, served, record, path, backend)
     return DeployOutcome(
         deployment_name=session.name, model_uri=model.model_uri,
         model_digest=model.model_digest, outcome=outcome, action=action,
-        engine=str(record["engine"]), backend=session.config.backend,
+        engine=str(record.engine), backend=session.config.backend,
         endpoint=backend.endpoint, served_model_name=served,
-        champion_version=record["champion"]["after"], decision_record_path=str(path),
+        champion_version=record.champion.after if record.champion else None,
+        decision_record_path=str(path),
         decision_record_uri=uri, stop_command=backend.stop_command(), record=record)
 
 
@@ -139,8 +140,8 @@ def _roll_out(session: DeploySession, backend: Backend, verified: VerifiedModel,
     elif running != champion:
         record.note(f"the running stable serves version {running}, the champion is {champion}: "
                     "judging against what users get now")
-    record.data["stable_before"] = {"model_uri": f"models:/{model.registered_model_name}/"
-                                                 f"{backend.running_stable_version()}"}
+    record.stable_before = StableBefore(f"models:/{model.registered_model_name}/"
+                                        f"{backend.running_stable_version()}")
     backend.start_canary(verified)
     # at weight 0 still: a canary that serves another model never takes traffic
     session.require_parity(backend, "canary", verified, model, stop_all=False)
@@ -186,13 +187,14 @@ def _inject_faults(backend: Backend, config: DeployConfig, record: DecisionRecor
     record.note(f"fault injected on the canary: {fault}")
 
 
-def _print_summary(name: str, served: str, record: dict[str, Any], path: Path,
+def _print_summary(name: str, served: str, record: DecisionRecord, path: Path,
                    backend: Backend) -> None:
+    champion = record.champion or ChampionMove(None, None, moved=False)
     lines = [
-        f"[shipyard] deploy {name}: {record['outcome']} ({record['action']})",
+        f"[shipyard] deploy {name}: {record.outcome} ({record.action})",
         f"[shipyard]   endpoint:  {backend.endpoint}/v1  (model name {served!r})",
-        f"[shipyard]   engine:    {record['engine']}",
-        f"[shipyard]   champion:  {record['champion']['before']} -> {record['champion']['after']}",
+        f"[shipyard]   engine:    {record.engine}",
+        f"[shipyard]   champion:  {champion.before} -> {champion.after}",
         f"[shipyard]   decision:  {path}",
         f"[shipyard]   stop with: {backend.stop_command()}",
     ]

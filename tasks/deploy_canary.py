@@ -44,7 +44,7 @@ def deploy_canary(model: RegisteredModel, config: DeployConfig,
                                 model.mlflow_run_id or None)
         outcome = run_deploy(request, config, load_settings())
         # $ per 1M generated tokens, from the throughput the rollout's load measured
-        run.cost.serving_tokens_per_second = throughput_from_load(outcome.record.get("load"))
+        run.cost.serving_tokens_per_second = throughput_from_load(outcome.record.load)
         run.cost.mlflow_run_id = model.mlflow_run_id or None
         run.cost.mlflow_tracking_uri = load_settings().mlflow_tracking_uri
         run.publish(report_html(outcome.record),

@@ -36,9 +36,19 @@ def deployment(home: Path, name: str = "demo") -> Path:
     return folder
 
 
+# the thresholds a schema-1 record (the previous release's writer) holds
+V1_THRESHOLDS = {"min_requests": 50, "max_ttft_p95_seconds": 1.0, "max_itl_p95_seconds": 0.2,
+                 "max_error_rate": 0.01, "max_latency_ratio": 1.5,
+                 "latency_slack_seconds": 0.05, "mann_whitney_alpha": 0.05}
+
+
 def write_record(folder: Path, stamp: str, version: str, before: str | None, after: str,
                  action: str, outcome: str = "PASS", **extra: Any) -> None:
-    record = {"deployment": folder.name, "model_uri": f"models:/demo-model/{version}",
+    """A decision record as the previous release wrote it (schema 1: still in users' folders,
+    and read through the upgrade of deploy.decision_record_schema)."""
+    record = {"schema_version": 1, "deployment": folder.name,
+              "model_uri": f"models:/demo-model/{version}", "thresholds": V1_THRESHOLDS,
+              "stable_before": None,
               "model_digest": f"d{version}", "started_at": stamp, "finished_at": stamp,
               "outcome": outcome, "action": action, "config": {"steps": [10, 50, 100]},
               "champion": {"before": before, "after": after, "moved": before != after},
@@ -249,8 +259,29 @@ def test_history_lists_champion_changes_with_who_acted(
     assert main(["history", "demo"]) == 0
     text = capsys.readouterr().out
     assert "1 -> 3" in text and "abort by ana@ci" in text
-    assert previous_champion(decision_records(folder), "3") == "1"
-    assert previous_champion(decision_records(folder), "1") is None
+    assert previous_champion(decision_records(folder).records, "3") == "1"
+    assert previous_champion(decision_records(folder).records, "1") is None
+
+
+def test_history_lists_a_tampered_record_as_invalid_and_exits_1(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Neither dropped from the audit trail nor a traceback: listed with its code, the records
+    that load listed as always, exit status 1."""
+    folder = deployment(home)
+    write_record(folder, "20260101T000000", "1", None, "1", "first_deployment")
+    write_record(folder, "20260102T000000", "2", "1", "2", "promoted",
+                 champion={"before": "1", "after": "2", "moved": "certainly"})
+    tampered = folder / "records" / "20260102T000000-v2.json"
+    assert main(["history", "demo", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [h["model_uri"] for h in out["history"]] == ["models:/demo-model/1"]
+    assert [(p["code"], p["record_path"]) for p in out["invalid_records"]] == [
+        ("DEPLOY_RECORD_INVALID", str(tampered))]
+    assert "champion.moved" in out["invalid_records"][0]["message"]
+    assert main(["history", "demo"]) == 1
+    text = capsys.readouterr().out
+    assert f"DEPLOY_RECORD_INVALID: decision record {tampered}" in text
+    assert "models:/demo-model/1" in text
 
 
 # -- gc and reports ----------------------------------------------------------------------------

@@ -75,9 +75,10 @@ def test_undo_takes_its_target_from_the_signed_history_not_a_forged_record(
     assert main(["serve", f"models:/{MODEL}/{v2.version}", "--engine", "local", "--json"]) == 0
     v3 = stopped.register(model_dirs["slow"], MODEL)  # signed and passed, never the champion
     records = state_path(settings.home, MODEL).parent / "records"
-    forged = {"model_uri": f"models:/{MODEL}/{v2.version}", "action": "served",
-              "outcome": "PASS", "deployment": MODEL,
-              "champion": {"before": v3.version, "after": v2.version, "moved": True}}
+    # a well-formed record (schema 2, loads as any other): only its champion move is a lie
+    forged = json.loads((records / "latest.json").read_text())
+    forged["champion"] = {"before": v3.version, "after": v2.version, "moved": True,
+                          "moved_at": forged["finished_at"]}
     (records / "99991231T000000000000-v2.json").write_text(json.dumps(forged))
     capsys.readouterr()
 

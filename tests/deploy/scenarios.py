@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from common.settings import Settings
+import jsonschema
+
+from common.settings import PROJECT_ROOT, Settings
 from deploy.config import DeployConfig
+from deploy.decision_record_schema import SCHEMA_PATH, load_record
 from deploy.local_backend import LocalBackend
 from deploy.model_ref import ModelToDeploy
 from deploy.stage import DeployOutcome, deploy_canary
@@ -70,7 +73,11 @@ def assert_serving(outcome: DeployOutcome, settings: Settings, version: str) -> 
 
 
 def assert_record(outcome: DeployOutcome, settings: Settings) -> dict[str, Any]:
+    """The record on disk fits the committed JSON Schema, loads back as what the stage held,
+    and its MLflow copy says the same."""
     record = json.loads(Path(outcome.decision_record_path).read_text())
+    jsonschema.validate(record, json.loads((PROJECT_ROOT / SCHEMA_PATH).read_text()))
+    assert load_record(Path(outcome.decision_record_path)) == outcome.record
     assert record["outcome"] == outcome.outcome and record["action"] == outcome.action
     assert outcome.decision_record_uri is not None
     run_id = outcome.decision_record_uri.split("/")[1]

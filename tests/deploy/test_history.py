@@ -16,6 +16,7 @@ from deploy.decision_record import write_record
 from deploy.session import check_champion_in_history
 from registry.dsse import sign_envelope
 from registry.signing import KeyPair, ensure_key_pair
+from tests.deploy.records import finished_record
 
 pytestmark = pytest.mark.unit
 
@@ -256,8 +257,7 @@ def test_a_deleted_history_fails_closed(work_dir: Path, keys: KeyPair) -> None:
                                          anchor).message
     # Without the anchor, the decision records of champion moves say a history existed.
     assert history.read_history(work_dir, anchor=history.Anchor(None)) == []
-    write_record(work_dir, {"model_uri": "models:/shipyard-tiny/3", "action": "promoted",
-                            "outcome": "PASS"})
+    write_record(work_dir, finished_record("models:/shipyard-tiny/3", "promoted"))
     _refused(work_dir, keys, "DEPLOY_HISTORY_MISSING")
     with pytest.raises(StageError) as failure:
         _append(work_dir, keys, "promoted", "4")
@@ -268,8 +268,8 @@ def test_the_first_deploys_own_record_does_not_count_as_a_lost_history(
     work_dir: Path, keys: KeyPair
 ) -> None:
     """Deploy writes its record before the line that names it; the first line must go in."""
-    record = write_record(work_dir, {"model_uri": "models:/shipyard-tiny/1",
-                                     "action": "first_deployment", "outcome": "PASS"})
+    record = write_record(work_dir, finished_record("models:/shipyard-tiny/1",
+                                                    "first_deployment"))
     entry = history.append_entry(
         work_dir, action="first_deployment", version="1", digest="1" * 64,
         decision_record_sha256=sha256_file(record), actor="alice@host", key_pair=keys,
@@ -279,8 +279,7 @@ def test_the_first_deploys_own_record_does_not_count_as_a_lost_history(
 
 
 def test_a_refused_deploy_record_does_not_need_a_history(work_dir: Path) -> None:
-    write_record(work_dir, {"model_uri": "models:/shipyard-tiny/1", "outcome": "FAIL",
-                            "action": "refused"})
+    write_record(work_dir, finished_record("models:/shipyard-tiny/1", "refused", "FAIL"))
     assert history.read_history(work_dir, anchor=history.Anchor(None)) == []
 
 

@@ -76,7 +76,8 @@ def test_canary_serving_another_model_is_rolled_back_before_it_takes_traffic(
     v1 = stopped.register(model_dirs["stable"], MODEL)
     v2 = stopped.register(model_dirs["canary"], MODEL)
     first = deploy(v1, fast_config("local"), settings)
-    stable_check = first.record["parity"]["stable"]
+    assert first.record.parity is not None
+    stable_check = first.record.parity.stable or {}
     assert stable_check["matched"] is True
     assert stable_check["num_tokens_compared"] > 0 and stable_check["max_logprob_diff"] < 1e-4
 

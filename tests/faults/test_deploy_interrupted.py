@@ -113,7 +113,7 @@ def test_sigkill_mid_bake_leftover_canary_is_rolled_back_by_the_next_deploy(
 
     outcome = deploy(v2, fast_config("local", steps=[50, 100]), registry.settings)
     assert _gone(canary_pid), "the leftover canary was not stopped"
-    assert any("left by an interrupted deploy" in note for note in outcome.record["notes"])
+    assert any("left by an interrupted deploy" in note for note in outcome.record.notes)
     assert (outcome.outcome, outcome.action) == ("PASS", "promoted")
     assert champion(registry.settings, MODEL) == v2.version
     assert_serving(outcome, registry.settings, v2.version)

@@ -83,7 +83,8 @@ from mlflow import MlflowClient
 
 from common.digests import sha256_file
 from common.html import StageFacts
-from deploy.decision_record import log_to_mlflow as log_decision, write_record
+from deploy.config import DeployConfig
+from deploy.decision_record import log_to_mlflow as log_decision, start_record, write_record
 from deploy.history import append_entry
 from deploy.model_ref import ModelToDeploy
 from deploy.report import report_page
@@ -167,13 +168,13 @@ publish_report("train", "Training", "<p>done</p>",
 
 # deploy: decision record (disk and MLflow), its report, the history
 work = home / "deployments" / "audit"
-record = {"deployment": "audit", "model_uri": result.model_uri, "outcome": "PASS",
-          "action": "promoted", "endpoint": tracking, "config": {"metrics_url": ckpt},
-          "notes": [f"judge {judge}"], "steps": [], "timeline": []}
-record_path = write_record(work, record)
-(work / "report.html").write_text(report_page(record))
 model = ModelToDeploy(result.registered_model_name, result.version, result.model_digest,
                       result.mlflow_run_id)
+record = start_record("audit", model, DeployConfig(prometheus_url=ckpt))
+record.note(f"judge {judge}")
+record.finish("PASS", "promoted", tracking, {})
+record_path = write_record(work, record)
+(work / "report.html").write_text(report_page(record))
 assert log_decision(MlflowClient(registry.settings.mlflow_tracking_uri), model, record)
 # the entry names the record it appends for, as a deploy's does (a record of a champion move
 # without its history entry is a lost history: DEPLOY_HISTORY_MISSING)

@@ -51,7 +51,7 @@ def test_canary_engine_crashing_mid_bake_fails_and_rolls_back(
     crasher.join(timeout=10)
     assert killed, "the canary never started"
     assert (outcome.outcome, outcome.action) == ("FAIL", "rolled_back")
-    failed = {c["name"] for step in outcome.record["steps"] for c in step["checks"]
+    failed = {c["name"] for step in outcome.record.steps for c in step["checks"]
               if c["status"] == "FAIL"}
     assert failed & {"error_rate", "error_rate_vs_stable"}, failed
     assert champion(registry.settings, MODEL) == stable.version
@@ -68,7 +68,7 @@ def test_router_killed_between_deploys_is_restarted(
     # Re-deploying the champion brings its router back (on a new port).
     again = deploy(stable, fast_config("local"), registry.settings)
     assert again.action == "already_serving"
-    assert any("router was gone" in note for note in again.record["notes"])
+    assert any("router was gone" in note for note in again.record.notes)
     assert again.endpoint != router.base_url
     assert request(f"{again.endpoint}/v1/models").status == 200
 

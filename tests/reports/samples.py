@@ -8,6 +8,9 @@ from typing import Any
 
 from common.html import StageFacts
 from data.report import ExpectationResult, ValidationReport
+from deploy.decision_record_schema import ChampionMove, DecisionRecord, StableBefore
+from deploy.outcomes import Outcome
+from tests.deploy.records import finished_record
 from training import report as training_report
 
 DIGEST = "3f1c9a0b2d4e" + "0" * 52
@@ -86,7 +89,7 @@ def eval_report(*, champion: bool) -> dict[str, Any]:
     }
 
 
-def deploy_record(*, outcome: str = "PASS") -> dict[str, Any]:
+def deploy_record(*, outcome: Outcome = "PASS") -> DecisionRecord:
     timeline = []
     for i, percent in enumerate([10, 10, 10, 50, 50, 50, 100]):
         timeline.append({"t_seconds": 5.0 * i, "canary_percent": percent,
@@ -96,10 +99,12 @@ def deploy_record(*, outcome: str = "PASS") -> dict[str, Any]:
     step = {"canary_percent": 10, "outcome": "PASS", "reasons": ["all checks passed"],
             "checks": [{"name": "error_rate", "status": "PASS",
                         "detail": "error_rate = 0.0000 (limit 0.0500)"}]}
-    return {"deployment": "shipyard-tiny", "outcome": outcome,
-            "action": "promoted" if outcome == "PASS" else "rolled_back",
-            "model_uri": "models:/shipyard-tiny/3", "model_digest": DIGEST,
-            "stable_before": {"model_uri": "models:/shipyard-tiny/2"}, "engine": "vllm",
-            "endpoint": "http://127.0.0.1:8000", "champion": {"before": "2", "after": "3"},
-            "timeline": timeline, "steps": [step, {**step, "canary_percent": 50}],
-            "notes": ["synthetic record"]}
+    record = finished_record("models:/shipyard-tiny/3",
+                             "promoted" if outcome == "PASS" else "rolled_back", outcome,
+                             deployment="shipyard-tiny")
+    record.model_digest, record.engine = DIGEST, "vllm"
+    record.stable_before = StableBefore("models:/shipyard-tiny/2")
+    record.champion = ChampionMove("2", "3", moved=outcome == "PASS")
+    record.timeline, record.steps = timeline, [step, {**step, "canary_percent": 50}]
+    record.notes = ["synthetic record"]
+    return record

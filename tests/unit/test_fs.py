@@ -15,6 +15,7 @@ from common.settings import Settings
 from deploy.decision_record import write_record
 from deploy.state import DeploymentState, save_state, state_path
 from registry.signing import ensure_key_pair
+from tests.deploy.records import finished_record
 
 pytestmark = pytest.mark.unit
 
@@ -75,7 +76,7 @@ def test_keys_state_and_records_are_not_world_readable(tmp_path: Path) -> None:
         keys = ensure_key_pair(settings.keys_dir)
         state = save_state(home, DeploymentState(name="tiny"))
         record = write_record(state_path(home, "tiny").parent,
-                              {"model_uri": "models:/tiny/1", "outcome": "PASS"})
+                              finished_record("models:/tiny/1", deployment="tiny"))
     finally:
         os.umask(old_umask)
     for path in (keys.private_key_path, state, record, record.with_name("latest.json")):
