@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from common.errors import StageError
-from deploy.outcomes import DeployAction, Outcome
+from deploy.outcomes import Outcome, RecordAction
 
 if TYPE_CHECKING:
     from deploy.controller import RolloutReport
@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 SCHEMA_PATH = "docs/reference/decision-record.schema.json"
-# What a record can say was done: a deploy's actions, a served-model refusal
-# (deploy/session.py) and the manual actions (`shipyard serve`, `shipyard undo`).
-RecordAction = DeployAction | Literal["refused", "served", "undo"]
 # pydantic reads this from each dataclass: the schema describes what `to_dict` writes, where
 # every field is present (a default is a value, not an absent key).
 _PYDANTIC = {"json_schema_serialization_defaults_required": True}

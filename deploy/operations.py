@@ -34,6 +34,7 @@ from deploy.config import DeployConfig
 from deploy.decision_record import start_record
 from deploy.decision_record_schema import RecordFile, RecordListing, StableBefore, list_records
 from deploy.model_ref import ModelToDeploy
+from deploy.outcomes import ManualAction
 from deploy.session import DeploySession, smoke_check
 from deploy.state import load_state, state_path
 from registry import mlflow_registry as reg
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ManualDeploy:
-    action: str  # "served" or "undo"
+    action: ManualAction
     model_uri: str
     model_digest: str
     champion_before: str | None
@@ -103,7 +104,7 @@ def registered_model_of(records: list[RecordFile], name: str) -> str:
 
 
 def serve_version(registered_model_name: str, version: str, config: DeployConfig,
-                  settings: Settings, *, action: str = "served",
+                  settings: Settings, *, action: ManualAction = "served",
                   reason: str | None = None, signed_digest: str | None = None) -> ManualDeploy:
     """Verify `models:/NAME/VERSION` and serve it as the stable with no canary; move the
     champion alias to it. One deploy per deployment at a time (DEPLOY_LOCKED).
@@ -189,7 +190,7 @@ def _model_to_serve(registered: str, version: str, settings: Settings,
     return ModelToDeploy(registered, version, digest, model_version.run_id)
 
 
-def _serve(session: DeploySession, model: ModelToDeploy, action: str, *,
+def _serve(session: DeploySession, model: ModelToDeploy, action: ManualAction, *,
            undo: bool) -> ManualDeploy:
     """The same session as a deploy, without the canary: verify (undo: as the signed
     history's digest; serve: with evidence against the current champion), start as the

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 # The canary analysis verdict.
 Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
@@ -48,6 +48,12 @@ CHAMPION_ACTIONS: tuple[str, ...] = typing.get_args(ChampionAction)
 # every history action but "imported" (written by the import itself, without a record).
 RECORDED_ACTIONS: tuple[str, ...] = tuple(
     a for a in typing.get_args(HistoryAction) if a in typing.get_args(RecordAction))
+
+
+def is_recorded(action: str) -> TypeGuard[HistoryAction]:
+    """Whether a decision record with this action appends a history line (RECORDED_ACTIONS);
+    for mypy, the action is then a HistoryAction."""
+    return action in RECORDED_ACTIONS
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,10 @@ from deploy import history, parity
 from deploy.backend import Backend, build_backend
 from deploy.config import DeployConfig
 from deploy.decision_record import DecisionRecord, log_to_mlflow, write_record
-from deploy.decision_record_schema import ChampionMove, Parity, RecordAction, Verification
+from deploy.decision_record_schema import ChampionMove, Parity, Verification
 from deploy.loadgen import load_eval_prompts
 from deploy.model_ref import ModelToDeploy, VerifiedModel
-from deploy.outcomes import Outcome
+from deploy.outcomes import Outcome, RecordAction, is_recorded
 from deploy.state import deployment_lock, state_path
 from registry import mlflow_registry as reg
 from registry.aliases import champion_version, move_champion
@@ -305,9 +305,9 @@ def check_champion_in_history(champion: str | None, work_dir: Path, settings: Se
             details={"alias_version": champion, "history_versions": sorted(made_champion)},
         )
 
-def append_history(work_dir: Path, settings: Settings, action: str, version: str,
+def append_history(work_dir: Path, settings: Settings, action: RecordAction, version: str,
                     digest: str, record_path: Path) -> None:
-    if action not in history.RECORDED_ACTIONS:  # already_serving moves nothing
+    if not is_recorded(action):  # already_serving moves nothing
         return  # already_serving: nothing moved, nothing was decided about traffic
     key_pair, public_key = history.history_keys(settings)
     # The record names the registered model whose tag anchors the history's head.
@@ -316,8 +316,7 @@ def append_history(work_dir: Path, settings: Settings, action: str, version: str
     client = reg.client_for(settings.mlflow_tracking_uri)
     anchor = history.read_anchor(client, registered, work_dir.name)
     entry = history.append_entry(
-        work_dir, action=action,  # type: ignore[arg-type]  # checked just above
-        version=version, digest=digest,
+        work_dir, action=action, version=version, digest=digest,
         decision_record_sha256=sha256_file(record_path),
         actor=f"{getpass.getuser()}@{socket.gethostname()}",
         key_pair=key_pair, public_key_path=public_key, anchor=anchor)
