@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass
 from typing import Literal, TypeGuard
 
+from common.digests import check_digest_fields
+
 # The canary analysis verdict.
 Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
@@ -81,3 +83,6 @@ class DeploymentResult:
     decision_record_uri: str | None
     # how to stop what the stage left running
     stop_command: str
+
+    def __post_init__(self) -> None:
+        check_digest_fields(self)  # DIGEST_INVALID naming the field, as every stage contract

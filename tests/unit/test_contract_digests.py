@@ -75,3 +75,15 @@ def test_the_train_config_crosses_to_register_as_a_typed_value_with_the_same_dig
     config = resolve(preset).train
     back = _round_trip(config)
     assert back == config and back.digest() == config.digest()
+
+
+def test_the_deploy_result_checks_its_digest_too() -> None:
+    from deploy.outcomes import DeploymentResult
+
+    values = dict(deployment_name="d", model_uri="models:/m/1", model_digest=GOOD,
+                  outcome="PASS", action="promoted", engine="local", backend="local",
+                  endpoint="http://127.0.0.1:1", served_model_name="m", champion_version="1",
+                  decision_record_path="r.json", decision_record_uri=None, stop_command="s")
+    assert _round_trip(DeploymentResult(**values)) == DeploymentResult(**values)  # type: ignore[arg-type]
+    with pytest.raises(StageError, match=r"DeploymentResult\.model_digest"):
+        DeploymentResult(**{**values, "model_digest": "sha256:" + GOOD})  # type: ignore[arg-type]
