@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flytekit.types.directory import FlyteDirectory
@@ -30,7 +31,7 @@ from training.config import TrainConfig
 
 pytestmark = pytest.mark.integration
 
-FAST_GATE = {"min_paired_items": 20, "bootstrap_resamples": 500}
+FAST_GATE: dict[str, Any] = {"min_paired_items": 20, "bootstrap_resamples": 500}
 FAST = {"limit_per_task": 30, "gate": GateConfig(**FAST_GATE)}
 
 
