@@ -1,22 +1,24 @@
 """`EvalConfig`: what the evaluate stage runs and the rules its gate applies.
 
-Harness and gate keys sit directly in a preset's ``eval:`` section; the LLM judge's keys in its
-own nested section ``eval.judge`` (`JudgeConfig`). Unknown keys are errors at every level, and
-Flyte serializes both as plain (nested) dataclasses. Choice fields are `Literal` types, which
-the config loader checks. "Unset" is None, never a falsy value.
+Harness and champion keys sit directly in a preset's ``eval:`` section; the promotion gate's
+bounds, margins and statistics in the nested section ``eval.gate`` (`GateConfig`,
+eval/config_gate.py), the LLM judge's keys in ``eval.judge`` (`JudgeConfig`). Unknown keys are
+errors at every level, and Flyte serializes them as plain (nested) dataclasses. Choice fields
+are `Literal` types, which the config loader checks. "Unset" is None, never a falsy value.
 
-The flat judge keys of earlier releases (``eval.judge_min_kappa``) still load for one release,
-mapped onto ``eval.judge.min_kappa`` with a deprecation line (`RENAMED_KEYS`).
+The flat keys of earlier releases (``eval.judge_min_kappa``, ``eval.hard_ceilings``) still load
+for one release, mapped onto ``eval.judge.min_kappa`` / ``eval.gate.hard_ceilings`` with a
+deprecation line (`RENAMED_KEYS`).
 """
 
 from __future__ import annotations
 
-import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from common.errors import StageError
+from eval.config_gate import TASK_FIELDS, GateConfig
 from eval.errors import EvalError
 from eval.harness import ModelPath
 from eval.judge.llmbar import SUBSETS as LLMBAR_SUBSETS
@@ -32,11 +34,6 @@ JudgedTask = Literal["shipyard_exact", "shipyard_skill", "ifeval"]
 # The default task whose generated answers the judge compares (see eval/judge/run.py).
 JUDGED_TASK: JudgedTask = "shipyard_exact"
 DEFAULT_TASKS = ("shipyard_scoring_check", "shipyard_mc", "shipyard_ppl", "shipyard_exact")
-
-
-def _default_margins() -> dict[str, float]:
-    # In each task's primary metric's units: accuracy points, and bits per byte.
-    return {"shipyard_mc": 0.05, "shipyard_exact": 0.05, "shipyard_ppl": 0.05}
 
 
 def _literal_fields(cls: type[Any]) -> dict[str, tuple[Any, ...]]:
@@ -263,26 +260,9 @@ class EvalConfig:
     # policy pins its fingerprint); None: <SHIPYARD_HOME>/keys/signing.pub.
     policy_path: str | None = None
     public_key_path: str | None = None
-    # Tasks compared with the champion, each with the largest loss it tolerates in its
-    # primary metric's units (accuracy for mc/exact, bits per byte for ppl).
-    non_inferiority_margins: dict[str, float] = field(default_factory=_default_margins)
-    # Tasks the candidate must beat the champion on: the one-sided `confidence` lower bound
-    # of the paired improvement of the primary metric must be above 0 (with a champion; the
-    # first model has nothing to beat). Tasks here may also have a non-inferiority margin.
-    must_improve: list[str] = field(default_factory=list)
-    # One-sided confidence of the non-inferiority bounds; power of the reported minimum
-    # detectable effect.
-    confidence: float = 0.95
-    power: float = 0.8
-    bootstrap_resamples: int = 2000
-    bootstrap_seed: int = 20240601
-    # Fewest paired items a comparison needs; fewer fails the gate (it cannot show
-    # non-inferiority on so little evidence).
-    min_paired_items: int = 30
-    # Absolute bounds on a task's primary metric, checked with or without a champion:
-    # floors for higher-is-better metrics, ceilings for lower-is-better ones.
-    hard_floors: dict[str, float] = field(default_factory=dict)
-    hard_ceilings: dict[str, float] = field(default_factory=dict)
+    # The statistical promotion gate's bounds, margins and statistics: the nested section
+    # eval.gate (eval/config_gate.py).
+    gate: GateConfig = field(default_factory=GateConfig)
 
     # ---- LLM judge: the nested section eval.judge ---------------------------------------
     judge: JudgeConfig = field(default_factory=JudgeConfig)
@@ -307,24 +287,14 @@ class EvalConfig:
             raise self._bad("tasks", f"must include {self.judge.task!r} (eval.judge.task) when "
                                      "a judge is configured: the judge compares the answers "
                                      "generated there.")
-        for name in ("non_inferiority_margins", "hard_floors", "hard_ceilings", "must_improve"):
-            extra = sorted(set(getattr(self, name)) - set(self.tasks))
+        for name in TASK_FIELDS:
+            extra = sorted(set(getattr(self.gate, name)) - set(self.tasks))
             if extra:
-                raise self._bad(name, f"names tasks {extra} that are not in eval.suite.")
-        wrong_way = [t for t in self.hard_floors if not TASK_SPECS[t].higher_is_better]
-        wrong_way += [t for t in self.hard_ceilings if TASK_SPECS[t].higher_is_better]
-        if wrong_way:
-            raise EvalError("EVAL_CONFIG_INVALID",
-                            f"eval.hard_floors/hard_ceilings: {sorted(wrong_way)} bound the "
-                            "wrong side; floors are for higher-is-better metrics (accuracy), "
-                            "ceilings for lower-is-better ones (bits per byte).")
-        if any(v < 0 or not math.isfinite(v) for v in self.non_inferiority_margins.values()):
-            raise self._bad("non_inferiority_margins", "margins must be finite and >= 0.")
+                raise EvalError("EVAL_CONFIG_INVALID",
+                                f"eval.gate.{name}={getattr(self.gate, name)!r}: names tasks "
+                                f"{extra} that are not in eval.tasks.")
 
     def _check_numbers(self) -> None:
-        for name in ("confidence", "power"):
-            if not 0.5 < getattr(self, name) < 1:
-                raise self._bad(name, "must be in (0.5, 1), e.g. 0.95 / 0.8.")
         if not 0 <= self.scoring_check_min_accuracy <= 1:
             raise self._bad("scoring_check_min_accuracy", "must be in [0, 1].")
         if self.cache_max_bytes is not None and self.cache_max_bytes < 0:
@@ -333,13 +303,16 @@ class EvalConfig:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise self._bad(name, "must be > 0, or None for every document.")
         for name in ("batch_size", "num_concurrent", "max_gen_tokens", "ifeval_max_gen_tokens",
-                     "skill_max_gen_tokens", "bootstrap_resamples", "min_paired_items",
-                     "engine_ready_timeout_seconds"):
+                     "skill_max_gen_tokens", "engine_ready_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise self._bad(name, "must be > 0.")
 
 
-# The flat judge keys of earlier releases (eval.judge_min_kappa), accepted for one release by
-# the config loader (common/config.py `build_config(..., renamed=)`), which moves each to its
-# place in eval.judge with a deprecation line.
-RENAMED_KEYS: dict[str, str] = {f"judge_{f.name}": f"judge.{f.name}" for f in fields(JudgeConfig)}
+# The flat keys of earlier releases, accepted for one release by the config loader
+# (common/config.py `build_config(..., renamed=)`), which moves each to its place in a nested
+# section with a deprecation line: the judge's (eval.judge_min_kappa -> eval.judge.min_kappa)
+# and the gate's (eval.hard_ceilings -> eval.gate.hard_ceilings).
+RENAMED_KEYS: dict[str, str] = {
+    **{f"judge_{f.name}": f"judge.{f.name}" for f in fields(JudgeConfig)},
+    **{f.name: f"gate.{f.name}" for f in fields(GateConfig)},
+}

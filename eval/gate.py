@@ -1,6 +1,7 @@
 """The promotion gate: PASS, FAIL or NO_EVIDENCE, with every number behind it.
 
-Checks, each recorded whether it passes or not:
+Checks (settings: the `eval.gate` section, eval/config_gate.py), each recorded whether it
+passes or not:
 
 1. Hard bounds (always): a task's primary metric against `hard_floors` /
    `hard_ceilings`.
@@ -63,20 +64,20 @@ def decide(config: EvalConfig, candidate: HarnessResult, champion: HarnessResult
     notes: list[str] = []
     if champion is None:
         notes.append("no champion: absolute floors and ceilings only")
-        if config.must_improve:
-            notes.append(f"must_improve {sorted(config.must_improve)} not checked: no champion "
-                         "to improve on")
+        if config.gate.must_improve:
+            notes.append(f"must_improve {sorted(config.gate.must_improve)} not checked: no "
+                         "champion to improve on")
     else:
         notes.extend(_prompting_notes(candidate, champion))
-        for task, margin in sorted(config.non_inferiority_margins.items()):
+        for task, margin in sorted(config.gate.non_inferiority_margins.items()):
             check, comparison = _non_inferiority(config, task, margin, candidate, champion)
             checks.append(check)
             if comparison is not None:
                 comparisons.append(comparison)
-        for task in sorted(set(config.must_improve)):
+        for task in sorted(set(config.gate.must_improve)):
             check, comparison = _improvement(config, task, candidate, champion)
             checks.append(check)
-            if comparison is not None and task not in config.non_inferiority_margins:
+            if comparison is not None and task not in config.gate.non_inferiority_margins:
                 comparisons.append(comparison)
     if judge is not None:
         checks_or_notes = _judge_check(config, judge)
@@ -96,13 +97,13 @@ def decide(config: EvalConfig, candidate: HarnessResult, champion: HarnessResult
 
 def _bound_checks(config: EvalConfig, candidate: HarnessResult) -> list[GateCheck]:
     checks = []
-    for task, floor in sorted(config.hard_floors.items()):
+    for task, floor in sorted(config.gate.hard_floors.items()):
         metric = TASK_SPECS[task].primary_metric
         value = candidate.metrics[task][metric]
         checks.append(GateCheck(f"floor:{task}", value >= floor,
                                 f"{task} {metric} {value:.4f} "
                                 f"{'>=' if value >= floor else '<'} floor {floor}"))
-    for task, ceiling in sorted(config.hard_ceilings.items()):
+    for task, ceiling in sorted(config.gate.hard_ceilings.items()):
         metric = TASK_SPECS[task].primary_metric
         value = candidate.metrics[task][metric]
         checks.append(GateCheck(f"ceiling:{task}", value <= ceiling,
@@ -142,14 +143,14 @@ def _paired(config: EvalConfig, task: str, candidate: HarnessResult, champion: H
     pairs = [(s.metrics[spec.primary_metric],
               champion_by_hash[s.doc_hash].metrics[spec.primary_metric])
              for s in candidate.samples.get(task, []) if s.doc_hash in champion_by_hash]
-    if len(pairs) < config.min_paired_items:
+    if len(pairs) < config.gate.min_paired_items:
         return None, (f"{task}: {len(pairs)} paired items < min_paired_items "
-                      f"{config.min_paired_items}")
+                      f"{config.gate.min_paired_items}")
     return compare_paired(
         task, spec.primary_metric, [c for c, _ in pairs], [h for _, h in pairs],
         higher_is_better=spec.higher_is_better, binary=spec.binary,
-        confidence=config.confidence, power=config.power,
-        resamples=config.bootstrap_resamples, seed=config.bootstrap_seed), ""
+        confidence=config.gate.confidence, power=config.gate.power,
+        resamples=config.gate.bootstrap_resamples, seed=config.gate.bootstrap_seed), ""
 
 
 def _detail(config: EvalConfig, comparison: PairedComparison, passed: bool, threshold: float,
@@ -157,7 +158,7 @@ def _detail(config: EvalConfig, comparison: PairedComparison, passed: bool, thre
     mcnemar = ("" if comparison.mcnemar_p_value is None
                else f", McNemar p={comparison.mcnemar_p_value:.3g}")
     return (f"{comparison.task} {comparison.metric}: improvement {comparison.improvement:+.4f} "
-            f"over {comparison.num_pairs} pairs, {config.confidence:.0%} lower bound "
+            f"over {comparison.num_pairs} pairs, {config.gate.confidence:.0%} lower bound "
             f"{comparison.interval_low:+.4f} {'>' if passed else '<='} {threshold_name} "
             f"{threshold:+.4f}{mcnemar}, MDE {comparison.minimum_detectable_effect:.4f}")
 
@@ -185,13 +186,13 @@ def _judge_check(config: EvalConfig, judge: JudgeReport) -> GateCheck | list[str
         return GateCheck("judge_win_rate", passed,
                          f"judge length-controlled win rate {lc.lc_win_rate:.3f} over "
                          f"{lc.num_pairs} pairs (raw {lc.win_rate:.3f}, ties "
-                         f"{lc.tie_rate:.3f}), {config.confidence:.0%} lower bound "
+                         f"{lc.tie_rate:.3f}), {config.gate.confidence:.0%} lower bound "
                          f"{lc.lc_win_rate_interval_low:.3f} {'>' if passed else '<='} "
                          f"{threshold:.3f} (0.5 - margin)")
     summary = judge.pairwise
     passed = summary.win_rate_interval_low > threshold
     return GateCheck("judge_win_rate", passed,
                      f"judge win rate {summary.win_rate:.3f} over {summary.num_valid_pairs} "
-                     f"pairs, {config.confidence:.0%} lower bound "
+                     f"pairs, {config.gate.confidence:.0%} lower bound "
                      f"{summary.win_rate_interval_low:.3f} {'>' if passed else '<='} "
                      f"{threshold:.3f} (0.5 - margin)")

@@ -23,6 +23,7 @@ from typing import Any
 from common.fs import SHARED_FILE_MODE, atomic_write_bytes
 from common.html import StageFacts, format_value, short_digest, table
 from common.redact import redact
+from eval.config_gate import report_gate_config
 from eval.gate import GateDecision
 from eval.harness import HarnessResult
 from eval.judge.run import JudgeReport
@@ -267,14 +268,15 @@ def _comparisons_table(report: dict[str, Any]) -> str:
     comparisons = report["gate"]["comparisons"]
     if not comparisons:
         return ""
-    margins = report["config"].get("non_inferiority_margins", {})
+    gate = report_gate_config(report["config"])
+    margins = gate.get("non_inferiority_margins") or {}
     rows = [[c["task"], c["metric"], c["num_pairs"], c["candidate_mean"], c["champion_mean"],
              c["improvement"], f"[{_fmt(c['interval_low'])}, {_fmt(c['interval_high'])}]",
              margins.get(c["task"]), c["mcnemar_p_value"], c["minimum_detectable_effect"]]
             for c in comparisons]
     return "<h3>Paired comparison with the champion</h3>" + _table(
         ["task", "metric", "pairs", "candidate", "champion", "improvement",
-         f"{2 * report['config']['confidence'] - 1:.0%} interval", "margin", "McNemar p",
+         f"{2 * gate['confidence'] - 1:.0%} interval", "margin", "McNemar p",
          "MDE"], rows)
 
 

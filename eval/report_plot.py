@@ -7,6 +7,7 @@ import base64
 import io
 from typing import TYPE_CHECKING, Any
 
+from eval.config_gate import report_gate_config
 from eval.suite.specs import TASK_SPECS
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def metrics_figure(report: dict[str, Any]) -> Figure | None:
 
 def _plot_comparisons(ax: Any, report: dict[str, Any]) -> None:
     comparisons = report["gate"]["comparisons"]
-    margins = report["config"].get("non_inferiority_margins", {})
+    margins = report_gate_config(report["config"]).get("non_inferiority_margins") or {}
     for j, c in enumerate(comparisons):
         low, high = c["interval_low"], c["interval_high"]
         if low is not None and high is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eval.champion import Champion
+from eval.config_gate import report_gate_config
 from eval.errors import EvalError
 from eval.stage import EvalOutcome
 from eval.suite.specs import TASK_SPECS
@@ -72,7 +73,7 @@ class EvalSummary:
 def summarize(outcome: EvalOutcome, champion: Champion | None, run_id: str) -> EvalSummary:
     report = outcome.report
     judge = report["judge"]
-    margins = report["config"]["non_inferiority_margins"]
+    margins = report_gate_config(report["config"]).get("non_inferiority_margins") or {}
     return EvalSummary(
         outcome=_OUTCOMES[outcome.decision.outcome],
         reasons=tuple(outcome.decision.reasons),
@@ -124,7 +125,7 @@ def attestation_claims(report: Mapping[str, Any]) -> dict[str, Any]:
         "champion_digest": champion.get("digest"),
         "judge_kappa": (judge.get("calibration") or {}).get("kappa"),
         "judge_gating": bool(judge.get("gating")),
-        "confidence": config.get("confidence"),
+        "confidence": report_gate_config(config).get("confidence"),
         "checks": checks,
     }
 
@@ -138,7 +139,8 @@ def _check_claim(check: Mapping[str, Any], report: Mapping[str, Any],
     if kind in ("floor", "ceiling") and task in TASK_SPECS:
         metric = TASK_SPECS[task].primary_metric
         values = (report.get("metrics") or {}).get(task) or {}
-        bounds = config.get("hard_floors" if kind == "floor" else "hard_ceilings") or {}
+        gate_config = report_gate_config(config)
+        bounds = gate_config.get("hard_floors" if kind == "floor" else "hard_ceilings") or {}
         samples = ((report.get("samples") or {}).get("candidate") or {}).get(task)
         claim.update(metric=metric, comparator=">=" if kind == "floor" else "<=",
                      threshold=bounds.get(task), value=values.get(metric),
@@ -147,7 +149,7 @@ def _check_claim(check: Mapping[str, Any], report: Mapping[str, Any],
     elif kind == "non_inferiority":
         comparison: Mapping[str, Any] = next(
             (c for c in gate.get("comparisons") or [] if c.get("task") == task), {})
-        margin = (config.get("non_inferiority_margins") or {}).get(task)
+        margin = (report_gate_config(config).get("non_inferiority_margins") or {}).get(task)
         claim.update(metric=f"{comparison.get('metric')} improvement over the champion",
                      comparator=">", threshold=None if margin is None else -margin,
                      value=comparison.get("improvement"),

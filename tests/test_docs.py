@@ -422,10 +422,14 @@ CONFIG_PAGES = {
 
 
 def _dataclass_fields(path: Path, name: str, prefix: str = "") -> list[str]:
-    """Field names of class `name`; a field typed as another class of the same file is a
-    nested section, listed as its own fields under a dotted prefix (`judge.min_kappa`)."""
+    """Field names of class `name`; a field typed as another class of the same file, or one
+    imported from a module of the repository (`eval/config_gate.py:GateConfig`), is a nested
+    section, listed as its own fields under a dotted prefix (`judge.min_kappa`)."""
     tree = ast.parse(path.read_text())
     classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    imported = {alias.asname or alias.name: ROOT / (n.module.replace(".", "/") + ".py")
+                for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                for alias in n.names}
     out = []
     for statement in classes[name].body:
         if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
@@ -434,6 +438,10 @@ def _dataclass_fields(path: Path, name: str, prefix: str = "") -> list[str]:
         hint = statement.annotation
         if isinstance(hint, ast.Name) and hint.id in classes:
             out += _dataclass_fields(path, hint.id, f"{prefix}{field_name}.")
+        elif (isinstance(hint, ast.Name) and hint.id in imported
+              and imported[hint.id].is_file() and f"class {hint.id}" in
+              imported[hint.id].read_text()):
+            out += _dataclass_fields(imported[hint.id], hint.id, f"{prefix}{field_name}.")
         else:
             out.append(prefix + field_name)
     return out

@@ -108,9 +108,11 @@ def run_judge(config: EvalConfig, endpoint: JudgeEndpoint, candidate: Sequence[S
                          else [], task=config.judge.task,
                          source=config.judge.source or config.judge.model_dir
                          or config.judge.base_url, identity=endpoint.identity)
-    # Two-sided intervals whose lower end is the one-sided `confidence` bound the gate uses.
-    stats: dict[str, Any] = {"confidence": 2 * config.confidence - 1,
-             "resamples": config.bootstrap_resamples, "seed": config.bootstrap_seed}
+    # Two-sided intervals whose lower end is the one-sided `confidence` bound the gate uses
+    # (eval.gate's statistics settings are the evaluation's only ones).
+    gate = config.gate
+    stats: dict[str, Any] = {"confidence": 2 * gate.confidence - 1,
+                             "resamples": gate.bootstrap_resamples, "seed": gate.bootstrap_seed}
 
     report.calibration = human_calibration(config, voter, pair_prompt, cache_dir)
     report.reference_calibration = calib.calibrate(
@@ -150,8 +152,8 @@ def human_calibration(config: EvalConfig, judge: Judge, prompt: JudgePrompt,
     decoding were measured before, else measured (and cached unless a call failed: an
     unreachable judge is measured again next time, not remembered as a bad one)."""
     subsets, limit = config.judge.calibration_subsets, config.judge.calibration_limit_per_subset
-    statistics_ = Statistics(2 * config.confidence - 1, config.bootstrap_resamples,
-                             config.bootstrap_seed)
+    gate = config.gate
+    statistics_ = Statistics(2 * gate.confidence - 1, gate.bootstrap_resamples, gate.bootstrap_seed)
     key = calibration_key(judge_identity=judge.identity, prompt_id=prompt.prompt_id,
                           data_sha256=llmbar.data_digest(subsets), subsets=subsets,
                           limit_per_subset=limit, max_tokens=judge.policy.max_tokens,

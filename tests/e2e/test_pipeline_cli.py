@@ -23,10 +23,10 @@ PYFLYTE = str(Path(sys.executable).with_name("pyflyte"))
 QUICK = ["train.max_steps=6", "train.checkpoint_every_steps=3", "train.eval_every_steps=3",
          "train.warmup_steps=2", "eval.limit_per_task=20",
          # the re-run compares against the first run's model, now champion, on 20 items
-         "eval.min_paired_items=10"]
+         "eval.gate.min_paired_items=10"]
 # A 6-step model is far from the tiny preset's 1.0 bits-per-byte ceiling; loosen it so the
 # gate passes, except in the test that checks a failing gate stops the pipeline.
-PASSING_GATE = ["eval.hard_ceilings={shipyard_ppl: 10.0}"]
+PASSING_GATE = ["eval.gate.hard_ceilings={shipyard_ppl: 10.0}"]
 # The real-vLLM canary paths are tested in tests/deploy; here the light engine keeps it quick.
 LIGHT_DEPLOY = ["deploy.engine=local"]
 

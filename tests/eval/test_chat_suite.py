@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.config import EvalConfig
+from eval.config import EvalConfig, GateConfig
 from eval.errors import EvalError
 from eval.harness import HarnessOptions, ModelSource, run_harness
 from eval.stage import prompt_format, run_eval
@@ -123,9 +123,10 @@ def test_chat_model_run_eval_prompts_through_the_template_and_pairs_by_document(
 
     config = EvalConfig(tasks=CHAT_TASKS, limit_per_task=4, ifeval_limit=2,
                         ifeval_max_gen_tokens=12, skill_max_gen_tokens=6,
-                        non_inferiority_margins={"ifeval": 0.05},
-                        must_improve=["shipyard_skill"], min_paired_items=2,
-                        bootstrap_resamples=200, registered_model_name=None)
+                        gate=GateConfig(non_inferiority_margins={"ifeval": 0.05},
+                                        must_improve=["shipyard_skill"], min_paired_items=2,
+                                        bootstrap_resamples=200),
+                        registered_model_name=None)
     model = ModelSource(chat_model, "a" * 64)
     # The champion is the same model under the same digest: its pass is answered from the
     # response cache, and the skill cannot have improved.

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from common.settings import load_settings
-from eval.config import EvalConfig, JudgeConfig
+from eval.config import EvalConfig, GateConfig, JudgeConfig
 from eval.errors import EvalError
 from eval.harness import HarnessOptions, ModelSource, run_harness
 from eval.judge.client import first_served_model
@@ -33,19 +33,23 @@ from serving.process import free_port
         ({"tasks": ["shipyard_scoring_check", "nope"]}, "tasks"),
         ({"judge": {"base_url": "http://127.0.0.1:1"},
           "tasks": ["shipyard_scoring_check"]}, "tasks"),  # a judge needs shipyard_exact
-        ({"hard_floors": {"shipyard_ppl": 1.0}}, "hard_floors"),  # bits per byte: a ceiling
-        ({"non_inferiority_margins": {"shipyard_mc": -0.1}}, "non_inferiority_margins"),
-        ({"confidence": 1.0}, "confidence"),
+        # bits per byte: a ceiling
+        ({"gate": {"hard_floors": {"shipyard_ppl": 1.0}}}, "eval.gate.hard_floors"),
+        ({"gate": {"non_inferiority_margins": {"shipyard_mc": -0.1}}},
+         "eval.gate.non_inferiority_margins"),
+        ({"gate": {"confidence": 1.0}}, "eval.gate.confidence"),
+        ({"gate": {"min_paired_items": 0}}, "eval.gate.min_paired_items"),
         ({"limit_per_task": 0}, "limit_per_task"),
         ({"ifeval_limit": 0}, "ifeval_limit"),
         ({"ifeval_max_gen_tokens": 0}, "ifeval_max_gen_tokens"),
-        ({"must_improve": ["ifeval"]}, "must_improve"),  # not among the tasks run
+        ({"gate": {"must_improve": ["ifeval"]}}, "eval.gate.must_improve"),  # not run
         ({"judge": {"max_retries": -1}}, "eval.judge.max_retries"),
     ],
 )
 def test_config_rules(overrides: dict[str, Any], field: str) -> None:
-    with pytest.raises(EvalError) as info:  # the judge's section is built inside: it may fail
-        EvalConfig(**(overrides | {"judge": JudgeConfig(**overrides.get("judge", {}))}))
+    with pytest.raises(EvalError) as info:  # the sections are built inside: they may fail
+        EvalConfig(**(overrides | {"judge": JudgeConfig(**overrides.get("judge", {})),
+                                   "gate": GateConfig(**overrides.get("gate", {}))}))
     assert info.value.code == "EVAL_CONFIG_INVALID"
     assert field in info.value.message
 
@@ -55,7 +59,7 @@ def test_config_rule_through_resolve() -> None:
     from tasks.resolve import resolve
 
     with pytest.raises(EvalError) as info:
-        resolve("tiny", ["eval.power=0.2"])
+        resolve("tiny", ["eval.gate.power=0.2"])
     assert info.value.code == "EVAL_CONFIG_INVALID"
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig, JudgeConfig
+from eval.config import EvalConfig, GateConfig, JudgeConfig
 from eval.errors import EvalError
 from eval.gate import FAIL, NO_EVIDENCE, PASS, decide
 from eval.harness import HarnessResult, SampleResult
@@ -33,9 +34,9 @@ def result(digest: str, mc_correct: list[int], *, scoring_check: float = 1.0,
 
 
 def config(**overrides: object) -> EvalConfig:
-    base: dict[str, object] = {"tasks": TASKS, "non_inferiority_margins": {"shipyard_mc": 0.05},
-                               "bootstrap_resamples": 1000, "min_paired_items": 30}
-    return EvalConfig(**(base | overrides))  # type: ignore[arg-type]
+    gate: dict[str, Any] = {"non_inferiority_margins": {"shipyard_mc": 0.05},
+                            "bootstrap_resamples": 1000, "min_paired_items": 30}
+    return EvalConfig(tasks=TASKS, gate=GateConfig(**(gate | overrides)))
 
 
 def flips(n: int, p: float, seed: int) -> list[int]:
@@ -105,7 +106,7 @@ def test_no_champion_applies_absolute_floors_only() -> None:
 
 def test_config_refuses_rules_it_cannot_apply() -> None:
     with pytest.raises(EvalError, match="bound the wrong side"):
-        EvalConfig(hard_floors={"shipyard_ppl": 1.0})
+        GateConfig(hard_floors={"shipyard_ppl": 1.0})
     with pytest.raises(EvalError, match="must include 'shipyard_scoring_check'"):
         EvalConfig(tasks=["shipyard_mc"])
     with pytest.raises(EvalError, match=r"must include 'shipyard_exact' \(eval\.judge\.task\) "

@@ -4,10 +4,11 @@ IFEval, on scripted per-item results paired by document hash."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig
+from eval.config import EvalConfig, GateConfig
 from eval.errors import EvalError
 from eval.gate import FAIL, PASS, decide
 from eval.harness import HarnessResult, SampleResult
@@ -42,10 +43,10 @@ def result(digest: str, skill: list[int], ifeval: list[int], *, chat: bool = Tru
 
 
 def config(**overrides: object) -> EvalConfig:
-    base: dict[str, object] = {"tasks": TASKS, "non_inferiority_margins": {"ifeval": 0.05},
-                               "must_improve": ["shipyard_skill"], "bootstrap_resamples": 1000,
-                               "min_paired_items": 30}
-    return EvalConfig(**(base | overrides))  # type: ignore[arg-type]
+    gate: dict[str, Any] = {"non_inferiority_margins": {"ifeval": 0.05},
+                            "must_improve": ["shipyard_skill"], "bootstrap_resamples": 1000,
+                            "min_paired_items": 30}
+    return EvalConfig(tasks=TASKS, gate=GateConfig(**(gate | overrides)))
 
 
 def flips(n: int, p: float, seed: int) -> list[int]:

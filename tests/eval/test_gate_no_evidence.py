@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from common.config import build_config, load_preset
-from eval.config import EvalConfig
+from eval.config import EvalConfig, GateConfig
 from eval.gate import FAIL, NO_EVIDENCE, PASS, decide
 from eval.harness import HarnessResult, SampleResult
 from registry.policy import load_policy
@@ -31,7 +31,7 @@ def _candidate(mc_accuracy_items: list[int]) -> HarnessResult:
 
 
 def test_no_champion_and_no_bounds_is_no_evidence_not_pass() -> None:
-    decision = decide(EvalConfig(tasks=TASKS, non_inferiority_margins={}),
+    decision = decide(EvalConfig(tasks=TASKS, gate=GateConfig(non_inferiority_margins={})),
                       _candidate([1] * 10), None)
     assert decision.outcome == NO_EVIDENCE
     assert decision.checks == []
@@ -40,8 +40,8 @@ def test_no_champion_and_no_bounds_is_no_evidence_not_pass() -> None:
 
 
 def test_one_bound_is_evidence_either_way() -> None:
-    config = EvalConfig(tasks=TASKS, non_inferiority_margins={},
-                        hard_floors={"shipyard_mc": 0.5})
+    config = EvalConfig(tasks=TASKS, gate=GateConfig(non_inferiority_margins={},
+                                                     hard_floors={"shipyard_mc": 0.5}))
     assert decide(config, _candidate([1] * 10), None).outcome == PASS
     assert decide(config, _candidate([0] * 10), None).outcome == FAIL
 
@@ -56,4 +56,4 @@ def test_the_default_policy_requires_pass_so_no_evidence_is_refused() -> None:
 def test_every_preset_gates_a_first_run_on_bounds(preset: str) -> None:
     raw = load_preset(preset).get("eval", {})
     config = build_config(EvalConfig, "eval", raw)
-    assert config.hard_floors or config.hard_ceilings, preset
+    assert config.gate.hard_floors or config.gate.hard_ceilings, preset

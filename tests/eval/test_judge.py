@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.config import EvalConfig, JudgeConfig
+from eval.config import EvalConfig, GateConfig, JudgeConfig
 from eval.errors import EvalError
 from eval.harness import SampleResult
 from eval.judge import calibration as calib
@@ -193,7 +193,7 @@ def test_calibration_kappa_of_a_reference_judge_and_a_biased_one() -> None:
 def test_run_judge_gates_only_with_a_champion_and_a_calibrated_judge(tmp_path: Path) -> None:
     candidate, champion = _samples(["2", "3", "4"], ["2", "9", "9"])
     config = EvalConfig(judge=JudgeConfig(base_url="set", calibration_limit_per_subset=10),
-                        bootstrap_resamples=200)
+                        gate=GateConfig(bootstrap_resamples=200))
     with ScriptedServer(reference_judge) as server:
         endpoint = JudgeEndpoint(server.base_url, first_served_model(server.base_url))
         report = run_judge(config, endpoint, candidate, champion, tmp_path)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig, JudgeConfig
+from eval.config import EvalConfig, GateConfig, JudgeConfig
 from eval.errors import EvalError
 from eval.gate import decide
 from eval.harness import HarnessResult, SampleResult
@@ -49,7 +49,7 @@ LIMIT = 20
 
 def config(judge: dict[str, Any] | None = None, **overrides: Any) -> EvalConfig:
     judged: dict[str, Any] = {"base_url": "scripted", "calibration_limit_per_subset": LIMIT}
-    return EvalConfig(**({"bootstrap_resamples": 300} | overrides),
+    return EvalConfig(**({"gate": GateConfig(bootstrap_resamples=300)} | overrides),
                       judge=JudgeConfig(**(judged | (judge or {}))))
 
 
@@ -136,7 +136,7 @@ def test_biased_and_random_judges_are_caught_by_calibration_and_never_gate(
     assert ("eval.judge.min_kappa 0.6" in reason) if caught_by == "kappa" else (
         "eval.judge.min_order_agreement 0.75" in reason)
     decision = decide(config(tasks=["shipyard_scoring_check", "shipyard_exact"],
-                             non_inferiority_margins={}),
+                             gate=GateConfig(bootstrap_resamples=300, non_inferiority_margins={})),
                       harness(candidate), harness(champion), report)
     assert all(c.name != "judge_win_rate" for c in decision.checks)
     assert any(n.startswith("judge non-gating: ") for n in decision.notes)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig, JudgeConfig
+from eval.config import EvalConfig, GateConfig, JudgeConfig
 from eval.gate import FAIL, PASS, decide
 from eval.harness import SampleResult
 from eval.judge.client import JudgeEndpoint
@@ -50,9 +50,9 @@ def verbose_pairs(seed: int) -> tuple[list[SampleResult], list[SampleResult]]:
 
 
 def config(**overrides: Any) -> EvalConfig:
-    base: dict[str, Any] = {"bootstrap_resamples": 500,
+    base: dict[str, Any] = {"gate": GateConfig(bootstrap_resamples=500,
+                                               non_inferiority_margins={}),
                             "tasks": ["shipyard_scoring_check", "shipyard_exact"],
-                            "non_inferiority_margins": {},
                             "judge": JudgeConfig(base_url="scripted", max_items=ITEMS,
                                                  calibration_limit_per_subset=10)}
     return EvalConfig(**(base | overrides))

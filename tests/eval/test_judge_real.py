@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import load_settings
-from eval.config import EvalConfig, JudgeConfig
+from eval.config import EvalConfig, GateConfig, JudgeConfig
 from eval.engines import judge_endpoints
 from eval.harness import SampleResult, doc_hash
 from eval.judge.run import run_judge
@@ -44,8 +44,8 @@ def test_the_packaged_small_judge_serves_on_vllm_and_does_not_earn_a_vote(
                           calibration_subsets=["natural", "adversarial_neighbor"],
                           calibration_limit_per_subset=10, max_items=PAIRS),
         serving_engine="vllm", vllm_venv_dir=str(VLLM_VENV_DIR),
-        tasks=["shipyard_scoring_check", "ifeval"], non_inferiority_margins={},
-        bootstrap_resamples=500)
+        tasks=["shipyard_scoring_check", "ifeval"],
+        gate=GateConfig(non_inferiority_margins={}, bootstrap_resamples=500))
     with ExitStack() as engines:
         judges = judge_endpoints(config, engines, None,
                                  load_settings().layout.base_models_dir)

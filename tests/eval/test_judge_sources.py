@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eval.config import EvalConfig, JudgeConfig
+from eval.config import EvalConfig, GateConfig, JudgeConfig
 from eval.engines import judge_endpoints
 from eval.errors import EvalError
 from eval.harness import SampleResult, doc_hash
@@ -48,7 +48,8 @@ def test_judge_settings_are_checked_and_the_error_names_the_setting(
 @pytest.mark.unit
 def test_a_packaged_judge_and_another_task_are_accepted() -> None:
     config = EvalConfig(judge=JudgeConfig(source=SMOL, task="ifeval"),
-                        tasks=["shipyard_scoring_check", "ifeval"], non_inferiority_margins={})
+                        tasks=["shipyard_scoring_check", "ifeval"],
+                        gate=GateConfig(non_inferiority_margins={}))
     assert config.judge.enabled and config.judge.task == "ifeval"
     assert not EvalConfig().judge.enabled
 
@@ -78,8 +79,9 @@ def test_a_task_without_references_is_judged_pairwise_only(tmp_path: Path) -> No
                  for d in docs]
     champion = [_sample(d, f"Item {d['key']} is a thing.") for d in docs]
     config = EvalConfig(judge=JudgeConfig(**SLICE, base_url="scripted", task="ifeval",
-                                          max_items=30), bootstrap_resamples=200,
-                        tasks=["shipyard_scoring_check", "ifeval"], non_inferiority_margins={})
+                                          max_items=30),
+                        gate=GateConfig(bootstrap_resamples=200, non_inferiority_margins={}),
+                        tasks=["shipyard_scoring_check", "ifeval"])
     with ScriptedServer(calibrated_but_verbose_judge) as server:
         report = run_judge(config, JudgeEndpoint(server.base_url, "scripted"), candidate,
                            champion, tmp_path)
@@ -116,7 +118,8 @@ def test_judges_from_sources_are_served_and_a_jury_needs_different_weights(
             assert reply.status == 200, reply.body
         assert len({j.base_url for j in judges}) == 3
         with pytest.raises(EvalError) as info:
-            run_judge(EvalConfig(judge=JudgeConfig(**SLICE), bootstrap_resamples=200), judges[0],
+            run_judge(EvalConfig(judge=JudgeConfig(**SLICE),
+                                 gate=GateConfig(bootstrap_resamples=200)), judges[0],
                       [], None, None,
                       jury_endpoints=judges[2:])
     assert info.value.code == "EVAL_JUDGE_JURY_INVALID"

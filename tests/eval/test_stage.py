@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flytekit.types.directory import FlyteDirectory
@@ -16,7 +17,7 @@ from common.cost import CostConfig
 from common.digests import sha256_file
 from common.errors import StageError
 from common.settings import load_settings
-from eval.config import EvalConfig, JudgeConfig
+from eval.config import EvalConfig, GateConfig, JudgeConfig
 from eval.harness import ModelSource
 from eval.judge.client import JudgeEndpoint
 from eval.stage import run_eval
@@ -30,7 +31,8 @@ from training.config import TrainConfig
 
 pytestmark = pytest.mark.integration
 
-FAST = {"limit_per_task": 30, "min_paired_items": 20, "bootstrap_resamples": 500}
+FAST_GATE: dict[str, Any] = {"min_paired_items": 20, "bootstrap_resamples": 500}
+FAST = {"limit_per_task": 30, "gate": GateConfig(**FAST_GATE)}
 
 
 def test_run_eval_against_a_champion_with_a_judge(tiny_model: TinyModel, tmp_path: Path
@@ -102,8 +104,8 @@ def test_evaluate_task_compares_with_the_mlflow_champion_and_fails_closed(
         "eval/eval_report.json", "eval/eval_report.html"}
 
     # A floor the tiny model cannot reach: FAIL stops the stage, the report is still written.
-    failing = EvalConfig(**FAST, registered_model_name="shipyard-eval-test",  # type: ignore[arg-type]
-                         hard_floors={"shipyard_mc": 0.99})
+    failing = EvalConfig(limit_per_task=30, registered_model_name="shipyard-eval-test",
+                         gate=GateConfig(**FAST_GATE, hard_floors={"shipyard_mc": 0.99}))
     with pytest.raises(StageError) as caught:
         evaluate(model=trained, dataset=dataset, config=failing, champion=champion,
                       prices=CostConfig())

@@ -56,9 +56,9 @@ def _report(digest: str, *, outcome: str = "PASS", mode: str = "champion",
         "judge": {"gating": True, "calibration": {"kappa": 0.72},
                   "pairwise": {"win_rate": 0.55, "win_rate_interval_low": 0.48,
                                "win_rate_interval_high": 0.61, "num_valid_pairs": 40}},
-        "config": {"hard_floors": {"shipyard_mc": 0.3}, "confidence": 0.95,
-                   "non_inferiority_margins": {"shipyard_mc": 0.05},
-                   "judge_non_inferiority_margin": 0.05},
+        "config": {"gate": {"hard_floors": {"shipyard_mc": 0.3}, "confidence": 0.95,
+                            "non_inferiority_margins": {"shipyard_mc": 0.05}},
+                   "judge": {"non_inferiority_margin": 0.05}},
     }
 
 

@@ -84,7 +84,8 @@ def eval_report(*, champion: bool) -> dict[str, Any]:
                  "comparisons": comparisons, "mode": "champion" if champion else "absolute",
                  "notes": [] if champion else ["no champion: absolute floors and ceilings only"]},
         "judge": {"status": "skipped: no judge endpoint configured"},
-        "config": {"confidence": 0.95, "non_inferiority_margins": {"shipyard_mc": 0.05}},
+        "config": {"gate": {"confidence": 0.95,
+                            "non_inferiority_margins": {"shipyard_mc": 0.05}}},
         "timings_seconds": {"candidate": 12.5},
     }
 

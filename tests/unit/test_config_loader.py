@@ -15,7 +15,7 @@ import pytest
 from common.config import build_config, load_preset
 from common.errors import StageError
 from data.config import DataConfig
-from eval.config import EvalConfig
+from eval.config import EvalConfig, GateConfig
 from tasks.resolve import resolve
 from training.config import TrainConfig
 
@@ -37,7 +37,7 @@ def test_defaults_then_preset_then_overrides() -> None:
     assert resolved.train.weight_decay == TrainConfig().weight_decay
     assert resolved.train.warmup_steps == 20
     assert resolved.train.max_steps == 5
-    assert resolved.eval.hard_ceilings == {"shipyard_ppl": 1.0}
+    assert resolved.eval.gate.hard_ceilings == {"shipyard_ppl": 1.0}
 
 
 def test_later_override_wins(tmp_path: Path) -> None:
@@ -51,15 +51,15 @@ def test_override_values_are_yaml(tmp_path: Path) -> None:
     raw = load_preset(preset, [
         "eval.limit_per_task=null",
         "eval.tasks=[shipyard_scoring_check, shipyard_ppl]",
-        "eval.hard_ceilings={shipyard_ppl: 2}",
-        "eval.non_inferiority_margins={shipyard_ppl: 0.1}",
+        "eval.gate.hard_ceilings={shipyard_ppl: 2}",
+        "eval.gate.non_inferiority_margins={shipyard_ppl: 0.1}",
         "train.compile=false",
         " train.seq_len = 64",  # spaces around the key and the value are ignored
     ])
     evaluation = build_config(EvalConfig, "eval", raw["eval"])
     assert evaluation.limit_per_task is None  # "unset" is None, never 0
     assert evaluation.tasks == ["shipyard_scoring_check", "shipyard_ppl"]
-    assert evaluation.hard_ceilings == {"shipyard_ppl": 2}
+    assert evaluation.gate.hard_ceilings == {"shipyard_ppl": 2}
     train = build_config(TrainConfig, "train", raw["train"])
     assert train.compile is False
     assert train.seq_len == 64
@@ -182,7 +182,7 @@ def test_unknown_key_through_resolve() -> None:
         ("train", TrainConfig, {"base_model_dir": 3}),        # int for str | None
         ("data", DataConfig, {"train_path": None}),           # None where None is not allowed
         ("eval", EvalConfig, {"tasks": "shipyard_ppl"}),      # str for list
-        ("eval", EvalConfig, {"hard_ceilings": [1.0]}),       # list for dict
+        ("eval.gate", GateConfig, {"hard_ceilings": [1.0]}),  # list for dict
     ],
 )
 def test_wrong_type(section: str, cls: type, values: dict) -> None:
@@ -239,8 +239,8 @@ def test_stage_validation_runs_after_the_type_check() -> None:
 
 
 @pytest.mark.parametrize(("override", "code", "key"), [
-    ("eval.bootstrap_resamples=.nan", "CONFIG_TYPE", "eval.bootstrap_resamples"),
-    ("eval.confidence=.nan", "CONFIG_INVALID", "eval.confidence"),
+    ("eval.gate.bootstrap_resamples=.nan", "CONFIG_TYPE", "eval.gate.bootstrap_resamples"),
+    ("eval.gate.confidence=.nan", "CONFIG_INVALID", "eval.gate.confidence"),
     ("deploy.bake_seconds=.inf", "CONFIG_INVALID", "deploy.bake_seconds"),
     ("deploy.bake_seconds=-5", "CONFIG_INVALID", "deploy.bake_seconds"),
     ("deploy.bake_seconds=99999999", "CONFIG_INVALID", "deploy.bake_seconds"),
