@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.digests import Sha256
+
 
 @dataclass(frozen=True)
 class ModelToDeploy:
@@ -13,7 +15,7 @@ class ModelToDeploy:
     registered_model_name: str
     version: str
     # model-signing root digest the request expects; verification must find the same
-    model_digest: str
+    model_digest: Sha256
     # the registration run: the decision record is logged to its experiment
     mlflow_run_id: str | None = None
 
@@ -26,7 +28,7 @@ class ModelToDeploy:
 class VerifiedModel:
     model_uri: str
     version: str
-    digest: str
+    digest: Sha256
     # the verified files themselves (registry.verify's download_dir/model)
     model_dir: Path
     served_model_name: str

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from common.digests import sha256_digest
 from common.errors import StageError
 from common.settings import Settings
 from deploy import history
@@ -187,7 +188,9 @@ def _model_to_serve(registered: str, version: str, settings: Settings,
                          f"{settings.mlflow_tracking_uri}: {exc}") from exc
     # undo: the bytes must be the ones the signed history recorded, whatever the tag says
     digest = signed_digest or str(dict(model_version.tags).get(reg.TAG_MODEL_DIGEST, ""))
-    return ModelToDeploy(registered, version, digest, model_version.run_id)
+    what = ("the signed history's digest" if signed_digest else
+            f"models:/{registered}/{version} MLflow tag {reg.TAG_MODEL_DIGEST}")
+    return ModelToDeploy(registered, version, sha256_digest(digest, what), model_version.run_id)
 
 
 def _serve(session: DeploySession, model: ModelToDeploy, action: ManualAction, *,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from common.digests import Sha256
 from common.errors import StageError
 from eval.config import EvalConfig
 from eval.errors import EvalError
@@ -30,7 +31,7 @@ class Champion:
     # MLflow version number the champion alias pointed at when the stage looked.
     version: str
     # model-signing root digest of the verified files (= the version's model_digest tag).
-    digest: str
+    digest: Sha256
     # The verified files: evaluate these bytes, not a second download nothing checked.
     model_dir: Path
 

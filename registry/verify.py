@@ -67,7 +67,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from common.digests import is_sha256
+from common.digests import Sha256, is_sha256
 from registry import eval_attestation as eval_att
 from registry import mlflow_registry as reg
 from registry import provenance as prov
@@ -99,7 +99,7 @@ class VerificationResult:
     model_uri: str
     registered_model_name: str
     version: str
-    model_digest: str
+    model_digest: Sha256
     signing_mode: str
     builder_id: str
     source_repository: str | None

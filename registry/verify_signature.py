@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.digests import model_root_digest
+from common.digests import Sha256, model_root_digest
 from registry.errors import RegistryError
 from registry.policy import Policy
 from registry.signing import (
@@ -43,7 +43,7 @@ def establish_trust(
 def check_model_signature(
     model_dir: Path, signature: Path, trust: TrustRoot, request: VerifyRequest,
     checks: list[CheckOutcome],
-) -> str:
+) -> Sha256:
     """The model's recomputed root digest, once the trusted signature vouches for it."""
     key_path, sigstore = trust
     digest = model_root_digest(model_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flytekit import Resources, task
 
 from common.cost import CostConfig, throughput_from_load
+from common.digests import sha256_digest
 from common.settings import load_settings
 from deploy.config import DeployConfig
 from tasks import timeouts
@@ -40,7 +41,8 @@ def deploy_canary(model: RegisteredModel, config: DeployConfig,
     from deploy.stage import deploy_canary as run_deploy
 
     with stage_shell(_STAGE, _TITLE, prices) as run:
-        request = ModelToDeploy(model.registered_model_name, model.version, model.model_digest,
+        request = ModelToDeploy(model.registered_model_name, model.version,
+                                sha256_digest(model.model_digest, "RegisteredModel.model_digest"),
                                 model.mlflow_run_id or None)
         outcome = run_deploy(request, config, load_settings())
         # $ per 1M generated tokens, from the throughput the rollout's load measured

@@ -23,7 +23,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from common.digests import model_root_digest, sha256_file
+from common.digests import model_root_digest, sha256_digest, sha256_file
 from common.errors import StageError
 from common.settings import PROJECT_ROOT, Settings
 from deploy.model_ref import ModelToDeploy
@@ -153,7 +153,8 @@ def evaluated_now(model: ModelToDeploy, settings: Settings) -> ModelToDeploy:
 
 
 def to_request(result: RegistrationResult) -> ModelToDeploy:
-    return ModelToDeploy(result.registered_model_name, result.version, result.model_digest,
+    return ModelToDeploy(result.registered_model_name, result.version,
+                         sha256_digest(result.model_digest),
                          result.mlflow_run_id)
 
 

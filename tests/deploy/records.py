@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.digests import sha256_digest
 from deploy.config import DeployConfig
 from deploy.decision_record import start_record
 from deploy.decision_record_schema import ChampionMove, DecisionRecord, RecordAction
@@ -14,7 +15,7 @@ def finished_record(model_uri: str, action: RecordAction = "promoted", outcome: 
                     endpoint: str = "http://127.0.0.1:8000") -> DecisionRecord:
     """A record as `DeploySession.finish` writes it, for model `models:/NAME/VERSION`."""
     name, version = model_uri.removeprefix("models:/").split("/")
-    record = start_record(deployment, ModelToDeploy(name, version, "ab" * 32, None),
+    record = start_record(deployment, ModelToDeploy(name, version, sha256_digest("ab" * 32), None),
                           config or DeployConfig())
     record.champion = ChampionMove(before=None, after=version, moved=outcome == "PASS")
     record.finish(outcome, action, endpoint, {})

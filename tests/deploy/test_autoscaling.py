@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from common.digests import sha256_digest
 from common.errors import StageError
 from common.settings import PROJECT_ROOT
 from deploy.kubernetes_backend import (
@@ -206,7 +207,8 @@ def test_every_hpa_metric_is_served_by_the_adapter_rules(
 
 # -- the deploy stage's side of the split --------------------------------------------------
 def _model(version: str) -> VerifiedModel:
-    return VerifiedModel(f"models:/shipyard-tiny/{version}", version, f"digest{version}",
+    return VerifiedModel(f"models:/shipyard-tiny/{version}", version,
+                         sha256_digest(version * 64),
                          Path("/models/current/model"), "shipyard")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import deploy.kubernetes_backend as kubernetes_backend
+from common.digests import sha256_digest
 from common.errors import StageError
 from deploy.kubernetes_backend import KubernetesBackend, find_kubectl, render_overlay, with_model
 from deploy.local_backend import LocalBackend, warm_up
@@ -25,7 +26,8 @@ from serving.process import free_port, spawn, stop_process_group, wait_until_hea
 from testing.scripted_server import Reply, ScriptedServer, chat_reply
 from tests.deploy.fake_kubernetes import FakeDynamicClient
 
-MODEL = VerifiedModel("models:/shipyard-tiny/3", "3", "ab" * 32, Path("/models/3"), "shipyard")
+MODEL = VerifiedModel("models:/shipyard-tiny/3", "3", sha256_digest("ab" * 32), Path("/models/3"),
+                      "shipyard")
 
 
 # ---- engine processes (serving/process.py) -----------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from common.digests import sha256_digest
 from deploy.kubernetes_backend import render_overlay, with_model
 from deploy.model_ref import VerifiedModel
 from registry.cli import build_parser
@@ -39,7 +40,7 @@ def _expanded_argv(container: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("track", ["stable", "canary"])
 def test_the_verifier_is_told_the_digest_deploy_verified(overlay: str, track: str) -> None:
-    model = VerifiedModel("models:/shipyard-tiny/7", "7", DIGEST,
+    model = VerifiedModel("models:/shipyard-tiny/7", "7", sha256_digest(DIGEST),
                           Path("/models/current/model"), "shipyard")
     deployment = with_model(render_overlay(Path(overlay)), track, model)
     argv = _expanded_argv(_verifier(deployment))

@@ -14,6 +14,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from common.digests import sha256_digest
 from common.errors import StageError
 from deploy.kubernetes_backend import (
     ANNOTATION_URI,
@@ -33,7 +34,8 @@ NS = "shipyard"
 
 
 def _model(version: str) -> VerifiedModel:
-    return VerifiedModel(f"models:/shipyard-tiny/{version}", version, f"digest{version}",
+    return VerifiedModel(f"models:/shipyard-tiny/{version}", version,
+                         sha256_digest(version * 64),
                          Path("/models/current/model"), "shipyard")
 
 

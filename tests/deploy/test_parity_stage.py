@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import deploy.parity as parity
+from common.digests import sha256_digest
 from common.errors import StageError
 from deploy.kubernetes_backend import KubernetesBackend, render_overlay
 from deploy.model_ref import VerifiedModel
@@ -101,7 +102,8 @@ def test_kubernetes_checks_the_stable_through_the_gateway_and_cannot_reach_the_c
                                 namespace="shipyard", endpoint="http://gateway.example",
                                 prometheus_url="http://prometheus.example:9090",
                                 poll_seconds=0.0, sleep=lambda _: None)
-    model = VerifiedModel("models:/m/1", "1", "ab" * 32, Path("/models/current/model"), "m")
+    model = VerifiedModel("models:/m/1", "1", sha256_digest("ab" * 32),
+                          Path("/models/current/model"), "m")
     backend.start_stable(model)
     assert backend.track_url("stable") == "http://gateway.example"
     backend.start_canary(replace(model, version="2"))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from common.digests import sha256_digest
 from common.errors import StageError
 from deploy.config import DeployConfig
 from deploy.model_ref import ModelToDeploy, VerifiedModel
@@ -60,7 +61,8 @@ def _verify_for_deploy(registry: Registry, model: RegistrationResult) -> Verifie
     """What deploy_canary verifies before it starts anything, against the champion of now."""
     settings = registry.settings
     client = client_for(settings.mlflow_tracking_uri)
-    request = ModelToDeploy(MODEL, model.version, model.model_digest, model.mlflow_run_id)
+    request = ModelToDeploy(MODEL, model.version, sha256_digest(model.model_digest),
+                            model.mlflow_run_id)
     work_dir = state_path(settings.home, MODEL).parent
     return verify_for_serving(
         model.model_uri, model.model_digest, DeployConfig(), settings, work_dir, MODEL,
@@ -113,7 +115,7 @@ def test_a_pass_against_an_older_champion_is_refused_before_anything_starts(
 
     # the whole deploy refuses it too, before a single process starts
     before = live_descendants()
-    request = ModelToDeploy(MODEL, v2.version, v2.model_digest, v2.mlflow_run_id)
+    request = ModelToDeploy(MODEL, v2.version, sha256_digest(v2.model_digest), v2.mlflow_run_id)
     from deploy.stage import deploy_canary
 
     with pytest.raises(StageError) as refused:
