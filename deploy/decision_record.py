@@ -43,14 +43,8 @@ def start_record(name: str, model: ModelToDeploy, config: DeployConfig) -> Decis
     return DecisionRecord(
         deployment=name, model_uri=model.model_uri, model_digest=model.model_digest,
         started_at=datetime.now(UTC).isoformat(), config=dataclasses.asdict(config),
-        thresholds=Thresholds(
-            min_requests=config.min_requests,
-            max_ttft_p95_seconds=config.max_ttft_p95_seconds,
-            max_itl_p95_seconds=config.max_itl_p95_seconds,
-            max_error_rate=config.max_error_rate,
-            max_latency_ratio=config.max_latency_ratio,
-            latency_slack_seconds=config.latency_slack_seconds,
-            mann_whitney_alpha=config.mann_whitney_alpha))
+        thresholds=Thresholds(**{f.name: getattr(config, f.name)
+                                 for f in dataclasses.fields(Thresholds)}))
 
 
 def write_record(work_dir: Path, record: DecisionRecord) -> Path:

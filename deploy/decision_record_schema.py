@@ -41,7 +41,8 @@ _PYDANTIC = {"json_schema_serialization_defaults_required": True}
 @dataclass
 class Thresholds:
     __pydantic_config__ = _PYDANTIC
-    # the canary analysis thresholds of the config (deploy/config.py), copied for auditors
+    # the canary analysis thresholds (deploy/analysis.py Thresholds: the same names, a test
+    # keeps them equal), copied from the config for auditors
     min_requests: int
     max_ttft_p95_seconds: float
     max_itl_p95_seconds: float
@@ -49,6 +50,10 @@ class Thresholds:
     max_latency_ratio: float
     latency_slack_seconds: float
     mann_whitney_alpha: float
+    # the tail and stable-health thresholds; None: a record written before they were recorded
+    p99_min_requests: int | None = None
+    max_tail_share_increase: float | None = None
+    max_stable_error_rate: float | None = None
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from common.digests import sha256_digest
 from common.errors import StageError
 from common.settings import PROJECT_ROOT
 from deploy.config import DeployConfig
@@ -106,6 +107,24 @@ def test_a_schema_1_record_is_upgraded_on_load(tmp_path: Path) -> None:
     assert loaded.champion is not None and loaded.champion.before == "2" and loaded.champion.moved
     assert loaded.stable_before == StableBefore("models:/demo-model/2")
     jsonschema.validate(loaded.to_dict(), _committed_schema())
+    # thresholds a schema-1 record did not carry read as "not recorded", not as today's defaults
+    assert loaded.thresholds.p99_min_requests is None
+
+
+def test_the_record_carries_every_threshold_the_analysis_decides_with() -> None:
+    import dataclasses
+
+    from deploy import analysis
+    from deploy.decision_record import start_record
+    from deploy.decision_record_schema import Thresholds
+    from deploy.model_ref import ModelToDeploy
+
+    names = [f.name for f in dataclasses.fields(Thresholds)]
+    assert names == [f.name for f in dataclasses.fields(analysis.Thresholds)]
+    config = DeployConfig(p99_min_requests=300, max_tail_share_increase=0.05)
+    record = start_record("d", ModelToDeploy("m", "1", sha256_digest("ab" * 32)), config)
+    assert dataclasses.asdict(record.thresholds) == dataclasses.asdict(
+        analysis.Thresholds.from_config(config))
 
 
 @pytest.mark.parametrize(("content", "rule"), [
