@@ -155,8 +155,7 @@ def run_history(args: argparse.Namespace, home: Path) -> int:
     name = resolve_name(home, args.name)
     listing = decision_records(work_dir(home, name))
     entries = history_entries(listing.records)
-    invalid = [{"code": e.code, "record_path": e.details.get("path"), "message": e.message}
-               for e in listing.invalid]
+    invalid = listing.invalid_rows()
     status = FAILED if invalid or not entries else OK
     if args.json:
         if not entries and not invalid:

@@ -11,6 +11,9 @@ The phase is computed from what is on disk and what runs:
 The step and set weight come from the controller's `rollout-status.json`, the actual weight from
 the router's admin API (authenticated with the deployment's token), the versions and digests
 from `state.json`, the last verdict from the status file or the newest decision record.
+A decision record that does not load (DEPLOY_RECORD_INVALID) leaves the phase as it is; the
+last decision is then the newest record that loads, and the view says newer ones do not
+(`invalid_records` in --json, a `Records:` line); `shipyard history` lists them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +60,9 @@ class Observed:
     latest_record: dict[str, Any] | None
     router_weights: dict[str, int] | None  # the router's actual table; None: not reachable
     router_error: str | None = None
+    # decision records that do not load (DEPLOY_RECORD_INVALID): the "last decision" above is
+    # then the newest record that does, and the view says so instead of only logging it
+    invalid_records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def rollout_view(name: str, seen: Observed) -> dict[str, Any]:
@@ -94,6 +100,7 @@ def rollout_view(name: str, seen: Observed) -> dict[str, Any]:
         "endpoint": f"{state.router.base_url}/v1" if state.router else None,
         "last_verdict": verdict,
         "controls": (status or {}).get("controls", []) if rollout_live else [],
+        "invalid_records": seen.invalid_records,
         "last_decision": None if record is None else {
             "outcome": record.get("outcome"), "action": record.get("action"),
             "model_uri": record.get("model_uri"), "finished_at": record.get("finished_at"),
@@ -159,7 +166,7 @@ def observe(home: Path, name: str) -> Observed:
         except (StageError, OSError, ValueError) as exc:
             router_error = str(exc)
     return Observed(state, deploy_in_progress(folder), read_status(folder),
-                    latest, weights, router_error)
+                    latest, weights, router_error, listing.invalid_rows())
 
 
 def found(home: Path, name: str, seen: Observed) -> bool:
@@ -194,6 +201,11 @@ def render(view: dict[str, Any]) -> str:
     for control in view["controls"]:
         lines.append(f"Control:     {control['action']} by {control['actor']} "
                      f"at {control['issued_at']}")
+    invalid = view.get("invalid_records") or []
+    if invalid:
+        lines.append(f"Records:     {len(invalid)} decision record(s) do not load "
+                     f"({invalid[0]['code']}); `shipyard history {view['deployment']}` lists "
+                     "them")
     return "\n".join(lines)
 
 

@@ -193,6 +193,11 @@ class RecordListing:
     # one DEPLOY_RECORD_INVALID per file that does not: a listing shows them, never drops them
     invalid: list[StageError]
 
+    def invalid_rows(self) -> list[dict[str, Any]]:
+        """The records that do not load, as `--json` output shows them."""
+        return [{"code": e.code, "record_path": e.details.get("path"), "message": e.message}
+                for e in self.invalid]
+
 
 def list_records(work_dir: Path) -> RecordListing:
     """Every decision record of a deployment (`latest.json` is a copy of the newest)."""

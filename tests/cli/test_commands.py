@@ -282,6 +282,15 @@ def test_history_lists_a_tampered_record_as_invalid_and_exits_1(
     text = capsys.readouterr().out
     assert f"DEPLOY_RECORD_INVALID: decision record {tampered}" in text
     assert "models:/demo-model/1" in text
+    # `status` shows the newest record that loads as the last decision, and says that a newer
+    # one does not load, in its JSON and its text, instead of only logging it
+    main(["status", "demo", "--json"])
+    view = json.loads(capsys.readouterr().out)
+    assert view["last_decision"]["model_uri"] == "models:/demo-model/1"
+    assert [p["record_path"] for p in view["invalid_records"]] == [str(tampered)]
+    main(["status", "demo"])
+    assert ("Records:     1 decision record(s) do not load (DEPLOY_RECORD_INVALID); "
+            "`shipyard history demo` lists them") in capsys.readouterr().out
 
 
 # -- gc and reports ----------------------------------------------------------------------------
